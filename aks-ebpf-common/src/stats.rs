@@ -1,0 +1,126 @@
+//! The `STATS` map: a per-CPU array indexed by [`Reason`], one [`ReasonCounter`] per slot.
+//!
+//! Like Cilium's metrics map, every verdict the datapath reaches is counted under a
+//! numbered reason, forwards as well as drops, so no packet is handled silently.
+//! Userspace sums the per-CPU slots and prints reasons by name.
+
+/// Name of the per-CPU counter map in the eBPF object (and of its pin file).
+pub const STATS_MAP: &str = "STATS";
+
+/// Why the datapath did what it did with a packet. The discriminant is the index into
+/// `STATS`; the numbers are part of the map ABI, so append, never renumber.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// A well-formed IPv4 packet handed on to the kernel's stack.
+    PassedIpv4 = 0,
+    /// Not IPv4 (ARP, IPv6 neighbour discovery, ...): handed on unchanged.
+    PassedNonIpv4 = 1,
+    /// A header the packet claims to carry is truncated (Ethernet shorter than 14 bytes,
+    /// IPv4 shorter than 20) or invalid (IPv4 header length below 5 words): dropped.
+    DropMalformed = 2,
+}
+
+impl Reason {
+    /// Every reason, in map order. `STATS` has exactly this many slots.
+    pub const ALL: [Reason; 3] = [
+        Reason::PassedIpv4,
+        Reason::PassedNonIpv4,
+        Reason::DropMalformed,
+    ];
+
+    /// Number of slots in `STATS`.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The index of this reason's slot in `STATS`.
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The reason stored at `index`, if the index names one.
+    pub const fn from_index(index: u32) -> Option<Reason> {
+        if index < Self::COUNT {
+            Some(Self::ALL[index as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The stable name printed by `aksnet inspect stats` and used in JSON output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassedIpv4 => "passed-ipv4",
+            Reason::PassedNonIpv4 => "passed-non-ipv4",
+            Reason::DropMalformed => "drop-malformed",
+        }
+    }
+
+    /// Whether packets counted under this reason were dropped.
+    pub const fn is_drop(self) -> bool {
+        matches!(self, Reason::DropMalformed)
+    }
+}
+
+/// One slot of `STATS` on one CPU. Host byte order; only ever added to by the datapath.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReasonCounter {
+    /// Packets counted under the slot's reason.
+    pub packets: u64,
+    /// Bytes of those packets, from the start of the Ethernet header (`skb->len`).
+    pub bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ReasonCounter>() == 16);
+const _: () = assert!(core::mem::align_of::<ReasonCounter>() == 8);
+
+impl ReasonCounter {
+    /// Adds another CPU's slot to this one (used to total per-CPU values).
+    pub fn add(&mut self, other: &ReasonCounter) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), two u64 fields, no padding (asserted above); every bit pattern is valid.
+unsafe impl aya::Pod for ReasonCounter {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_dense_and_round_trip() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i as u32, "{reason:?} is out of map order");
+            assert_eq!(Reason::from_index(i as u32), Some(*reason));
+        }
+        assert_eq!(Reason::from_index(Reason::COUNT), None);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for a in Reason::ALL {
+            for b in Reason::ALL {
+                if a != b {
+                    assert_ne!(a.name(), b.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn drops_are_named_as_drops() {
+        for reason in Reason::ALL {
+            assert_eq!(reason.is_drop(), reason.name().starts_with("drop-"), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn counters_add() {
+        let mut total = ReasonCounter { packets: 1, bytes: 60 };
+        total.add(&ReasonCounter { packets: 2, bytes: 140 });
+        assert_eq!(total, ReasonCounter { packets: 3, bytes: 200 });
+    }
+}

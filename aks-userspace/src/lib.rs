@@ -1,0 +1,5 @@
+//! aksnet: emulate AKS networking (Azure CNI and kubenet, each on an eBPF or an iptables
+//! datapath) inside network namespaces on one Linux box.
+
+pub mod ebpf;
+pub mod netns;

@@ -1,0 +1,19 @@
+//! `aksnet`: emulate AKS networking in network namespaces and compare datapaths.
+
+use clap::{Parser, Subcommand};
+
+/// Emulate Azure Kubernetes Service networking (Azure CNI and kubenet, on an eBPF or an
+/// iptables datapath) inside network namespaces on this machine.
+#[derive(Parser)]
+#[command(name = "aksnet", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {}
+}
