@@ -8,12 +8,17 @@ use clap::{Parser, Subcommand};
 #[command(name = "aksnet", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {}
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {}
+    let cli = Cli::parse();
+    if cli.command.is_none() {
+        use clap::CommandFactory;
+        Cli::command().print_help()?;
+    }
+    Ok(())
 }

@@ -1,7 +1,6 @@
 //! `build`, `run` and `test`: thin wrappers around cargo that make sure the environment is
 //! set up first and that privileged binaries run as root.
 
-use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -24,8 +23,10 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// cargo through rustup's proxy (not `$CARGO`, which is one toolchain's binary), so that
+/// `+nightly` works for the eBPF crate's clippy pass.
 fn cargo() -> Command {
-    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut c = Command::new("cargo");
     c.current_dir(workspace_root());
     c
 }
