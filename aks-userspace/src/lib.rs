@@ -1,5 +1,7 @@
 //! aksnet: emulate AKS networking (Azure CNI and kubenet, each on an eBPF or an iptables
 //! datapath) inside network namespaces on one Linux box.
 
+pub mod check;
 pub mod ebpf;
 pub mod netns;
+pub mod topology;

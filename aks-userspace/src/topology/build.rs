@@ -1,0 +1,104 @@
+//! Creating a set of namespaces from their specs, all or nothing, with progress.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, Result};
+
+use super::{netlink, NamespaceSpec};
+use crate::netns;
+
+/// Creates every namespace in `specs` (in order: a namespace that creates veths must come
+/// before nothing, but peers must exist, so all namespaces are created first), then
+/// configures each. On any failure everything made so far is removed again and the
+/// error is returned: nothing half-made is left behind.
+pub fn build(specs: &[NamespaceSpec]) -> Result<()> {
+    let mut progress = Progress::new("building namespaces", specs.len() * 2);
+    let mut created: Vec<&str> = Vec::with_capacity(specs.len());
+    let result = (|| -> Result<()> {
+        for spec in specs {
+            netns::create(&spec.name)?;
+            created.push(&spec.name);
+            progress.step();
+        }
+        for spec in specs {
+            netlink::apply(spec)?;
+            progress.step();
+        }
+        Ok(())
+    })();
+    progress.finish();
+    if let Err(err) = result {
+        let names: Vec<String> = created.iter().map(|n| n.to_string()).collect();
+        if let Err(cleanup) = teardown(&names) {
+            return Err(err.context(format!("and cleaning up after it failed too: {cleanup:#}")));
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Deletes the named namespaces (their interfaces go with them). Missing ones are fine:
+/// teardown is idempotent. Returns how many existed.
+pub fn teardown(names: &[String]) -> Result<usize> {
+    let mut removed = 0;
+    let mut first_error = None;
+    for name in names.iter().rev() {
+        match netns::delete(name) {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) => {
+                // Keep going: remove as much as possible, then report the first failure.
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e).context("removing namespaces"),
+        None => Ok(removed),
+    }
+}
+
+/// A one-line progress counter on stderr: rewritten in place on a terminal, a line per
+/// tenth otherwise (so CI logs stay short).
+struct Progress {
+    what: &'static str,
+    done: usize,
+    total: usize,
+    tty: bool,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: usize) -> Self {
+        Self {
+            what,
+            done: 0,
+            total,
+            tty: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn step(&mut self) {
+        self.done += 1;
+        let tenth = (self.total / 10).max(1);
+        if self.tty {
+            eprint!("\r{}: {}/{}", self.what, self.done, self.total);
+            let _ = std::io::stderr().flush();
+        } else if self.done % tenth == 0 || self.done == self.total {
+            eprintln!("{}: {}/{}", self.what, self.done, self.total);
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+        eprintln!(
+            "{}: {} steps in {:.2}s",
+            self.what,
+            self.done,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}

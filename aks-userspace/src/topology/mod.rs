@@ -1,0 +1,10 @@
+//! The emulated cluster on this machine: network namespaces, veths, addresses, routes.
+//! `spec` says what a namespace holds, `netlink` applies it, `build` creates and removes
+//! a whole set of namespaces with progress and rollback.
+
+mod build;
+mod netlink;
+pub mod spec;
+
+pub use build::{build, teardown};
+pub use spec::{InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec};

@@ -1,0 +1,80 @@
+//! What one network namespace should contain, independent of why: the layout module
+//! derives these from the cluster plan, the builder applies them over netlink.
+
+use std::net::Ipv4Addr;
+
+/// A locally administered Ethernet address.
+pub type Mac = [u8; 6];
+
+/// One namespace: its name (carrying the cluster prefix), whether it forwards IPv4, the
+/// veth pairs created from inside it, and the configuration of its own interfaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceSpec {
+    pub name: String,
+    /// `net.ipv4.ip_forward`: routers (VNet, nodes) forward, hosts and pods do not.
+    pub forwarding: bool,
+    /// Veth pairs created from this namespace; each peer is moved into its namespace at
+    /// creation, so no interface ever exists in the root namespace.
+    pub veths: Vec<VethSpec>,
+    /// Interfaces of this namespace to configure (own veth ends and peers moved here).
+    pub interfaces: Vec<InterfaceSpec>,
+    pub routes: Vec<RouteSpec>,
+    /// Static neighbour entries (e.g. a pod's gateway MAC), so no ARP trick is needed.
+    pub neighbours: Vec<NeighbourSpec>,
+}
+
+impl NamespaceSpec {
+    pub fn new(name: impl Into<String>, forwarding: bool) -> Self {
+        Self {
+            name: name.into(),
+            forwarding,
+            veths: Vec::new(),
+            interfaces: Vec::new(),
+            routes: Vec::new(),
+            neighbours: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VethSpec {
+    pub name: String,
+    pub mac: Mac,
+    pub peer_namespace: String,
+    pub peer_name: String,
+    pub peer_mac: Mac,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceSpec {
+    pub name: String,
+    /// Addresses with their prefix length.
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// Answer ARP for addresses routed elsewhere (the VNet router answers for every
+    /// address in the subnet, as Azure's fabric does).
+    pub proxy_arp: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub destination: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Next hop, added `onlink`; `None` for a directly connected destination.
+    pub gateway: Option<Ipv4Addr>,
+    pub device: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighbourSpec {
+    pub address: Ipv4Addr,
+    pub mac: Mac,
+    pub device: String,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
