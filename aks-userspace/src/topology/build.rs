@@ -85,7 +85,7 @@ impl Progress {
         if self.tty {
             eprint!("\r{}: {}/{}", self.what, self.done, self.total);
             let _ = std::io::stderr().flush();
-        } else if self.done % tenth == 0 || self.done == self.total {
+        } else if self.done.is_multiple_of(tenth) || self.done == self.total {
             eprintln!("{}: {}/{}", self.what, self.done, self.total);
         }
     }
