@@ -113,14 +113,30 @@ mod tests {
     #[test]
     fn drops_are_named_as_drops() {
         for reason in Reason::ALL {
-            assert_eq!(reason.is_drop(), reason.name().starts_with("drop-"), "{reason:?}");
+            assert_eq!(
+                reason.is_drop(),
+                reason.name().starts_with("drop-"),
+                "{reason:?}"
+            );
         }
     }
 
     #[test]
     fn counters_add() {
-        let mut total = ReasonCounter { packets: 1, bytes: 60 };
-        total.add(&ReasonCounter { packets: 2, bytes: 140 });
-        assert_eq!(total, ReasonCounter { packets: 3, bytes: 200 });
+        let mut total = ReasonCounter {
+            packets: 1,
+            bytes: 60,
+        };
+        total.add(&ReasonCounter {
+            packets: 2,
+            bytes: 140,
+        });
+        assert_eq!(
+            total,
+            ReasonCounter {
+                packets: 3,
+                bytes: 200
+            }
+        );
     }
 }

@@ -1,5 +1,8 @@
 //! aksnet: emulate AKS networking (Azure CNI and kubenet, each on an eBPF or an iptables
 //! datapath) inside network namespaces on one Linux box.
 
+pub mod cidr;
 pub mod ebpf;
+pub mod model;
 pub mod netns;
+pub mod table;

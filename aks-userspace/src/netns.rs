@@ -37,17 +37,20 @@ where
         thread::Builder::new()
             .name(format!("netns-{name}"))
             .spawn_scoped(scope, move || -> Result<T> {
-            // SAFETY: setns on a valid namespace fd affects only this thread, which exists
-            // solely to run `work` and then ends.
-            let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("joining network namespace {name:?} (needs CAP_SYS_ADMIN)"));
-            }
-            work()
-        })
-        .context("spawning a thread to enter a network namespace")?
-        .join()
-        .map_err(|panic| anyhow::anyhow!("the thread inside network namespace {name:?} panicked: {panic:?}"))?
+                // SAFETY: setns on a valid namespace fd affects only this thread, which exists
+                // solely to run `work` and then ends.
+                let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error()).with_context(|| {
+                        format!("joining network namespace {name:?} (needs CAP_SYS_ADMIN)")
+                    });
+                }
+                work()
+            })
+            .context("spawning a thread to enter a network namespace")?
+            .join()
+            .map_err(|panic| {
+                anyhow::anyhow!("the thread inside network namespace {name:?} panicked: {panic:?}")
+            })?
     })
 }

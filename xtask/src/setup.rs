@@ -64,7 +64,11 @@ pub fn run(check_only: bool) -> Result<()> {
     for (i, step) in STEPS.iter().enumerate() {
         let present = (step.present)().with_context(|| format!("while checking {}", step.name))?;
         if present {
-            eprintln!("[{}/{total}] {}: already in place, skipped", i + 1, step.name);
+            eprintln!(
+                "[{}/{total}] {}: already in place, skipped",
+                i + 1,
+                step.name
+            );
             continue;
         }
         if check_only {
@@ -75,7 +79,10 @@ pub fn run(check_only: bool) -> Result<()> {
         eprintln!("[{}/{total}] {}: installing", i + 1, step.name);
         (step.install)().with_context(|| format!("while installing {}", step.name))?;
         if !(step.present)()? {
-            bail!("{} still missing after installing it; see the output above", step.name);
+            bail!(
+                "{} still missing after installing it; see the output above",
+                step.name
+            );
         }
         eprintln!("[{}/{total}] {}: done", i + 1, step.name);
     }
@@ -217,7 +224,8 @@ fn bpf_linker_install() -> Result<()> {
     let real = llvm.lib_dir.join(&llvm.file_name);
     let prefix = cargo_home()?.join("aksnet-llvm-prefix");
     let prefix_lib = prefix.join("lib");
-    fs::create_dir_all(&prefix_lib).with_context(|| format!("creating {}", prefix_lib.display()))?;
+    fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
     for link in ["libLLVM.so", llvm.file_name.as_str()] {
         replace_symlink(&real, &prefix_lib.join(link))?;
     }
@@ -232,7 +240,12 @@ fn bpf_linker_install() -> Result<()> {
     cmd::run(
         Command::new("cargo")
             .arg(format!("+{NIGHTLY}"))
-            .args(["install", "bpf-linker", "--no-default-features", "--features"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+            ])
             .arg(format!("llvm-{}", llvm.major))
             .env("LLVM_PREFIX", &prefix)
             .env("RUSTFLAGS", rustflags),
@@ -243,7 +256,8 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
     if link.symlink_metadata().is_ok() {
         fs::remove_file(link).with_context(|| format!("removing old {}", link.display()))?;
     }
-    symlink(target, link).with_context(|| format!("linking {} -> {}", link.display(), target.display()))
+    symlink(target, link)
+        .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
 }
 
 fn bpffs_present() -> Result<bool> {

@@ -88,6 +88,9 @@ fn raise_memlock_rlimit() {
     // SAFETY: setrlimit with a valid pointer to an initialised struct.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     if rc != 0 {
-        log::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -13,9 +13,13 @@ impl ReasonTotals {
     pub fn read(map: &PerCpuArray<&MapData, ReasonCounter>) -> Result<Self> {
         let mut totals = Vec::with_capacity(Reason::ALL.len());
         for reason in Reason::ALL {
-            let per_cpu = map
-                .get(&reason.index(), 0)
-                .with_context(|| format!("reading {STATS_MAP}[{}] ({})", reason.index(), reason.name()))?;
+            let per_cpu = map.get(&reason.index(), 0).with_context(|| {
+                format!(
+                    "reading {STATS_MAP}[{}] ({})",
+                    reason.index(),
+                    reason.name()
+                )
+            })?;
             let mut total = ReasonCounter::default();
             for slot in per_cpu.iter() {
                 total.add(slot);
