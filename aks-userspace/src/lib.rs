@@ -5,4 +5,5 @@ pub mod cidr;
 pub mod ebpf;
 pub mod model;
 pub mod netns;
+pub mod plan;
 pub mod table;

@@ -124,11 +124,10 @@ impl SubnetDemand {
         let mut fitted = 0;
         for pool in &self.pools {
             let per_node = pool.addresses_per_node();
-            let n = if per_node == 0 {
-                pool.nodes
-            } else {
-                pool.nodes.min(left / per_node)
-            };
+            // A pool that takes nothing from this subnet always fits.
+            let n = left
+                .checked_div(per_node)
+                .map_or(pool.nodes, |room| pool.nodes.min(room));
             fitted += n;
             left -= n * per_node;
             if n < pool.nodes {

@@ -129,3 +129,21 @@ pub struct OnPremNetwork {
     pub cidr: Ipv4Cidr,
     pub host: Ipv4Addr,
 }
+
+// Display uses the YAML spelling, so messages and tables show what the user writes.
+macro_rules! display_as_yaml {
+    ($($type:ty { $($variant:ident => $text:literal),+ })+) => {$(
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $(Self::$variant => $text),+ })
+            }
+        }
+    )+};
+}
+
+display_as_yaml! {
+    NetworkPlugin { Azure => "azure", Kubenet => "kubenet" }
+    Datapath { Ebpf => "ebpf", Iptables => "iptables" }
+    OsType { Linux => "Linux", Windows => "Windows" }
+    Protocol { Tcp => "TCP", Udp => "UDP" }
+}

@@ -290,7 +290,7 @@ fn resolve_node_pools(
             return Err(PlanError::invalid(
                 field("name"),
                 format!(
-                    "`{name}` ({} characters) is not a valid {os_type:?} pool name; AKS wants \
+                    "`{name}` ({} characters) is not a valid {os_type} pool name; AKS wants \
                      lowercase letters and digits, starting with a letter, at most {name_limit} \
                      characters",
                     name.len()
