@@ -2,6 +2,10 @@
 //! datapath) inside network namespaces on one Linux box.
 
 pub mod check;
+pub mod cidr;
 pub mod ebpf;
+pub mod model;
 pub mod netns;
+pub mod plan;
+pub mod table;
 pub mod topology;

@@ -1,0 +1,75 @@
+//! The validated cluster: every default filled in, every AKS rule checked. This is what
+//! the planner and, later, the namespace builder consume.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::description::{Datapath, NetworkPlugin, OnPremNetwork, OsType, Protocol, Vnet};
+use crate::cidr::Ipv4Cidr;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub name: String,
+    pub network_plugin: NetworkPlugin,
+    pub datapath: Datapath,
+    pub vnet: Vnet,
+    /// kubenet only: the private range each node's /24 is carved from.
+    pub pod_cidr: Option<Ipv4Cidr>,
+    pub service_cidr: Ipv4Cidr,
+    pub dns_service_ip: Ipv4Addr,
+    pub node_pools: Vec<NodePool>,
+    pub pods_per_node: u32,
+    pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
+    pub services: Vec<Service>,
+    pub external_hosts: ExternalHosts,
+}
+
+impl Cluster {
+    /// Nodes over all pools.
+    pub fn node_count(&self) -> u64 {
+        self.node_pools
+            .iter()
+            .map(|pool| u64::from(pool.count))
+            .sum()
+    }
+
+    /// The subnet pod addresses come from with Azure CNI: the pod subnet if there is one,
+    /// else the node subnet. `None` for kubenet, whose pods are not VNet addresses.
+    pub fn azure_pod_subnet(&self) -> Option<Ipv4Cidr> {
+        match self.network_plugin {
+            NetworkPlugin::Azure => Some(self.vnet.pod_subnet.unwrap_or(self.vnet.node_subnet)),
+            NetworkPlugin::Kubenet => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePool {
+    pub name: String,
+    pub count: u32,
+    pub os_type: OsType,
+    /// The pool's own maxPods, or the cluster's, or the plugin default.
+    pub max_pods: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub name: String,
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+    pub target_port: u16,
+    pub protocol: Protocol,
+    pub backends: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalHosts {
+    pub internet: Ipv4Addr,
+    pub on_prem: OnPremNetwork,
+}

@@ -1,0 +1,149 @@
+//! The cluster description exactly as a user writes it (YAML). Field names follow
+//! `az aks create` and the AKS API. Optional fields stay `None` here; `validate` fills
+//! in the AKS defaults, so a description round-trips unchanged through serde.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::Ipv4Cidr;
+
+/// A cluster as described in YAML, before defaults and validation.
+// Unknown fields are errors everywhere: a typo such as `maxPod` must not silently fall
+// back to a default and plan a different cluster than the one intended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterDescription {
+    /// Short name; prefixes every namespace and interface aksnet creates.
+    pub name: String,
+    pub network_plugin: NetworkPlugin,
+    pub datapath: Datapath,
+    pub vnet: Vnet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<Ipv4Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<Ipv4Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_service_ip: Option<Ipv4Addr>,
+    /// Cluster-wide default for `nodePools[].maxPods`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods: Option<u32>,
+    pub node_pools: Vec<NodePoolDescription>,
+    /// Pods aksnet really creates on each node (each one is a network namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_per_node: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_masquerade_cidrs: Option<Vec<Ipv4Cidr>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceDescription>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_hosts: Option<ExternalHostsDescription>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPlugin {
+    /// Azure CNI: pods take addresses from the VNet.
+    Azure,
+    /// kubenet: pods take addresses from a private pod CIDR, one /24 per node.
+    Kubenet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Datapath {
+    /// BPF programs in the node namespaces, Cilium style.
+    Ebpf,
+    /// Bridge, kernel routing and iptables, kube-proxy style.
+    Iptables,
+}
+
+/// The VNet the nodes (and, with Azure CNI, the pods) live in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Vnet {
+    pub address_space: Ipv4Cidr,
+    pub node_subnet: Ipv4Cidr,
+    /// Azure CNI only: a separate subnet for pod addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_subnet: Option<Ipv4Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OsType {
+    Linux,
+    Windows,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodePoolDescription {
+    pub name: String,
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_type: Option<OsType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+/// A ClusterIP service; its backends are the first `backends` pods, round-robin over nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceDescription {
+    pub name: String,
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Ipv4Addr,
+    pub port: u32,
+    /// Defaults to `port`, as in Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u32>,
+    /// Defaults to TCP, as in Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    pub backends: u32,
+}
+
+/// Hosts outside the cluster that pods talk to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalHostsDescription {
+    /// A server "on the internet", reached through SNAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet: Option<Ipv4Addr>,
+    /// A network reached over "ExpressRoute", without NAT from the VNet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_prem: Option<OnPremNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OnPremNetwork {
+    pub cidr: Ipv4Cidr,
+    pub host: Ipv4Addr,
+}
+
+// Display uses the YAML spelling, so messages and tables show what the user writes.
+macro_rules! display_as_yaml {
+    ($($type:ty { $($variant:ident => $text:literal),+ })+) => {$(
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $(Self::$variant => $text),+ })
+            }
+        }
+    )+};
+}
+
+display_as_yaml! {
+    NetworkPlugin { Azure => "azure", Kubenet => "kubenet" }
+    Datapath { Ebpf => "ebpf", Iptables => "iptables" }
+    OsType { Linux => "Linux", Windows => "Windows" }
+    Protocol { Tcp => "TCP", Udp => "UDP" }
+}

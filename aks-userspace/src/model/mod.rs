@@ -1,0 +1,40 @@
+//! The cluster description: its YAML form, the AKS defaults, and the AKS rules it must
+//! satisfy. `load` is the whole path from text to a validated `Cluster`.
+
+pub mod capacity;
+mod cluster;
+pub mod defaults;
+mod description;
+mod error;
+mod validate;
+
+pub use cluster::{Cluster, ExternalHosts, NodePool, Service};
+pub use description::{
+    ClusterDescription, Datapath, ExternalHostsDescription, NetworkPlugin, NodePoolDescription,
+    OnPremNetwork, OsType, Protocol, ServiceDescription, Vnet,
+};
+pub use error::PlanError;
+pub use validate::validate;
+
+/// The cluster aksnet builds when no description is given: small, because every node and
+/// pod becomes a network namespace.
+pub const DEFAULT_DESCRIPTION: &str = include_str!("default.yaml");
+
+/// Parse a description; unknown fields and bad YAML fail with their line and column.
+pub fn parse(yaml: &str) -> Result<ClusterDescription, PlanError> {
+    Ok(serde_yaml::from_str(yaml)?)
+}
+
+/// Parse and validate a description.
+pub fn load(yaml: &str) -> Result<Cluster, PlanError> {
+    validate(&parse(yaml)?)
+}
+
+/// The description as YAML, the inverse of `parse`.
+pub fn to_yaml(description: &ClusterDescription) -> String {
+    // Serializing plain structs of strings and numbers cannot fail.
+    serde_yaml::to_string(description).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! The human form of a plan: a few aligned tables, one per concern.
+
+use std::fmt::Write;
+
+use super::{Plan, RouteSource};
+use crate::model::NetworkPlugin;
+use crate::table::Table;
+
+/// The plan as text for a terminal (warnings are not included; the caller prints them).
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_plan(&mut out, plan);
+    out
+}
+
+fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
+    let plugin = match plan.network_plugin {
+        NetworkPlugin::Azure => "azure (pods take VNet addresses)",
+        NetworkPlugin::Kubenet => "kubenet (pods take addresses from podCidr, one /24 per node)",
+    };
+    writeln!(
+        out,
+        "cluster {}: networkPlugin {plugin}, datapath {}",
+        plan.name, plan.datapath
+    )?;
+    let mut ranges = Table::new(&["RANGE", "CIDR"]);
+    ranges.row(vec![
+        "vnet.addressSpace".into(),
+        plan.address_space.to_string(),
+    ]);
+    ranges.row(vec!["vnet.nodeSubnet".into(), plan.node_subnet.to_string()]);
+    if let Some(pod_subnet) = plan.pod_subnet {
+        ranges.row(vec!["vnet.podSubnet".into(), pod_subnet.to_string()]);
+    }
+    if let Some(pod_cidr) = plan.pod_cidr {
+        ranges.row(vec!["podCidr".into(), pod_cidr.to_string()]);
+    }
+    ranges.row(vec!["serviceCidr".into(), plan.service_cidr.to_string()]);
+    ranges.row(vec!["dnsServiceIp".into(), plan.dns_service_ip.to_string()]);
+    let non_masquerade: Vec<String> = plan
+        .non_masquerade_cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    ranges.row(vec!["nonMasqueradeCidrs".into(), non_masquerade.join(", ")]);
+    writeln!(out, "\n{ranges}")?;
+
+    let pods_column = match plan.network_plugin {
+        NetworkPlugin::Azure => "POD BLOCK",
+        NetworkPlugin::Kubenet => "POD CIDR",
+    };
+    let mut nodes = Table::new(&[
+        "NODE",
+        "POOL",
+        "OS",
+        "NODE IP",
+        ">MAXPODS",
+        pods_column,
+        "PODS",
+    ]);
+    for node in &plan.nodes {
+        let range = match (node.pod_cidr, node.pod_block) {
+            (Some(cidr), _) => cidr.to_string(),
+            (None, Some(block)) => format!("{}-{}", block.first, block.last),
+            (None, None) => String::new(),
+        };
+        let pods: Vec<String> = node.pods.iter().map(|p| p.ip.to_string()).collect();
+        nodes.row(vec![
+            node.name.clone(),
+            node.pool.clone(),
+            node.os_type.to_string(),
+            node.ip.to_string(),
+            node.max_pods.to_string(),
+            range,
+            pods.join(", "),
+        ]);
+    }
+    writeln!(out, "{nodes}")?;
+
+    let routes_title = match plan.route_table.first().map(|r| r.source) {
+        Some(RouteSource::UserDefinedRoute) => "VNET ROUTE TABLE (UDR, one per node)",
+        _ => "VNET ROUTES (pod addresses on node NICs)",
+    };
+    let mut routes = Table::new(&["DESTINATION", "NEXT HOP", "NODE"]);
+    for route in &plan.route_table {
+        routes.row(vec![
+            route.destination.to_string(),
+            route.next_hop.to_string(),
+            route.node.clone(),
+        ]);
+    }
+    writeln!(out, "{routes_title}\n{routes}")?;
+
+    if !plan.services.is_empty() {
+        let mut services = Table::new(&[
+            "SERVICE",
+            "CLUSTER IP",
+            ">PORT",
+            ">TARGET",
+            "PROTO",
+            "BACKENDS",
+        ]);
+        for service in &plan.services {
+            let backends: Vec<String> = service
+                .backends
+                .iter()
+                .map(|b| format!("{} ({})", b.ip, b.node))
+                .collect();
+            services.row(vec![
+                service.name.clone(),
+                service.cluster_ip.to_string(),
+                service.port.to_string(),
+                service.target_port.to_string(),
+                service.protocol.to_string(),
+                backends.join(", "),
+            ]);
+        }
+        writeln!(out, "{services}")?;
+    }
+
+    let hosts = &plan.external_hosts;
+    let mut external = Table::new(&["EXTERNAL HOST", "ADDRESS", "NETWORK"]);
+    external.row(vec![
+        "internet".into(),
+        hosts.internet.to_string(),
+        String::new(),
+    ]);
+    external.row(vec![
+        "onPrem".into(),
+        hosts.on_prem.host.to_string(),
+        hosts.on_prem.cidr.to_string(),
+    ]);
+    writeln!(out, "{external}")?;
+
+    let mut subnets = Table::new(&[
+        "SUBNET",
+        "CIDR",
+        ">ADDRESSES",
+        ">AZURE",
+        ">NODES",
+        ">PODS",
+        ">FREE",
+        ">USED",
+    ]);
+    let mut pools = Table::new(&[
+        "SUBNET",
+        "POOL",
+        ">NODES",
+        ">MAXPODS",
+        ">ADDR/NODE",
+        ">ADDRESSES",
+        ">MORE NODES FIT",
+    ]);
+    for usage in &plan.subnet_usage {
+        subnets.row(vec![
+            usage.subnet.clone(),
+            usage.cidr.to_string(),
+            usage.addresses.to_string(),
+            usage.reserved_by_azure.to_string(),
+            usage.used_by_nodes.to_string(),
+            usage.reserved_for_pods.to_string(),
+            usage.free.to_string(),
+            format!("{:.1}%", usage.utilisation_percent),
+        ]);
+        for pool in &usage.pools {
+            pools.row(vec![
+                usage.subnet.clone(),
+                pool.pool.clone(),
+                pool.nodes.to_string(),
+                pool.max_pods.to_string(),
+                pool.addresses_per_node.to_string(),
+                pool.addresses.to_string(),
+                pool.more_nodes_fit.to_string(),
+            ]);
+        }
+    }
+    writeln!(
+        out,
+        "SUBNET USAGE (PODS = maxPods addresses reserved per node)\n{subnets}"
+    )?;
+    write!(out, "{pools}")?;
+    if let Some(usage) = &plan.pod_cidr_usage {
+        let mut pod_cidr = Table::new(&["POD CIDR", ">NODE /24s", ">USED", ">FREE"]);
+        pod_cidr.row(vec![
+            usage.cidr.to_string(),
+            usage.node_ranges.to_string(),
+            usage.used.to_string(),
+            usage.free.to_string(),
+        ]);
+        write!(out, "\n{pod_cidr}")?;
+    }
+    Ok(())
+}
