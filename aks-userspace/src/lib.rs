@@ -3,9 +3,13 @@
 
 pub mod check;
 pub mod cidr;
+pub mod cluster;
+pub mod datapath;
 pub mod ebpf;
+pub mod iptables;
 pub mod model;
 pub mod netns;
 pub mod plan;
+pub mod state;
 pub mod table;
 pub mod topology;

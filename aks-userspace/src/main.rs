@@ -1,11 +1,10 @@
 //! `aksnet`: emulate AKS networking in network namespaces and compare datapaths.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aks_userspace::model::{self, PlanError};
-use aks_userspace::plan;
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Emulate Azure Kubernetes Service networking (Azure CNI and kubenet, on an eBPF or an
@@ -19,61 +18,59 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a cluster description and print its IP plan (no root needed).
+    /// Validate cluster descriptions and print their IP plans (no root needed).
     ///
-    /// Exits with 2 when the description breaks an AKS rule, naming the field, the
+    /// Exits with 2 when a description breaks an AKS rule, naming the field, the
     /// numbers and a fix.
     Plan {
-        /// Cluster description (YAML). Without it, the built-in default cluster:
+        /// Cluster descriptions (YAML). Without any, the built-in default cluster:
         /// Azure CNI, eBPF, 2 nodes with 2 pods each.
+        files: Vec<PathBuf>,
+        /// Print the plans as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a cluster in network namespaces, load its datapath, and stay in the
+    /// foreground until Ctrl-C (or SIGTERM), then remove it.
+    Up {
+        /// Cluster description (YAML); without it, the built-in default cluster.
         file: Option<PathBuf>,
-        /// Print the plan as JSON instead of tables.
+        /// Leave the cluster running and exit once it is up (`aksnet down` removes it).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Remove a cluster completely: namespaces, interfaces, pinned BPF objects, its record.
+    /// Works on clusters whose `up` was killed, and does nothing if there is nothing left.
+    Down {
+        /// The cluster to remove; may be left out when exactly one exists.
+        name: Option<String>,
+        /// Remove every cluster.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// Probe TCP connectivity between pods, nodes, on-prem and the internet, and show
+    /// which source address each destination saw.
+    Check {
+        /// The cluster to probe; may be left out when exactly one exists.
+        name: Option<String>,
+        /// Print the results as JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
-/// Exit code for a description that cannot be planned (clap uses 2 for bad usage too).
-const EXIT_INVALID_DESCRIPTION: u8 = 2;
-
-fn main() -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
-        Command::Plan { file, json } => run_plan(file, json),
-    }
-}
-
-fn run_plan(file: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
-    let (source, yaml) = match &file {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read_to_string(path).with_context(|| {
-                format!("while reading the cluster description {}", path.display())
-            })?,
-        ),
-        None => (
-            "built-in default".to_string(),
-            model::DEFAULT_DESCRIPTION.to_string(),
-        ),
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Plan { files, json } => cli::plan::run(&files, json),
+        Command::Up { file, keep } => cli::up::run(file.as_deref(), keep),
+        Command::Down { name, all } => cli::down::run(name.as_deref(), all),
+        Command::Check { name, json } => cli::check::run(name.as_deref(), json),
     };
-    let plan = match model::load(&yaml).and_then(|cluster| plan::plan(&cluster)) {
-        Ok(plan) => plan,
-        Err(err) => return Ok(report_invalid(&source, &err)),
-    };
-    for warning in &plan.warnings {
-        eprintln!("warning: {warning}");
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).context("while encoding the plan as JSON")?
-        );
-    } else {
-        print!("{}", plan::render(&plan));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn report_invalid(source: &str, err: &PlanError) -> ExitCode {
-    eprintln!("error: {source}: {err}");
-    ExitCode::from(EXIT_INVALID_DESCRIPTION)
 }

@@ -23,7 +23,7 @@ fn from_pod_counts_real_frames_by_reason() {
     let pair = VethPair::create("stats");
     let (a, b) = (pair.a.clone(), pair.b.clone());
 
-    let mut datapath = NodeDatapath::load(&b).expect("loading the eBPF object");
+    let mut datapath = NodeDatapath::load(&b, None).expect("loading the eBPF object");
     datapath
         .attach_from_pod(&pair.b_if)
         .expect("attaching from_pod in namespace b");

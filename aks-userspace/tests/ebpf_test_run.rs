@@ -34,7 +34,7 @@ fn from_pod_verdicts_on_crafted_frames() {
     require_privileges();
     // The datapath belongs to a node namespace even though nothing is attached here.
     let pair = VethPair::create("run");
-    let datapath = NodeDatapath::load(&pair.b).expect("loading the eBPF object");
+    let datapath = NodeDatapath::load(&pair.b, None).expect("loading the eBPF object");
     let program = datapath.from_pod_program().expect("from_pod");
 
     // A frame cut short inside its IPv4 header cannot be fed through BPF_PROG_TEST_RUN

@@ -70,6 +70,10 @@ pub fn run(args: &[String]) -> Result<()> {
             c
         }
     };
+    if args.is_empty() {
+        // The main job: bring up the default cluster (Ctrl-C removes it).
+        aksnet.arg("up");
+    }
     cmd::run(aksnet.args(args))
 }
 

@@ -6,8 +6,10 @@
 //! namespace and the client socket inside the source's (a socket stays in the namespace
 //! it was created in), so no helper processes are started.
 
+mod matrix;
 mod probe;
 mod report;
 
+pub use matrix::cluster_matrix;
 pub use probe::{run, Endpoint, EndpointKind, Probe, ProbeResult, CHECK_PORT};
 pub use report::render_table;

@@ -81,11 +81,11 @@ impl Progress {
 
     fn step(&mut self) {
         self.done += 1;
-        let tenth = (self.total / 10).max(1);
         if self.tty {
             eprint!("\r{}: {}/{}", self.what, self.done, self.total);
             let _ = std::io::stderr().flush();
-        } else if self.done.is_multiple_of(tenth) || self.done == self.total {
+        } else if self.done * 10 / self.total != (self.done - 1) * 10 / self.total {
+            // Crossed a tenth of the work.
             eprintln!("{}: {}/{}", self.what, self.done, self.total);
         }
     }

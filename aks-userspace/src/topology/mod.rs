@@ -3,6 +3,7 @@
 //! a whole set of namespaces with progress and rollback.
 
 mod build;
+pub mod layout;
 mod netlink;
 pub mod spec;
 

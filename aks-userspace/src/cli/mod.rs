@@ -1,0 +1,75 @@
+//! One module per `aksnet` subcommand; each turns its arguments into library calls and
+//! output, and returns the exit code.
+
+pub mod check;
+pub mod down;
+pub mod plan;
+pub mod up;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use aks_userspace::model::{self, PlanError};
+use aks_userspace::plan::{self as planner, Plan};
+use aks_userspace::state::ClusterState;
+
+/// Exit code for a description that cannot be planned (clap uses 2 for bad usage too).
+pub const EXIT_INVALID_DESCRIPTION: u8 = 2;
+
+/// Reads, validates and plans a description (the built-in default without a file).
+/// `Err(code)` when the description is invalid: the message is already printed.
+pub fn load_plan(file: Option<&Path>) -> Result<Result<Plan, ExitCode>> {
+    let (source, yaml) = match file {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).with_context(|| {
+                format!("while reading the cluster description {}", path.display())
+            })?,
+        ),
+        None => (
+            "built-in default".to_string(),
+            model::DEFAULT_DESCRIPTION.to_string(),
+        ),
+    };
+    match model::load(&yaml).and_then(|cluster| planner::plan(&cluster)) {
+        Ok(plan) => {
+            for warning in &plan.warnings {
+                eprintln!("warning: {source}: {warning}");
+            }
+            Ok(Ok(plan))
+        }
+        Err(err) => Ok(Err(report_invalid(&source, &err))),
+    }
+}
+
+fn report_invalid(source: &str, err: &PlanError) -> ExitCode {
+    eprintln!("error: {source}: {err}");
+    ExitCode::from(EXIT_INVALID_DESCRIPTION)
+}
+
+/// The cluster a command means: the one named, or the only one there is.
+pub fn resolve_cluster(name: Option<&str>) -> Result<ClusterState> {
+    if let Some(name) = name {
+        return ClusterState::require(name);
+    }
+    let clusters = ClusterState::list()?;
+    match clusters.as_slice() {
+        [only] => ClusterState::require(only),
+        [] => bail!("no cluster is running; start one with `aksnet up`"),
+        many => bail!(
+            "several clusters are running ({}); name one",
+            many.join(", ")
+        ),
+    }
+}
+
+/// Fails with a clear message unless running as root.
+pub fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (network namespaces, BPF): run it with sudo, or through `cargo xtask run -- …`");
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! A cluster's life on this machine: create it from a plan (record, namespaces, fabric,
+//! datapath; all or nothing) and remove it again (idempotent, also after a killed `up`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::datapath::{self, Datapath};
+use crate::plan::Plan;
+use crate::state::ClusterState;
+use crate::topology::{self, layout};
+use crate::{iptables, netns};
+
+/// A cluster this process created. The datapath value keeps what is not pinned alive.
+pub struct RunningCluster {
+    pub state: ClusterState,
+    pub datapath: Box<dyn Datapath>,
+    pub build_time: Duration,
+}
+
+/// What Azure's fabric refuses, as `filter` rules in the vnet namespace:
+/// - no inbound path from the internet to private addresses without a public IP or a
+///   load balancer: connections the internet host starts are dropped, replies pass;
+/// - kubenet's route table is associated with the node subnet only, so on-prem (over
+///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
+fn fabric_rules(plan: &Plan) -> String {
+    let mut rules = String::from("*filter\n");
+    rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
+    if let Some(pod_cidr) = plan.pod_cidr {
+        rules.push_str(&format!(
+            "-A FORWARD -i onprem -d {pod_cidr} -m comment --comment \"aksnet: kubenet pod addresses are not routable from on-prem\" -j DROP\n"
+        ));
+    }
+    rules.push_str("COMMIT\n");
+    rules
+}
+
+/// Creates the cluster of `plan`. Refuses if a cluster of that name exists: with another
+/// network plugin it says so the way AKS does (the plugin cannot be changed in place).
+pub fn create(plan: &Plan) -> Result<RunningCluster> {
+    if let Some(existing) = ClusterState::load(&plan.name)? {
+        if existing.network_plugin != plan.network_plugin {
+            bail!(
+                "networkPlugin: cluster {:?} already runs {} and the network plugin of an existing cluster cannot be changed in place (AKS refuses it too); remove it with `aksnet down {}` and create it again with {}",
+                plan.name, existing.network_plugin, plan.name, plan.network_plugin
+            );
+        }
+        let owner = if existing.owner_alive() {
+            format!("its `aksnet up` (pid {}) is running", existing.pid)
+        } else {
+            format!(
+                "it was left by `aksnet up` pid {} which is gone",
+                existing.pid
+            )
+        };
+        bail!(
+            "cluster {:?} already exists ({owner}); use it (`aksnet check {}`) or remove it with `aksnet down {}`",
+            plan.name, plan.name, plan.name
+        );
+    }
+    let prefix = layout::prefix(&plan.name);
+    let strays = netns::list_with_prefix(&prefix)?;
+    if !strays.is_empty() {
+        bail!(
+            "namespaces named {prefix}* exist but no cluster {:?} is recorded: {}; remove them with `ip netns del` (they were not made by a recorded aksnet cluster)",
+            plan.name,
+            strays.join(", ")
+        );
+    }
+
+    let started = Instant::now();
+    let layout = layout::layout(plan);
+    let state = ClusterState {
+        name: plan.name.clone(),
+        network_plugin: plan.network_plugin,
+        datapath: plan.datapath,
+        pid: std::process::id(),
+        namespaces: layout.namespaces.iter().map(|n| n.name.clone()).collect(),
+        vnet: layout.vnet.clone(),
+        nodes: layout.nodes.clone(),
+        internet: layout.internet.clone(),
+        on_prem: layout.on_prem.clone(),
+        non_masquerade_cidrs: plan
+            .non_masquerade_cidrs
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+    };
+    // Recorded before anything exists, so `down` can always find what to remove.
+    state.save()?;
+    let built = (|| -> Result<Box<dyn Datapath>> {
+        topology::build(&layout.namespaces)?;
+        iptables::restore(&layout.vnet, &fabric_rules(plan))
+            .context("programming the VNet fabric")?;
+        datapath::install(plan, &layout)
+    })();
+    match built {
+        Ok(datapath) => Ok(RunningCluster {
+            state,
+            datapath,
+            build_time: started.elapsed(),
+        }),
+        Err(err) => {
+            if let Err(cleanup) = remove_recorded(&state) {
+                return Err(err.context(format!(
+                    "and removing the half-made cluster failed too: {cleanup:#}"
+                )));
+            }
+            Err(err.context(format!(
+                "creating cluster {:?} failed; nothing was left behind",
+                plan.name
+            )))
+        }
+    }
+}
+
+/// What `remove` found and removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removal {
+    pub namespaces: usize,
+    pub pins_removed: bool,
+    pub existed: bool,
+}
+
+/// Removes cluster `name` completely: namespaces (and every interface in them), pinned
+/// BPF objects, the record. Idempotent: a cluster that is not there is not an error.
+/// If the `up` that owns it is still running, it is asked to stop (SIGTERM) first.
+pub fn remove(name: &str) -> Result<Removal> {
+    let Some(state) = ClusterState::load(name)? else {
+        return Ok(Removal::default());
+    };
+    if state.owner_alive() && state.pid != std::process::id() {
+        // SAFETY: sending SIGTERM to the recorded owner of this cluster.
+        unsafe { libc::kill(state.pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.owner_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    remove_recorded(&state)
+}
+
+fn remove_recorded(state: &ClusterState) -> Result<Removal> {
+    let namespaces = topology::teardown(&state.namespaces)?;
+    let pin_dir = ClusterState::pin_dir(&state.name);
+    let pins_removed = match std::fs::remove_dir_all(&pin_dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("removing pinned BPF objects in {}", pin_dir.display()))
+        }
+    };
+    ClusterState::remove(&state.name)?;
+    Ok(Removal {
+        namespaces,
+        pins_removed,
+        existed: true,
+    })
+}

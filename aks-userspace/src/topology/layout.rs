@@ -1,0 +1,388 @@
+//! From the address plan to namespaces: which namespace exists, which veth joins what,
+//! which addresses and routes each holds. Pure: unit-tested without root.
+//!
+//! ```text
+//!  pod ns ──veth── node ns ──veth── vnet ns ──veth── internet ns
+//!  (eth0)  (lxcN)  (eth0)   (nodeN)   │    (internet)   (eth0)
+//!                                     └──veth── onprem ns
+//!                                      (onprem)  (eth0)
+//! ```
+//!
+//! - The vnet namespace plays Azure's fabric: it owns the subnet gateway (`.1`) on every
+//!   node link, answers ARP for the whole subnet (proxy ARP, as Azure's SDN answers every
+//!   ARP), and routes pod addresses to nodes: kubenet's route table (node /24 → node IP)
+//!   or, for Azure CNI, each pod IP → its node (the NIC's secondary addresses).
+//! - Nodes forward. Pods are routed, not bridged (Calico/Cilium style): a pod holds its
+//!   address as /32 with a default route via a link-local gateway whose MAC is the host
+//!   side of its veth, set as a permanent neighbour; the node routes the pod IP /32 to
+//!   that veth. The eBPF datapath attaches to the host side (`lxcN`).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec};
+use crate::cidr::Ipv4Cidr;
+use crate::plan::Plan;
+
+/// The gateway address every pod routes through (never on the wire as a source).
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// The prefix every namespace of cluster `name` carries.
+pub fn prefix(cluster: &str) -> String {
+    format!("aks-{cluster}-")
+}
+
+/// The namespaces of a cluster, in build order, and what `up`, `check` and the datapaths
+/// need to know about them.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub namespaces: Vec<NamespaceSpec>,
+    pub nodes: Vec<NodeLayout>,
+    pub vnet: String,
+    pub internet: HostLayout,
+    pub on_prem: HostLayout,
+}
+
+/// One node namespace and the host sides of its pods' veths.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLayout {
+    pub name: String,
+    pub namespace: String,
+    pub address: Ipv4Addr,
+    /// The node's link to the VNet.
+    pub uplink: String,
+    pub pods: Vec<PodLayout>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodLayout {
+    pub name: String,
+    pub namespace: String,
+    pub address: Ipv4Addr,
+    /// Host side of the pod's veth, in the node namespace.
+    pub host_interface: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostLayout {
+    pub namespace: String,
+    pub address: Ipv4Addr,
+}
+
+/// Interface names inside namespaces are local to their namespace (which carries the
+/// cluster prefix), so they stay short and well under the 15-byte limit.
+const UPLINK: &str = "eth0";
+const POD_IF: &str = "eth0";
+
+/// MACs: locally administered (0x02), then role, node index (2 bytes), pod slot (2 bytes),
+/// so every address on every segment is distinct and readable in `ip link`.
+fn mac(role: u8, node: usize, slot: usize) -> Mac {
+    let [n1, n0] = (node as u16).to_be_bytes();
+    let [s1, s0] = (slot as u16).to_be_bytes();
+    [0x02, role, n1, n0, s1, s0]
+}
+const ROLE_VNET_SIDE: u8 = 0x01;
+const ROLE_NODE_UPLINK: u8 = 0x02;
+const ROLE_POD_HOST_SIDE: u8 = 0x03;
+const ROLE_POD: u8 = 0x04;
+const ROLE_EXTERNAL: u8 = 0x05;
+
+/// A /24 around a lone host address (the internet host gets a TEST-NET /24 link) and a
+/// gateway on it that is not the host itself.
+fn link_for(host: Ipv4Addr) -> (Ipv4Cidr, Ipv4Addr) {
+    let [a, b, c, d] = host.octets();
+    let cidr =
+        Ipv4Cidr::new(Ipv4Addr::new(a, b, c, 0), 24).expect("a /24 network address is valid");
+    let gateway = if d == 1 {
+        Ipv4Addr::new(a, b, c, 254)
+    } else {
+        Ipv4Addr::new(a, b, c, 1)
+    };
+    (cidr, gateway)
+}
+
+fn default_route(gateway: Ipv4Addr, device: &str) -> RouteSpec {
+    RouteSpec {
+        destination: Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
+        gateway: Some(gateway),
+        device: device.into(),
+    }
+}
+
+fn host_route(address: Ipv4Addr, device: &str) -> RouteSpec {
+    RouteSpec {
+        destination: address,
+        prefix_len: 32,
+        gateway: None,
+        device: device.into(),
+    }
+}
+
+/// Lays out the namespaces of `plan`.
+pub fn layout(plan: &Plan) -> Layout {
+    let prefix = prefix(&plan.name);
+    let vnet_name = format!("{prefix}vnet");
+    let subnet_gateway = plan
+        .node_subnet
+        .nth(1)
+        .expect("a validated node subnet has a .1");
+
+    let mut vnet = NamespaceSpec::new(&vnet_name, true);
+    let mut namespaces_after_vnet = Vec::new();
+    let mut pod_namespaces = Vec::new();
+    let mut nodes = Vec::new();
+
+    for (i, node) in plan.nodes.iter().enumerate() {
+        let node_ns = format!("{prefix}{}", node.name);
+        let vnet_if = format!("node{i}");
+        vnet.veths.push(VethSpec {
+            name: vnet_if.clone(),
+            mac: mac(ROLE_VNET_SIDE, i, 0),
+            peer_namespace: node_ns.clone(),
+            peer_name: UPLINK.into(),
+            peer_mac: mac(ROLE_NODE_UPLINK, i, 0),
+        });
+        vnet.interfaces.push(InterfaceSpec {
+            name: vnet_if.clone(),
+            addresses: vec![(subnet_gateway, 32)],
+            proxy_arp: true,
+        });
+        vnet.routes.push(host_route(node.ip, &vnet_if));
+
+        let mut spec = NamespaceSpec::new(&node_ns, true);
+        spec.interfaces.push(InterfaceSpec {
+            name: UPLINK.into(),
+            addresses: vec![(node.ip, plan.node_subnet.prefix())],
+            proxy_arp: false,
+        });
+        spec.routes.push(default_route(subnet_gateway, UPLINK));
+
+        let mut pods = Vec::new();
+        for pod in &node.pods {
+            let slot = pod.slot as usize;
+            let pod_ns = format!("{prefix}{}", pod.name);
+            let host_if = format!("lxc{slot}");
+            let host_mac = mac(ROLE_POD_HOST_SIDE, i, slot);
+            spec.veths.push(VethSpec {
+                name: host_if.clone(),
+                mac: host_mac,
+                peer_namespace: pod_ns.clone(),
+                peer_name: POD_IF.into(),
+                peer_mac: mac(ROLE_POD, i, slot),
+            });
+            spec.interfaces.push(InterfaceSpec {
+                name: host_if.clone(),
+                addresses: Vec::new(),
+                proxy_arp: false,
+            });
+            spec.routes.push(host_route(pod.ip, &host_if));
+
+            let mut pod_spec = NamespaceSpec::new(&pod_ns, false);
+            pod_spec.interfaces.push(InterfaceSpec {
+                name: POD_IF.into(),
+                addresses: vec![(pod.ip, 32)],
+                proxy_arp: false,
+            });
+            pod_spec.routes.push(default_route(POD_GATEWAY, POD_IF));
+            pod_spec.neighbours.push(NeighbourSpec {
+                address: POD_GATEWAY,
+                mac: host_mac,
+                device: POD_IF.into(),
+            });
+            pod_namespaces.push(pod_spec);
+            pods.push(PodLayout {
+                name: pod.name.clone(),
+                namespace: pod_ns,
+                address: pod.ip,
+                host_interface: host_if,
+            });
+        }
+        namespaces_after_vnet.push(spec);
+        nodes.push(NodeLayout {
+            name: node.name.clone(),
+            namespace: node_ns,
+            address: node.ip,
+            uplink: UPLINK.into(),
+            pods,
+        });
+    }
+
+    // The VNet routes pod addresses to nodes: kubenet's UDRs or Azure CNI's NIC addresses.
+    for entry in &plan.route_table {
+        let index = plan
+            .nodes
+            .iter()
+            .position(|n| n.name == entry.node)
+            .expect("route table entries name planned nodes");
+        vnet.routes.push(RouteSpec {
+            destination: entry.destination.network(),
+            prefix_len: entry.destination.prefix(),
+            gateway: Some(entry.next_hop),
+            device: format!("node{index}"),
+        });
+    }
+
+    let internet_ip = plan.external_hosts.internet;
+    let (internet_link, internet_gw) = link_for(internet_ip);
+    let on_prem = &plan.external_hosts.on_prem;
+    let on_prem_gw = on_prem
+        .cidr
+        .nth(1)
+        .expect("a validated on-prem CIDR has a .1");
+    let mut externals = Vec::new();
+    for (k, (name, link, gateway, host)) in [
+        ("internet", internet_link, internet_gw, internet_ip),
+        ("onprem", on_prem.cidr, on_prem_gw, on_prem.host),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ns = format!("{prefix}{name}");
+        vnet.veths.push(VethSpec {
+            name: name.into(),
+            mac: mac(ROLE_EXTERNAL, k, 1),
+            peer_namespace: ns.clone(),
+            peer_name: UPLINK.into(),
+            peer_mac: mac(ROLE_EXTERNAL, k, 2),
+        });
+        vnet.interfaces.push(InterfaceSpec {
+            name: name.into(),
+            addresses: vec![(gateway, link.prefix())],
+            proxy_arp: false,
+        });
+        let mut spec = NamespaceSpec::new(&ns, false);
+        spec.interfaces.push(InterfaceSpec {
+            name: UPLINK.into(),
+            addresses: vec![(host, link.prefix())],
+            proxy_arp: false,
+        });
+        spec.routes.push(default_route(gateway, UPLINK));
+        externals.push(spec);
+    }
+
+    let mut namespaces = vec![vnet];
+    namespaces.append(&mut externals);
+    namespaces.append(&mut namespaces_after_vnet);
+    namespaces.append(&mut pod_namespaces);
+    Layout {
+        namespaces,
+        nodes,
+        vnet: vnet_name,
+        internet: HostLayout {
+            namespace: format!("{prefix}internet"),
+            address: internet_ip,
+        },
+        on_prem: HostLayout {
+            namespace: format!("{prefix}onprem"),
+            address: on_prem.host,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{model, plan};
+
+    fn plan_of(yaml: &str) -> Plan {
+        plan::plan(&model::load(yaml).expect("valid description")).expect("plannable")
+    }
+
+    #[test]
+    fn default_cluster_has_vnet_hosts_nodes_and_pods_all_prefixed() {
+        let plan = plan_of(model::DEFAULT_DESCRIPTION);
+        let layout = layout(&plan);
+        let pods: usize = plan.nodes.iter().map(|n| n.pods.len()).sum();
+        assert_eq!(layout.namespaces.len(), 1 + 2 + plan.nodes.len() + pods);
+        let prefix = prefix(&plan.name);
+        for ns in &layout.namespaces {
+            assert!(
+                ns.name.starts_with(&prefix),
+                "{} lacks the cluster prefix",
+                ns.name
+            );
+            for veth in &ns.veths {
+                assert!(veth.name.len() <= 15 && veth.peer_name.len() <= 15);
+            }
+        }
+        assert_eq!(
+            layout.namespaces[0].name, layout.vnet,
+            "the vnet is built first"
+        );
+    }
+
+    #[test]
+    fn every_mac_is_unique() {
+        let plan = plan_of(model::DEFAULT_DESCRIPTION);
+        let layout = layout(&plan);
+        let mut macs: Vec<Mac> = layout
+            .namespaces
+            .iter()
+            .flat_map(|ns| ns.veths.iter().flat_map(|v| [v.mac, v.peer_mac]))
+            .collect();
+        let before = macs.len();
+        macs.sort();
+        macs.dedup();
+        assert_eq!(macs.len(), before);
+    }
+
+    #[test]
+    fn vnet_routes_follow_the_plan_route_table() {
+        for example in ["azure-ebpf", "kubenet-ebpf"] {
+            let yaml = std::fs::read_to_string(format!(
+                "{}/../examples/{example}.yaml",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("example");
+            let plan = plan_of(&yaml);
+            let layout = layout(&plan);
+            let vnet = &layout.namespaces[0];
+            for entry in &plan.route_table {
+                assert!(
+                    vnet.routes
+                        .iter()
+                        .any(|r| r.destination == entry.destination.network()
+                            && r.prefix_len == entry.destination.prefix()
+                            && r.gateway == Some(entry.next_hop)),
+                    "{example}: vnet lacks {entry:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pods_route_via_their_host_veth() {
+        let plan = plan_of(model::DEFAULT_DESCRIPTION);
+        let layout = layout(&plan);
+        let node = &layout.nodes[0];
+        let node_spec = layout
+            .namespaces
+            .iter()
+            .find(|n| n.name == node.namespace)
+            .expect("node ns");
+        for pod in &node.pods {
+            let pod_spec = layout
+                .namespaces
+                .iter()
+                .find(|n| n.name == pod.namespace)
+                .expect("pod ns");
+            let host_veth = node_spec
+                .veths
+                .iter()
+                .find(|v| v.name == pod.host_interface)
+                .expect("veth");
+            assert_eq!(
+                pod_spec.neighbours[0].mac, host_veth.mac,
+                "the pod's gateway MAC is its host veth"
+            );
+            assert!(node_spec.routes.iter().any(|r| r.destination == pod.address
+                && r.prefix_len == 32
+                && r.device == pod.host_interface));
+        }
+    }
+}
