@@ -110,5 +110,12 @@ pub fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         test.arg("--").args(extra);
     }
-    cmd::run(&mut test)
+    let totals = cmd::run_counting_tests(&mut test)?;
+    // One closing line over every test binary (cargo's own last line is often a doc-test
+    // binary with nothing in it).
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use aks_userspace::cluster;
 
@@ -13,6 +14,10 @@ pub fn run(file: Option<&Path>, keep: bool) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     super::require_root("aksnet up")?;
+    // Catch Ctrl-C and SIGTERM from here on, so one that arrives while the cluster is
+    // being built is handled (the cluster removed) once the build is done, instead of
+    // killing the process half-way.
+    let stop = StopSignals::install()?;
     let pods: usize = plan.nodes.iter().map(|n| n.pods.len()).sum();
     eprintln!(
         "creating cluster {}: {}/{}, {} nodes, {} pods",
@@ -41,7 +46,7 @@ pub fn run(file: Option<&Path>, keep: bool) -> Result<ExitCode> {
         "  `aksnet check {}` in another terminal probes it; Ctrl-C here removes it",
         plan.name
     );
-    wait_for_stop_signal()?;
+    stop.wait()?;
     eprintln!("stopping: removing cluster {}", plan.name);
     drop(running);
     let removal = cluster::remove(&plan.name)?;
@@ -52,18 +57,38 @@ pub fn run(file: Option<&Path>, keep: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Blocks until SIGINT (Ctrl-C) or SIGTERM (`aksnet down`, a service manager).
-fn wait_for_stop_signal() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("listening for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C"),
-            _ = term.recv() => Ok(()),
-        }
-    })
+/// SIGINT (Ctrl-C) and SIGTERM (`aksnet down`, a service manager), caught from
+/// `install` on.
+struct StopSignals {
+    runtime: tokio::runtime::Runtime,
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        let _context = runtime.enter();
+        let interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+        let terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+        Ok(Self {
+            runtime,
+            interrupt,
+            terminate,
+        })
+    }
+
+    /// Blocks until one of the signals arrives (returns at once if one already has).
+    fn wait(mut self) -> Result<()> {
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        });
+        Ok(())
+    }
 }

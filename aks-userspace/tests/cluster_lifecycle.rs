@@ -1,0 +1,316 @@
+//! Privileged, end to end through the `aksnet` binary: clusters brought up, probed with
+//! `check --json`, and brought down, with nothing left behind (also after SIGKILL).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::require_privileges;
+use serde_json::Value;
+
+const AKSNET: &str = env!("CARGO_BIN_EXE_aksnet");
+
+/// A cluster name unique to this test process (names are at most 8 characters).
+fn cluster_name(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+fn description(
+    name: &str,
+    plugin: &str,
+    datapath: &str,
+    nodes: u32,
+    pods_per_node: u32,
+) -> PathBuf {
+    let max_pods = if plugin == "kubenet" { 110 } else { 30 };
+    let yaml = format!(
+        "name: {name}\nnetworkPlugin: {plugin}\ndatapath: {datapath}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: {nodes}, osType: Linux }}\npodsPerNode: {pods_per_node}\n"
+    );
+    let path = std::env::temp_dir().join(format!("aksnet-test-{name}-{plugin}.yaml"));
+    std::fs::write(&path, yaml).expect("writing the test description");
+    path
+}
+
+fn aksnet(args: &[&str]) -> Output {
+    Command::new(AKSNET)
+        .args(args)
+        .output()
+        .expect("running aksnet")
+}
+
+fn aksnet_ok(args: &[&str]) -> Output {
+    let out = aksnet(args);
+    assert!(
+        out.status.success(),
+        "`aksnet {}` failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn up_keep(file: &Path) -> Output {
+    aksnet_ok(&["up", file.to_str().expect("utf-8 path"), "--keep"])
+}
+
+/// `check --json`, indexed by path ("pod -> internet", …).
+fn check(name: &str) -> Vec<Value> {
+    let out = aksnet_ok(&["check", name, "--json"]);
+    let results: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
+    let results = results
+        .as_array()
+        .expect("an array of probe results")
+        .clone();
+    for r in &results {
+        eprintln!("{r}");
+    }
+    results
+}
+
+fn probe<'a>(results: &'a [Value], path: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|r| r["path"] == path)
+        .unwrap_or_else(|| panic!("no probe {path:?} in the check results"))
+}
+
+fn namespaces_of(name: &str) -> Vec<String> {
+    aks_userspace::netns::list_with_prefix(&format!("aks-{name}-")).expect("listing namespaces")
+}
+
+/// Nothing of cluster `name` may remain: namespaces, record, pins.
+fn assert_gone(name: &str) {
+    let left = namespaces_of(name);
+    assert!(
+        left.is_empty(),
+        "namespaces of {name} left behind: {left:?}"
+    );
+    assert!(
+        !Path::new("/run/aksnet").join(name).exists(),
+        "state of {name} left behind"
+    );
+    assert!(
+        !Path::new("/sys/fs/bpf/aksnet").join(name).exists(),
+        "pins of {name} left behind"
+    );
+}
+
+/// Removes the cluster even when an assertion fails midway.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = aksnet(&["down", &self.0]);
+    }
+}
+
+#[test]
+fn kubenet_iptables_hides_pods_behind_the_node_outside_the_vnet() {
+    require_privileges();
+    let name = cluster_name("ki");
+    let _down = Down(name.clone());
+    up_keep(&description(&name, "kubenet", "iptables", 2, 2));
+    let results = check(&name);
+
+    let cross = probe(&results, "pod -> pod, other node");
+    assert_eq!(cross["connected"], true);
+    assert_eq!(
+        cross["seenSource"], cross["sourceAddress"],
+        "inside the non-masquerade CIDRs pods keep their address"
+    );
+    for outside in ["pod -> internet", "pod -> on-prem"] {
+        let r = probe(&results, outside);
+        assert_eq!(r["connected"], true, "{outside}");
+        assert_eq!(
+            r["seenAs"], "nodepool1-0",
+            "{outside}: kubenet SNATs to the node address"
+        );
+    }
+    assert_eq!(
+        probe(&results, "on-prem -> pod")["connected"],
+        false,
+        "kubenet pod addresses are not routable from on-prem"
+    );
+    assert_eq!(probe(&results, "on-prem -> node")["connected"], true);
+    assert_eq!(
+        probe(&results, "internet -> node")["connected"],
+        false,
+        "no inbound from the internet"
+    );
+
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn azure_ebpf_keeps_pod_addresses_in_the_vnet_and_on_prem() {
+    require_privileges();
+    let name = cluster_name("ae");
+    let _down = Down(name.clone());
+    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    // The eBPF datapath pins its counters and links per node.
+    let pins = Path::new("/sys/fs/bpf/aksnet")
+        .join(&name)
+        .join("nodepool1-0");
+    assert!(
+        pins.join("STATS").exists(),
+        "STATS is pinned under {}",
+        pins.display()
+    );
+    assert!(
+        pins.join("from_pod_lxc0").exists(),
+        "the from_pod link is pinned"
+    );
+
+    let results = check(&name);
+    for path in [
+        "pod -> pod, same node",
+        "pod -> pod, other node",
+        "pod -> on-prem",
+        "node -> pod, other node",
+    ] {
+        let r = probe(&results, path);
+        assert_eq!(r["connected"], true, "{path}: {r}");
+        assert_eq!(
+            r["seenSource"], r["sourceAddress"],
+            "{path}: Azure CNI does not NAT inside the VNet"
+        );
+    }
+    let on_prem = probe(&results, "on-prem -> pod");
+    assert_eq!(
+        on_prem["connected"], true,
+        "on-prem reaches Azure CNI pods directly"
+    );
+    assert_eq!(on_prem["seenSource"], on_prem["sourceAddress"]);
+
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+    let again = aksnet_ok(&["down", &name]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to remove"),
+        "down is idempotent"
+    );
+}
+
+/// Starts `aksnet up FILE` in the foreground and waits for its "is up" line.
+fn start_up(file: &Path) -> Child {
+    let mut child = Command::new(AKSNET)
+        .args(["up", file.to_str().expect("utf-8 path")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting aksnet up");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(" is up") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        panic!("aksnet up did not report the cluster up within 60 s");
+    }
+    child
+}
+
+#[test]
+fn down_removes_a_cluster_whose_up_was_killed() {
+    require_privileges();
+    let name = cluster_name("kk");
+    let _down = Down(name.clone());
+    let mut up = start_up(&description(&name, "kubenet", "ebpf", 2, 2));
+    up.kill().expect("SIGKILL to our own aksnet up");
+    up.wait().expect("reaping aksnet up");
+    assert_eq!(
+        namespaces_of(&name).len(),
+        1 + 2 + 2 + 4,
+        "a killed up cannot clean up after itself"
+    );
+    assert!(
+        Path::new("/sys/fs/bpf/aksnet").join(&name).exists(),
+        "its pins survive it"
+    );
+
+    let out = aksnet_ok(&["down", &name]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("9 namespaces"),
+        "down reports what it removed"
+    );
+    assert_gone(&name);
+}
+
+#[test]
+fn ctrl_c_on_up_removes_the_cluster() {
+    require_privileges();
+    let name = cluster_name("ci");
+    let _down = Down(name.clone());
+    let up = start_up(&description(&name, "azure", "ebpf", 1, 2));
+    assert_eq!(namespaces_of(&name).len(), 1 + 2 + 1 + 2);
+    // SAFETY: SIGINT to the child this test started.
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let status = up.wait_with_output().expect("waiting for aksnet up").status;
+    assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+    assert_gone(&name);
+}
+
+#[test]
+fn the_network_plugin_cannot_be_changed_in_place() {
+    require_privileges();
+    let name = cluster_name("pc");
+    let _down = Down(name.clone());
+    up_keep(&description(&name, "azure", "iptables", 1, 1));
+    let before = namespaces_of(&name);
+    let out = aksnet(&[
+        "up",
+        description(&name, "kubenet", "iptables", 1, 1)
+            .to_str()
+            .expect("utf-8"),
+        "--keep",
+    ]);
+    assert!(
+        !out.status.success(),
+        "switching azure -> kubenet in place must fail"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("networkPlugin") && stderr.contains("cannot be changed in place"),
+        "the refusal names the field and the rule: {stderr}"
+    );
+    assert_eq!(
+        namespaces_of(&name),
+        before,
+        "the running cluster is untouched"
+    );
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn two_nodes_of_110_pods_build_with_progress() {
+    require_privileges();
+    let name = cluster_name("big");
+    let _down = Down(name.clone());
+    let out = up_keep(&description(&name, "kubenet", "iptables", 2, 110));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress = stderr
+        .lines()
+        .filter(|l| l.starts_with("building namespaces:"))
+        .count();
+    assert!(
+        progress >= 10,
+        "progress shown while building 225 namespaces:\n{stderr}"
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(namespaces_of(&name).len(), 1 + 2 + 2 + 220);
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
