@@ -3,9 +3,20 @@
 //!
 //! Every type here is `#[repr(C)]`, `Copy`, has no implicit padding and carries a size
 //! assertion, so the kernel programs and `aksnet` agree on the bytes. With the `user`
-//! feature the value types implement `aya::Pod`.
+//! feature the value types implement `aya::Pod`. Byte order: addresses are stored as
+//! they sit in the packet (see [`addr`]); ports and counters in host order.
 #![no_std]
 
+pub mod addr;
+pub mod checksum;
+pub mod config;
+pub mod endpoint;
+pub mod nsg;
+pub mod route;
 pub mod stats;
 
+pub use config::{NodeConfig, CONFIG_MAP};
+pub use endpoint::{Endpoint, ENDPOINTS_CAPACITY, ENDPOINTS_MAP};
+pub use nsg::{NsgRule, NSG_CAPACITY, NSG_MAP};
+pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE};
 pub use stats::{Reason, ReasonCounter, STATS_MAP};

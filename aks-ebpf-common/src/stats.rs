@@ -12,21 +12,45 @@ pub const STATS_MAP: &str = "STATS";
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
-    /// A well-formed IPv4 packet handed on to the kernel's stack.
-    PassedIpv4 = 0,
+    /// Handed to the kernel's stack: IPv4 for the node itself, or (on the uplink) not for
+    /// a local pod.
+    PassedToStack = 0,
     /// Not IPv4 (ARP, IPv6 neighbour discovery, ...): handed on unchanged.
     PassedNonIpv4 = 1,
     /// A header the packet claims to carry is truncated (Ethernet shorter than 14 bytes,
     /// IPv4 shorter than 20) or invalid (IPv4 header length below 5 words): dropped.
     DropMalformed = 2,
+    /// Delivered straight into a local pod's namespace (`bpf_redirect_peer`).
+    RedirectedPeer = 3,
+    /// Sent out of the node uplink towards the VNet (`bpf_redirect`), MACs rewritten.
+    RedirectedUplink = 4,
+    /// A pod address the VNet cannot route (kubenet) going to a destination outside the
+    /// non-masquerade CIDRs: it needs SNAT, which this datapath does not do yet. Dropped
+    /// rather than sent with a source nobody can answer.
+    DropNeedsMasquerade = 5,
+    /// TTL would reach zero on this hop: dropped, as a router does.
+    DropTtlExceeded = 6,
+    /// Denied by an NSG rule at the uplink (XDP).
+    DropNsgDenied = 7,
+    /// Inspected by the NSG at the uplink (XDP) and allowed: by a rule or by default.
+    NsgAllowed = 8,
+    /// The node's `CONFIG` has not been written: the datapath cannot forward. Dropped.
+    DropNoConfig = 9,
 }
 
 impl Reason {
     /// Every reason, in map order. `STATS` has exactly this many slots.
-    pub const ALL: [Reason; 3] = [
-        Reason::PassedIpv4,
+    pub const ALL: [Reason; 10] = [
+        Reason::PassedToStack,
         Reason::PassedNonIpv4,
         Reason::DropMalformed,
+        Reason::RedirectedPeer,
+        Reason::RedirectedUplink,
+        Reason::DropNeedsMasquerade,
+        Reason::DropTtlExceeded,
+        Reason::DropNsgDenied,
+        Reason::NsgAllowed,
+        Reason::DropNoConfig,
     ];
 
     /// Number of slots in `STATS`.
@@ -49,15 +73,29 @@ impl Reason {
     /// The stable name printed by `aksnet inspect stats` and used in JSON output.
     pub const fn name(self) -> &'static str {
         match self {
-            Reason::PassedIpv4 => "passed-ipv4",
+            Reason::PassedToStack => "passed-to-stack",
             Reason::PassedNonIpv4 => "passed-non-ipv4",
             Reason::DropMalformed => "drop-malformed",
+            Reason::RedirectedPeer => "redirected-peer",
+            Reason::RedirectedUplink => "redirected-uplink",
+            Reason::DropNeedsMasquerade => "drop-needs-masquerade",
+            Reason::DropTtlExceeded => "drop-ttl-exceeded",
+            Reason::DropNsgDenied => "drop-nsg-denied",
+            Reason::NsgAllowed => "nsg-allowed",
+            Reason::DropNoConfig => "drop-no-config",
         }
     }
 
     /// Whether packets counted under this reason were dropped.
     pub const fn is_drop(self) -> bool {
-        matches!(self, Reason::DropMalformed)
+        matches!(
+            self,
+            Reason::DropMalformed
+                | Reason::DropNeedsMasquerade
+                | Reason::DropTtlExceeded
+                | Reason::DropNsgDenied
+                | Reason::DropNoConfig
+        )
     }
 }
 

@@ -1,39 +1,59 @@
-//! aksnet's kernel programs. Entry points stay thin: each one calls into the module that
-//! owns its concern and turns the outcome into a verdict and a counted [`Reason`].
+//! aksnet's kernel programs. Entry points stay thin: each one hands the frame to the
+//! module that owns its concern, counts the [`Reason`] it came back with, and returns
+//! the verdict.
+//!
+//! - `from_pod` (TC ingress, host side of every pod veth): local pods get the frame
+//!   through `bpf_redirect_peer`, everything else leaves through the uplink.
+//! - `from_vnet` (TC ingress, node uplink): frames for local pods go straight into them,
+//!   the rest to the node's stack.
+//! - `nsg` (XDP, node uplink): NSG rules, before anything else sees the frame.
 #![no_std]
 #![no_main]
 
+mod forward;
+mod maps;
+mod nsg;
 mod packet;
+mod routing;
 mod stats;
 
-use aks_ebpf_common::Reason;
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
+use packet::Frame;
 
-/// TC ingress on the host side of a pod's veth: every packet a pod sends enters here.
-/// Today it parses Ethernet/IPv4 and counts; routing, NAT and load balancing grow here.
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
-    let reason = match packet::parse_ipv4(&ctx) {
-        Ok(Some(_ip)) => Reason::PassedIpv4,
-        Ok(None) => Reason::PassedNonIpv4,
-        Err(reason) => reason,
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
     };
+    let (reason, verdict) = routing::from_pod(&frame);
     stats::count(reason, ctx.len());
-    verdict(reason)
+    verdict
 }
 
-/// The TC verdict for a reason: drops are shot, everything else continues.
-#[inline(always)]
-fn verdict(reason: Reason) -> i32 {
-    if reason.is_drop() {
-        TC_ACT_SHOT
-    } else {
-        TC_ACT_OK
-    }
+#[classifier]
+pub fn from_vnet(ctx: TcContext) -> i32 {
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let (reason, verdict) = routing::from_vnet(&frame);
+    stats::count(reason, ctx.len());
+    verdict
+}
+
+#[xdp]
+pub fn nsg(ctx: XdpContext) -> u32 {
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let (reason, verdict) = nsg::filter(&frame);
+    stats::count(reason, frame.len());
+    verdict
 }
 
 #[cfg(not(test))]

@@ -1,41 +1,110 @@
 //! Bounds-checked access to packet headers, in the shape the verifier accepts: every
-//! header pointer is checked against `data_end` before it is returned.
+//! header pointer is checked against the end of the packet before it is returned. Works
+//! for TC and XDP alike (both give `data` and `data_end`).
 
 use core::mem::size_of;
 
 use aks_ebpf_common::Reason;
-use aya_ebpf::programs::TcContext;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
 };
 
-/// A pointer to a `T` at `offset` bytes into the packet, if the whole `T` is inside it.
-#[inline(always)]
-fn header<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data() + offset;
-    if start + size_of::<T>() > ctx.data_end() {
-        return None;
+/// The linear packet data: `[start, end)`.
+#[derive(Clone, Copy)]
+pub struct Frame {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Frame {
+    /// A pointer to a `T` at `offset` bytes into the frame, if the whole `T` is inside.
+    #[inline(always)]
+    pub fn header<T>(&self, offset: usize) -> Option<*mut T> {
+        let at = self.start + offset;
+        if at + size_of::<T>() > self.end {
+            return None;
+        }
+        Some(at as *mut T)
     }
-    Some(start as *mut T)
+
+    #[inline(always)]
+    pub fn len(&self) -> u32 {
+        (self.end - self.start) as u32
+    }
+}
+
+/// An Ethernet frame carrying IPv4, parsed far enough to route and filter it.
+pub struct Ipv4Frame {
+    pub eth: *mut EthHdr,
+    pub ip: *mut Ipv4Hdr,
+    /// IPv4 header length in bytes (20..=60).
+    pub ihl: usize,
+}
+
+impl Ipv4Frame {
+    #[inline(always)]
+    pub fn src(&self) -> u32 {
+        // SAFETY: `ip` was bounds-checked by `parse_ipv4`.
+        u32::from_ne_bytes(unsafe { (*self.ip).src_addr })
+    }
+
+    #[inline(always)]
+    pub fn dst(&self) -> u32 {
+        // SAFETY: as above.
+        u32::from_ne_bytes(unsafe { (*self.ip).dst_addr })
+    }
+
+    #[inline(always)]
+    pub fn protocol(&self) -> u8 {
+        // SAFETY: as above.
+        unsafe { (*self.ip).proto }
+    }
+
+    /// Whether this is a fragment other than the first (no L4 header follows).
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        // SAFETY: as above. The low 13 bits of `frags` are the fragment offset.
+        let frags = unsafe { (*self.ip).frags };
+        u16::from_be_bytes(frags) & 0x1fff != 0
+    }
 }
 
 /// The IPv4 header of an Ethernet frame.
 ///
-/// `Ok(None)` for frames that are not IPv4 (ARP, IPv6, …); `Err(reason)` for frames too
-/// short to hold their headers or with an IPv4 header length below the minimum.
+/// `Ok(None)` for frames that are not IPv4 (ARP, IPv6, …); `Err(DropMalformed)` for
+/// frames too short to hold their headers or with an invalid IPv4 header length.
 #[inline(always)]
-pub fn parse_ipv4(ctx: &TcContext) -> Result<Option<*mut Ipv4Hdr>, Reason> {
-    let eth: *mut EthHdr = header(ctx, 0).ok_or(Reason::DropMalformed)?;
-    // SAFETY: `header` checked that the Ethernet header lies inside the packet.
+pub fn parse_ipv4(frame: &Frame) -> Result<Option<Ipv4Frame>, Reason> {
+    let eth: *mut EthHdr = frame.header(0).ok_or(Reason::DropMalformed)?;
+    // SAFETY: `header` checked that the Ethernet header lies inside the frame.
     if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
         return Ok(None);
     }
-    let ip: *mut Ipv4Hdr = header(ctx, EthHdr::LEN).ok_or(Reason::DropMalformed)?;
-    // SAFETY: `header` checked that the IPv4 header lies inside the packet.
-    let ihl = unsafe { (*ip).ihl() } as usize;
-    if ihl < Ipv4Hdr::LEN {
+    let ip: *mut Ipv4Hdr = frame.header(EthHdr::LEN).ok_or(Reason::DropMalformed)?;
+    // SAFETY: `header` checked that the fixed IPv4 header lies inside the frame.
+    let vihl = unsafe { (*ip).vihl };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || EthHdr::LEN + ihl > frame.end - frame.start {
         return Err(Reason::DropMalformed);
     }
-    Ok(Some(ip))
+    Ok(Some(Ipv4Frame { eth, ip, ihl }))
+}
+
+/// The destination port of a TCP or UDP packet (host order), if the packet has one:
+/// not for other protocols or later fragments. `Err` if the L4 header is cut short.
+#[inline(always)]
+pub fn destination_port(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<u16>, Reason> {
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    if !matches!(ip.protocol(), TCP | UDP) || ip.is_later_fragment() {
+        return Ok(None);
+    }
+    // Source and destination ports are the first four bytes of both headers.
+    let ports: *const [u8; 4] = frame
+        .header(EthHdr::LEN + ip.ihl)
+        .ok_or(Reason::DropMalformed)?;
+    // SAFETY: `header` checked the four bytes lie inside the frame.
+    let ports = unsafe { *ports };
+    Ok(Some(u16::from_be_bytes([ports[2], ports[3]])))
 }

@@ -145,3 +145,14 @@ pub fn list_with_prefix(prefix: &str) -> Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+/// The index of interface `name` inside namespace `namespace`.
+pub fn interface_index(namespace: &str, name: &str) -> Result<u32> {
+    run_in(namespace, || {
+        let c_name = std::ffi::CString::new(name)?;
+        // SAFETY: valid NUL-terminated string; resolved in this thread's namespace.
+        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        anyhow::ensure!(index != 0, "no interface {name} in namespace {namespace}");
+        Ok(index)
+    })
+}

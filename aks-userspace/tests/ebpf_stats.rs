@@ -8,8 +8,9 @@ mod common;
 use std::mem::size_of;
 use std::net::UdpSocket;
 
-use aks_ebpf_common::Reason;
-use aks_userspace::{ebpf::NodeDatapath, netns};
+use aks_ebpf_common::{NodeConfig, Reason};
+use aks_userspace::ebpf::{map_addr, NodeDatapath};
+use aks_userspace::netns;
 use common::{netns_list, require_privileges, VethPair};
 
 const DATAGRAMS: u64 = 10;
@@ -24,6 +25,13 @@ fn from_pod_counts_real_frames_by_reason() {
     let (a, b) = (pair.a.clone(), pair.b.clone());
 
     let mut datapath = NodeDatapath::load(&b, None).expect("loading the eBPF object");
+    // b plays the node: IPv4 for its address goes to its stack.
+    datapath
+        .set_config(NodeConfig {
+            node_ip: map_addr(VethPair::B_IP.parse().expect("address")),
+            ..Default::default()
+        })
+        .expect("writing CONFIG");
     datapath
         .attach_from_pod(&pair.b_if)
         .expect("attaching from_pod in namespace b");
@@ -60,13 +68,13 @@ fn from_pod_counts_real_frames_by_reason() {
         );
     }
 
-    let ipv4 = stats.get(Reason::PassedIpv4);
+    let to_stack = stats.get(Reason::PassedToStack);
     assert_eq!(
-        ipv4.packets, DATAGRAMS,
-        "every UDP datagram is one IPv4 packet at b's ingress"
+        to_stack.packets, DATAGRAMS,
+        "every UDP datagram to b's address goes to b's stack"
     );
     assert_eq!(
-        ipv4.bytes,
+        to_stack.bytes,
         DATAGRAMS * UDP_FRAME_LEN,
         "bytes are counted from the Ethernet header"
     );

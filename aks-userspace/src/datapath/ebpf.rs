@@ -1,40 +1,79 @@
-//! The eBPF datapath: one loaded object per node, `from_pod` on every pod veth, maps and
-//! links pinned under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
+//! The eBPF datapath: one loaded object per node; `from_pod` on every pod veth,
+//! `from_vnet` and the `nsg` XDP program on the uplink; maps filled from the plan and
+//! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
 
+use aks_ebpf_common::{
+    addr, config::POD_ADDRESSING_PRIVATE, config::POD_ADDRESSING_VNET, nsg, Endpoint, NodeConfig,
+    NsgRule, Route, RouteKind, ROUTE_MASQUERADE,
+};
 use anyhow::{Context, Result};
 
 use super::Datapath;
-use crate::ebpf::NodeDatapath;
-use crate::model;
+use crate::cidr::Ipv4Cidr;
+use crate::ebpf::{map_addr, NodeDatapath};
+use crate::model::{self, nsg::Access, nsg::SecurityRule, NetworkPlugin};
+use crate::netns;
 use crate::plan::Plan;
 use crate::state::ClusterState;
-use crate::topology::layout::Layout;
+use crate::topology::layout::{Layout, NodeLayout};
 
 pub struct EbpfDatapath {
     nodes: Vec<NodeDatapath>,
-    attachments: usize,
+    pods: usize,
+    routes_per_node: usize,
+    nsg_rules: usize,
 }
 
 impl EbpfDatapath {
     pub fn install(plan: &Plan, layout: &Layout) -> Result<Self> {
         let pin_root = ClusterState::pin_dir(&plan.name);
+        let nsg_rules: Vec<NsgRule> = plan.nsg.iter().map(nsg_rule).collect();
         let mut nodes = Vec::with_capacity(layout.nodes.len());
-        let mut attachments = 0;
+        let mut pods = 0;
+        let mut routes_per_node = 0;
         for node in &layout.nodes {
-            let pin_dir = pin_root.join(&node.name);
-            let mut datapath = NodeDatapath::load(&node.namespace, Some(&pin_dir))
-                .with_context(|| format!("loading the eBPF datapath for node {}", node.name))?;
+            let mut datapath =
+                NodeDatapath::load(&node.namespace, Some(&pin_root.join(&node.name)))
+                    .with_context(|| format!("loading the eBPF datapath for node {}", node.name))?;
+            datapath.set_config(node_config(plan, node)?)?;
+            datapath.set_nsg_rules(&nsg_rules)?;
+            let routes = node_routes(plan, node);
+            routes_per_node = routes.len();
+            for (cidr, route) in routes {
+                datapath.upsert_route(cidr.network(), cidr.prefix(), route)?;
+            }
+            for pod in &node.pods {
+                let host_ifindex = netns::interface_index(&node.namespace, &pod.host_interface)?;
+                datapath.upsert_endpoint(
+                    pod.address,
+                    Endpoint {
+                        host_ifindex,
+                        flags: 0,
+                        pod_mac: pod.mac,
+                        host_mac: pod.host_mac,
+                    },
+                )?;
+            }
+            // Maps first, programs second: no packet ever meets a half-filled datapath.
+            datapath
+                .attach_uplink(&node.uplink)
+                .with_context(|| format!("attaching to the uplink of node {}", node.name))?;
             for pod in &node.pods {
                 datapath
                     .attach_from_pod(&pod.host_interface)
                     .with_context(|| {
                         format!("attaching to pod {} on node {}", pod.name, node.name)
                     })?;
-                attachments += 1;
+                pods += 1;
             }
             nodes.push(datapath);
         }
-        Ok(Self { nodes, attachments })
+        Ok(Self {
+            nodes,
+            pods,
+            routes_per_node,
+            nsg_rules: nsg_rules.len(),
+        })
     }
 }
 
@@ -45,9 +84,112 @@ impl Datapath for EbpfDatapath {
 
     fn summary(&self) -> String {
         format!(
-            "ebpf: from_pod on {} pod veths in {} nodes (counting by reason; kernel routing forwards)",
-            self.attachments,
-            self.nodes.len()
+            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet + nsg (XDP, {} rules) on each uplink, {} routes per node",
+            self.nodes.len(),
+            self.pods,
+            self.nsg_rules,
+            self.routes_per_node
         )
+    }
+}
+
+fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
+    Ok(NodeConfig {
+        node_ip: map_addr(node.address),
+        uplink_ifindex: netns::interface_index(&node.namespace, &node.uplink)?,
+        pod_addressing: match plan.network_plugin {
+            NetworkPlugin::Azure => POD_ADDRESSING_VNET,
+            NetworkPlugin::Kubenet => POD_ADDRESSING_PRIVATE,
+        },
+        nsg_rules: 0,
+        uplink_mac: node.uplink_mac,
+        gateway_mac: node.gateway_mac,
+        ready: 1,
+    })
+}
+
+/// The node's `ROUTES`: its own pods, other nodes' pods (the fabric's routes), the VNet,
+/// on-prem, the non-masquerade CIDRs and the default route. Each carries the
+/// masquerade flag: set unless a non-masquerade CIDR covers the whole destination.
+fn node_routes(plan: &Plan, node: &NodeLayout) -> Vec<(Ipv4Cidr, Route)> {
+    let masquerade = |cidr: &Ipv4Cidr| {
+        if plan
+            .non_masquerade_cidrs
+            .iter()
+            .any(|n| n.contains_cidr(cidr))
+        {
+            0
+        } else {
+            ROUTE_MASQUERADE
+        }
+    };
+    let route = |cidr: Ipv4Cidr, kind: RouteKind, next_hop: u32| {
+        let flags = masquerade(&cidr);
+        (
+            cidr,
+            Route {
+                kind: kind as u32,
+                next_hop,
+                flags,
+            },
+        )
+    };
+    let host = |ip| Ipv4Cidr::new(ip, 32).expect("a /32 is always valid");
+    let mut routes = Vec::new();
+    // Broad first, specific last: later inserts of the same prefix replace earlier ones.
+    routes.push(route(
+        Ipv4Cidr::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("0/0"),
+        RouteKind::External,
+        0,
+    ));
+    for cidr in &plan.non_masquerade_cidrs {
+        routes.push(route(*cidr, RouteKind::Vnet, 0));
+    }
+    routes.push(route(plan.address_space, RouteKind::Vnet, 0));
+    routes.push(route(
+        plan.external_hosts.on_prem.cidr,
+        RouteKind::OnPrem,
+        0,
+    ));
+    for entry in plan.route_table.iter().filter(|e| e.node != node.name) {
+        routes.push(route(
+            entry.destination,
+            RouteKind::RemotePods,
+            map_addr(entry.next_hop),
+        ));
+    }
+    for pod in &node.pods {
+        routes.push(route(host(pod.address), RouteKind::LocalPod, 0));
+    }
+    routes
+}
+
+fn nsg_rule(rule: &SecurityRule) -> NsgRule {
+    let (src_addr, src_mask) = prefix(rule.source);
+    let (dst_addr, dst_mask) = prefix(rule.destination);
+    NsgRule {
+        src_addr,
+        src_mask,
+        dst_addr,
+        dst_mask,
+        port_lo: rule.ports.0,
+        port_hi: rule.ports.1,
+        protocol: rule.protocol.unwrap_or(nsg::NSG_ANY_PROTOCOL),
+        action: match rule.access {
+            Access::Allow => nsg::NSG_ALLOW,
+            Access::Deny => nsg::NSG_DENY,
+        },
+        _pad: [0; 2],
+    }
+}
+
+/// An optional prefix as address and mask in map form; `None` matches everything.
+fn prefix(cidr: Option<Ipv4Cidr>) -> (u32, u32) {
+    match cidr {
+        Some(c) => {
+            let mask = addr::netmask(u32::from(c.prefix()));
+            (map_addr(c.network()) & mask, mask)
+        }
+        None => (0, 0),
     }
 }

@@ -1,29 +1,33 @@
 //! Loading the eBPF object for one node and attaching its programs inside the node's
 //! network namespace.
 
-use aks_ebpf_common::{ReasonCounter, STATS_MAP};
-use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-use aya::maps::PerCpuArray;
+use aks_ebpf_common::STATS_MAP;
+use anyhow::{Context, Result};
+use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
-use aya::programs::{tc::TcAttachType, SchedClassifier};
+use aya::programs::{tc::TcAttachType, SchedClassifier, Xdp, XdpMode};
 use aya::Ebpf;
 
 use super::{object_bytes, ReasonTotals};
 use crate::netns;
 
-/// The program on the host side of every pod veth.
+/// TC ingress on the host side of every pod veth.
 const FROM_POD: &str = "from_pod";
+/// TC ingress on the node uplink.
+const FROM_VNET: &str = "from_vnet";
+/// XDP on the node uplink.
+const NSG: &str = "nsg";
 
 /// The datapath of one node: the loaded object and its attachments.
 ///
 /// Without a pin directory, programs stay attached exactly as long as this value lives
-/// (TCX links are owned by it). With one, `STATS` and every link are pinned there, so
-/// they outlive the process (`aksnet up --keep`, a killed `up`) and other processes can
-/// read the maps; removing the directory detaches and frees them.
+/// (links are owned by it). With one, every map and link is pinned there, so they
+/// outlive the process (`aksnet up --keep`, a killed `up`) and other processes can read
+/// the maps; removing the directory detaches and frees them.
 pub struct NodeDatapath {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     namespace: String,
     pin_dir: Option<PathBuf>,
 }
@@ -35,25 +39,31 @@ impl NodeDatapath {
     pub fn load(namespace: &str, pin_dir: Option<&Path>) -> Result<Self> {
         raise_memlock_rlimit();
         let mut ebpf = Ebpf::load(object_bytes()).context("loading the aksnet eBPF object")?;
-        let from_pod: &mut SchedClassifier = ebpf
-            .program_mut(FROM_POD)
-            .with_context(|| format!("the eBPF object has no program {FROM_POD}"))?
+        for name in [FROM_POD, FROM_VNET] {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("the eBPF object has no program {name}"))?
+                .try_into()
+                .with_context(|| format!("{name} is not a TC classifier"))?;
+            program
+                .load()
+                .with_context(|| format!("the verifier rejected {name}"))?;
+        }
+        let nsg: &mut Xdp = ebpf
+            .program_mut(NSG)
+            .with_context(|| format!("the eBPF object has no program {NSG}"))?
             .try_into()
-            .with_context(|| format!("{FROM_POD} is not a TC classifier"))?;
-        from_pod
-            .load()
-            .with_context(|| format!("the verifier rejected {FROM_POD}"))?;
+            .with_context(|| format!("{NSG} is not an XDP program"))?;
+        nsg.load()
+            .with_context(|| format!("the verifier rejected {NSG}"))?;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating pin directory {}", dir.display()))?;
-            let stats: PerCpuArray<_, ReasonCounter> = PerCpuArray::try_from(
-                ebpf.map(STATS_MAP)
-                    .with_context(|| format!("the eBPF object has no map {STATS_MAP}"))?,
-            )?;
-            let path = dir.join(STATS_MAP);
-            stats
-                .pin(&path)
-                .with_context(|| format!("pinning {STATS_MAP} at {}", path.display()))?;
+            for (name, map) in ebpf.maps() {
+                let path = dir.join(name);
+                map.pin(&path)
+                    .with_context(|| format!("pinning map {name} at {}", path.display()))?;
+            }
         }
         Ok(Self {
             ebpf,
@@ -62,25 +72,46 @@ impl NodeDatapath {
         })
     }
 
-    /// Attaches `from_pod` to TC ingress (TCX on kernels ≥ 6.6) of `interface`, the host
-    /// side of a pod's veth in this node's namespace.
+    /// Attaches `from_pod` to TC ingress (TCX) of `interface`, the host side of a pod's
+    /// veth in this node's namespace.
     pub fn attach_from_pod(&mut self, interface: &str) -> Result<()> {
+        self.attach_tc(FROM_POD, interface)
+    }
+
+    /// Attaches `from_vnet` (TC ingress) and `nsg` (XDP) to the node's uplink.
+    pub fn attach_uplink(&mut self, interface: &str) -> Result<()> {
+        self.attach_tc(FROM_VNET, interface)?;
         let ebpf = &mut self.ebpf;
         let pin_dir = &self.pin_dir;
         netns::run_in(&self.namespace, move || {
-            let from_pod: &mut SchedClassifier = ebpf
-                .program_mut(FROM_POD)
-                .context("from_pod vanished from the loaded object")?
-                .try_into()?;
-            let link_id = from_pod
-                .attach(interface, TcAttachType::Ingress)
-                .with_context(|| format!("attaching {FROM_POD} to TC ingress of {interface}"))?;
+            let nsg: &mut Xdp = ebpf.program_mut(NSG).context("nsg vanished")?.try_into()?;
+            // Native XDP: veth supports it, and it runs before an skb is built.
+            let link_id = nsg
+                .attach(interface, XdpMode::default())
+                .with_context(|| format!("attaching {NSG} (XDP) to {interface}"))?;
             if let Some(dir) = pin_dir {
-                let link: FdLink = from_pod.take_link(link_id)?.try_into()?;
-                let path = dir.join(format!("{FROM_POD}_{interface}"));
-                link.pin(&path).with_context(|| {
-                    format!("pinning the {FROM_POD} link at {}", path.display())
-                })?;
+                let link: FdLink = nsg.take_link(link_id)?.try_into()?;
+                pin_link(link, &dir.join(format!("{NSG}_{interface}")))?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("in network namespace {}", self.namespace))
+    }
+
+    fn attach_tc(&mut self, program: &str, interface: &str) -> Result<()> {
+        let ebpf = &mut self.ebpf;
+        let pin_dir = &self.pin_dir;
+        netns::run_in(&self.namespace, move || {
+            let classifier: &mut SchedClassifier = ebpf
+                .program_mut(program)
+                .with_context(|| format!("{program} vanished from the loaded object"))?
+                .try_into()?;
+            let link_id = classifier
+                .attach(interface, TcAttachType::Ingress)
+                .with_context(|| format!("attaching {program} to TC ingress of {interface}"))?;
+            if let Some(dir) = pin_dir {
+                let link: FdLink = classifier.take_link(link_id)?.try_into()?;
+                pin_link(link, &dir.join(format!("{program}_{interface}")))?;
             }
             Ok(())
         })
@@ -89,22 +120,45 @@ impl NodeDatapath {
 
     /// The `STATS` counters, summed over CPUs.
     pub fn stats(&self) -> Result<ReasonTotals> {
-        let map = self
-            .ebpf
-            .map(STATS_MAP)
-            .with_context(|| format!("the eBPF object has no map {STATS_MAP}"))?;
-        let stats: PerCpuArray<_, ReasonCounter> = PerCpuArray::try_from(map)?;
+        let stats: PerCpuArray<_, _> = PerCpuArray::try_from(self.map(STATS_MAP)?)?;
         ReasonTotals::read(&stats)
     }
 
-    /// The `from_pod` program, for `BPF_PROG_TEST_RUN` on crafted frames.
-    pub fn from_pod_program(&self) -> Result<&SchedClassifier> {
+    pub(super) fn map(&self, name: &str) -> Result<&Map> {
+        self.ebpf
+            .map(name)
+            .with_context(|| format!("the eBPF object has no map {name}"))
+    }
+
+    pub(super) fn map_mut(&mut self, name: &str) -> Result<&mut Map> {
+        self.ebpf
+            .map_mut(name)
+            .with_context(|| format!("the eBPF object has no map {name}"))
+    }
+
+    /// A program, for `BPF_PROG_TEST_RUN` on crafted frames: `from_pod` or `from_vnet`.
+    pub fn classifier(&self, name: &str) -> Result<&SchedClassifier> {
         Ok(self
             .ebpf
-            .program(FROM_POD)
-            .with_context(|| format!("the eBPF object has no program {FROM_POD}"))?
+            .program(name)
+            .with_context(|| format!("the eBPF object has no program {name}"))?
             .try_into()?)
     }
+
+    /// The `nsg` XDP program, for `BPF_PROG_TEST_RUN`.
+    pub fn nsg_program(&self) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(NSG)
+            .with_context(|| format!("the eBPF object has no program {NSG}"))?
+            .try_into()?)
+    }
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<()> {
+    link.pin(path)
+        .with_context(|| format!("pinning a link at {}", path.display()))?;
+    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it as aya-template does.

@@ -1,10 +1,12 @@
 //! The eBPF datapath: the embedded object, loading and attaching it in a node's
-//! namespace, and reading its maps back.
+//! namespace, and reading and writing its maps.
 
 mod loader;
+mod maps;
 mod object;
 mod stats;
 
 pub use loader::NodeDatapath;
+pub use maps::map_addr;
 pub use object::object_bytes;
 pub use stats::ReasonTotals;

@@ -24,6 +24,8 @@ pub struct Cluster {
     pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
     pub services: Vec<Service>,
     pub external_hosts: ExternalHosts,
+    /// NSG rules in priority order.
+    pub nsg: Vec<super::nsg::SecurityRule>,
 }
 
 impl Cluster {

@@ -38,6 +38,9 @@ pub struct ClusterDescription {
     pub services: Vec<ServiceDescription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_hosts: Option<ExternalHostsDescription>,
+    /// Inbound NSG rules of the node subnet (enforced at each node's uplink).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nsg: Vec<super::nsg::SecurityRuleDescription>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

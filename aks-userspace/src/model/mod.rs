@@ -6,6 +6,7 @@ mod cluster;
 pub mod defaults;
 mod description;
 mod error;
+pub mod nsg;
 mod validate;
 
 pub use cluster::{Cluster, ExternalHosts, NodePool, Service};

@@ -33,6 +33,7 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         non_masquerade_cidrs: None,
         services: vec![],
         external_hosts: None,
+        nsg: Vec::new(),
     }
 }
 

@@ -124,6 +124,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         non_masquerade_cidrs,
         services,
         external_hosts,
+        nsg: super::nsg::resolve(&description.nsg)?,
     })
 }
 

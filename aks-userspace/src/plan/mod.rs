@@ -38,6 +38,8 @@ pub struct Plan {
     /// Destinations a pod reaches with its own address; everything else is masqueraded
     /// to the node address (ip-masq-agent).
     pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
+    /// Inbound NSG rules in priority order.
+    pub nsg: Vec<crate::model::nsg::SecurityRule>,
     pub subnet_usage: Vec<SubnetUsage>,
     pub pod_cidr_usage: Option<PodCidrUsage>,
     pub warnings: Vec<Warning>,
@@ -159,6 +161,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         services,
         external_hosts: cluster.external_hosts.clone(),
         non_masquerade_cidrs: cluster.non_masquerade_cidrs.clone(),
+        nsg: cluster.nsg.clone(),
         subnet_usage,
         pod_cidr_usage,
         warnings,

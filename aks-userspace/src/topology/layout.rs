@@ -53,6 +53,9 @@ pub struct NodeLayout {
     pub address: Ipv4Addr,
     /// The node's link to the VNet.
     pub uplink: String,
+    pub uplink_mac: Mac,
+    /// The MAC of the VNet gateway on this node's link.
+    pub gateway_mac: Mac,
     pub pods: Vec<PodLayout>,
 }
 
@@ -62,8 +65,12 @@ pub struct PodLayout {
     pub name: String,
     pub namespace: String,
     pub address: Ipv4Addr,
+    /// The pod's `eth0` MAC.
+    pub mac: Mac,
     /// Host side of the pod's veth, in the node namespace.
     pub host_interface: String,
+    /// Its MAC: the pod's gateway MAC.
+    pub host_mac: Mac,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,12 +175,13 @@ pub fn layout(plan: &Plan) -> Layout {
             let pod_ns = format!("{prefix}{}", pod.name);
             let host_if = format!("lxc{slot}");
             let host_mac = mac(ROLE_POD_HOST_SIDE, i, slot);
+            let pod_mac = mac(ROLE_POD, i, slot);
             spec.veths.push(VethSpec {
                 name: host_if.clone(),
                 mac: host_mac,
                 peer_namespace: pod_ns.clone(),
                 peer_name: POD_IF.into(),
-                peer_mac: mac(ROLE_POD, i, slot),
+                peer_mac: pod_mac,
             });
             spec.interfaces.push(InterfaceSpec {
                 name: host_if.clone(),
@@ -199,7 +207,9 @@ pub fn layout(plan: &Plan) -> Layout {
                 name: pod.name.clone(),
                 namespace: pod_ns,
                 address: pod.ip,
+                mac: pod_mac,
                 host_interface: host_if,
+                host_mac,
             });
         }
         namespaces_after_vnet.push(spec);
@@ -208,6 +218,8 @@ pub fn layout(plan: &Plan) -> Layout {
             namespace: node_ns,
             address: node.ip,
             uplink: UPLINK.into(),
+            uplink_mac: mac(ROLE_NODE_UPLINK, i, 0),
+            gateway_mac: mac(ROLE_VNET_SIDE, i, 0),
             pods,
         });
     }

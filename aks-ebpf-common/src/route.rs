@@ -1,0 +1,69 @@
+//! `ROUTES`: what the node knows about destinations beyond its own pods (the ipcache /
+//! UDR view). An LPM trie keyed by IPv4 prefix (data in map form, see [`crate::addr`]).
+
+/// Name of the map in the object and of its pin file.
+pub const ROUTES_MAP: &str = "ROUTES";
+/// Capacity: local pods, every remote node's pod range or pods, the VNet, on-prem,
+/// the non-masquerade CIDRs and the default route.
+pub const ROUTES_CAPACITY: u32 = 4096;
+
+/// What a destination is. Append-only numbering (map ABI).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKind {
+    /// A pod of this node (also in `ENDPOINTS`).
+    LocalPod = 0,
+    /// Pods of another node: a pod /32 (Azure CNI) or a node's pod /24 (kubenet).
+    RemotePods = 1,
+    /// Elsewhere in the VNet (nodes, other subnets).
+    Vnet = 2,
+    /// The on-prem network behind ExpressRoute.
+    OnPrem = 3,
+    /// Anything else: the internet.
+    External = 4,
+}
+
+impl RouteKind {
+    pub const fn from_u32(v: u32) -> Option<RouteKind> {
+        match v {
+            0 => Some(RouteKind::LocalPod),
+            1 => Some(RouteKind::RemotePods),
+            2 => Some(RouteKind::Vnet),
+            3 => Some(RouteKind::OnPrem),
+            4 => Some(RouteKind::External),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            RouteKind::LocalPod => "local-pod",
+            RouteKind::RemotePods => "remote-pods",
+            RouteKind::Vnet => "vnet",
+            RouteKind::OnPrem => "on-prem",
+            RouteKind::External => "external",
+        }
+    }
+}
+
+/// `Route::flags`: traffic from a pod to this destination leaves with the node address
+/// (the destination is outside every non-masquerade CIDR).
+pub const ROUTE_MASQUERADE: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// A [`RouteKind`] as `u32`.
+    pub kind: u32,
+    /// The node serving a `RemotePods` destination (map form), else zero. Informational:
+    /// every packet leaves through the VNet gateway, whose routes pick the node.
+    pub next_hop: u32,
+    /// `ROUTE_*` bits.
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Route>() == 12);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), three u32, no padding; every bit pattern valid.
+unsafe impl aya::Pod for Route {}

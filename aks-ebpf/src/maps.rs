@@ -1,0 +1,47 @@
+//! The maps the programs read, declared once (BTF maps, so `bpftool` shows their fields).
+//! Userspace fills them from the plan; their layouts live in aks-ebpf-common.
+
+use aks_ebpf_common::{
+    Endpoint, NodeConfig, NsgRule, Route, ENDPOINTS_CAPACITY, NSG_CAPACITY, ROUTES_CAPACITY,
+};
+use aya_ebpf::{
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    macros::btf_map,
+};
+
+#[btf_map]
+static CONFIG: Array<NodeConfig, 1> = Array::new();
+
+#[btf_map]
+static ENDPOINTS: HashMap<u32, Endpoint, { ENDPOINTS_CAPACITY as usize }> = HashMap::new();
+
+#[btf_map]
+static ROUTES: LpmTrie<u32, Route, { ROUTES_CAPACITY as usize }> = LpmTrie::new();
+
+#[btf_map]
+static NSG: Array<NsgRule, { NSG_CAPACITY as usize }> = Array::new();
+
+/// This node's configuration, once userspace has written it.
+#[inline(always)]
+pub fn config() -> Option<&'static NodeConfig> {
+    CONFIG.get(0).filter(|c| c.ready != 0)
+}
+
+/// The local pod holding `addr` (map form), if any.
+#[inline(always)]
+pub fn endpoint(addr: u32) -> Option<Endpoint> {
+    // SAFETY: the value is copied out at once; hash values may be replaced concurrently.
+    unsafe { ENDPOINTS.get(addr).copied() }
+}
+
+/// The most specific route to `addr` (map form), if any.
+#[inline(always)]
+pub fn route(addr: u32) -> Option<Route> {
+    ROUTES.get(&Key::new(32, addr)).copied()
+}
+
+/// NSG rule `index` (0-based, in priority order).
+#[inline(always)]
+pub fn nsg_rule(index: u32) -> Option<&'static NsgRule> {
+    NSG.get(index)
+}

@@ -1,0 +1,70 @@
+//! Writing the datapath's maps from userspace: the node's configuration, its pods, the
+//! routes and the NSG rules.
+
+use std::net::Ipv4Addr;
+
+use aks_ebpf_common::{
+    addr, Endpoint, NodeConfig, NsgRule, Route, CONFIG_MAP, ENDPOINTS_MAP, NSG_CAPACITY, NSG_MAP,
+    ROUTES_MAP,
+};
+use anyhow::{bail, Context, Result};
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap, LpmTrie};
+
+use super::NodeDatapath;
+
+/// An address in map form (network byte order, as in the packet).
+pub fn map_addr(ip: Ipv4Addr) -> u32 {
+    addr::ipv4(ip.octets())
+}
+
+impl NodeDatapath {
+    /// Writes the node's configuration (marking it ready).
+    pub fn set_config(&mut self, mut config: NodeConfig) -> Result<()> {
+        config.ready = 1;
+        let mut map: Array<_, NodeConfig> = Array::try_from(self.map_mut(CONFIG_MAP)?)?;
+        map.set(0, config, 0).context("writing CONFIG")?;
+        Ok(())
+    }
+
+    /// The node's configuration as the datapath sees it.
+    pub fn config(&self) -> Result<NodeConfig> {
+        let map: Array<_, NodeConfig> = Array::try_from(self.map(CONFIG_MAP)?)?;
+        Ok(map.get(&0, 0)?)
+    }
+
+    /// Adds or replaces the local pod holding `pod_ip`.
+    pub fn upsert_endpoint(&mut self, pod_ip: Ipv4Addr, endpoint: Endpoint) -> Result<()> {
+        let mut map: HashMap<_, u32, Endpoint> = HashMap::try_from(self.map_mut(ENDPOINTS_MAP)?)?;
+        map.insert(map_addr(pod_ip), endpoint, 0)
+            .with_context(|| format!("writing ENDPOINTS[{pod_ip}]"))?;
+        Ok(())
+    }
+
+    /// Adds or replaces the route to `network/prefix_len`.
+    pub fn upsert_route(&mut self, network: Ipv4Addr, prefix_len: u8, route: Route) -> Result<()> {
+        let mut map: LpmTrie<_, u32, Route> = LpmTrie::try_from(self.map_mut(ROUTES_MAP)?)?;
+        let key = Key::new(u32::from(prefix_len), map_addr(network));
+        map.insert(&key, route, 0)
+            .with_context(|| format!("writing ROUTES[{network}/{prefix_len}]"))?;
+        Ok(())
+    }
+
+    /// Replaces the NSG rules (in priority order) and tells the datapath how many there are.
+    pub fn set_nsg_rules(&mut self, rules: &[NsgRule]) -> Result<()> {
+        if rules.len() > NSG_CAPACITY as usize {
+            bail!(
+                "{} NSG rules, but the datapath holds at most {NSG_CAPACITY}",
+                rules.len()
+            );
+        }
+        let mut map: Array<_, NsgRule> = Array::try_from(self.map_mut(NSG_MAP)?)?;
+        for (i, rule) in rules.iter().enumerate() {
+            map.set(i as u32, rule, 0)
+                .with_context(|| format!("writing NSG[{i}]"))?;
+        }
+        let mut config = self.config()?;
+        config.nsg_rules = rules.len() as u32;
+        self.set_config(config)
+    }
+}
