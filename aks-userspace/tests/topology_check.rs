@@ -113,16 +113,8 @@ fn check_reports_reachability_and_the_source_address_seen() {
         endpoint("server", EndpointKind::OnPrem, &names.server, "10.2.0.2"),
         endpoint("island", EndpointKind::OnPrem, &names.island, "10.3.0.2"),
     ];
-    let to_server = Probe {
-        source: 0,
-        destination: 2,
-        path: "routed",
-    };
-    let to_island = Probe {
-        source: 0,
-        destination: 3,
-        path: "no route",
-    };
+    let to_server = Probe::new(0, 2, "routed");
+    let to_island = Probe::new(0, 3, "no route");
 
     let results = check::run(&endpoints, &[to_server, to_island]).expect("running probes");
     print!("{}", check::render_table(&results));

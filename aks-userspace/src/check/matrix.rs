@@ -69,13 +69,7 @@ pub fn cluster_matrix(state: &ClusterState) -> (Vec<Endpoint>, Vec<Probe>) {
     ];
     let probes = wanted
         .into_iter()
-        .filter_map(|(source, destination, path)| {
-            Some(Probe {
-                source: source?,
-                destination: destination?,
-                path,
-            })
-        })
+        .filter_map(|(source, destination, path)| Some(Probe::new(source?, destination?, path)))
         .collect();
     (endpoints, probes)
 }

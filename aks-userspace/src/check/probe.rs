@@ -41,13 +41,27 @@ pub struct Endpoint {
     pub address: Ipv4Addr,
 }
 
-/// One probe: indices into the endpoint list.
+/// One probe: indices into the endpoint list, and the TCP port to connect to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
     pub source: usize,
     pub destination: usize,
     /// Why this probe is in the matrix, e.g. "pod to pod, other node".
     pub path: &'static str,
+    /// Usually [`CHECK_PORT`]; another port tests port-specific rules (NSG).
+    pub port: u16,
+}
+
+impl Probe {
+    /// A probe to the standard check port.
+    pub fn new(source: usize, destination: usize, path: &'static str) -> Self {
+        Self {
+            source,
+            destination,
+            path,
+            port: CHECK_PORT,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -58,6 +72,7 @@ pub struct ProbeResult {
     pub source_address: Ipv4Addr,
     pub destination: String,
     pub destination_address: Ipv4Addr,
+    pub port: u16,
     pub connected: bool,
     /// The peer address the destination's listener saw on the accepted connection.
     pub seen_source: Option<Ipv4Addr>,
@@ -67,24 +82,26 @@ pub struct ProbeResult {
     pub error: Option<String>,
 }
 
-/// Runs `probes` over `endpoints`: opens one listener per distinct destination, connects
-/// from each source in turn, and closes the listeners again.
+/// Runs `probes` over `endpoints`: opens one listener per distinct destination and port,
+/// connects from each source in turn, and closes the listeners again.
 pub fn run(endpoints: &[Endpoint], probes: &[Probe]) -> Result<Vec<ProbeResult>> {
     let stop = AtomicBool::new(false);
     let mut listeners = BTreeMap::new();
     for probe in probes {
         let destination = &endpoints[probe.destination];
-        if listeners.contains_key(&destination.namespace) {
+        let key = (destination.namespace.clone(), probe.port);
+        if listeners.contains_key(&key) {
             continue;
         }
+        let port = probe.port;
         let listener = netns::run_in(&destination.namespace, || {
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, CHECK_PORT))
-                .with_context(|| format!("listening on port {CHECK_PORT}"))?;
+            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+                .with_context(|| format!("listening on port {port}"))?;
             listener.set_nonblocking(true)?;
             Ok(listener)
         })
         .with_context(|| format!("starting the check listener of {}", destination.label))?;
-        listeners.insert(destination.namespace.clone(), listener);
+        listeners.insert(key, listener);
     }
 
     thread::scope(|scope| {
@@ -119,7 +136,7 @@ fn answer_until(listener: &TcpListener, stop: &AtomicBool) {
 fn probe_one(endpoints: &[Endpoint], probe: &Probe) -> ProbeResult {
     let source = &endpoints[probe.source];
     let destination = &endpoints[probe.destination];
-    let target = SocketAddr::new(IpAddr::V4(destination.address), CHECK_PORT);
+    let target = SocketAddr::new(IpAddr::V4(destination.address), probe.port);
     let outcome = netns::run_in(&source.namespace, || {
         let stream = TcpStream::connect_timeout(&target, PROBE_TIMEOUT)?;
         stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
@@ -150,6 +167,7 @@ fn probe_one(endpoints: &[Endpoint], probe: &Probe) -> ProbeResult {
         source_address: source.address,
         destination: destination.label.clone(),
         destination_address: destination.address,
+        port: probe.port,
         connected,
         seen_source,
         seen_as,

@@ -9,4 +9,4 @@ mod stats;
 pub use loader::NodeDatapath;
 pub use maps::map_addr;
 pub use object::object_bytes;
-pub use stats::ReasonTotals;
+pub use stats::{read_pinned, ReasonTotals};

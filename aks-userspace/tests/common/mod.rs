@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 

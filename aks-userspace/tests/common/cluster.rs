@@ -1,0 +1,118 @@
+//! Driving whole clusters through the `aksnet` binary: descriptions written to temp
+//! files, `up --keep`, `check --json`, and a guard that runs `down` whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const AKSNET: &str = env!("CARGO_BIN_EXE_aksnet");
+
+/// A cluster name unique to this test process (names are at most 8 characters).
+pub fn cluster_name(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+/// A one-pool description; `extra` is appended verbatim (more YAML fields).
+pub fn description_with(
+    name: &str,
+    plugin: &str,
+    datapath: &str,
+    nodes: u32,
+    pods_per_node: u32,
+    extra: &str,
+) -> PathBuf {
+    let max_pods = if plugin == "kubenet" { 110 } else { 30 };
+    let yaml = format!(
+        "name: {name}\nnetworkPlugin: {plugin}\ndatapath: {datapath}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: {nodes}, osType: Linux }}\npodsPerNode: {pods_per_node}\n{extra}"
+    );
+    let path = std::env::temp_dir().join(format!("aksnet-test-{name}-{plugin}-{datapath}.yaml"));
+    std::fs::write(&path, yaml).expect("writing the test description");
+    path
+}
+
+pub fn description(
+    name: &str,
+    plugin: &str,
+    datapath: &str,
+    nodes: u32,
+    pods_per_node: u32,
+) -> PathBuf {
+    description_with(name, plugin, datapath, nodes, pods_per_node, "")
+}
+
+pub fn aksnet(args: &[&str]) -> Output {
+    Command::new(AKSNET)
+        .args(args)
+        .output()
+        .expect("running aksnet")
+}
+
+pub fn aksnet_ok(args: &[&str]) -> Output {
+    let out = aksnet(args);
+    assert!(
+        out.status.success(),
+        "`aksnet {}` failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn up_keep(file: &Path) -> Output {
+    aksnet_ok(&["up", file.to_str().expect("utf-8 path"), "--keep"])
+}
+
+/// `check --json` results.
+pub fn check(name: &str) -> Vec<Value> {
+    let out = aksnet_ok(&["check", name, "--json"]);
+    let results: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
+    let results = results
+        .as_array()
+        .expect("an array of probe results")
+        .clone();
+    for r in &results {
+        eprintln!("{r}");
+    }
+    results
+}
+
+/// The result of the probe with `path` ("pod -> internet", …).
+pub fn probe<'a>(results: &'a [Value], path: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|r| r["path"] == path)
+        .unwrap_or_else(|| panic!("no probe {path:?} in the check results"))
+}
+
+pub fn namespaces_of(name: &str) -> Vec<String> {
+    aks_userspace::netns::list_with_prefix(&format!("aks-{name}-")).expect("listing namespaces")
+}
+
+/// Nothing of cluster `name` may remain: namespaces, record, pins.
+pub fn assert_gone(name: &str) {
+    let left = namespaces_of(name);
+    assert!(
+        left.is_empty(),
+        "namespaces of {name} left behind: {left:?}"
+    );
+    assert!(
+        !Path::new("/run/aksnet").join(name).exists(),
+        "state of {name} left behind"
+    );
+    assert!(
+        !Path::new("/sys/fs/bpf/aksnet").join(name).exists(),
+        "pins of {name} left behind"
+    );
+}
+
+/// Removes the cluster even when an assertion fails midway.
+pub struct Down(pub String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = aksnet(&["down", &self.0]);
+    }
+}
