@@ -17,11 +17,25 @@ mod packet;
 mod routing;
 mod stats;
 
+use aks_ebpf_common::Reason;
 use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
+    EbpfContext,
 };
+use aya_log_ebpf::debug;
 use packet::Frame;
+
+/// Counts the packet and, when debug logging is on (`aksnet up --log-level debug`),
+/// reports drops. The level check is one load of a global, so logging that is off
+/// costs next to nothing on the packet path.
+#[inline(always)]
+fn account<C: EbpfContext>(ctx: &C, program: &str, reason: Reason, len: u32) {
+    stats::count(reason, len);
+    if reason.is_drop() {
+        debug!(ctx, "{}: {} ({} bytes)", program, reason.name(), len);
+    }
+}
 
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
@@ -30,7 +44,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         end: ctx.data_end(),
     };
     let (reason, verdict) = routing::from_pod(&frame);
-    stats::count(reason, ctx.len());
+    account(&ctx, "from_pod", reason, ctx.len());
     verdict
 }
 
@@ -41,7 +55,7 @@ pub fn from_vnet(ctx: TcContext) -> i32 {
         end: ctx.data_end(),
     };
     let (reason, verdict) = routing::from_vnet(&frame);
-    stats::count(reason, ctx.len());
+    account(&ctx, "from_vnet", reason, ctx.len());
     verdict
 }
 
@@ -52,7 +66,7 @@ pub fn nsg(ctx: XdpContext) -> u32 {
         end: ctx.data_end(),
     };
     let (reason, verdict) = nsg::filter(&frame);
-    stats::count(reason, frame.len());
+    account(&ctx, "nsg", reason, frame.len());
     verdict
 }
 

@@ -120,6 +120,8 @@ pub struct Removal {
     pub namespaces: usize,
     pub pins_removed: bool,
     pub existed: bool,
+    /// The cluster's running `up` removed it when asked to stop (SIGTERM).
+    pub removed_by_owner: Option<u32>,
 }
 
 /// Removes cluster `name` completely: namespaces (and every interface in them), pinned
@@ -135,6 +137,13 @@ pub fn remove(name: &str) -> Result<Removal> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while state.owner_alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if ClusterState::load(name)?.is_none() {
+            return Ok(Removal {
+                existed: true,
+                removed_by_owner: Some(state.pid),
+                ..Removal::default()
+            });
         }
     }
     remove_recorded(&state)
@@ -156,5 +165,6 @@ fn remove_recorded(state: &ClusterState) -> Result<Removal> {
         namespaces,
         pins_removed,
         existed: true,
+        removed_by_owner: None,
     })
 }

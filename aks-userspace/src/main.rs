@@ -38,6 +38,13 @@ enum Command {
         /// Leave the cluster running and exit once it is up (`aksnet down` removes it).
         #[arg(long)]
         keep: bool,
+        /// Once up, probe it and print the check matrix (as `aksnet check`).
+        #[arg(long)]
+        check: bool,
+        /// Level of the datapath log records streamed while up runs (error, warn,
+        /// info, debug, trace, off); debug shows every drop with its reason.
+        #[arg(long, default_value = "info")]
+        log_level: log::LevelFilter,
     },
     /// Remove a cluster completely: namespaces, interfaces, pinned BPF objects, its record.
     /// Works on clusters whose `up` was killed, and does nothing if there is nothing left.
@@ -62,7 +69,12 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Plan { files, json } => cli::plan::run(&files, json),
-        Command::Up { file, keep } => cli::up::run(file.as_deref(), keep),
+        Command::Up {
+            file,
+            keep,
+            check,
+            log_level,
+        } => cli::up::run(file.as_deref(), keep, check, log_level),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
         Command::Check { name, json } => cli::check::run(name.as_deref(), json),
     };

@@ -142,3 +142,61 @@ fn an_nsg_rule_blocks_one_port_and_leaves_another_open() {
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
 }
+
+#[test]
+fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    require_privileges();
+    let name = cluster_name("bl");
+    let _down = Down(name.clone());
+    let file = description(&name, "kubenet", "ebpf", 1, 1);
+    let mut up = Command::new(AKSNET)
+        .args(["up", file.to_str().expect("utf-8"), "--log-level", "debug"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting aksnet up");
+    let (tx, rx) = mpsc::channel();
+    let stdout = up.stdout.take().expect("stdout");
+    let ready = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(" is up") {
+                let _ = ready.send(line);
+            }
+        }
+    });
+    let stderr = up.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("[nodepool1-0]") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("up reports the cluster up");
+    // A pod reaching for the internet on kubenet is held back (no SNAT yet): a drop.
+    let state = ClusterState::require(&name).expect("state");
+    let (endpoints, probes) = check::cluster_matrix(&state);
+    let to_internet: Vec<Probe> = probes
+        .into_iter()
+        .filter(|p| p.path == "pod -> internet")
+        .collect();
+    check::run(&endpoints, &to_internet).expect("probe");
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a datapath log line within 10 s");
+    assert!(
+        line.contains("drop-needs-masquerade"),
+        "the drop reason is named: {line}"
+    );
+    // SAFETY: SIGINT to the child this test started.
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    assert!(up.wait().expect("reaping up").success());
+    assert_gone(&name);
+}

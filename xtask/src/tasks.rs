@@ -71,8 +71,9 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     };
     if args.is_empty() {
-        // The main job: bring up the default cluster (Ctrl-C removes it).
-        aksnet.arg("up");
+        // The main job: bring up the default cluster, show its check matrix, stream the
+        // datapath's logs; Ctrl-C removes it.
+        aksnet.args(["up", "--check"]);
     }
     cmd::run(aksnet.args(args))
 }

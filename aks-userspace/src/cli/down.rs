@@ -28,7 +28,11 @@ pub fn run(name: Option<&str>, all: bool) -> Result<ExitCode> {
     }
     for name in names {
         let removal = cluster::remove(&name)?;
-        if removal.existed {
+        if let Some(pid) = removal.removed_by_owner {
+            println!(
+                "cluster {name} removed by its `aksnet up` (pid {pid}), which was asked to stop"
+            );
+        } else if removal.existed {
             println!(
                 "cluster {name} removed: {} namespaces{}",
                 removal.namespaces,

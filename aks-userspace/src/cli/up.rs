@@ -7,8 +7,16 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use aks_userspace::cluster;
+use aks_userspace::datapath::Datapath;
 
-pub fn run(file: Option<&Path>, keep: bool) -> Result<ExitCode> {
+pub fn run(
+    file: Option<&Path>,
+    keep: bool,
+    check: bool,
+    log_level: log::LevelFilter,
+) -> Result<ExitCode> {
+    // Also the level the eBPF programs log at (written into the object when it loads).
+    log::set_max_level(log_level);
     let plan = match super::load_plan(file)? {
         Ok(plan) => plan,
         Err(code) => return Ok(code),
@@ -27,7 +35,7 @@ pub fn run(file: Option<&Path>, keep: bool) -> Result<ExitCode> {
         plan.nodes.len(),
         pods
     );
-    let running = cluster::create(&plan)?;
+    let mut running = cluster::create(&plan)?;
     println!(
         "cluster {} is up: {} namespaces in {:.2}s",
         plan.name,
@@ -35,6 +43,11 @@ pub fn run(file: Option<&Path>, keep: bool) -> Result<ExitCode> {
         running.build_time.as_secs_f64()
     );
     println!("  {}", running.datapath.summary());
+    if check {
+        let (endpoints, probes) = aks_userspace::check::cluster_matrix(&running.state);
+        let results = aks_userspace::check::run(&endpoints, &probes)?;
+        print!("{}", aks_userspace::check::render_table(&results));
+    }
     if keep {
         println!(
             "  left running (--keep); `aksnet check {0}` probes it, `aksnet down {0}` removes it",
@@ -43,10 +56,10 @@ pub fn run(file: Option<&Path>, keep: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "  `aksnet check {}` in another terminal probes it; Ctrl-C here removes it",
+        "  `aksnet check {}` in another terminal probes it; Ctrl-C here removes it; datapath logs at level {log_level} follow",
         plan.name
     );
-    stop.wait()?;
+    stop.wait_streaming_logs(running.datapath.as_mut())?;
     eprintln!("stopping: removing cluster {}", plan.name);
     drop(running);
     let removal = cluster::remove(&plan.name)?;
@@ -81,13 +94,19 @@ impl StopSignals {
         })
     }
 
-    /// Blocks until one of the signals arrives (returns at once if one already has).
-    fn wait(mut self) -> Result<()> {
+    /// Blocks until one of the signals arrives (returns at once if one already has),
+    /// printing the datapath's log records a few times a second meanwhile.
+    fn wait_streaming_logs(mut self, datapath: &mut dyn Datapath) -> Result<()> {
         self.runtime.block_on(async {
-            tokio::select! {
-                _ = self.interrupt.recv() => {}
-                _ = self.terminate.recv() => {}
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = self.interrupt.recv() => break,
+                    _ = self.terminate.recv() => break,
+                    _ = tick.tick() => datapath.flush_logs(),
+                }
             }
+            datapath.flush_logs();
         });
         Ok(())
     }

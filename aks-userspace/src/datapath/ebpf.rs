@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::Datapath;
 use crate::cidr::Ipv4Cidr;
-use crate::ebpf::{map_addr, NodeDatapath};
+use crate::ebpf::{map_addr, NodeDatapath, NodeLogStream};
 use crate::model::{self, nsg::Access, nsg::SecurityRule, NetworkPlugin};
 use crate::netns;
 use crate::plan::Plan;
@@ -19,6 +19,7 @@ use crate::topology::layout::{Layout, NodeLayout};
 
 pub struct EbpfDatapath {
     nodes: Vec<NodeDatapath>,
+    logs: Vec<NodeLogStream>,
     pods: usize,
     routes_per_node: usize,
     nsg_rules: usize,
@@ -29,12 +30,14 @@ impl EbpfDatapath {
         let pin_root = ClusterState::pin_dir(&plan.name);
         let nsg_rules: Vec<NsgRule> = plan.nsg.iter().map(nsg_rule).collect();
         let mut nodes = Vec::with_capacity(layout.nodes.len());
+        let mut logs = Vec::with_capacity(layout.nodes.len());
         let mut pods = 0;
         let mut routes_per_node = 0;
         for node in &layout.nodes {
             let mut datapath =
                 NodeDatapath::load(&node.namespace, Some(&pin_root.join(&node.name)))
                     .with_context(|| format!("loading the eBPF datapath for node {}", node.name))?;
+            logs.push(datapath.take_log_stream(&node.name)?);
             datapath.set_config(node_config(plan, node)?)?;
             datapath.set_nsg_rules(&nsg_rules)?;
             let routes = node_routes(plan, node);
@@ -70,6 +73,7 @@ impl EbpfDatapath {
         }
         Ok(Self {
             nodes,
+            logs,
             pods,
             routes_per_node,
             nsg_rules: nsg_rules.len(),
@@ -90,6 +94,12 @@ impl Datapath for EbpfDatapath {
             self.nsg_rules,
             self.routes_per_node
         )
+    }
+
+    fn flush_logs(&mut self) {
+        for stream in &mut self.logs {
+            stream.flush();
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub trait Datapath {
     fn kind(&self) -> model::Datapath;
     /// One line for the `up` summary: what was installed where.
     fn summary(&self) -> String;
+    /// Prints the log records the datapath produced since the last call (`up` calls
+    /// this a few times a second while it runs).
+    fn flush_logs(&mut self) {}
 }
 
 /// Installs the datapath `plan` asks for into the namespaces of `layout`.

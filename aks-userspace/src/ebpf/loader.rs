@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
 use aya::programs::{tc::TcAttachType, SchedClassifier, Xdp, XdpMode};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 
 use super::{object_bytes, ReasonTotals};
 use crate::netns;
@@ -38,7 +38,12 @@ impl NodeDatapath {
     /// Nothing is attached yet.
     pub fn load(namespace: &str, pin_dir: Option<&Path>) -> Result<Self> {
         raise_memlock_rlimit();
-        let mut ebpf = Ebpf::load(object_bytes()).context("loading the aksnet eBPF object")?;
+        // aya-log's level lives in the object: records above it are never produced.
+        let log_level = log::max_level() as u8;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &log_level, true)
+            .load(object_bytes())
+            .context("loading the aksnet eBPF object")?;
         for name in [FROM_POD, FROM_VNET] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -59,7 +64,8 @@ impl NodeDatapath {
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating pin directory {}", dir.display()))?;
-            for (name, map) in ebpf.maps() {
+            // Global-data maps (.rodata, .bss) are internal, and bpffs refuses dots.
+            for (name, map) in ebpf.maps().filter(|(name, _)| !name.starts_with('.')) {
                 let path = dir.join(name);
                 map.pin(&path)
                     .with_context(|| format!("pinning map {name} at {}", path.display()))?;

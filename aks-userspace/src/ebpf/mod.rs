@@ -2,11 +2,13 @@
 //! namespace, and reading and writing its maps.
 
 mod loader;
+mod logs;
 mod maps;
 mod object;
 mod stats;
 
 pub use loader::NodeDatapath;
+pub use logs::{NodeLog, NodeLogStream};
 pub use maps::map_addr;
 pub use object::object_bytes;
 pub use stats::{read_pinned, ReasonTotals};
