@@ -19,6 +19,14 @@ use crate::topology::layout::Layout;
 pub use ebpf::EbpfDatapath;
 pub use iptables::{render_masquerade, IptablesDatapath};
 
+/// The iptables datapath's renderers and ruleset model, for `inspect rules` and tests.
+pub mod iptables_rules {
+    pub use super::iptables::{
+        endpoint_chain, proxy_options, render_node, service_chain, ChainCount, ProxyOptions,
+        Ruleset, MASQ_CHAIN, MASQ_MARK, SERVICES_CHAIN,
+    };
+}
+
 /// A datapath installed in every node of a cluster. Dropping it leaves what it pinned
 /// or programmed in place; removing the cluster's namespaces and pins removes it.
 pub trait Datapath {

@@ -163,9 +163,11 @@ async fn add_bridge(handle: &Handle, bridge: &BridgeSpec) -> Result<()> {
             let hairpin = LinkBridgePort::new(port_index)
                 .append_info_data(InfoBridgePort::HairpinMode(true))
                 .build();
+            // Port options travel in IFLA_LINKINFO, which only RTM_NEWLINK reads
+            // (RTM_SETLINK ignores it silently): `change` sends a NEWLINK for it.
             handle
                 .link()
-                .set(hairpin)
+                .change(hairpin)
                 .execute()
                 .await
                 .with_context(|| {
