@@ -57,6 +57,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what a running cluster has programmed.
+    Inspect {
+        #[command(subcommand)]
+        what: Inspect,
+    },
+}
+
+#[derive(Subcommand)]
+enum Inspect {
+    /// The iptables ruleset of a node, read back with `iptables-save` inside the node
+    /// namespace, with the number of rules per chain.
+    Rules {
+        /// The node (e.g. nodepool1-0); the cluster's first node when left out.
+        node: Option<String>,
+        /// The cluster; may be left out when exactly one exists.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print the ruleset and the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +86,14 @@ fn main() -> ExitCode {
         Command::Up { file, keep } => cli::up::run(file.as_deref(), keep),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
         Command::Check { name, json } => cli::check::run(name.as_deref(), json),
+        Command::Inspect {
+            what:
+                Inspect::Rules {
+                    node,
+                    cluster,
+                    json,
+                },
+        } => cli::inspect::rules(node.as_deref(), cluster.as_deref(), json),
     };
     match result {
         Ok(code) => code,

@@ -7,8 +7,10 @@
 //! - `render_services`: kube-proxy's `KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*`.
 //! - `chain_name`: chain names derived from the service, as kube-proxy derives them.
 //! - `ruleset`: the tables/chains/rules model, its restore payload and its parser.
+//! - `inspect`: a running node's rules read back (`aksnet inspect rules`).
 
 mod chain_name;
+mod inspect;
 mod render_masq;
 mod render_services;
 pub mod ruleset;
@@ -23,6 +25,7 @@ use crate::plan::Plan;
 use crate::topology::layout::Layout;
 
 pub use chain_name::{endpoint_chain, service_chain};
+pub use inspect::{node_rules, NodeRules};
 pub use render_masq::{render_masquerade, MASQ_CHAIN};
 pub use render_services::{ProxyOptions, MASQ_MARK, SERVICES_CHAIN};
 pub use ruleset::{ChainCount, Ruleset};
