@@ -56,6 +56,10 @@ enum Command {
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
+        /// Probe the ClusterIP services instead: listeners in every backend, 60
+        /// connections from the first pod, which backend answered each.
+        #[arg(long)]
+        services: bool,
     },
     /// Show what a running cluster has programmed.
     Inspect {
@@ -85,7 +89,11 @@ fn main() -> ExitCode {
         Command::Plan { files, json } => cli::plan::run(&files, json),
         Command::Up { file, keep } => cli::up::run(file.as_deref(), keep),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
-        Command::Check { name, json } => cli::check::run(name.as_deref(), json),
+        Command::Check {
+            name,
+            json,
+            services,
+        } => cli::check::run(name.as_deref(), json, services),
         Command::Inspect {
             what:
                 Inspect::Rules {
