@@ -85,6 +85,7 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
             .iter()
             .map(|c| c.to_string())
             .collect(),
+        services: plan.services.clone(),
     };
     // Recorded before anything exists, so `down` can always find what to remove.
     state.save()?;

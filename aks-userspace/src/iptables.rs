@@ -1,5 +1,6 @@
 //! Applying an `iptables-restore` payload inside a namespace, atomically, as kube-proxy
-//! does: one payload, one restore, never rule by rule.
+//! does: one payload, one restore, never rule by rule; and reading a namespace's rules
+//! back with `iptables-save`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -35,4 +36,25 @@ pub fn restore(namespace: &str, payload: &str) -> Result<()> {
         Ok(())
     })
     .with_context(|| format!("applying iptables rules in {namespace}"))
+}
+
+/// The rules `namespace` holds, as `iptables-save` prints them (without counters).
+pub fn save(namespace: &str) -> Result<String> {
+    netns::run_in(namespace, || {
+        let out = Command::new("iptables-save")
+            .stdin(Stdio::null())
+            .output()
+            .context(
+                "starting iptables-save (is iptables installed? `cargo xtask setup` installs it)",
+            )?;
+        if !out.status.success() {
+            bail!(
+                "iptables-save failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        String::from_utf8(out.stdout).context("iptables-save printed something that is not UTF-8")
+    })
+    .with_context(|| format!("reading iptables rules in {namespace}"))
 }

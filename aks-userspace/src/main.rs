@@ -63,6 +63,31 @@ enum Command {
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
+        /// Probe the ClusterIP services instead: listeners in every backend, 60
+        /// connections from the first pod, which backend answered each.
+        #[arg(long)]
+        services: bool,
+    },
+    /// Show what a running cluster has programmed.
+    Inspect {
+        #[command(subcommand)]
+        what: Inspect,
+    },
+}
+
+#[derive(Subcommand)]
+enum Inspect {
+    /// The iptables ruleset of a node, read back with `iptables-save` inside the node
+    /// namespace, with the number of rules per chain.
+    Rules {
+        /// The node (e.g. nodepool1-0); the cluster's first node when left out.
+        node: Option<String>,
+        /// The cluster; may be left out when exactly one exists.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print the ruleset and the counts as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -76,7 +101,19 @@ fn main() -> ExitCode {
             log_level,
         } => cli::up::run(file.as_deref(), keep, check, log_level),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
-        Command::Check { name, json } => cli::check::run(name.as_deref(), json),
+        Command::Check {
+            name,
+            json,
+            services,
+        } => cli::check::run(name.as_deref(), json, services),
+        Command::Inspect {
+            what:
+                Inspect::Rules {
+                    node,
+                    cluster,
+                    json,
+                },
+        } => cli::inspect::rules(node.as_deref(), cluster.as_deref(), json),
     };
     match result {
         Ok(code) => code,

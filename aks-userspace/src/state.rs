@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Datapath, NetworkPlugin};
+use crate::plan::ServicePlan;
 use crate::topology::layout::{HostLayout, NodeLayout};
 
 /// Where cluster records live (tmpfs: gone after a reboot, like the namespaces).
@@ -35,6 +36,10 @@ pub struct ClusterState {
     pub internet: HostLayout,
     pub on_prem: HostLayout,
     pub non_masquerade_cidrs: Vec<String>,
+    /// The ClusterIP services and their backends (`check --services` probes them).
+    /// Absent in records written before services were recorded.
+    #[serde(default)]
+    pub services: Vec<ServicePlan>,
 }
 
 impl ClusterState {

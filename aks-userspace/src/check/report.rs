@@ -1,6 +1,7 @@
 //! The check matrix as a table for people.
 
-use super::ProbeResult;
+use super::{ProbeResult, ServiceProbeResult};
+use crate::table::Table;
 
 /// One line per probe: path, source, destination, whether TCP connected, and what the
 /// destination saw as the source address (and whose address that is).
@@ -47,6 +48,58 @@ pub fn render_table(results: &[ProbeResult]) -> String {
     line(&header.map(str::to_owned));
     for row in &rows {
         line(row);
+    }
+    out
+}
+
+/// One line per service backend: the service, the client, and how many of the
+/// connections each backend answered (and which source address it saw).
+pub fn render_service_table(results: &[ServiceProbeResult]) -> String {
+    let mut table = Table::new(&[
+        "SERVICE",
+        "CLIENT",
+        "BACKEND",
+        ">ANSWERS",
+        ">SHARE",
+        "BACKEND SAW",
+    ]);
+    for r in results {
+        let service = format!("{} {}:{}/{}", r.service, r.cluster_ip, r.port, r.protocol);
+        let client = format!("{} {}", r.client, r.client_address);
+        for b in &r.backends {
+            let share = if r.attempts == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.0}%", 100.0 * b.answers as f64 / r.attempts as f64)
+            };
+            let saw: Vec<String> = b.seen_sources.iter().map(|a| a.to_string()).collect();
+            table.row(vec![
+                service.clone(),
+                client.clone(),
+                format!("{} {}", b.pod, b.address),
+                format!("{}/{}", b.answers, r.attempts),
+                share,
+                if saw.is_empty() {
+                    "-".to_owned()
+                } else {
+                    saw.join(", ")
+                },
+            ]);
+        }
+        if let Some(error) = &r.error {
+            table.row(vec![
+                service,
+                client,
+                format!("FAIL ({error})"),
+                format!("{}/{}", r.attempts - r.answered, r.attempts),
+                String::new(),
+                String::new(),
+            ]);
+        }
+    }
+    let mut out = table.to_string();
+    if !out.ends_with('\n') {
+        out.push('\n');
     }
     out
 }

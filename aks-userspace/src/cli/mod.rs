@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod down;
+pub mod inspect;
 pub mod plan;
 pub mod up;
 

@@ -1,11 +1,12 @@
 //! The datapaths `up` loads into the node namespaces. Both implement [`Datapath`], so
 //! `up`, `check` and `bench` never care which one runs.
 //!
-//! Today both forward with the node's kernel routing (set up by the topology):
-//! - `ebpf` attaches `from_pod` to every pod veth and counts packets by reason; BPF
-//!   routing, SNAT and services replace kernel routing in the following issues.
-//! - `iptables` programs ip-masq-agent's MASQUERADE chain; the bridge and kube-proxy's
-//!   service chains follow.
+//! - `ebpf` attaches `from_pod` to every pod veth and counts packets by reason (the
+//!   node's kernel routing forwards); BPF routing, SNAT and services replace it in the
+//!   following issues.
+//! - `iptables` is the baseline: pods bridged (`cbr0` / `azure0`, built by the
+//!   topology), kube-proxy's service chains and ip-masq-agent's MASQUERADE in one
+//!   `iptables-restore` per node, kernel routing and conntrack.
 
 mod ebpf;
 mod iptables;
@@ -18,6 +19,14 @@ use crate::topology::layout::Layout;
 
 pub use ebpf::EbpfDatapath;
 pub use iptables::{render_masquerade, IptablesDatapath};
+
+/// The iptables datapath's renderers and ruleset model, for `inspect rules` and tests.
+pub mod iptables_rules {
+    pub use super::iptables::{
+        endpoint_chain, node_rules, proxy_options, render_node, service_chain, ChainCount,
+        NodeRules, ProxyOptions, Ruleset, MASQ_CHAIN, MASQ_MARK, SERVICES_CHAIN,
+    };
+}
 
 /// A datapath installed in every node of a cluster. Dropping it leaves what it pinned
 /// or programmed in place; removing the cluster's namespaces and pins removes it.

@@ -7,7 +7,7 @@ mod usage;
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cidr::Ipv4Cidr;
 use crate::model::capacity::{FIRST_ASSIGNABLE_INDEX, KUBENET_NODE_POD_PREFIX};
@@ -107,7 +107,7 @@ pub struct RouteTableEntry {
     pub source: RouteSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServicePlan {
     pub name: String,
@@ -119,7 +119,7 @@ pub struct ServicePlan {
     pub backends: Vec<Backend>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Backend {
     pub pod: String,

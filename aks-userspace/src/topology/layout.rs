@@ -12,18 +12,24 @@
 //!   node link, answers ARP for the whole subnet (proxy ARP, as Azure's SDN answers every
 //!   ARP), and routes pod addresses to nodes: kubenet's route table (node /24 → node IP)
 //!   or, for Azure CNI, each pod IP → its node (the NIC's secondary addresses).
-//! - Nodes forward. Pods are routed, not bridged (Calico/Cilium style): a pod holds its
-//!   address as /32 with a default route via a link-local gateway whose MAC is the host
-//!   side of its veth, set as a permanent neighbour; the node routes the pod IP /32 to
-//!   that veth. The eBPF datapath attaches to the host side (`lxcN`).
+//! - Nodes forward. How pods attach depends on the datapath (see [`PodWiring`]):
+//!   - `ebpf`: pods are routed, not bridged (Calico/Cilium style): a pod holds its
+//!     address as /32 with a default route via a link-local gateway whose MAC is the host
+//!     side of its veth, set as a permanent neighbour; the node routes the pod IP /32 to
+//!     that veth. The eBPF datapath attaches to the host side (`lxcN`).
+//!   - `iptables`: pods are bridged, as kubenet (bridge `cbr0`) and legacy Azure CNI
+//!     (bridge `azure0`) do: the host sides (`lxcN`) are ports of the bridge.
 
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec};
+use super::spec::{
+    BridgeSpec, InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec,
+};
 use crate::cidr::Ipv4Cidr;
-use crate::plan::Plan;
+use crate::model::{Datapath, NetworkPlugin};
+use crate::plan::{Node, Plan};
 
 /// The gateway address every pod routes through (never on the wire as a source).
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -97,6 +103,81 @@ const ROLE_NODE_UPLINK: u8 = 0x02;
 const ROLE_POD_HOST_SIDE: u8 = 0x03;
 const ROLE_POD: u8 = 0x04;
 const ROLE_EXTERNAL: u8 = 0x05;
+const ROLE_BRIDGE: u8 = 0x06;
+
+/// kubenet's bridge (the name kubelet's kubenet gave it).
+pub const KUBENET_BRIDGE: &str = "cbr0";
+/// Legacy Azure CNI's bridge (bridge mode of azure-vnet).
+pub const AZURE_BRIDGE: &str = "azure0";
+
+/// How the pods of a node attach to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PodWiring {
+    /// The eBPF datapath: /32 pods behind a link-local gateway, one node route per pod.
+    Routed,
+    /// The iptables datapath: pod veths are ports of a bridge.
+    Bridged(BridgeWiring),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BridgeWiring {
+    bridge: &'static str,
+    /// kubenet: the node's pod /24 gateway (`.1/24`), so the bridge is the pods' router
+    /// and the /24 is connected. Legacy Azure CNI: none (see [`pod_wiring`]).
+    bridge_address: Option<(Ipv4Addr, u8)>,
+    /// Prefix length of the pods' own address.
+    pod_prefix: u8,
+    /// The pods' default gateway.
+    pod_gateway: Ipv4Addr,
+    /// Legacy Azure CNI: the bridge answers ARP for every address routed elsewhere.
+    proxy_arp: bool,
+    /// Legacy Azure CNI: the node routes each pod /32 to the bridge (the pods' subnet is
+    /// the VNet's, connected on the uplink).
+    pod_routes: bool,
+}
+
+/// The wiring of `node`'s pods for the plan's datapath and network plugin.
+///
+/// Legacy Azure CNI in bridge mode enslaves the node NIC to `azure0`, so pods sit on the
+/// VNet's L2 segment and Azure's fabric (which answers every ARP with one MAC) routes
+/// them. Bridging the uplink here would carry pod traffic past the node's IP stack, and
+/// ip-masq-agent's MASQUERADE would then depend on br_netfilter. The emulation keeps the
+/// uplink out of the bridge and gives the node the fabric's role instead: pods hold their
+/// VNet address with the subnet's prefix and the subnet gateway (`.1`) as their default
+/// route, exactly as Azure CNI configures them; `azure0` has no address of its own and
+/// answers their ARP for every address routed elsewhere (proxy ARP, as the fabric does),
+/// and the node routes each pod /32 to `azure0`. So pod traffic that leaves the node is
+/// routed by the node, and MASQUERADE applies whether br_netfilter exists or not.
+fn pod_wiring(plan: &Plan, node: &Node) -> PodWiring {
+    match (plan.datapath, plan.network_plugin) {
+        (Datapath::Ebpf, _) => PodWiring::Routed,
+        (Datapath::Iptables, NetworkPlugin::Kubenet) => {
+            let pod_cidr = node.pod_cidr.expect("a planned kubenet node has a pod /24");
+            let gateway = node
+                .pod_gateway
+                .expect("a planned kubenet node has a pod gateway");
+            PodWiring::Bridged(BridgeWiring {
+                bridge: KUBENET_BRIDGE,
+                bridge_address: Some((gateway, pod_cidr.prefix())),
+                pod_prefix: pod_cidr.prefix(),
+                pod_gateway: gateway,
+                proxy_arp: false,
+                pod_routes: false,
+            })
+        }
+        (Datapath::Iptables, NetworkPlugin::Azure) => {
+            let subnet = plan.pod_subnet.unwrap_or(plan.node_subnet);
+            PodWiring::Bridged(BridgeWiring {
+                bridge: AZURE_BRIDGE,
+                bridge_address: None,
+                pod_prefix: subnet.prefix(),
+                pod_gateway: subnet.nth(1).expect("a validated pod subnet has a .1"),
+                proxy_arp: true,
+                pod_routes: true,
+            })
+        }
+    }
+}
 
 /// A /24 around a lone host address (the internet host gets a TEST-NET /24 link) and a
 /// gateway on it that is not the host itself.
@@ -169,6 +250,16 @@ pub fn layout(plan: &Plan) -> Layout {
         });
         spec.routes.push(default_route(subnet_gateway, UPLINK));
 
+        let wiring = pod_wiring(plan, node);
+        let mut bridge = match &wiring {
+            PodWiring::Routed => None,
+            PodWiring::Bridged(bridged) => Some(BridgeSpec {
+                name: bridged.bridge.into(),
+                mac: mac(ROLE_BRIDGE, i, 0),
+                ports: Vec::new(),
+                hairpin: true,
+            }),
+        };
         let mut pods = Vec::new();
         for pod in &node.pods {
             let slot = pod.slot as usize;
@@ -188,20 +279,40 @@ pub fn layout(plan: &Plan) -> Layout {
                 addresses: Vec::new(),
                 proxy_arp: false,
             });
-            spec.routes.push(host_route(pod.ip, &host_if));
 
             let mut pod_spec = NamespaceSpec::new(&pod_ns, false);
-            pod_spec.interfaces.push(InterfaceSpec {
-                name: POD_IF.into(),
-                addresses: vec![(pod.ip, 32)],
-                proxy_arp: false,
-            });
-            pod_spec.routes.push(default_route(POD_GATEWAY, POD_IF));
-            pod_spec.neighbours.push(NeighbourSpec {
-                address: POD_GATEWAY,
-                mac: host_mac,
-                device: POD_IF.into(),
-            });
+            match &wiring {
+                PodWiring::Routed => {
+                    spec.routes.push(host_route(pod.ip, &host_if));
+                    pod_spec.interfaces.push(InterfaceSpec {
+                        name: POD_IF.into(),
+                        addresses: vec![(pod.ip, 32)],
+                        proxy_arp: false,
+                    });
+                    pod_spec.routes.push(default_route(POD_GATEWAY, POD_IF));
+                    pod_spec.neighbours.push(NeighbourSpec {
+                        address: POD_GATEWAY,
+                        mac: host_mac,
+                        device: POD_IF.into(),
+                    });
+                }
+                PodWiring::Bridged(bridged) => {
+                    if let Some(bridge) = bridge.as_mut() {
+                        bridge.ports.push(host_if.clone());
+                    }
+                    if bridged.pod_routes {
+                        spec.routes.push(host_route(pod.ip, bridged.bridge));
+                    }
+                    pod_spec.interfaces.push(InterfaceSpec {
+                        name: POD_IF.into(),
+                        addresses: vec![(pod.ip, bridged.pod_prefix)],
+                        proxy_arp: false,
+                    });
+                    pod_spec
+                        .routes
+                        .push(default_route(bridged.pod_gateway, POD_IF));
+                }
+            }
             pod_namespaces.push(pod_spec);
             pods.push(PodLayout {
                 name: pod.name.clone(),
@@ -211,6 +322,15 @@ pub fn layout(plan: &Plan) -> Layout {
                 host_interface: host_if,
                 host_mac,
             });
+        }
+        if let (Some(bridge), PodWiring::Bridged(bridged)) = (bridge, &wiring) {
+            // Configured after the veths are its ports, so it comes up with them.
+            spec.interfaces.push(InterfaceSpec {
+                name: bridge.name.clone(),
+                addresses: bridged.bridge_address.into_iter().collect(),
+                proxy_arp: bridged.proxy_arp,
+            });
+            spec.bridges.push(bridge);
         }
         namespaces_after_vnet.push(spec);
         nodes.push(NodeLayout {
@@ -395,6 +515,103 @@ mod tests {
             assert!(node_spec.routes.iter().any(|r| r.destination == pod.address
                 && r.prefix_len == 32
                 && r.device == pod.host_interface));
+        }
+    }
+
+    fn example(name: &str) -> Plan {
+        let yaml = std::fs::read_to_string(format!(
+            "{}/../examples/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("example");
+        plan_of(&yaml)
+    }
+
+    fn namespace<'a>(layout: &'a Layout, name: &str) -> &'a NamespaceSpec {
+        layout
+            .namespaces
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no namespace {name}"))
+    }
+
+    #[test]
+    fn ebpf_pods_are_routed_without_bridges() {
+        for example_name in ["azure-ebpf", "kubenet-ebpf"] {
+            let layout = layout(&example(example_name));
+            assert!(
+                layout.namespaces.iter().all(|n| n.bridges.is_empty()),
+                "{example_name}: the eBPF datapath keeps the routed wiring"
+            );
+        }
+    }
+
+    #[test]
+    fn kubenet_iptables_bridges_pods_on_cbr0_with_the_node_gateway() {
+        let plan = example("kubenet-iptables");
+        let layout = layout(&plan);
+        for (node_plan, node) in plan.nodes.iter().zip(&layout.nodes) {
+            let node_spec = namespace(&layout, &node.namespace);
+            let gateway = node_plan.pod_gateway.expect("kubenet gateway");
+            let [bridge] = node_spec.bridges.as_slice() else {
+                panic!("one bridge per node, got {:?}", node_spec.bridges);
+            };
+            assert_eq!(bridge.name, KUBENET_BRIDGE);
+            assert!(bridge.hairpin);
+            let ports: Vec<&str> = node
+                .pods
+                .iter()
+                .map(|p| p.host_interface.as_str())
+                .collect();
+            assert_eq!(bridge.ports, ports, "every pod veth is a port of cbr0");
+            let cbr0 = node_spec
+                .interfaces
+                .iter()
+                .find(|i| i.name == KUBENET_BRIDGE)
+                .expect("cbr0 is configured");
+            assert_eq!(cbr0.addresses, vec![(gateway, 24)]);
+            assert!(
+                node_spec.routes.iter().all(|r| r.prefix_len != 32),
+                "the pod /24 is connected on cbr0; no per-pod routes"
+            );
+            for pod in &node.pods {
+                let pod_spec = namespace(&layout, &pod.namespace);
+                assert_eq!(pod_spec.interfaces[0].addresses, vec![(pod.address, 24)]);
+                assert_eq!(pod_spec.routes[0].gateway, Some(gateway));
+                assert!(pod_spec.neighbours.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn azure_iptables_bridges_pods_on_azure0_with_vnet_addresses() {
+        let plan = example("azure-iptables");
+        let layout = layout(&plan);
+        let subnet_gateway = plan.node_subnet.nth(1).expect(".1");
+        for node in &layout.nodes {
+            let node_spec = namespace(&layout, &node.namespace);
+            let [bridge] = node_spec.bridges.as_slice() else {
+                panic!("one bridge per node");
+            };
+            assert_eq!(bridge.name, AZURE_BRIDGE);
+            let azure0 = node_spec
+                .interfaces
+                .iter()
+                .find(|i| i.name == AZURE_BRIDGE)
+                .expect("azure0 is configured");
+            assert!(azure0.addresses.is_empty() && azure0.proxy_arp);
+            for pod in &node.pods {
+                assert!(node_spec.routes.iter().any(|r| r.destination == pod.address
+                    && r.prefix_len == 32
+                    && r.device == AZURE_BRIDGE));
+                let pod_spec = namespace(&layout, &pod.namespace);
+                assert_eq!(
+                    pod_spec.interfaces[0].addresses,
+                    vec![(pod.address, plan.node_subnet.prefix())],
+                    "Azure CNI pods hold their VNet address with the subnet's prefix"
+                );
+                assert_eq!(pod_spec.routes[0].gateway, Some(subnet_gateway));
+            }
         }
     }
 }

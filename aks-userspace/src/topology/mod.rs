@@ -8,4 +8,4 @@ mod netlink;
 pub mod spec;
 
 pub use build::{build, teardown};
-pub use spec::{InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec};
+pub use spec::{BridgeSpec, InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec};

@@ -7,11 +7,14 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Context, Result};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth};
 use rtnetlink::packet_route::neighbour::NeighbourState;
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 
-use super::spec::{format_mac, NamespaceSpec, VethSpec};
+use super::spec::{format_mac, BridgeSpec, NamespaceSpec, VethSpec};
 use crate::netns;
 
 /// Configures the namespace `spec.name` as `spec` says. The namespace and the namespaces
@@ -45,6 +48,9 @@ async fn configure(handle: &Handle, spec: &NamespaceSpec) -> Result<()> {
     for veth in &spec.veths {
         add_veth(handle, veth).await?;
     }
+    for bridge in &spec.bridges {
+        add_bridge(handle, bridge).await?;
+    }
     for iface in &spec.interfaces {
         let index = if_index(&iface.name)?;
         for (address, prefix_len) in &iface.addresses {
@@ -57,6 +63,10 @@ async fn configure(handle: &Handle, spec: &NamespaceSpec) -> Result<()> {
         }
         if iface.proxy_arp {
             set_sysctl(&format!("net/ipv4/conf/{}/proxy_arp", iface.name), "1")?;
+            // The kernel delays proxy replies to broadcast requests by up to 0.8 s
+            // (`proxy_delay`); Azure's fabric answers at once, and a path through two
+            // proxies would otherwise take seconds to resolve on its first packet.
+            set_sysctl(&format!("net/ipv4/neigh/{}/proxy_delay", iface.name), "0")?;
         }
         set_up(handle, &iface.name).await?;
     }
@@ -123,6 +133,49 @@ async fn add_veth(handle: &Handle, veth: &VethSpec) -> Result<()> {
             veth.name, veth.peer_name, veth.peer_namespace
         )
     })
+}
+
+/// Creates the bridge and enslaves its ports (hairpin mode on each if asked). The
+/// bridge's addresses and state are configured with the other interfaces.
+async fn add_bridge(handle: &Handle, bridge: &BridgeSpec) -> Result<()> {
+    let message = LinkMessageBuilder::<LinkBridge>::new(&bridge.name)
+        .address(bridge.mac.to_vec())
+        .build();
+    handle
+        .link()
+        .add(message)
+        .execute()
+        .await
+        .with_context(|| format!("creating bridge {}", bridge.name))?;
+    let bridge_index = if_index(&bridge.name)?;
+    for port in &bridge.ports {
+        let port_index = if_index(port)?;
+        let enslave = LinkUnspec::new_with_index(port_index)
+            .controller(bridge_index)
+            .build();
+        handle
+            .link()
+            .set(enslave)
+            .execute()
+            .await
+            .with_context(|| format!("adding {port} to bridge {}", bridge.name))?;
+        if bridge.hairpin {
+            let hairpin = LinkBridgePort::new(port_index)
+                .append_info_data(InfoBridgePort::HairpinMode(true))
+                .build();
+            // Port options travel in IFLA_LINKINFO, which only RTM_NEWLINK reads
+            // (RTM_SETLINK ignores it silently): `change` sends a NEWLINK for it.
+            handle
+                .link()
+                .change(hairpin)
+                .execute()
+                .await
+                .with_context(|| {
+                    format!("setting hairpin mode on port {port} of {}", bridge.name)
+                })?;
+        }
+    }
+    Ok(())
 }
 
 async fn set_up(handle: &Handle, name: &str) -> Result<()> {

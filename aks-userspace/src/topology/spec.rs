@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 pub type Mac = [u8; 6];
 
 /// One namespace: its name (carrying the cluster prefix), whether it forwards IPv4, the
-/// veth pairs created from inside it, and the configuration of its own interfaces.
+/// veth pairs created from inside it, the bridges it holds, and the configuration of its
+/// own interfaces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceSpec {
     pub name: String,
@@ -16,6 +17,9 @@ pub struct NamespaceSpec {
     /// Veth pairs created from this namespace; each peer is moved into its namespace at
     /// creation, so no interface ever exists in the root namespace.
     pub veths: Vec<VethSpec>,
+    /// Linux bridges created after the veths, with their ports enslaved; their addresses
+    /// and state come from `interfaces` like any other interface's.
+    pub bridges: Vec<BridgeSpec>,
     /// Interfaces of this namespace to configure (own veth ends and peers moved here).
     pub interfaces: Vec<InterfaceSpec>,
     pub routes: Vec<RouteSpec>,
@@ -29,6 +33,7 @@ impl NamespaceSpec {
             name: name.into(),
             forwarding,
             veths: Vec::new(),
+            bridges: Vec::new(),
             interfaces: Vec::new(),
             routes: Vec::new(),
             neighbours: Vec::new(),
@@ -43,6 +48,20 @@ pub struct VethSpec {
     pub peer_namespace: String,
     pub peer_name: String,
     pub peer_mac: Mac,
+}
+
+/// A Linux bridge (kubenet's `cbr0`, legacy Azure CNI's `azure0`) and the interfaces of
+/// its namespace that become its ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeSpec {
+    pub name: String,
+    /// Set explicitly so the bridge does not take (and change with) a port's MAC.
+    pub mac: Mac,
+    pub ports: Vec<String>,
+    /// Hairpin mode on every port (`IFLA_BRPORT_MODE`), as the bridge CNI plugin sets
+    /// with `hairpinMode: true`: a frame may leave by the port it came in on, so a pod
+    /// can reach itself through a service address.
+    pub hairpin: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

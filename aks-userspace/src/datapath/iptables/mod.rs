@@ -1,0 +1,131 @@
+//! The iptables datapath: what kubenet / legacy Azure CNI, ip-masq-agent and kube-proxy
+//! (iptables mode) program on an AKS node, rendered from the plan into one ruleset and
+//! applied with one `iptables-restore` per node. The bridge the pods hang off (`cbr0`,
+//! `azure0`) is built by the topology; the kernel routes and tracks connections.
+//!
+//! - `render_masq`: ip-masq-agent's `IP-MASQ-AGENT` chain.
+//! - `render_services`: kube-proxy's `KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*`.
+//! - `chain_name`: chain names derived from the service, as kube-proxy derives them.
+//! - `ruleset`: the tables/chains/rules model, its restore payload and its parser.
+//! - `inspect`: a running node's rules read back (`aksnet inspect rules`).
+
+mod chain_name;
+mod inspect;
+mod render_masq;
+mod render_services;
+pub mod ruleset;
+
+use anyhow::{Context, Result};
+
+use super::Datapath;
+use crate::iptables;
+use crate::model::{self, NetworkPlugin};
+use crate::netns;
+use crate::plan::Plan;
+use crate::topology::layout::Layout;
+
+pub use chain_name::{endpoint_chain, service_chain};
+pub use inspect::{node_rules, NodeRules};
+pub use render_masq::{render_masquerade, MASQ_CHAIN};
+pub use render_services::{ProxyOptions, MASQ_MARK, SERVICES_CHAIN};
+pub use ruleset::{ChainCount, Ruleset};
+
+/// The sysctl that sends bridged IPv4 through iptables (and conntrack). It exists only
+/// where the br_netfilter module is loaded, and is per network namespace.
+const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+pub struct IptablesDatapath {
+    nodes: usize,
+    rules_per_node: usize,
+    services: usize,
+    masquerade_all: bool,
+}
+
+/// kube-proxy's options for the cluster of `plan`: kubenet runs it with the pod CIDR as
+/// `--cluster-cidr`.
+pub fn proxy_options(plan: &Plan, masquerade_all: bool) -> ProxyOptions {
+    ProxyOptions {
+        cluster_cidr: match plan.network_plugin {
+            NetworkPlugin::Kubenet => plan.pod_cidr,
+            NetworkPlugin::Azure => None,
+        },
+        masquerade_all,
+    }
+}
+
+/// Everything one node of `plan` holds: kube-proxy's service chains, then ip-masq-agent
+/// (so `KUBE-POSTROUTING` comes before `IP-MASQ-AGENT` in POSTROUTING, as on a node
+/// where kube-proxy starts first). ClusterIP rules are the same on every node.
+pub fn render_node(plan: &Plan, options: ProxyOptions) -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    render_services::add_services(&mut ruleset, &plan.services, options);
+    render_masq::add_masquerade(&mut ruleset, &plan.non_masquerade_cidrs);
+    ruleset
+}
+
+/// Turns bridged traffic through iptables in `namespace` if br_netfilter is there, and
+/// says whether it is.
+///
+/// Why it matters: a client pod and a backend on the same bridge talk at L2 after
+/// DNAT, so the backend's reply only gets its source rewritten back to the ClusterIP
+/// if bridged frames pass conntrack. Without br_netfilter the rules fall back to
+/// kube-proxy's `--masquerade-all`: every service connection is masqueraded to the node,
+/// so replies come back through the node's IP stack. No kernel module is loaded here.
+fn enable_bridge_netfilter(namespace: &str) -> Result<bool> {
+    netns::run_in(namespace, || {
+        match std::fs::write(BRIDGE_NF_CALL_IPTABLES, "1") {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("writing 1 to {BRIDGE_NF_CALL_IPTABLES}")),
+        }
+    })
+}
+
+impl IptablesDatapath {
+    pub fn install(plan: &Plan, layout: &Layout) -> Result<Self> {
+        let mut rules_per_node = 0;
+        let mut masquerade_all = false;
+        for node in &layout.nodes {
+            let bridge_netfilter = enable_bridge_netfilter(&node.namespace)
+                .with_context(|| format!("checking br_netfilter on node {}", node.name))?;
+            masquerade_all |= !bridge_netfilter;
+            let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
+            rules_per_node = ruleset.rule_count();
+            iptables::restore(&node.namespace, &ruleset.to_restore()).with_context(|| {
+                format!(
+                    "programming kube-proxy and ip-masq-agent on node {}",
+                    node.name
+                )
+            })?;
+        }
+        Ok(Self {
+            nodes: layout.nodes.len(),
+            rules_per_node,
+            services: plan.services.len(),
+            masquerade_all,
+        })
+    }
+}
+
+impl Datapath for IptablesDatapath {
+    fn kind(&self) -> model::Datapath {
+        model::Datapath::Iptables
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "iptables: kube-proxy ({} services) and ip-masq-agent, {} rules per node in {} nodes; pods bridged, kernel routing and conntrack{}",
+            self.services,
+            self.rules_per_node,
+            self.nodes,
+            if self.masquerade_all {
+                " (no br_netfilter: service traffic masqueraded)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

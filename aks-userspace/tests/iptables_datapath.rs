@@ -1,0 +1,281 @@
+//! Privileged, end to end through the `aksnet` binary: the iptables datapath (kubenet
+//! on `cbr0`, legacy Azure CNI on `azure0`, kube-proxy's chains, ip-masq-agent) gives
+//! the check matrix the eBPF twins give, services reach every backend, and `down`
+//! leaves nothing behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::require_privileges;
+use serde_json::Value;
+
+const AKSNET: &str = env!("CARGO_BIN_EXE_aksnet");
+
+/// A cluster name unique to this test process (names are at most 8 characters).
+fn cluster_name(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+/// 2 nodes × 2 pods; `web` (TCP, 3 backends: node 0 pod 0 (the probing client itself,
+/// so hairpin), node 1 pod 0, node 0 pod 1 (same bridge)) and `dns` (UDP, 2 backends).
+fn description(name: &str, plugin: &str) -> PathBuf {
+    let max_pods = if plugin == "kubenet" { 110 } else { 30 };
+    let yaml = format!(
+        "name: {name}\nnetworkPlugin: {plugin}\ndatapath: iptables\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: 2, osType: Linux }}\npodsPerNode: 2\nservices:\n  - {{ name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, protocol: TCP, backends: 3 }}\n  - {{ name: dns, clusterIP: 10.0.0.53, port: 53, protocol: UDP, backends: 2 }}\n"
+    );
+    let path = std::env::temp_dir().join(format!("aksnet-test-{name}.yaml"));
+    std::fs::write(&path, yaml).expect("writing the test description");
+    path
+}
+
+fn aksnet(args: &[&str]) -> Output {
+    Command::new(AKSNET)
+        .args(args)
+        .output()
+        .expect("running aksnet")
+}
+
+fn aksnet_ok(args: &[&str]) -> Output {
+    let out = aksnet(args);
+    assert!(
+        out.status.success(),
+        "`aksnet {}` failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_slice(&aksnet_ok(args).stdout).expect("aksnet prints JSON")
+}
+
+/// Removes the cluster even when an assertion fails midway.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = aksnet(&["down", &self.0]);
+    }
+}
+
+fn probe<'a>(results: &'a [Value], path: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|r| r["path"] == path)
+        .unwrap_or_else(|| panic!("no probe {path:?} in the check results"))
+}
+
+/// Reachability and source addresses both iptables cells share with their eBPF twins
+/// (see tests/cluster_lifecycle.rs). `outside_seen_as` is who pod -> on-prem shows as.
+fn assert_common_matrix(results: &[Value], plugin: &str) {
+    for r in results {
+        eprintln!("{plugin}: {r}");
+    }
+    for path in [
+        "pod -> pod, same node",
+        "pod -> pod, other node",
+        "pod -> node, other node",
+        "node -> pod, other node",
+    ] {
+        let r = probe(results, path);
+        assert_eq!(r["connected"], true, "{plugin} {path}: {r}");
+        assert_eq!(
+            r["seenSource"], r["sourceAddress"],
+            "{plugin} {path}: no NAT inside the VNet and the pod CIDR"
+        );
+    }
+    let internet = probe(results, "pod -> internet");
+    assert_eq!(internet["connected"], true);
+    assert_eq!(
+        internet["seenAs"], "nodepool1-0",
+        "{plugin}: ip-masq-agent masquerades to the node towards the internet"
+    );
+    let on_prem_node = probe(results, "on-prem -> node");
+    assert_eq!(on_prem_node["connected"], true);
+    assert_eq!(on_prem_node["seenSource"], on_prem_node["sourceAddress"]);
+    for path in ["internet -> pod", "internet -> node"] {
+        assert_eq!(
+            probe(results, path)["connected"],
+            false,
+            "{plugin} {path}: no inbound from the internet"
+        );
+    }
+}
+
+/// `check --services`: every backend of every service answered, and a pod reaching
+/// itself through the service (hairpin) was masqueraded.
+fn assert_services_reach_every_backend(name: &str, hairpin_source: &str) {
+    let results = json(&["check", name, "--services", "--json"]);
+    let results = results.as_array().expect("an array of service results");
+    assert_eq!(results.len(), 2);
+    for r in results {
+        let counts: Vec<String> = r["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .map(|b| format!("{}={}", b["pod"], b["answers"]))
+            .collect();
+        eprintln!(
+            "service {} ({}): {} of {} answered: {}",
+            r["service"],
+            r["protocol"],
+            r["answered"],
+            r["attempts"],
+            counts.join(" ")
+        );
+        assert_eq!(r["attempts"], 60, "{r}");
+        assert_eq!(r["answered"], 60, "every connection answered: {r}");
+        for b in r["backends"].as_array().expect("backends") {
+            assert!(
+                b["answers"].as_u64().expect("a count") > 0,
+                "backend {} of {} never answered: {r}",
+                b["pod"],
+                r["service"]
+            );
+            let seen = b["seenSources"].as_array().expect("seen sources");
+            if b["pod"] == r["client"] {
+                assert_eq!(
+                    seen,
+                    &vec![Value::from(hairpin_source)],
+                    "hairpin traffic is masqueraded (KUBE-MARK-MASQ): {r}"
+                );
+            } else {
+                assert_eq!(
+                    seen,
+                    &vec![r["clientAddress"].clone()],
+                    "pod to service keeps the pod address: {r}"
+                );
+            }
+        }
+    }
+}
+
+/// `inspect rules --json`: one KUBE-SVC chain per service, one KUBE-SEP per backend,
+/// and ip-masq-agent's chain, as the kernel holds them.
+fn assert_rules_in_place(name: &str) {
+    let rules = json(&[
+        "inspect",
+        "rules",
+        "nodepool1-1",
+        "--cluster",
+        name,
+        "--json",
+    ]);
+    let chains = rules["chains"].as_array().expect("chains");
+    let count = |prefix: &str| {
+        chains
+            .iter()
+            .filter(|c| c["chain"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .count()
+    };
+    assert_eq!(count("KUBE-SVC-"), 2, "{rules}");
+    assert_eq!(count("KUBE-SEP-"), 3 + 2, "{rules}");
+    assert_eq!(count("IP-MASQ-AGENT"), 1);
+    let unknown = aksnet(&["inspect", "rules", "nodepool9-9", "--cluster", name]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("nodepool1-0, nodepool1-1"),
+        "an unknown node lists the known ones: {stderr}"
+    );
+}
+
+fn assert_hairpin_on_bridge_ports(name: &str, node: &str, bridge: &str) {
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &format!("aks-{name}-{node}"),
+            "-d",
+            "link",
+            "show",
+            "lxc0",
+        ])
+        .output()
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("master {bridge}")) && text.contains("hairpin on"),
+        "lxc0 is a hairpin port of {bridge}: {text}"
+    );
+}
+
+/// Nothing of cluster `name` may remain: no namespace, so no rule either (the rules
+/// lived only in the node namespaces), and no record.
+fn assert_gone(name: &str) {
+    let left = aks_userspace::netns::list_with_prefix(&format!("aks-{name}-")).expect("listing");
+    assert!(
+        left.is_empty(),
+        "namespaces of {name} left behind: {left:?}"
+    );
+    assert!(!Path::new("/run/aksnet").join(name).exists());
+}
+
+#[test]
+fn kubenet_iptables_bridges_pods_and_balances_services() {
+    require_privileges();
+    let name = cluster_name("ik");
+    let _down = Down(name.clone());
+    aksnet_ok(&[
+        "up",
+        description(&name, "kubenet").to_str().expect("utf-8"),
+        "--keep",
+    ]);
+    assert_hairpin_on_bridge_ports(&name, "nodepool1-0", "cbr0");
+
+    let results = json(&["check", &name, "--json"]);
+    let results = results.as_array().expect("results");
+    assert_common_matrix(results, "kubenet");
+    assert_eq!(
+        probe(results, "pod -> on-prem")["seenAs"],
+        "nodepool1-0",
+        "kubenet pods leave the VNet as their node"
+    );
+    assert_eq!(
+        probe(results, "on-prem -> pod")["connected"],
+        false,
+        "kubenet pod addresses are not routable from on-prem"
+    );
+    // Hairpin: masqueraded to cbr0's address, the node's pod gateway.
+    assert_services_reach_every_backend(&name, "10.244.0.1");
+    assert_rules_in_place(&name);
+
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn azure_iptables_keeps_vnet_addresses_and_balances_services() {
+    require_privileges();
+    let name = cluster_name("ia");
+    let _down = Down(name.clone());
+    aksnet_ok(&[
+        "up",
+        description(&name, "azure").to_str().expect("utf-8"),
+        "--keep",
+    ]);
+    assert_hairpin_on_bridge_ports(&name, "nodepool1-0", "azure0");
+
+    let results = json(&["check", &name, "--json"]);
+    let results = results.as_array().expect("results");
+    assert_common_matrix(results, "azure");
+    // The default non-masquerade CIDRs of Azure CNI hold the VNet and on-prem.
+    for path in ["pod -> on-prem", "on-prem -> pod"] {
+        let r = probe(results, path);
+        assert_eq!(r["connected"], true, "{path}: {r}");
+        assert_eq!(
+            r["seenSource"], r["sourceAddress"],
+            "{path}: Azure CNI pods are reached by their VNet address"
+        );
+    }
+    // Hairpin: azure0 has no address, so MASQUERADE picks the node's.
+    assert_services_reach_every_backend(&name, "10.224.0.4");
+    assert_rules_in_place(&name);
+
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
