@@ -5,69 +5,28 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 
+use common::cluster::*;
 use common::require_privileges;
 use serde_json::Value;
 
-const AKSNET: &str = env!("CARGO_BIN_EXE_aksnet");
-
-/// A cluster name unique to this test process (names are at most 8 characters).
-fn cluster_name(tag: &str) -> String {
-    format!("{tag}{}", std::process::id() % 100_000)
-}
-
 /// 2 nodes × 2 pods; `web` (TCP, 3 backends: node 0 pod 0 (the probing client itself,
 /// so hairpin), node 1 pod 0, node 0 pod 1 (same bridge)) and `dns` (UDP, 2 backends).
-fn description(name: &str, plugin: &str) -> PathBuf {
-    let max_pods = if plugin == "kubenet" { 110 } else { 30 };
-    let yaml = format!(
-        "name: {name}\nnetworkPlugin: {plugin}\ndatapath: iptables\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: 2, osType: Linux }}\npodsPerNode: 2\nservices:\n  - {{ name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, protocol: TCP, backends: 3 }}\n  - {{ name: dns, clusterIP: 10.0.0.53, port: 53, protocol: UDP, backends: 2 }}\n"
-    );
-    let path = std::env::temp_dir().join(format!("aksnet-test-{name}.yaml"));
-    std::fs::write(&path, yaml).expect("writing the test description");
-    path
-}
-
-fn aksnet(args: &[&str]) -> Output {
-    Command::new(AKSNET)
-        .args(args)
-        .output()
-        .expect("running aksnet")
-}
-
-fn aksnet_ok(args: &[&str]) -> Output {
-    let out = aksnet(args);
-    assert!(
-        out.status.success(),
-        "`aksnet {}` failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+fn services_description(name: &str, plugin: &str) -> PathBuf {
+    description_with(
+        name,
+        plugin,
+        "iptables",
+        2,
+        2,
+        "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, protocol: TCP, backends: 3 }\n  - { name: dns, clusterIP: 10.0.0.53, port: 53, protocol: UDP, backends: 2 }\n",
+    )
 }
 
 fn json(args: &[&str]) -> Value {
     serde_json::from_slice(&aksnet_ok(args).stdout).expect("aksnet prints JSON")
-}
-
-/// Removes the cluster even when an assertion fails midway.
-struct Down(String);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = aksnet(&["down", &self.0]);
-    }
-}
-
-fn probe<'a>(results: &'a [Value], path: &str) -> &'a Value {
-    results
-        .iter()
-        .find(|r| r["path"] == path)
-        .unwrap_or_else(|| panic!("no probe {path:?} in the check results"))
 }
 
 /// Reachability and source addresses both iptables cells share with their eBPF twins
@@ -204,16 +163,8 @@ fn assert_hairpin_on_bridge_ports(name: &str, node: &str, bridge: &str) {
     );
 }
 
-/// Nothing of cluster `name` may remain: no namespace, so no rule either (the rules
-/// lived only in the node namespaces), and no record.
-fn assert_gone(name: &str) {
-    let left = aks_userspace::netns::list_with_prefix(&format!("aks-{name}-")).expect("listing");
-    assert!(
-        left.is_empty(),
-        "namespaces of {name} left behind: {left:?}"
-    );
-    assert!(!Path::new("/run/aksnet").join(name).exists());
-}
+// `assert_gone` (common::cluster): no namespace, so no rule either (the rules lived
+// only in the node namespaces), no record, no pins.
 
 #[test]
 fn kubenet_iptables_bridges_pods_and_balances_services() {
@@ -222,7 +173,9 @@ fn kubenet_iptables_bridges_pods_and_balances_services() {
     let _down = Down(name.clone());
     aksnet_ok(&[
         "up",
-        description(&name, "kubenet").to_str().expect("utf-8"),
+        services_description(&name, "kubenet")
+            .to_str()
+            .expect("utf-8"),
         "--keep",
     ]);
     assert_hairpin_on_bridge_ports(&name, "nodepool1-0", "cbr0");
@@ -255,7 +208,9 @@ fn azure_iptables_keeps_vnet_addresses_and_balances_services() {
     let _down = Down(name.clone());
     aksnet_ok(&[
         "up",
-        description(&name, "azure").to_str().expect("utf-8"),
+        services_description(&name, "azure")
+            .to_str()
+            .expect("utf-8"),
         "--keep",
     ]);
     assert_hairpin_on_bridge_ports(&name, "nodepool1-0", "azure0");
