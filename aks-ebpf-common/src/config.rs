@@ -26,10 +26,13 @@ pub struct NodeConfig {
     pub gateway_mac: [u8; 6],
     /// Non-zero once userspace has written this slot.
     pub ready: u32,
+    /// The port range SNAT allocates from (inclusive, host order).
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 36);
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), no padding (4 × u32, 2 × [u8; 6], u32 = 32 bytes); every bit pattern valid.
+// SAFETY: repr(C), no padding (4 × u32, 2 × [u8; 6], u32, 2 × u16 = 36 bytes); every bit pattern valid.
 unsafe impl aya::Pod for NodeConfig {}

@@ -10,12 +10,14 @@
 pub mod addr;
 pub mod checksum;
 pub mod config;
+pub mod conntrack;
 pub mod endpoint;
 pub mod nsg;
 pub mod route;
 pub mod stats;
 
 pub use config::{NodeConfig, CONFIG_MAP};
+pub use conntrack::{CtEntry, FlowKey, NatTarget, CONNTRACK_MAP, NAT_MAP};
 pub use endpoint::{Endpoint, ENDPOINTS_CAPACITY, ENDPOINTS_MAP};
 pub use nsg::{NsgRule, NSG_CAPACITY, NSG_MAP};
 pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE};

@@ -24,9 +24,10 @@ pub enum Reason {
     RedirectedPeer = 3,
     /// Sent out of the node uplink towards the VNet (`bpf_redirect`), MACs rewritten.
     RedirectedUplink = 4,
-    /// A pod address the VNet cannot route (kubenet) going to a destination outside the
-    /// non-masquerade CIDRs: it needs SNAT, which this datapath does not do yet. Dropped
-    /// rather than sent with a source nobody can answer.
+    /// Going to a destination outside the non-masquerade CIDRs, so it needs SNAT, but SNAT
+    /// cannot translate it (not TCP, UDP or ICMP echo, or a later fragment). A kubenet
+    /// pod address would be unroutable there: dropped rather than sent with a source
+    /// nobody can answer.
     DropNeedsMasquerade = 5,
     /// TTL would reach zero on this hop: dropped, as a router does.
     DropTtlExceeded = 6,
@@ -36,11 +37,20 @@ pub enum Reason {
     NsgAllowed = 8,
     /// The node's `CONFIG` has not been written: the datapath cannot forward. Dropped.
     DropNoConfig = 9,
+    /// Masqueraded (source rewritten to the node address and a NAT port) and sent out
+    /// of the uplink.
+    RedirectedUplinkSnat = 10,
+    /// A reply to a masqueraded flow, translated back to the pod and delivered into it.
+    RedirectedPeerRevSnat = 11,
+    /// SNAT found no free port for a new flow after its retries: port exhaustion.
+    DropNatNoPort = 12,
+    /// `CONNTRACK` or `NAT` is full: a new flow cannot be tracked (existing ones go on).
+    DropConntrackFull = 13,
 }
 
 impl Reason {
     /// Every reason, in map order. `STATS` has exactly this many slots.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 14] = [
         Reason::PassedToStack,
         Reason::PassedNonIpv4,
         Reason::DropMalformed,
@@ -51,6 +61,10 @@ impl Reason {
         Reason::DropNsgDenied,
         Reason::NsgAllowed,
         Reason::DropNoConfig,
+        Reason::RedirectedUplinkSnat,
+        Reason::RedirectedPeerRevSnat,
+        Reason::DropNatNoPort,
+        Reason::DropConntrackFull,
     ];
 
     /// Number of slots in `STATS`.
@@ -83,6 +97,10 @@ impl Reason {
             Reason::DropNsgDenied => "drop-nsg-denied",
             Reason::NsgAllowed => "nsg-allowed",
             Reason::DropNoConfig => "drop-no-config",
+            Reason::RedirectedUplinkSnat => "redirected-uplink-snat",
+            Reason::RedirectedPeerRevSnat => "redirected-peer-rev-snat",
+            Reason::DropNatNoPort => "drop-nat-no-port",
+            Reason::DropConntrackFull => "drop-conntrack-full",
         }
     }
 
@@ -95,6 +113,8 @@ impl Reason {
                 | Reason::DropTtlExceeded
                 | Reason::DropNsgDenied
                 | Reason::DropNoConfig
+                | Reason::DropNatNoPort
+                | Reason::DropConntrackFull
         )
     }
 }

@@ -12,6 +12,7 @@
 
 mod forward;
 mod maps;
+mod nat;
 mod nsg;
 mod packet;
 mod routing;
@@ -43,7 +44,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    let (reason, verdict) = routing::from_pod(&frame);
+    let (reason, verdict) = routing::from_pod(&ctx, &frame);
     account(&ctx, "from_pod", reason, ctx.len());
     verdict
 }
@@ -54,7 +55,7 @@ pub fn from_vnet(ctx: TcContext) -> i32 {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    let (reason, verdict) = routing::from_vnet(&frame);
+    let (reason, verdict) = routing::from_vnet(&ctx, &frame);
     account(&ctx, "from_vnet", reason, ctx.len());
     verdict
 }

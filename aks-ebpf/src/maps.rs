@@ -2,9 +2,11 @@
 //! Userspace fills them from the plan; their layouts live in aks-ebpf-common.
 
 use aks_ebpf_common::{
-    Endpoint, NodeConfig, NsgRule, Route, ENDPOINTS_CAPACITY, NSG_CAPACITY, ROUTES_CAPACITY,
+    conntrack::CONNTRACK_DEFAULT_CAPACITY, CtEntry, Endpoint, FlowKey, NatTarget, NodeConfig,
+    NsgRule, Route, ENDPOINTS_CAPACITY, NSG_CAPACITY, ROUTES_CAPACITY,
 };
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
     macros::btf_map,
 };
@@ -45,3 +47,22 @@ pub fn route(addr: u32) -> Option<Route> {
 pub fn nsg_rule(index: u32) -> Option<&'static NsgRule> {
     NSG.get(index)
 }
+
+/// Masqueraded flows: state and timestamps (see aks-ebpf-common's `conntrack`). Not
+/// preallocated: memory follows the flows, and `aksnet up` sets the capacity.
+#[btf_map]
+pub static CONNTRACK: HashMap<
+    FlowKey,
+    CtEntry,
+    { CONNTRACK_DEFAULT_CAPACITY as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// SNAT mappings, egress and reply, two per flow.
+#[btf_map]
+pub static NAT: HashMap<
+    FlowKey,
+    NatTarget,
+    { 2 * CONNTRACK_DEFAULT_CAPACITY as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();

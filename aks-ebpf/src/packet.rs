@@ -108,3 +108,82 @@ pub fn destination_port(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<u16>, Re
     let ports = unsafe { *ports };
     Ok(Some(u16::from_be_bytes([ports[2], ports[3]])))
 }
+
+/// Where the transport header is and what of it NAT needs.
+pub struct Transport {
+    /// Ports in host order; for ICMP echo the identifier (see `FlowKey`).
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// TCP flags (FIN, SYN, RST, …), 0 for other protocols.
+    pub tcp_flags: u8,
+    /// Offset of the checksum field from the start of the frame.
+    pub checksum_offset: usize,
+    /// Offset of the 16-bit field NAT rewrites on the source side (source port, or the
+    /// ICMP identifier) and on the destination side (destination port, or the same
+    /// identifier).
+    pub src_port_offset: usize,
+    pub dst_port_offset: usize,
+}
+
+/// The transport header of a TCP, UDP or ICMP echo packet, if NAT can translate it:
+/// `Ok(None)` for other protocols, other ICMP types and later fragments; `Err` if the
+/// header is cut short.
+#[inline(always)]
+pub fn transport(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<Transport>, Reason> {
+    use aks_ebpf_common::conntrack::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+    if ip.is_later_fragment() {
+        return Ok(None);
+    }
+    let offset = EthHdr::LEN + ip.ihl;
+    match ip.protocol() {
+        PROTO_TCP => {
+            // Ports (0..4), flags (13), checksum (16..18): the fixed 20-byte header.
+            let tcp: *const [u8; 20] = frame.header(offset).ok_or(Reason::DropMalformed)?;
+            // SAFETY: bounds-checked by `header`.
+            let tcp = unsafe { *tcp };
+            Ok(Some(Transport {
+                src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+                dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+                tcp_flags: tcp[13],
+                checksum_offset: offset + 16,
+                src_port_offset: offset,
+                dst_port_offset: offset + 2,
+            }))
+        }
+        PROTO_UDP => {
+            let udp: *const [u8; 8] = frame.header(offset).ok_or(Reason::DropMalformed)?;
+            // SAFETY: bounds-checked by `header`.
+            let udp = unsafe { *udp };
+            Ok(Some(Transport {
+                src_port: u16::from_be_bytes([udp[0], udp[1]]),
+                dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+                tcp_flags: 0,
+                checksum_offset: offset + 6,
+                src_port_offset: offset,
+                dst_port_offset: offset + 2,
+            }))
+        }
+        PROTO_ICMP => {
+            const ECHO_REPLY: u8 = 0;
+            const ECHO_REQUEST: u8 = 8;
+            let icmp: *const [u8; 8] = frame.header(offset).ok_or(Reason::DropMalformed)?;
+            // SAFETY: bounds-checked by `header`.
+            let icmp = unsafe { *icmp };
+            let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+            let (src_port, dst_port) = match icmp[0] {
+                ECHO_REQUEST => (id, 0),
+                ECHO_REPLY => (0, id),
+                _ => return Ok(None),
+            };
+            Ok(Some(Transport {
+                src_port,
+                dst_port,
+                tcp_flags: 0,
+                checksum_offset: offset + 2,
+                src_port_offset: offset + 4,
+                dst_port_offset: offset + 4,
+            }))
+        }
+        _ => Ok(None),
+    }
+}

@@ -66,7 +66,7 @@ fn azure_cni_routes_pods_in_bpf_with_their_own_addresses() {
 }
 
 #[test]
-fn kubenet_routes_pods_through_the_route_table_and_holds_back_what_needs_snat() {
+fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
     require_privileges();
     let name = cluster_name("bk");
     let _down = Down(name.clone());
@@ -80,20 +80,34 @@ fn kubenet_routes_pods_through_the_route_table_and_holds_back_what_needs_snat() 
     ] {
         let r = probe(&results, path);
         assert_eq!(r["connected"], true, "{path}: {r}");
-        assert_eq!(r["seenSource"], r["sourceAddress"], "{path}");
-    }
-    for path in ["pod -> internet", "pod -> on-prem"] {
         assert_eq!(
-            probe(&results, path)["connected"],
-            false,
-            "{path}: needs SNAT, which is not there yet"
+            r["seenSource"], r["sourceAddress"],
+            "{path}: inside the non-masquerade CIDRs"
         );
     }
+    for path in ["pod -> internet", "pod -> on-prem"] {
+        let r = probe(&results, path);
+        assert_eq!(
+            r["connected"], true,
+            "{path}: the reply came back through reverse SNAT: {r}"
+        );
+        assert_eq!(
+            r["seenAs"], "nodepool1-0",
+            "{path}: kubenet pods leave as their node"
+        );
+    }
+    assert_eq!(probe(&results, "on-prem -> pod")["connected"], false);
     let after = node_stats(&name, "nodepool1-0");
+    let grew = |reason: Reason| after.get(reason).packets - before.get(reason).packets;
     assert!(
-        after.get(Reason::DropNeedsMasquerade).packets
-            > before.get(Reason::DropNeedsMasquerade).packets,
-        "the held-back packets are counted under drop-needs-masquerade"
+        grew(Reason::RedirectedUplinkSnat) >= 4,
+        "SNATed packets counted: {}",
+        grew(Reason::RedirectedUplinkSnat)
+    );
+    assert!(
+        grew(Reason::RedirectedPeerRevSnat) >= 4,
+        "replies reverse-NATed: {}",
+        grew(Reason::RedirectedPeerRevSnat)
     );
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
@@ -153,7 +167,8 @@ fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
     require_privileges();
     let name = cluster_name("bl");
     let _down = Down(name.clone());
-    let file = description(&name, "kubenet", "ebpf", 1, 1);
+    let nsg = "nsg:\n  - { name: deny-check, priority: 100, access: Deny, protocol: Tcp, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n";
+    let file = description_with(&name, "azure", "ebpf", 1, 1, nsg);
     let mut up = Command::new(AKSNET)
         .args(["up", file.to_str().expect("utf-8"), "--log-level", "debug"])
         .stdout(Stdio::piped())
@@ -180,19 +195,19 @@ fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
     });
     rx.recv_timeout(Duration::from_secs(60))
         .expect("up reports the cluster up");
-    // A pod reaching for the internet on kubenet is held back (no SNAT yet): a drop.
+    // On-prem reaching for a pod on the denied port: the NSG drops it at the uplink.
     let state = ClusterState::require(&name).expect("state");
     let (endpoints, probes) = check::cluster_matrix(&state);
-    let to_internet: Vec<Probe> = probes
+    let to_pod: Vec<Probe> = probes
         .into_iter()
-        .filter(|p| p.path == "pod -> internet")
+        .filter(|p| p.path == "on-prem -> pod")
         .collect();
-    check::run(&endpoints, &to_internet).expect("probe");
+    check::run(&endpoints, &to_pod).expect("probe");
     let line = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("a datapath log line within 10 s");
     assert!(
-        line.contains("drop-needs-masquerade"),
+        line.contains("nsg: drop-nsg-denied"),
         "the drop reason is named: {line}"
     );
     // SAFETY: SIGINT to the child this test started.

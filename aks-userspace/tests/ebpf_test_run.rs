@@ -33,6 +33,7 @@ const GATEWAY_MAC: [u8; 6] = [0x02, 0x01, 0, 0, 0, 0];
 const POD_MAC: [u8; 6] = [0x02, 0x04, 0, 0, 0, 1];
 const HOST_MAC: [u8; 6] = [0x02, 0x03, 0, 0, 0, 1];
 const SENDER_MAC: [u8; 6] = [0x02, 0x09, 0, 0, 0, 9];
+const NAT_PORTS: (u16, u16) = (10000, 32767);
 
 /// A crafted frame.
 struct FrameSpec {
@@ -44,7 +45,13 @@ struct FrameSpec {
     dst: [u8; 4],
     /// Flags and fragment offset word.
     frags: u16,
+    /// TCP/UDP ports; for ICMP echo `src_port` is the identifier.
+    src_port: u16,
     dst_port: u16,
+    /// ICMP type (8 echo request, 0 echo reply).
+    icmp_type: u8,
+    /// Leave the UDP checksum 0 ("none").
+    no_udp_checksum: bool,
 }
 
 impl FrameSpec {
@@ -57,7 +64,28 @@ impl FrameSpec {
             src,
             dst,
             frags: 0x4000,
+            src_port: 40000,
             dst_port: 8080,
+            icmp_type: 0,
+            no_udp_checksum: false,
+        }
+    }
+
+    fn icmp_echo(src: [u8; 4], dst: [u8; 4], icmp_type: u8, id: u16) -> Self {
+        Self {
+            protocol: 1,
+            icmp_type,
+            src_port: id,
+            dst_port: 0,
+            ..Self::udp(src, dst)
+        }
+    }
+
+    fn ports(self, src_port: u16, dst_port: u16) -> Self {
+        Self {
+            src_port,
+            dst_port,
+            ..self
         }
     }
 
@@ -78,7 +106,7 @@ impl FrameSpec {
         let l4 = if self.protocol == 6 { 20 } else { 8 };
         let mut ip = vec![0u8; ihl.max(20)];
         ip[0] = 0x40 | self.ihl_words;
-        ip[2..4].copy_from_slice(&((ihl + l4 + 16) as u16).to_be_bytes());
+        ip[2..4].copy_from_slice(&((ihl.max(20) + l4 + 16) as u16).to_be_bytes());
         ip[6..8].copy_from_slice(&self.frags.to_be_bytes());
         ip[8] = self.ttl;
         ip[9] = self.protocol;
@@ -87,13 +115,93 @@ impl FrameSpec {
         let check = ipv4_checksum(&ip[..ihl.max(20)]);
         ip[10..12].copy_from_slice(&check.to_be_bytes());
         f.extend_from_slice(&ip);
-        let mut l4_header = vec![0u8; l4];
-        l4_header[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        l4_header[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
-        f.extend_from_slice(&l4_header);
-        f.extend_from_slice(&[0xab; 16]);
+        let mut segment = vec![0u8; l4];
+        if self.protocol == 1 {
+            segment[0] = self.icmp_type;
+            segment[4..6].copy_from_slice(&self.src_port.to_be_bytes());
+            segment[6..8].copy_from_slice(&1u16.to_be_bytes());
+        } else {
+            segment[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+            segment[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        }
+        if self.protocol == 6 {
+            segment[12] = 5 << 4; // data offset: 5 words
+            segment[13] = 0x02; // SYN
+        }
+        if self.protocol == 17 {
+            segment[4..6].copy_from_slice(&((l4 + 16) as u16).to_be_bytes());
+        }
+        segment.extend_from_slice(&[0xab; 16]);
+        let checksum_at = match self.protocol {
+            6 => Some(16),
+            17 if !self.no_udp_checksum => Some(6),
+            1 => Some(2),
+            _ => None,
+        };
+        if let Some(at) = checksum_at {
+            let sum = l4_sum(self.protocol, self.src, self.dst, &segment);
+            segment[at..at + 2].copy_from_slice(&(!sum).to_be_bytes());
+        }
+        if self.ihl_words >= 5 {
+            f.extend_from_slice(&segment);
+        } else {
+            f.extend_from_slice(&segment[..l4]);
+        }
         f
     }
+}
+
+/// One's complement sum of `data` (folded, not inverted).
+fn ones_complement_sum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The sum an L4 checksum covers: for TCP and UDP the pseudo-header and the segment,
+/// for ICMP the message alone. Summed from scratch here, independent of the datapath.
+fn l4_sum(protocol: u8, src: [u8; 4], dst: [u8; 4], segment: &[u8]) -> u16 {
+    let mut data = Vec::new();
+    if protocol != 1 {
+        data.extend_from_slice(&src);
+        data.extend_from_slice(&dst);
+        data.extend_from_slice(&[0, protocol]);
+        data.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    }
+    data.extend_from_slice(segment);
+    ones_complement_sum(&data)
+}
+
+/// Whether the L4 checksum of an output frame verifies (sums to 0xffff with itself).
+fn assert_l4_checksum(out: &[u8], case: &str) {
+    let ihl = usize::from(out[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([out[16], out[17]]));
+    let protocol = out[14 + 9];
+    let src: [u8; 4] = out[26..30].try_into().expect("4 bytes");
+    let dst: [u8; 4] = out[30..34].try_into().expect("4 bytes");
+    let segment = &out[14 + ihl..14 + total];
+    assert_eq!(
+        l4_sum(protocol, src, dst, segment),
+        0xffff,
+        "{case}: L4 checksum"
+    );
+}
+
+/// Source (or destination) address and port of an output frame.
+fn endpoint_of(out: &[u8], source: bool) -> ([u8; 4], u16) {
+    let ihl = usize::from(out[14] & 0x0f) * 4;
+    let l4 = 14 + ihl;
+    let (addr_at, port_at) = if source { (26, l4) } else { (30, l4 + 2) };
+    let port_at = if out[14 + 9] == 1 { l4 + 4 } else { port_at };
+    (
+        out[addr_at..addr_at + 4].try_into().expect("4 bytes"),
+        u16::from_be_bytes([out[port_at], out[port_at + 1]]),
+    )
 }
 
 /// The IPv4 header checksum summed from scratch over `header` (its checksum field
@@ -102,14 +210,7 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
     let mut zeroed = header.to_vec();
     zeroed[10] = 0;
     zeroed[11] = 0;
-    let mut sum: u32 = zeroed
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    !ones_complement_sum(&zeroed)
 }
 
 /// Checks an output frame: MACs, TTL, and a correct header checksum.
@@ -141,6 +242,8 @@ impl Harness {
                 pod_addressing,
                 uplink_mac: UPLINK_MAC,
                 gateway_mac: GATEWAY_MAC,
+                nat_port_min: NAT_PORTS.0,
+                nat_port_max: NAT_PORTS.1,
                 ..Default::default()
             })
             .expect("CONFIG");
@@ -231,17 +334,19 @@ fn from_pod_delivers_local_pods_to_their_peer_with_the_pod_macs() {
 }
 
 #[test]
-fn from_pod_sends_everything_else_to_the_vnet_gateway() {
+fn from_pod_sends_the_vnet_and_on_prem_to_the_gateway_untranslated() {
     let h = Harness::new(POD_ADDRESSING_VNET);
     for (case, dst) in [
         ("remote pod", REMOTE_POD),
-        ("on-prem", ON_PREM),
-        ("internet (Azure CNI: VNet-routable source)", INTERNET),
+        ("on-prem (non-masquerade)", ON_PREM),
     ] {
-        let frame = FrameSpec::udp(LOCAL_POD, dst).bytes();
+        let frame = FrameSpec::tcp(LOCAL_POD, dst, 80).bytes();
         let (verdict, out) = h.run("from_pod", &frame, Reason::RedirectedUplink);
         assert_eq!(verdict, TC_ACT_REDIRECT, "{case}");
         assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, case);
+        assert_eq!(&out[26..34], &frame[26..34], "{case}: addresses untouched");
+        assert_eq!(&out[34..38], &frame[34..38], "{case}: ports untouched");
+        assert_l4_checksum(&out, case);
     }
 }
 
@@ -308,26 +413,185 @@ fn from_pod_handles_options_fragments_ttl_and_malformed_headers() {
     assert_eq!(verdict, TC_ACT_SHOT);
 }
 
-#[test]
-fn kubenet_drops_what_needs_masquerade_until_snat_exists() {
-    let h = Harness::new(POD_ADDRESSING_PRIVATE);
-    let (verdict, _) = h.run(
-        "from_pod",
-        &FrameSpec::udp(LOCAL_POD, INTERNET).bytes(),
-        Reason::DropNeedsMasquerade,
+/// SNATs `frame` (a pod's packet to the internet) and checks the rewrite; returns the
+/// NAT port chosen.
+fn assert_snat(h: &Harness, frame: &[u8], case: &str) -> u16 {
+    let (verdict, out) = h.run("from_pod", frame, Reason::RedirectedUplinkSnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "{case}");
+    assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, case);
+    let (src, port) = endpoint_of(&out, true);
+    assert_eq!(src, NODE, "{case}: the source is now the node");
+    assert!(
+        (NAT_PORTS.0..=NAT_PORTS.1).contains(&port),
+        "{case}: port {port} from the NAT range"
     );
+    // (For ICMP the "port" read at both ends is the one identifier, rewritten.)
+    let (dst, dst_port) = endpoint_of(&out, false);
+    assert_eq!(
+        dst,
+        endpoint_of(frame, false).0,
+        "{case}: destination address untouched"
+    );
+    if out[14 + 9] != 1 {
+        assert_eq!(
+            dst_port,
+            endpoint_of(frame, false).1,
+            "{case}: destination port untouched"
+        );
+    }
+    assert_l4_checksum(&out, case);
+    port
+}
+
+#[test]
+fn snat_rewrites_tcp_udp_and_icmp_echo_with_valid_checksums() {
+    for addressing in [POD_ADDRESSING_PRIVATE, POD_ADDRESSING_VNET] {
+        let h = Harness::new(addressing);
+        assert_snat(
+            &h,
+            &FrameSpec::tcp(LOCAL_POD, INTERNET, 443).bytes(),
+            "TCP SYN",
+        );
+        assert_snat(&h, &FrameSpec::udp(LOCAL_POD, INTERNET).bytes(), "UDP");
+        assert_snat(
+            &h,
+            &FrameSpec::icmp_echo(LOCAL_POD, INTERNET, 8, 0x1234).bytes(),
+            "ICMP echo",
+        );
+        let kept = assert_snat(
+            &h,
+            &FrameSpec::tcp(LOCAL_POD, INTERNET, 443)
+                .ports(20000, 443)
+                .bytes(),
+            "in-range port",
+        );
+        assert_eq!(kept, 20000, "a free original port inside the range is kept");
+        let no_checksum = FrameSpec {
+            no_udp_checksum: true,
+            ..FrameSpec::udp(LOCAL_POD, INTERNET).ports(41000, 53)
+        };
+        let (_, out) = h.run(
+            "from_pod",
+            &no_checksum.bytes(),
+            Reason::RedirectedUplinkSnat,
+        );
+        assert_eq!(
+            &out[14 + 20 + 6..14 + 20 + 8],
+            &[0, 0],
+            "a UDP checksum of 0 (none) stays 0"
+        );
+    }
+}
+
+#[test]
+fn the_same_flow_keeps_its_mapping_and_replies_are_translated_back() {
+    let h = Harness::new(POD_ADDRESSING_PRIVATE);
+    let syn = FrameSpec::tcp(LOCAL_POD, INTERNET, 443).bytes();
+    let port = assert_snat(&h, &syn, "first packet");
+    assert_eq!(
+        assert_snat(&h, &syn, "second packet"),
+        port,
+        "one mapping per flow"
+    );
+    let flows = h.datapath.flows().expect("CONNTRACK");
+    assert_eq!(flows.len(), 1, "one conntrack entry");
+    assert_eq!((flows[0].1.nat_port, flows[0].1.packets), (port, 2));
+
+    let reply = FrameSpec::tcp(INTERNET, NODE, 0).ports(443, port).bytes();
+    let (verdict, out) = h.run("from_vnet", &reply, Reason::RedirectedPeerRevSnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_routed(&out, POD_MAC, HOST_MAC, 63, "reply");
+    assert_eq!(
+        endpoint_of(&out, false),
+        (LOCAL_POD, 40000),
+        "back to the pod's address and port"
+    );
+    assert_eq!(
+        endpoint_of(&out, true),
+        (INTERNET, 443),
+        "the peer untouched"
+    );
+    assert_l4_checksum(&out, "reply");
+    assert_ne!(
+        h.datapath.flows().expect("CONNTRACK")[0].1.flags,
+        0,
+        "the reply marks the flow"
+    );
+
+    let ping = FrameSpec::icmp_echo(LOCAL_POD, INTERNET, 8, 0x4242).bytes();
+    let id = assert_snat(&h, &ping, "echo request");
+    let pong = FrameSpec::icmp_echo(INTERNET, NODE, 0, id).bytes();
+    let (_, out) = h.run("from_vnet", &pong, Reason::RedirectedPeerRevSnat);
+    assert_eq!(
+        endpoint_of(&out, false),
+        (LOCAL_POD, 0x4242),
+        "the echo reply gets its identifier back"
+    );
+    assert_l4_checksum(&out, "echo reply");
+
+    let stranger = FrameSpec::tcp(INTERNET, NODE, 0)
+        .ports(443, port.wrapping_add(1))
+        .bytes();
+    let (verdict, out) = h.run("from_vnet", &stranger, Reason::PassedToStack);
+    assert_eq!(
+        (verdict, out),
+        (TC_ACT_OK, stranger),
+        "no mapping: the node's own traffic"
+    );
+}
+
+#[test]
+fn port_exhaustion_is_counted_not_silent() {
+    let mut h = Harness::new(POD_ADDRESSING_PRIVATE);
+    let mut config = h.datapath.config().expect("CONFIG");
+    (config.nat_port_min, config.nat_port_max) = (40000, 40000);
+    h.datapath.set_config(config).expect("one NAT port");
+    let first = FrameSpec::tcp(LOCAL_POD, INTERNET, 443)
+        .ports(1111, 443)
+        .bytes();
+    let (verdict, out) = h.run("from_pod", &first, Reason::RedirectedUplinkSnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(endpoint_of(&out, true), (NODE, 40000));
+    let second = FrameSpec::tcp(LOCAL_POD, INTERNET, 443)
+        .ports(2222, 443)
+        .bytes();
+    let (verdict, _) = h.run("from_pod", &second, Reason::DropNatNoPort);
     assert_eq!(
         verdict, TC_ACT_SHOT,
-        "a private pod source must not reach the internet un-NATed"
+        "the only port toward 203.0.113.10:443 is taken"
     );
-    let (verdict, _) = h.run(
-        "from_pod",
-        &FrameSpec::udp(LOCAL_POD, REMOTE_POD).bytes(),
-        Reason::RedirectedUplink,
-    );
+    let elsewhere = FrameSpec::tcp(LOCAL_POD, INTERNET, 80)
+        .ports(2222, 80)
+        .bytes();
+    let (verdict, _) = h.run("from_pod", &elsewhere, Reason::RedirectedUplinkSnat);
     assert_eq!(
         verdict, TC_ACT_REDIRECT,
-        "inside the non-masquerade CIDRs pod addresses travel as they are"
+        "the same port is free toward another peer port"
+    );
+    assert_eq!(
+        h.datapath.flows().expect("CONNTRACK").len(),
+        2,
+        "the failed flow left no entry"
+    );
+}
+
+#[test]
+fn what_snat_cannot_translate_is_dropped_and_counted() {
+    let h = Harness::new(POD_ADDRESSING_PRIVATE);
+    let fragment = FrameSpec {
+        frags: 0x2000 | 100,
+        ..FrameSpec::udp(LOCAL_POD, INTERNET)
+    };
+    let (verdict, _) = h.run("from_pod", &fragment.bytes(), Reason::DropNeedsMasquerade);
+    assert_eq!(
+        verdict, TC_ACT_SHOT,
+        "a later fragment has no ports to translate"
+    );
+    let unreachable = FrameSpec::icmp_echo(LOCAL_POD, INTERNET, 3, 0).bytes();
+    let (verdict, _) = h.run("from_pod", &unreachable, Reason::DropNeedsMasquerade);
+    assert_eq!(
+        verdict, TC_ACT_SHOT,
+        "ICMP other than echo is not translated"
     );
 }
 

@@ -59,7 +59,8 @@ pub fn run(
         "  `aksnet check {}` in another terminal probes it; Ctrl-C here removes it; datapath logs at level {log_level} follow",
         plan.name
     );
-    stop.wait_streaming_logs(running.datapath.as_mut())?;
+    let gc_interval = std::time::Duration::from_secs(u64::from(plan.conntrack.gc_interval_seconds));
+    stop.wait_serving(running.datapath.as_mut(), gc_interval)?;
     eprintln!("stopping: removing cluster {}", plan.name);
     drop(running);
     let removal = cluster::remove(&plan.name)?;
@@ -95,19 +96,45 @@ impl StopSignals {
     }
 
     /// Blocks until one of the signals arrives (returns at once if one already has),
-    /// printing the datapath's log records a few times a second meanwhile.
-    fn wait_streaming_logs(mut self, datapath: &mut dyn Datapath) -> Result<()> {
+    /// meanwhile printing the datapath's log records a few times a second and expiring
+    /// idle flows every `gc_interval`.
+    fn wait_serving(
+        mut self,
+        datapath: &mut dyn Datapath,
+        gc_interval: std::time::Duration,
+    ) -> Result<()> {
         self.runtime.block_on(async {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            let mut logs = tokio::time::interval(std::time::Duration::from_millis(200));
+            let mut gc = tokio::time::interval(gc_interval);
             loop {
                 tokio::select! {
                     _ = self.interrupt.recv() => break,
                     _ = self.terminate.recv() => break,
-                    _ = tick.tick() => datapath.flush_logs(),
+                    _ = logs.tick() => datapath.flush_logs(),
+                    _ = gc.tick() => report_gc(datapath),
                 }
             }
             datapath.flush_logs();
         });
         Ok(())
+    }
+}
+
+/// One GC pass; a line per node that expired flows, with the map pressure.
+fn report_gc(datapath: &mut dyn Datapath) {
+    match datapath.collect_garbage() {
+        Ok(reports) => {
+            for (node, r) in reports.iter().filter(|(_, r)| r.expired > 0) {
+                eprintln!(
+                    "[{node}] conntrack gc: expired {} flows; {} flows of {} ({:.1} % pressure), {} NAT entries",
+                    r.expired,
+                    r.flows,
+                    r.capacity,
+                    r.pressure_percent(),
+                    r.nat_entries
+                );
+            }
+        }
+        Err(err) => eprintln!("conntrack gc failed: {err:#}"),
     }
 }

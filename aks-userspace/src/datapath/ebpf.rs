@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::Datapath;
 use crate::cidr::Ipv4Cidr;
-use crate::ebpf::{map_addr, NodeDatapath, NodeLogStream};
+use crate::ebpf::{map_addr, monotonic_now_ns, GcReport, NodeDatapath, NodeLogStream, Timeouts};
 use crate::model::{self, nsg::Access, nsg::SecurityRule, NetworkPlugin};
 use crate::netns;
 use crate::plan::Plan;
@@ -19,6 +19,8 @@ use crate::topology::layout::{Layout, NodeLayout};
 
 pub struct EbpfDatapath {
     nodes: Vec<NodeDatapath>,
+    names: Vec<String>,
+    timeouts: Timeouts,
     logs: Vec<NodeLogStream>,
     pods: usize,
     routes_per_node: usize,
@@ -31,6 +33,12 @@ impl EbpfDatapath {
         let nsg_rules: Vec<NsgRule> = plan.nsg.iter().map(nsg_rule).collect();
         let mut nodes = Vec::with_capacity(layout.nodes.len());
         let mut logs = Vec::with_capacity(layout.nodes.len());
+        let seconds = |s: u32| u64::from(s) * 1_000_000_000;
+        let timeouts = Timeouts {
+            tcp_established_ns: seconds(plan.conntrack.tcp_timeout_seconds),
+            tcp_closing_ns: seconds(plan.conntrack.tcp_closing_timeout_seconds),
+            datagram_ns: seconds(plan.conntrack.udp_timeout_seconds),
+        };
         let mut pods = 0;
         let mut routes_per_node = 0;
         for node in &layout.nodes {
@@ -73,6 +81,8 @@ impl EbpfDatapath {
         }
         Ok(Self {
             nodes,
+            names: layout.nodes.iter().map(|n| n.name.clone()).collect(),
+            timeouts,
             logs,
             pods,
             routes_per_node,
@@ -96,6 +106,18 @@ impl Datapath for EbpfDatapath {
         )
     }
 
+    fn collect_garbage(&mut self) -> Result<Vec<(String, GcReport)>> {
+        let now = monotonic_now_ns();
+        let mut reports = Vec::with_capacity(self.nodes.len());
+        for (node, name) in self.nodes.iter_mut().zip(&self.names) {
+            let report = node
+                .collect_garbage(&self.timeouts, now)
+                .with_context(|| format!("collecting expired flows on node {name}"))?;
+            reports.push((name.clone(), report));
+        }
+        Ok(reports)
+    }
+
     fn flush_logs(&mut self) {
         for stream in &mut self.logs {
             stream.flush();
@@ -115,6 +137,8 @@ fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
         uplink_mac: node.uplink_mac,
         gateway_mac: node.gateway_mac,
         ready: 1,
+        nat_port_min: plan.conntrack.nat_port_min,
+        nat_port_max: plan.conntrack.nat_port_max,
     })
 }
 

@@ -37,6 +37,11 @@ pub trait Datapath {
     /// Prints the log records the datapath produced since the last call (`up` calls
     /// this a few times a second while it runs).
     fn flush_logs(&mut self) {}
+    /// Expires idle flows from the datapath's own conntrack, per node. The iptables
+    /// datapath leaves that to the kernel's conntrack.
+    fn collect_garbage(&mut self) -> Result<Vec<(String, crate::ebpf::GcReport)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Installs the datapath `plan` asks for into the namespaces of `layout`.

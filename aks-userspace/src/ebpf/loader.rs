@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use aks_ebpf_common::STATS_MAP;
+use aks_ebpf_common::conntrack::CONNTRACK_DEFAULT_CAPACITY;
+use aks_ebpf_common::{CONNTRACK_MAP, NAT_MAP, STATS_MAP};
 use anyhow::{Context, Result};
 use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
@@ -37,11 +38,23 @@ impl NodeDatapath {
     /// network namespace is `namespace`, pinning its maps under `pin_dir` if given.
     /// Nothing is attached yet.
     pub fn load(namespace: &str, pin_dir: Option<&Path>) -> Result<Self> {
+        Self::load_with_capacity(namespace, pin_dir, CONNTRACK_DEFAULT_CAPACITY)
+    }
+
+    /// As [`load`](Self::load), with room for `conntrack_capacity` masqueraded flows
+    /// (`CONNTRACK`; `NAT` gets two entries per flow).
+    pub fn load_with_capacity(
+        namespace: &str,
+        pin_dir: Option<&Path>,
+        conntrack_capacity: u32,
+    ) -> Result<Self> {
         raise_memlock_rlimit();
         // aya-log's level lives in the object: records above it are never produced.
         let log_level = log::max_level() as u8;
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &log_level, true)
+            .map_max_entries(CONNTRACK_MAP, conntrack_capacity)
+            .map_max_entries(NAT_MAP, conntrack_capacity.saturating_mul(2))
             .load(object_bytes())
             .context("loading the aksnet eBPF object")?;
         for name in [FROM_POD, FROM_VNET] {

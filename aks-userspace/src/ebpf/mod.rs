@@ -1,12 +1,14 @@
 //! The eBPF datapath: the embedded object, loading and attaching it in a node's
 //! namespace, and reading and writing its maps.
 
+mod conntrack;
 mod loader;
 mod logs;
 mod maps;
 mod object;
 mod stats;
 
+pub use conntrack::{monotonic_now_ns, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
 pub use maps::map_addr;

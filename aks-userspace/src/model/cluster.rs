@@ -26,6 +26,7 @@ pub struct Cluster {
     pub external_hosts: ExternalHosts,
     /// NSG rules in priority order.
     pub nsg: Vec<super::nsg::SecurityRule>,
+    pub conntrack: super::conntrack::ConntrackSettings,
 }
 
 impl Cluster {

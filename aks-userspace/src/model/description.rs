@@ -41,6 +41,9 @@ pub struct ClusterDescription {
     /// Inbound NSG rules of the node subnet (enforced at each node's uplink).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nsg: Vec<super::nsg::SecurityRuleDescription>,
+    /// Conntrack and SNAT settings of the eBPF datapath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<super::conntrack::ConntrackDescription>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 pub mod capacity;
 mod cluster;
+pub mod conntrack;
 pub mod defaults;
 mod description;
 mod error;

@@ -34,6 +34,7 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         services: vec![],
         external_hosts: None,
         nsg: Vec::new(),
+        conntrack: None,
     }
 }
 

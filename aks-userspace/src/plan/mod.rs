@@ -40,6 +40,8 @@ pub struct Plan {
     pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
     /// Inbound NSG rules in priority order.
     pub nsg: Vec<crate::model::nsg::SecurityRule>,
+    /// Conntrack and SNAT settings (eBPF datapath).
+    pub conntrack: crate::model::conntrack::ConntrackSettings,
     pub subnet_usage: Vec<SubnetUsage>,
     pub pod_cidr_usage: Option<PodCidrUsage>,
     pub warnings: Vec<Warning>,
@@ -162,6 +164,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         external_hosts: cluster.external_hosts.clone(),
         non_masquerade_cidrs: cluster.non_masquerade_cidrs.clone(),
         nsg: cluster.nsg.clone(),
+        conntrack: cluster.conntrack.clone(),
         subnet_usage,
         pod_cidr_usage,
         warnings,
