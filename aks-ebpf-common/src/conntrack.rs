@@ -81,6 +81,11 @@ const _: () = assert!(core::mem::size_of::<NatTarget>() == 8);
 
 /// `CtEntry::flags`: a reply has been seen (the flow is established both ways).
 pub const CT_REPLY_SEEN: u8 = 1;
+/// `CtEntry::flags`: the flow was opened from outside toward a local pod; the entry is
+/// keyed by the pod's reply direction, whose packets must leave untranslated even when
+/// the peer lies outside the non-masquerade CIDRs (as the kernel's conntrack keeps
+/// MASQUERADE to new connections). No NAT entries belong to it.
+pub const CT_INBOUND: u8 = 2;
 
 /// TCP flag bits as in the header (`CtEntry::tcp_flags` ORs every packet's flags).
 pub const TCP_FIN: u8 = 0x01;

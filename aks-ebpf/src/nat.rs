@@ -4,7 +4,7 @@
 //! range, else the packet is dropped and counted (port exhaustion stays visible).
 
 use aks_ebpf_common::{
-    conntrack::{CT_REPLY_SEEN, NAT_PORT_RETRIES, PROTO_ICMP, PROTO_UDP},
+    conntrack::{CT_INBOUND, CT_REPLY_SEEN, NAT_PORT_RETRIES, PROTO_ICMP, PROTO_UDP},
     CtEntry, FlowKey, NatTarget, NodeConfig, Reason,
 };
 use aya_ebpf::{
@@ -162,6 +162,44 @@ fn egress_mapping(
         return Err(Reason::DropConntrackFull);
     }
     Ok(target)
+}
+
+/// Records a flow opened from outside toward a local pod whose replies would otherwise
+/// be masqueraded (`reply` is the pod's direction), or refreshes it. Best effort: with a
+/// full map the replies are masqueraded and the peer drops them, as it would with a
+/// full kernel conntrack table.
+#[inline(always)]
+pub fn track_inbound(reply: &FlowKey, tcp_flags: u8, len: u32) {
+    if CONNTRACK.get_ptr(reply).is_some() {
+        touch(reply, tcp_flags, len, false);
+        return;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let entry = CtEntry {
+        created_ns: now,
+        last_seen_ns: now,
+        packets: 1,
+        bytes: u64::from(len),
+        nat_addr: 0,
+        nat_port: 0,
+        tcp_flags,
+        flags: CT_INBOUND,
+    };
+    let _ = CONNTRACK.insert(reply, entry, u64::from(BPF_NOEXIST));
+}
+
+/// Whether a pod's packet answers a flow opened from outside (see `track_inbound`).
+#[inline(always)]
+pub fn answers_inbound(flow: &FlowKey, tcp_flags: u8, len: u32) -> bool {
+    // SAFETY: a valid pointer into the map, read at once.
+    let inbound = CONNTRACK
+        .get_ptr(flow)
+        .is_some_and(|entry| unsafe { (*entry).flags } & CT_INBOUND != 0);
+    if inbound {
+        touch(flow, tcp_flags, len, true);
+    }
+    inbound
 }
 
 #[inline(always)]

@@ -61,10 +61,13 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     let reason = match snat {
         Some(l4) => {
             let flow = flow_of(&ip, &l4);
-            if let Err(reason) = nat::snat(ctx, config, &flow, &l4, frame.len()) {
+            if nat::answers_inbound(&flow, l4.tcp_flags, frame.len()) {
+                Reason::RedirectedUplink
+            } else if let Err(reason) = nat::snat(ctx, config, &flow, &l4, frame.len()) {
                 return (reason, TC_ACT_SHOT);
+            } else {
+                Reason::RedirectedUplinkSnat
             }
-            Reason::RedirectedUplinkSnat
         }
         None => Reason::RedirectedUplink,
     };
@@ -86,6 +89,14 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
     let Some(pod) = maps::endpoint(dst) else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
+    // A peer outside the non-masquerade CIDRs opening a flow to this pod: remember it,
+    // so the pod's replies leave untranslated.
+    if maps::route(ip.src()).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0) {
+        if let Ok(Some(l4)) = transport(frame, &ip) {
+            let reply = FlowKey::new(dst, ip.src(), l4.dst_port, l4.src_port, ip.protocol());
+            nat::track_inbound(&reply, l4.tcp_flags, frame.len());
+        }
+    }
     if let Err(reason) = forward::decrement_ttl(&ip) {
         return (reason, TC_ACT_SHOT);
     }

@@ -688,3 +688,33 @@ fn nsg_first_match_wins_and_no_match_allows() {
         "a TCP header cut before its ports is malformed"
     );
 }
+
+#[test]
+fn replies_to_flows_opened_from_outside_leave_untranslated() {
+    let h = Harness::new(POD_ADDRESSING_VNET);
+    // A connection the internet host (outside the non-masquerade CIDRs) opens to the
+    // pod, as through a load balancer.
+    let inbound = FrameSpec::tcp(INTERNET, LOCAL_POD, 8080)
+        .ports(51000, 8080)
+        .bytes();
+    let (verdict, _) = h.run("from_vnet", &inbound, Reason::RedirectedPeer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let reply = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
+        .ports(8080, 51000)
+        .bytes();
+    let (verdict, out) = h.run("from_pod", &reply, Reason::RedirectedUplink);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        endpoint_of(&out, true),
+        (LOCAL_POD, 8080),
+        "the reply keeps the pod's address"
+    );
+    let fresh = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
+        .ports(8080, 51001)
+        .bytes();
+    assert_snat(
+        &h,
+        &fresh,
+        "a new flow of the pod's own is still masqueraded",
+    );
+}

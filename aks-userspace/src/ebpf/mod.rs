@@ -8,7 +8,7 @@ mod maps;
 mod object;
 mod stats;
 
-pub use conntrack::{monotonic_now_ns, GcReport, Timeouts};
+pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
 pub use maps::map_addr;

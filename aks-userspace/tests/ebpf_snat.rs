@@ -1,0 +1,249 @@
+//! Privileged: masquerade on the eBPF datapath, whole clusters. Peers see the node
+//! address where AKS would show it, replies come back, thousands of concurrent flows
+//! each get their own mapping, and the GC in `up` removes closed flows.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use aks_userspace::ebpf::read_pinned_flows;
+use aks_userspace::netns;
+use aks_userspace::state::ClusterState;
+use common::cluster::*;
+use common::require_privileges;
+
+fn flows(cluster: &str, node: &str) -> usize {
+    let path = Path::new("/sys/fs/bpf/aksnet")
+        .join(cluster)
+        .join(node)
+        .join("CONNTRACK");
+    read_pinned_flows(&path)
+        .expect("reading pinned CONNTRACK")
+        .len()
+}
+
+#[test]
+fn azure_cni_masquerades_only_the_internet() {
+    require_privileges();
+    let name = cluster_name("sa");
+    let _down = Down(name.clone());
+    up_keep(&description(&name, "azure", "ebpf", 2, 1));
+    let results = check(&name);
+    let internet = probe(&results, "pod -> internet");
+    assert_eq!(internet["connected"], true, "{internet}");
+    assert_eq!(
+        internet["seenAs"], "nodepool1-0",
+        "the internet sees the node"
+    );
+    for path in [
+        "pod -> on-prem",
+        "pod -> pod, other node",
+        "pod -> node, other node",
+    ] {
+        let r = probe(&results, path);
+        assert_eq!(r["connected"], true, "{path}: {r}");
+        assert_eq!(
+            r["seenSource"], r["sourceAddress"],
+            "{path}: VNet and on-prem see the pod"
+        );
+    }
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn an_empty_non_masquerade_list_masquerades_pod_to_pod_across_nodes() {
+    require_privileges();
+    let name = cluster_name("sn");
+    let _down = Down(name.clone());
+    up_keep(&description_with(
+        &name,
+        "kubenet",
+        "ebpf",
+        2,
+        1,
+        "nonMasqueradeCidrs: []\n",
+    ));
+    let results = check(&name);
+    let cross = probe(&results, "pod -> pod, other node");
+    assert_eq!(
+        cross["connected"], true,
+        "replies find their way back: {cross}"
+    );
+    assert_eq!(
+        cross["seenAs"], "nodepool1-0",
+        "the study-notes variant: the peer pod sees the node"
+    );
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+const FLOWS: usize = 3000;
+const SERVER_PORT: u16 = 18000;
+
+/// Lifts the open-file limit for this test process: it holds both ends of every flow.
+fn raise_open_files(limit: u64) {
+    let rlim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit with a valid pointer.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) };
+    assert_eq!(rc, 0, "raising RLIMIT_NOFILE to {limit}");
+}
+
+#[test]
+fn thousands_of_concurrent_flows_through_snat_all_complete() {
+    require_privileges();
+    raise_open_files(4 * FLOWS as u64 + 256);
+    let name = cluster_name("sc");
+    let _down = Down(name.clone());
+    up_keep(&description(&name, "kubenet", "ebpf", 1, 1));
+    let state = ClusterState::require(&name).expect("state");
+    let pod = state.nodes[0].pods[0].namespace.clone();
+    let internet = state.internet.clone();
+
+    // The internet host answers each connection with the address it saw, and keeps it.
+    let listener = netns::run_in(&internet.namespace, || {
+        Ok(TcpListener::bind((Ipv4Addr::UNSPECIFIED, SERVER_PORT))?)
+    })
+    .expect("listening on the internet host");
+    let server = std::thread::spawn(move || {
+        let mut held = Vec::with_capacity(FLOWS);
+        for _ in 0..FLOWS {
+            let (mut stream, peer) = listener.accept().expect("accept");
+            stream
+                .write_all(format!("{}\n", peer.ip()).as_bytes())
+                .expect("answer");
+            held.push(stream);
+        }
+        held
+    });
+
+    // Open every flow and keep it open: all of them are alive at the same time.
+    let target = (internet.address, SERVER_PORT);
+    let clients = netns::run_in(&pod, || {
+        let mut clients = Vec::with_capacity(FLOWS);
+        for _ in 0..FLOWS {
+            let stream = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            clients.push(stream);
+        }
+        Ok(clients)
+    })
+    .expect("connecting from the pod");
+    let node_ip = state.nodes[0].address.to_string();
+    let mut answered = 0;
+    for stream in &clients {
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("reading the answer");
+        assert_eq!(line.trim(), node_ip, "the internet host sees the node");
+        answered += 1;
+    }
+    let held = server.join().expect("server thread");
+    assert_eq!(
+        (answered, held.len()),
+        (FLOWS, FLOWS),
+        "every flow completed"
+    );
+    assert_eq!(
+        flows(&name, "nodepool1-0"),
+        FLOWS,
+        "one conntrack entry per concurrent flow"
+    );
+    drop(clients);
+    drop(held);
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn the_gc_in_up_removes_closed_flows() {
+    require_privileges();
+    let name = cluster_name("sg");
+    let _down = Down(name.clone());
+    let settings = "conntrack: { tcpClosingTimeoutSeconds: 1, gcIntervalSeconds: 1 }\n";
+    let file = description_with(&name, "kubenet", "ebpf", 1, 1, settings);
+    let mut up = Command::new(AKSNET)
+        .args(["up", file.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting aksnet up");
+    let (tx, rx) = mpsc::channel();
+    let stdout = up.stdout.take().expect("stdout");
+    let ready = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(" is up") {
+                let _ = ready.send(line);
+            }
+        }
+    });
+    let stderr = up.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("conntrack gc") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("up reports the cluster up");
+
+    // Five short connections to the internet host, each closed after its answer.
+    let state = ClusterState::require(&name).expect("state");
+    let (pod, internet) = (
+        state.nodes[0].pods[0].namespace.clone(),
+        state.internet.clone(),
+    );
+    let listener = netns::run_in(&internet.namespace, || {
+        Ok(TcpListener::bind((Ipv4Addr::UNSPECIFIED, SERVER_PORT))?)
+    })
+    .expect("listening");
+    let server = std::thread::spawn(move || {
+        for _ in 0..5 {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.write_all(b"bye\n").expect("answer");
+        }
+    });
+    netns::run_in(&pod, || {
+        for _ in 0..5 {
+            let mut s = TcpStream::connect_timeout(
+                &(internet.address, SERVER_PORT).into(),
+                Duration::from_secs(5),
+            )?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+        }
+        Ok(())
+    })
+    .expect("short connections");
+    server.join().expect("server");
+    assert!(
+        flows(&name, "nodepool1-0") >= 5,
+        "the closed flows are tracked until the GC runs"
+    );
+
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a GC report within 10 s");
+    assert!(line.contains("expired"), "{line}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        flows(&name, "nodepool1-0"),
+        0,
+        "closed flows are gone after their 1 s timeout"
+    );
+    // SAFETY: SIGINT to the child this test started.
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    assert!(up.wait().expect("reaping up").success());
+    assert_gone(&name);
+}
