@@ -232,9 +232,15 @@ struct Harness {
 impl Harness {
     /// A loaded datapath with one local pod and the routes of an Azure CNI node.
     fn new(pod_addressing: u32) -> Self {
+        Self::with_capacity(pod_addressing, 1024)
+    }
+
+    /// As `new`, with room for `flows` masqueraded flows.
+    fn with_capacity(pod_addressing: u32, flows: u32) -> Self {
         require_privileges();
         let pair = VethPair::create("run");
-        let mut datapath = NodeDatapath::load(&pair.b, None).expect("loading the eBPF object");
+        let mut datapath = NodeDatapath::load_with_capacity(&pair.b, None, flows)
+            .expect("loading the eBPF object");
         datapath
             .set_config(NodeConfig {
                 node_ip: addr::ipv4(NODE),
@@ -716,5 +722,30 @@ fn replies_to_flows_opened_from_outside_leave_untranslated() {
         &h,
         &fresh,
         "a new flow of the pod's own is still masqueraded",
+    );
+}
+
+#[test]
+fn a_full_conntrack_drops_new_flows_and_keeps_existing_ones() {
+    let h = Harness::with_capacity(POD_ADDRESSING_PRIVATE, 2);
+    let flow = |port| {
+        FrameSpec::tcp(LOCAL_POD, INTERNET, 443)
+            .ports(port, 443)
+            .bytes()
+    };
+    let first = assert_snat(&h, &flow(1001), "first flow");
+    let second = assert_snat(&h, &flow(1002), "second flow");
+    let (verdict, _) = h.run("from_pod", &flow(1003), Reason::DropConntrackFull);
+    assert_eq!(verdict, TC_ACT_SHOT, "no room for a third flow");
+    assert_eq!(
+        assert_snat(&h, &flow(1001), "first flow again"),
+        first,
+        "existing flows keep their mapping"
+    );
+    assert_eq!(assert_snat(&h, &flow(1002), "second flow again"), second);
+    assert_eq!(
+        h.datapath.flows().expect("CONNTRACK").len(),
+        2,
+        "the refused flow left nothing"
     );
 }
