@@ -48,7 +48,7 @@ pub fn report(frame: &Frame, program: Program, reason: Reason, ifindex: u32, len
     fill_tuple(frame, &mut event);
     // A full ring loses this event, not the packet: the monitor is behind, and the
     // STATS counter still has it.
-    let _ = EVENTS.output(&event, 0);
+    let _ = EVENTS.output(event, 0);
 }
 
 /// Addresses, protocol and (TCP/UDP, first fragment) ports, as far as the frame holds
