@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod events;
 mod forward;
 mod maps;
 mod nat;
@@ -18,7 +19,7 @@ mod packet;
 mod routing;
 mod stats;
 
-use aks_ebpf_common::Reason;
+use aks_ebpf_common::{Program, Reason};
 use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -27,14 +28,58 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use packet::Frame;
 
-/// Counts the packet and, when debug logging is on (`aksnet up --log-level debug`),
-/// reports drops. The level check is one load of a global, so logging that is off
-/// costs next to nothing on the packet path.
+/// Counts the packet, reports it to `aksnet monitor` (drops always, the rest while a
+/// trace runs) and, when debug logging is on (`aksnet up --log-level debug`), logs
+/// drops. The level check is one load of a global, so logging that is off costs next
+/// to nothing on the packet path.
 #[inline(always)]
-fn account<C: EbpfContext>(ctx: &C, program: &str, reason: Reason, len: u32) {
+fn account<C: EbpfContext>(ctx: &C, seen: Seen, reason: Reason, len: u32) {
     stats::count(reason, len);
+    events::report(&seen.frame, seen.program, reason, seen.ifindex, len);
     if reason.is_drop() {
-        debug!(ctx, "{}: {} ({} bytes)", program, reason.name(), len);
+        debug!(
+            ctx,
+            "{}: {} ({} bytes)",
+            seen.program.name(),
+            reason.name(),
+            len
+        );
+    }
+}
+
+/// Where a verdict was reached, for its event: the packet as it is after the decision
+/// (read afresh from the context, since the decision may have rewritten it), the
+/// program and the interface the packet arrived on.
+struct Seen {
+    frame: Frame,
+    program: Program,
+    ifindex: u32,
+}
+
+impl Seen {
+    #[inline(always)]
+    fn tc(ctx: &TcContext, program: Program) -> Self {
+        Seen {
+            frame: Frame {
+                start: ctx.data(),
+                end: ctx.data_end(),
+            },
+            program,
+            // SAFETY: the context points at the kernel's `__sk_buff` for this run.
+            ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        }
+    }
+
+    #[inline(always)]
+    fn xdp(ctx: &XdpContext) -> Self {
+        Seen {
+            frame: Frame {
+                start: ctx.data(),
+                end: ctx.data_end(),
+            },
+            program: Program::Nsg,
+            ifindex: ctx.ingress_ifindex() as u32,
+        }
     }
 }
 
@@ -45,7 +90,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         end: ctx.data_end(),
     };
     let (reason, verdict) = routing::from_pod(&ctx, &frame);
-    account(&ctx, "from_pod", reason, ctx.len());
+    account(&ctx, Seen::tc(&ctx, Program::FromPod), reason, ctx.len());
     verdict
 }
 
@@ -56,7 +101,7 @@ pub fn from_vnet(ctx: TcContext) -> i32 {
         end: ctx.data_end(),
     };
     let (reason, verdict) = routing::from_vnet(&ctx, &frame);
-    account(&ctx, "from_vnet", reason, ctx.len());
+    account(&ctx, Seen::tc(&ctx, Program::FromVnet), reason, ctx.len());
     verdict
 }
 
@@ -67,7 +112,7 @@ pub fn nsg(ctx: XdpContext) -> u32 {
         end: ctx.data_end(),
     };
     let (reason, verdict) = nsg::filter(&frame);
-    account(&ctx, "nsg", reason, frame.len());
+    account(&ctx, Seen::xdp(&ctx), reason, frame.len());
     verdict
 }
 

@@ -2,10 +2,13 @@
 
 mod cli;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use aks_userspace::monitor::EventKind;
 
 /// Emulate Azure Kubernetes Service networking (Azure CNI and kubenet, on an eBPF or an
 /// iptables datapath) inside network namespaces on this machine.
@@ -68,11 +71,53 @@ enum Command {
         #[arg(long)]
         services: bool,
     },
-    /// Show what a running cluster has programmed.
+    /// Show what a running cluster has programmed: its BPF maps (read from their pins,
+    /// no running `up` needed), its iptables rules, its tracked connections.
     Inspect {
         #[command(subcommand)]
         what: Inspect,
     },
+    /// Stream the datapath's verdicts as they happen (eBPF datapath): every drop, or
+    /// with `--type trace` every packet, with node, program, reason, interface and
+    /// 5-tuple. Ctrl-C stops.
+    Monitor {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// `drop`: dropped packets only (always reported, costs nothing extra);
+        /// `trace`: every verdict (turns tracing on in the datapath while monitoring).
+        #[arg(long = "type", value_enum, default_value = "drop")]
+        kind: MonitorType,
+    },
+}
+
+/// The cluster, node and output format a command reads.
+#[derive(Args)]
+struct TargetArgs {
+    /// The cluster; may be left out when exactly one exists.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Only this node (e.g. nodepool1-0); every node when left out.
+    #[arg(long)]
+    node: Option<String>,
+    /// Print JSON (an array; one object per line for `monitor`).
+    #[arg(long)]
+    json: bool,
+}
+
+impl TargetArgs {
+    fn target(&self) -> cli::inspect::Target<'_> {
+        cli::inspect::Target {
+            cluster: self.cluster.as_deref(),
+            node: self.node.as_deref(),
+            json: self.json,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MonitorType {
+    Drop,
+    Trace,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +134,76 @@ enum Inspect {
         #[arg(long)]
         json: bool,
     },
+    /// The local pods of each node (`ENDPOINTS`): address, pod, veth, MACs.
+    Endpoints {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Only the pod with this address.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+    },
+    /// What each node knows about destinations (`ROUTES`): prefix, kind, next hop,
+    /// masquerade flag, most specific first.
+    Routes {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Only the route each node takes to this address (longest prefix match).
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+    },
+    /// The NSG rules each node's XDP program enforces (`NSG`), in evaluation order.
+    Nsg {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Packets and bytes per reason per node (`STATS`), and their totals.
+    Stats {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Only this reason (e.g. drop-nsg-denied).
+        #[arg(long, conflicts_with = "drops")]
+        reason: Option<String>,
+        /// Only the drop reasons.
+        #[arg(long)]
+        drops: bool,
+    },
+    /// Every pinned map of each node: type, capacity, entries, pressure.
+    Maps {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// The connections each node tracks, original and reply tuples (iptables datapath:
+    /// the kernel's conntrack table).
+    Conntrack {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// The translated connections (SNAT to the node, DNAT to a service backend).
+    Nat {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
+    match what {
+        Inspect::Rules {
+            node,
+            cluster,
+            json,
+        } => cli::inspect::rules(node.as_deref(), cluster.as_deref(), json),
+        Inspect::Endpoints { target, ip } => cli::inspect::endpoints(&target.target(), ip),
+        Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
+        Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
+        Inspect::Stats {
+            target,
+            reason,
+            drops,
+        } => cli::inspect::stats(&target.target(), reason.as_deref(), drops),
+        Inspect::Maps { target } => cli::inspect::maps(&target.target()),
+        Inspect::Conntrack { target } => cli::inspect::flows(&target.target(), false),
+        Inspect::Nat { target } => cli::inspect::flows(&target.target(), true),
+    }
 }
 
 fn main() -> ExitCode {
@@ -106,14 +221,16 @@ fn main() -> ExitCode {
             json,
             services,
         } => cli::check::run(name.as_deref(), json, services),
-        Command::Inspect {
-            what:
-                Inspect::Rules {
-                    node,
-                    cluster,
-                    json,
-                },
-        } => cli::inspect::rules(node.as_deref(), cluster.as_deref(), json),
+        Command::Inspect { what } => inspect(what),
+        Command::Monitor { target, kind } => cli::monitor::run(
+            target.cluster.as_deref(),
+            target.node.as_deref(),
+            match kind {
+                MonitorType::Drop => EventKind::Drop,
+                MonitorType::Trace => EventKind::Trace,
+            },
+            target.json,
+        ),
     };
     match result {
         Ok(code) => code,

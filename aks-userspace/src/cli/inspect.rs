@@ -1,10 +1,16 @@
-//! `aksnet inspect rules [NODE] [--cluster NAME] [--json]`.
+//! `aksnet inspect …`: `rules [NODE]` for the iptables datapath; `endpoints`, `routes`,
+//! `nsg`, `stats` and `maps` from the pinned BPF maps; `conntrack` and `nat` from the
+//! node's connection tracking. Each takes `--cluster`, `--node` and `--json`.
 
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 
 use aks_userspace::datapath::iptables_rules::{node_rules, NodeRules};
+use aks_userspace::inspect::{self, FlowTuple};
+use aks_userspace::state::ClusterState;
 use aks_userspace::table::Table;
 
 pub fn rules(node: Option<&str>, cluster: Option<&str>, json: bool) -> Result<ExitCode> {
@@ -43,4 +49,201 @@ fn render(rules: &NodeRules) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Which nodes and how to print: the flags every map-reading `inspect` command takes.
+pub struct Target<'a> {
+    pub cluster: Option<&'a str>,
+    pub node: Option<&'a str>,
+    pub json: bool,
+}
+
+impl Target<'_> {
+    fn state(&self, what: &str) -> Result<ClusterState> {
+        super::require_root(what)?;
+        super::resolve_cluster(self.cluster)
+    }
+
+    /// Prints `rows` as a JSON array, or as `table` under a one-line heading.
+    fn print<T: Serialize>(&self, state: &ClusterState, rows: &[T], table: Table) -> Result<()> {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(rows).context("while encoding the rows as JSON")?
+            );
+        } else {
+            println!(
+                "cluster {}: {}/{}",
+                state.name, state.network_plugin, state.datapath
+            );
+            if table.is_empty() {
+                println!("(none)");
+            } else {
+                print!("{table}");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn endpoints(target: &Target, only_ip: Option<Ipv4Addr>) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect endpoints")?;
+    let rows = inspect::endpoints(&state, target.node, only_ip)?;
+    let mut table = Table::new(&[
+        "NODE",
+        "POD IP",
+        "POD",
+        "INTERFACE",
+        ">IFINDEX",
+        "POD MAC",
+        "HOST MAC",
+    ]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.ip.to_string(),
+            r.pod.clone().unwrap_or_else(|| "?".into()),
+            r.host_interface.clone().unwrap_or_else(|| "?".into()),
+            r.host_ifindex.to_string(),
+            r.pod_mac.clone(),
+            r.host_mac.clone(),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect routes")?;
+    let mut rows = inspect::routes(&state, target.node)?;
+    if let Some(address) = lookup {
+        rows = inspect::longest_prefix_match(&rows, address);
+    }
+    let mut table = Table::new(&["NODE", "PREFIX", "KIND", "NEXT HOP", "MASQUERADE"]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.prefix.to_string(),
+            r.kind.clone(),
+            r.next_hop.map_or_else(|| "-".into(), |h| h.to_string()),
+            if r.masquerade { "yes" } else { "no" }.into(),
+        ]);
+    }
+    if let (Some(address), false) = (lookup, target.json) {
+        println!("route each node's datapath takes to {address} (longest prefix match):");
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn nsg(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect nsg")?;
+    let rows = inspect::nsg_rules(&state, target.node)?;
+    let mut table = Table::new(&[
+        "NODE",
+        ">ORDER",
+        "ACTION",
+        "PROTOCOL",
+        "SOURCE",
+        "DESTINATION",
+        "PORTS",
+    ]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.order.to_string(),
+            r.action.clone(),
+            r.protocol.clone(),
+            r.source.clone(),
+            r.destination.clone(),
+            r.ports.clone(),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect stats")?;
+    let only = reason.map(inspect::reason_by_name).transpose()?;
+    let rows = inspect::stats(&state, target.node, |r| {
+        only.is_none_or(|o| o == r) && (!drops || r.is_drop())
+    })?;
+    let mut table = Table::new(&["NODE", "REASON", ">PACKETS", ">BYTES"]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.reason.to_owned(),
+            r.packets.to_string(),
+            r.bytes.to_string(),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn maps(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect maps")?;
+    let rows = inspect::maps(&state, target.node)?;
+    let mut table = Table::new(&[
+        "NODE",
+        "MAP",
+        "TYPE",
+        ">KEY",
+        ">VALUE",
+        ">CAPACITY",
+        ">ENTRIES",
+        ">PRESSURE",
+    ]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.name.clone(),
+            r.map_type.clone(),
+            r.key_size.to_string(),
+            r.value_size.to_string(),
+            r.capacity.to_string(),
+            r.entries.map_or_else(|| "-".into(), |n| n.to_string()),
+            r.pressure_percent
+                .map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `inspect conntrack` (every flow) and `inspect nat` (translated flows only).
+pub fn flows(target: &Target, translated_only: bool) -> Result<ExitCode> {
+    let what = if translated_only { "nat" } else { "conntrack" };
+    let state = target.state(&format!("aksnet inspect {what}"))?;
+    let rows = if translated_only {
+        inspect::nat(&state, target.node)?
+    } else {
+        inspect::conntrack(&state, target.node)?
+    };
+    let mut table = Table::new(&[
+        "NODE", "PROTO", "STATE", ">TIMEOUT", "ORIGINAL", "REPLY", "NAT", "FLAGS",
+    ]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.protocol.clone(),
+            r.state.clone().unwrap_or_else(|| "-".into()),
+            format!("{}s", r.timeout_secs),
+            tuple(&r.original),
+            tuple(&r.reply),
+            r.nat.clone().unwrap_or_else(|| "-".into()),
+            r.flags.join(","),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `src:sport -> dst:dport` (addresses alone without ports).
+fn tuple(t: &FlowTuple) -> String {
+    match (t.sport, t.dport) {
+        (Some(s), Some(d)) => format!("{}:{s} -> {}:{d}", t.src, t.dst),
+        _ => format!("{} -> {}", t.src, t.dst),
+    }
 }

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod down;
 pub mod inspect;
+pub mod monitor;
 pub mod plan;
 pub mod up;
 
