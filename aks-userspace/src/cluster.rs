@@ -86,6 +86,7 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
             .map(|c| c.to_string())
             .collect(),
         services: plan.services.clone(),
+        conntrack: Some(plan.conntrack.clone()),
     };
     // Recorded before anything exists, so `down` can always find what to remove.
     state.save()?;

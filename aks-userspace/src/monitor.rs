@@ -195,8 +195,8 @@ fn set_tracing(mut map: Map, on: bool, node: &str) -> Result<Map> {
 /// What a reason means for the packet.
 fn verdict(reason: Reason) -> &'static str {
     match reason {
-        Reason::RedirectedPeer => "to-pod",
-        Reason::RedirectedUplink => "to-vnet",
+        Reason::RedirectedPeer | Reason::RedirectedPeerRevSnat => "to-pod",
+        Reason::RedirectedUplink | Reason::RedirectedUplinkSnat => "to-vnet",
         Reason::PassedToStack | Reason::PassedNonIpv4 => "to-stack",
         Reason::NsgAllowed => "allowed",
         // Reasons added later read by their kind until named here.

@@ -36,6 +36,9 @@ pub struct ClusterState {
     pub internet: HostLayout,
     pub on_prem: HostLayout,
     pub non_masquerade_cidrs: Vec<String>,
+    /// Conntrack settings of the eBPF datapath (timeouts for `inspect conntrack`).
+    #[serde(default)]
+    pub conntrack: Option<crate::model::conntrack::ConntrackSettings>,
     /// The ClusterIP services and their backends (`check --services` probes them).
     /// Absent in records written before services were recorded.
     #[serde(default)]

@@ -42,9 +42,12 @@ impl EbpfDatapath {
         let mut pods = 0;
         let mut routes_per_node = 0;
         for node in &layout.nodes {
-            let mut datapath =
-                NodeDatapath::load(&node.namespace, Some(&pin_root.join(&node.name)))
-                    .with_context(|| format!("loading the eBPF datapath for node {}", node.name))?;
+            let mut datapath = NodeDatapath::load_with_capacity(
+                &node.namespace,
+                Some(&pin_root.join(&node.name)),
+                plan.conntrack.max_entries,
+            )
+            .with_context(|| format!("loading the eBPF datapath for node {}", node.name))?;
             logs.push(datapath.take_log_stream(&node.name)?);
             datapath.set_config(node_config(plan, node)?)?;
             datapath.set_nsg_rules(&nsg_rules)?;

@@ -1,14 +1,14 @@
 //! `inspect conntrack` and `inspect nat`: the flows a node tracks and how they were
 //! translated, in one shape for both datapaths. The iptables datapath's flows come from
-//! the kernel (`conntrack_tool`); the eBPF datapath's will come from its `CONNTRACK` and
-//! `NAT` maps, one reader file beside this one, once the datapath has them.
+//! the kernel (`conntrack_tool`); the eBPF datapath's from its pinned `CONNTRACK`
+//! (`bpf_conntrack`).
 
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use super::{conntrack_tool, select_nodes};
+use super::{bpf_conntrack, conntrack_tool, select_nodes, NodePins};
 use crate::model::Datapath;
 use crate::state::ClusterState;
 
@@ -84,25 +84,22 @@ pub fn conntrack(state: &ClusterState, node: Option<&str>) -> Result<Vec<Flow>> 
             }
             Ok(flows)
         }
-        Datapath::Ebpf => not_yet(state, "conntrack", "CONNTRACK"),
+        Datapath::Ebpf => {
+            let mut flows = Vec::new();
+            for layout in nodes {
+                let pins = NodePins::open(state, layout)?;
+                flows.extend(bpf_conntrack::read(&pins, state.conntrack.as_ref())?);
+            }
+            Ok(flows)
+        }
     }
 }
 
 /// The translated flows of `node` (every node when `None`): SNAT to the node address,
 /// service DNAT to a backend.
 pub fn nat(state: &ClusterState, node: Option<&str>) -> Result<Vec<Flow>> {
-    if state.datapath == Datapath::Ebpf {
-        return not_yet(state, "nat", "NAT");
-    }
     Ok(conntrack(state, node)?
         .into_iter()
         .filter(|f| f.nat.is_some())
         .collect())
-}
-
-fn not_yet<T>(state: &ClusterState, what: &str, map: &str) -> Result<T> {
-    bail!(
-        "`inspect {what}` is not available yet for the eBPF datapath of cluster {}: it has no {map} map yet (connection tracking and SNAT in BPF come in a later issue); `aksnet inspect stats --cluster {0}` shows its verdicts, and an iptables cluster shows its flows here",
-        state.name
-    )
 }

@@ -5,6 +5,7 @@
 //! inside the node namespace (`conntrack`). Every reader returns serde-serializable rows
 //! with a `node` column, so the CLI prints them as tables or JSON alike.
 
+mod bpf_conntrack;
 mod conntrack;
 mod conntrack_tool;
 mod endpoints;
