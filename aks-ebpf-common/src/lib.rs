@@ -13,6 +13,7 @@ pub mod config;
 pub mod conntrack;
 pub mod endpoint;
 pub mod event;
+pub mod lb;
 pub mod nsg;
 pub mod route;
 pub mod stats;

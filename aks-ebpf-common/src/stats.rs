@@ -46,11 +46,20 @@ pub enum Reason {
     DropNatNoPort = 12,
     /// `CONNTRACK` or `NAT` is full: a new flow cannot be tracked (existing ones go on).
     DropConntrackFull = 13,
+    /// To a ClusterIP: translated to a backend (DNAT) and sent on.
+    ServiceDnat = 14,
+    /// A reply from a service backend, its source translated back to the ClusterIP.
+    ServiceRevDnat = 15,
+    /// A new TCP connection to a ClusterIP with no backends: answered with a reset, so
+    /// the client fails at once instead of retrying for seconds.
+    RejectServiceNoBackend = 16,
+    /// A non-TCP packet to a ClusterIP with no backends: dropped.
+    DropServiceNoBackend = 17,
 }
 
 impl Reason {
     /// Every reason, in map order. `STATS` has exactly this many slots.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 18] = [
         Reason::PassedToStack,
         Reason::PassedNonIpv4,
         Reason::DropMalformed,
@@ -65,6 +74,10 @@ impl Reason {
         Reason::RedirectedPeerRevSnat,
         Reason::DropNatNoPort,
         Reason::DropConntrackFull,
+        Reason::ServiceDnat,
+        Reason::ServiceRevDnat,
+        Reason::RejectServiceNoBackend,
+        Reason::DropServiceNoBackend,
     ];
 
     /// Number of slots in `STATS`.
@@ -101,6 +114,10 @@ impl Reason {
             Reason::RedirectedPeerRevSnat => "redirected-peer-rev-snat",
             Reason::DropNatNoPort => "drop-nat-no-port",
             Reason::DropConntrackFull => "drop-conntrack-full",
+            Reason::ServiceDnat => "service-dnat",
+            Reason::ServiceRevDnat => "service-rev-dnat",
+            Reason::RejectServiceNoBackend => "reject-service-no-backend",
+            Reason::DropServiceNoBackend => "drop-service-no-backend",
         }
     }
 
@@ -115,6 +132,8 @@ impl Reason {
                 | Reason::DropNoConfig
                 | Reason::DropNatNoPort
                 | Reason::DropConntrackFull
+                | Reason::RejectServiceNoBackend
+                | Reason::DropServiceNoBackend
         )
     }
 }
@@ -171,11 +190,9 @@ mod tests {
     #[test]
     fn drops_are_named_as_drops() {
         for reason in Reason::ALL {
-            assert_eq!(
-                reason.is_drop(),
-                reason.name().starts_with("drop-"),
-                "{reason:?}"
-            );
+            let named_as_drop =
+                reason.name().starts_with("drop-") || reason.name().starts_with("reject-");
+            assert_eq!(reason.is_drop(), named_as_drop, "{reason:?}");
         }
     }
 

@@ -12,6 +12,7 @@
 
 mod events;
 mod forward;
+mod lb;
 mod maps;
 mod nat;
 mod nsg;

@@ -2,8 +2,13 @@
 //! Userspace fills them from the plan; their layouts live in aks-ebpf-common.
 
 use aks_ebpf_common::{
-    conntrack::CONNTRACK_DEFAULT_CAPACITY, CtEntry, Endpoint, FlowKey, NatTarget, NodeConfig,
-    NsgRule, Route, ENDPOINTS_CAPACITY, NSG_CAPACITY, ROUTES_CAPACITY,
+    conntrack::CONNTRACK_DEFAULT_CAPACITY,
+    lb::{
+        LbBackend, LbFlow, LbReply, RevNat, ServiceKey, ServiceSlot, BACKENDS_CAPACITY,
+        LB_FLOWS_CAPACITY, REV_NAT_CAPACITY, SERVICES_CAPACITY,
+    },
+    CtEntry, Endpoint, FlowKey, NatTarget, NodeConfig, NsgRule, Route, ENDPOINTS_CAPACITY,
+    NSG_CAPACITY, ROUTES_CAPACITY,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -64,5 +69,34 @@ pub static NAT: HashMap<
     FlowKey,
     NatTarget,
     { 2 * CONNTRACK_DEFAULT_CAPACITY as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// ClusterIP frontends and their backend slots (see aks-ebpf-common's `lb`).
+#[btf_map]
+pub static SERVICES: HashMap<ServiceKey, ServiceSlot, { SERVICES_CAPACITY as usize }> =
+    HashMap::new();
+
+#[btf_map]
+pub static BACKENDS: HashMap<u32, LbBackend, { BACKENDS_CAPACITY as usize }> = HashMap::new();
+
+#[btf_map]
+pub static REV_NAT: HashMap<u32, RevNat, { REV_NAT_CAPACITY as usize }> = HashMap::new();
+
+/// The backend each load-balanced flow was given.
+#[btf_map]
+pub static LB_FLOWS: HashMap<
+    FlowKey,
+    LbFlow,
+    { LB_FLOWS_CAPACITY as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// The frontend a backend's replies are translated back to.
+#[btf_map]
+pub static LB_REPLIES: HashMap<
+    FlowKey,
+    LbReply,
+    { LB_FLOWS_CAPACITY as usize },
     { BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();

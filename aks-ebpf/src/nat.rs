@@ -18,8 +18,8 @@ use crate::packet::Transport;
 
 /// Offsets in an Ethernet + IPv4 frame.
 const IP_CHECKSUM: usize = 14 + 10;
-const IP_SRC: usize = 14 + 12;
-const IP_DST: usize = 14 + 16;
+pub const IP_SRC: usize = 14 + 12;
+pub const IP_DST: usize = 14 + 16;
 
 /// `-E2BIG` from a map update: the map is full.
 const E2BIG: i32 = 7;
@@ -231,7 +231,7 @@ fn touch(egress: &FlowKey, tcp_flags: u8, len: u32, reply: bool) {
 /// L4 checksum (with the pseudo-header for TCP and UDP) and the IPv4 header checksum.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn rewrite(
+pub fn rewrite(
     ctx: &TcContext,
     l4: &Transport,
     protocol: u8,

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    forward, maps, nat,
+    forward, lb, maps, nat,
     packet::{parse_ipv4, transport, Frame, Ipv4Frame, Transport},
 };
 
@@ -32,6 +32,15 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     let dst = ip.dst();
     if dst == config.node_ip {
         return (Reason::PassedToStack, TC_ACT_OK);
+    }
+    if let Ok(Some(l4)) = transport(frame, &ip) {
+        let flow = flow_of(&ip, &l4);
+        if let Some(decision) = service_reply(ctx, &ip, &flow, &l4) {
+            return decision;
+        }
+        if let Some(master) = lb::frontend(&flow) {
+            return to_service(ctx, config, &ip, &flow, &l4, &master);
+        }
     }
     if let Some(pod) = maps::endpoint(dst) {
         if let Err(reason) = forward::decrement_ttl(&ip) {
@@ -89,6 +98,11 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
     let Some(pod) = maps::endpoint(dst) else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
+    if let Ok(Some(l4)) = transport(frame, &ip) {
+        if let Some(decision) = service_reply(ctx, &ip, &flow_of(&ip, &l4), &l4) {
+            return decision;
+        }
+    }
     // A peer outside the non-masquerade CIDRs opening a flow to this pod: remember it,
     // so the pod's replies leave untranslated.
     if maps::route(ip.src()).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0) {
@@ -132,4 +146,80 @@ fn reply_to_masqueraded(ctx: &TcContext, frame: &Frame, ip: &Ipv4Frame) -> Decis
         Reason::RedirectedPeerRevSnat,
         forward::to_peer(pod.host_ifindex),
     )
+}
+
+/// A backend's reply to a load-balanced flow: the frontend goes back in as the source,
+/// and the reply is delivered into the client pod. `None` if `flow` is no such reply.
+#[inline(always)]
+fn service_reply(
+    ctx: &TcContext,
+    ip: &Ipv4Frame,
+    flow: &FlowKey,
+    l4: &Transport,
+) -> Option<Decision> {
+    let (frontend, client) = lb::reply_frontend(flow)?;
+    let Some(pod) = maps::endpoint(client) else {
+        return Some((Reason::PassedToStack, TC_ACT_OK));
+    };
+    if let Err(reason) = forward::decrement_ttl(ip) {
+        return Some((reason, TC_ACT_SHOT));
+    }
+    forward::set_macs(ip, pod.host_mac, pod.pod_mac);
+    if let Err(reason) = lb::rev_dnat(ctx, flow, l4, &frontend, client) {
+        return Some((reason, TC_ACT_SHOT));
+    }
+    Some((Reason::ServiceRevDnat, forward::to_peer(pod.host_ifindex)))
+}
+
+/// A pod's packet to a ClusterIP: DNAT to the flow's backend, then on to it, in this
+/// node's pod or out through the VNet.
+#[inline(always)]
+fn to_service(
+    ctx: &TcContext,
+    config: &aks_ebpf_common::NodeConfig,
+    ip: &Ipv4Frame,
+    flow: &FlowKey,
+    l4: &Transport,
+    master: &aks_ebpf_common::lb::ServiceSlot,
+) -> Decision {
+    let backend = match lb::backend_for(flow, master) {
+        Ok(backend) => backend,
+        Err(Reason::RejectServiceNoBackend) => {
+            // Answer the SYN with a reset, straight back into the client.
+            let Some(client) = maps::endpoint(flow.src) else {
+                return (Reason::DropServiceNoBackend, TC_ACT_SHOT);
+            };
+            return match lb::reset_syn(ctx, flow, l4) {
+                Ok(()) => (
+                    Reason::RejectServiceNoBackend,
+                    forward::to_peer(client.host_ifindex),
+                ),
+                Err(reason) => (reason, TC_ACT_SHOT),
+            };
+        }
+        Err(reason) => return (reason, TC_ACT_SHOT),
+    };
+    if let Err(reason) = forward::decrement_ttl(ip) {
+        return (reason, TC_ACT_SHOT);
+    }
+    // Next hop first (direct packet access), then the rewrite (helpers).
+    let (verdict_target, local) = match maps::endpoint(backend.backend_addr) {
+        Some(pod) => {
+            forward::set_macs(ip, pod.host_mac, pod.pod_mac);
+            (pod.host_ifindex, true)
+        }
+        None => {
+            forward::set_macs(ip, config.uplink_mac, config.gateway_mac);
+            (config.uplink_ifindex, false)
+        }
+    };
+    if let Err(reason) = lb::dnat(ctx, flow, l4, &backend) {
+        return (reason, TC_ACT_SHOT);
+    }
+    let verdict = if local {
+        forward::to_peer(verdict_target)
+    } else {
+        forward::out_of(verdict_target)
+    };
+    (Reason::ServiceDnat, verdict)
 }

@@ -68,6 +68,12 @@ impl EbpfDatapath {
                     },
                 )?;
             }
+            let mut services = datapath.service_maps()?;
+            for service in &plan.services {
+                services.upsert(service).with_context(|| {
+                    format!("programming service {} on node {}", service.name, node.name)
+                })?;
+            }
             // Maps first, programs second: no packet ever meets a half-filled datapath.
             datapath
                 .attach_uplink(&node.uplink)

@@ -6,6 +6,7 @@ mod loader;
 mod logs;
 mod maps;
 mod object;
+mod services;
 mod stats;
 
 pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
@@ -13,4 +14,5 @@ pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
 pub use maps::map_addr;
 pub use object::object_bytes;
+pub use services::{protocol_number, ServiceMaps};
 pub use stats::{read_pinned, ReasonTotals};

@@ -1,0 +1,126 @@
+//! ClusterIP load balancing (kube-proxy replacement), Cilium style: `SERVICES` holds
+//! one master slot per frontend (VIP, port, protocol) with the backend count and a
+//! reverse-NAT id, and one slot per backend naming a `BACKENDS` entry; `REV_NAT` maps the
+//! id back to the frontend for replies. A new flow picks a random slot; `LB_FLOWS`
+//! keeps the choice so every packet of the flow reaches the same backend, and
+//! `LB_REPLIES` finds the frontend for the backend's replies.
+
+pub const SERVICES_MAP: &str = "SERVICES";
+pub const BACKENDS_MAP: &str = "BACKENDS";
+pub const REV_NAT_MAP: &str = "REV_NAT";
+pub const LB_FLOWS_MAP: &str = "LB_FLOWS";
+pub const LB_REPLIES_MAP: &str = "LB_REPLIES";
+
+/// Frontends × (1 + backends) slots; 10,000 services with a few backends each fit.
+pub const SERVICES_CAPACITY: u32 = 65_536;
+pub const BACKENDS_CAPACITY: u32 = 65_536;
+pub const REV_NAT_CAPACITY: u32 = 16_384;
+/// Load-balanced flows per node (affinity) and their reply keys.
+pub const LB_FLOWS_CAPACITY: u32 = 65_536;
+
+/// The source address a pod's packets to itself through a ClusterIP get (hairpin): a
+/// pod cannot accept a packet from its own address on its interface, so the datapath
+/// SNATs it to this link-local address, as Cilium uses a loopback address.
+pub const HAIRPIN_SOURCE: [u8; 4] = [169, 254, 42, 1];
+
+/// Key of `SERVICES`: the frontend and a slot (0 = master).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// ClusterIP, map form (see [`crate::addr`]).
+    pub vip: u32,
+    /// Port, host order.
+    pub port: u16,
+    pub slot: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 12);
+
+impl ServiceKey {
+    pub const fn new(vip: u32, port: u16, protocol: u8, slot: u16) -> Self {
+        Self {
+            vip,
+            port,
+            slot,
+            protocol,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of `SERVICES`: the master slot carries `count` and `rev_nat_id`; backend slots
+/// carry `backend_id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceSlot {
+    pub backend_id: u32,
+    pub count: u16,
+    pub rev_nat_id: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 8);
+
+/// Value of `BACKENDS` (key: backend id, `u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbBackend {
+    /// Pod address, map form.
+    pub addr: u32,
+    /// targetPort, host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<LbBackend>() == 8);
+
+/// Value of `REV_NAT` (key: reverse-NAT id, `u32`): the frontend replies come from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevNat {
+    pub vip: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
+
+/// Value of `LB_FLOWS` (key: the client's flow to the frontend, a `FlowKey`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbFlow {
+    pub backend_addr: u32,
+    pub backend_port: u16,
+    pub rev_nat_id: u16,
+    /// `bpf_ktime_get_ns()` of the last packet (for the GC).
+    pub last_seen_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<LbFlow>() == 16);
+
+/// Value of `LB_REPLIES` (key: the backend's reply flow as it leaves the backend, a
+/// `FlowKey`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbReply {
+    pub rev_nat_id: u32,
+    /// The client's address: a hairpin reply (to `HAIRPIN_SOURCE`) goes back to it.
+    pub client: u32,
+    /// `bpf_ktime_get_ns()` of the last packet (for the GC).
+    pub last_seen_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<LbReply>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY (all): repr(C), explicit padding, sizes asserted; every bit pattern valid.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceSlot {}
+    unsafe impl aya::Pod for LbBackend {}
+    unsafe impl aya::Pod for RevNat {}
+    unsafe impl aya::Pod for LbFlow {}
+    unsafe impl aya::Pod for LbReply {}
+}

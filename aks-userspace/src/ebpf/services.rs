@@ -1,0 +1,209 @@
+//! Programming ClusterIP services into a node's `SERVICES`, `BACKENDS` and `REV_NAT`,
+//! live: a service's backends and slots are written before its master slot (which
+//! carries the count), and stale slots are removed after it, so the datapath never
+//! sees a count pointing at a missing slot. Flows already running keep their backend
+//! (`LB_FLOWS`), so backends that remain are not disturbed.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use aks_ebpf_common::lb::{
+    LbBackend, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, REV_NAT_MAP, SERVICES_MAP,
+};
+use anyhow::{bail, Context, Result};
+use aya::maps::{HashMap, Map, MapData};
+
+use super::{map_addr, NodeDatapath};
+use crate::model::Protocol;
+use crate::plan::ServicePlan;
+
+/// A node's service maps, opened on their own file descriptors, with id allocators
+/// seeded from what the maps already hold.
+pub struct ServiceMaps {
+    services: HashMap<MapData, ServiceKey, ServiceSlot>,
+    backends: HashMap<MapData, u32, LbBackend>,
+    rev_nat: HashMap<MapData, u32, RevNat>,
+    next_backend_id: u32,
+    next_rev_nat_id: u32,
+}
+
+pub fn protocol_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    }
+}
+
+impl ServiceMaps {
+    /// The pinned service maps under a node's pin directory (another process's datapath).
+    pub fn open_pinned(dir: &Path) -> Result<Self> {
+        let open = |name: &str| -> Result<MapData> {
+            MapData::from_pin(dir.join(name)).with_context(|| {
+                format!(
+                    "opening pinned {name} in {} (is the cluster up with the eBPF datapath?)",
+                    dir.display()
+                )
+            })
+        };
+        Self::from_data(open(SERVICES_MAP)?, open(BACKENDS_MAP)?, open(REV_NAT_MAP)?)
+    }
+
+    fn from_data(services: MapData, backends: MapData, rev_nat: MapData) -> Result<Self> {
+        let services: HashMap<MapData, ServiceKey, ServiceSlot> =
+            HashMap::try_from(Map::HashMap(services))?;
+        let backends: HashMap<MapData, u32, LbBackend> = HashMap::try_from(Map::HashMap(backends))?;
+        let rev_nat: HashMap<MapData, u32, RevNat> = HashMap::try_from(Map::HashMap(rev_nat))?;
+        let max = |keys: Vec<u32>| keys.into_iter().max().unwrap_or(0);
+        let next_backend_id = max(backends.keys().filter_map(Result::ok).collect()) + 1;
+        let next_rev_nat_id = max(rev_nat.keys().filter_map(Result::ok).collect()) + 1;
+        Ok(Self {
+            services,
+            backends,
+            rev_nat,
+            next_backend_id,
+            next_rev_nat_id,
+        })
+    }
+
+    /// Adds `service`, or replaces its backends if its frontend exists.
+    pub fn upsert(&mut self, service: &ServicePlan) -> Result<()> {
+        let (vip, port, protocol) = (
+            map_addr(service.cluster_ip),
+            service.port,
+            protocol_number(service.protocol),
+        );
+        if service.backends.len() >= usize::from(u16::MAX) {
+            bail!(
+                "service {} has {} backends; at most {} fit a frontend",
+                service.name,
+                service.backends.len(),
+                u16::MAX - 1
+            );
+        }
+        let master_key = ServiceKey::new(vip, port, protocol, 0);
+        let old = self.services.get(&master_key, 0).ok();
+        let rev_nat_id = match old {
+            Some(master) => master.rev_nat_id,
+            None => {
+                let id = self.next_rev_nat_id;
+                self.next_rev_nat_id += 1;
+                u16::try_from(id).context("out of reverse-NAT ids")?
+            }
+        };
+        let old_backend_ids: Vec<u32> = match old {
+            Some(master) => (1..=master.count)
+                .filter_map(|slot| {
+                    self.services
+                        .get(&ServiceKey::new(vip, port, protocol, slot), 0)
+                        .ok()
+                })
+                .map(|s| s.backend_id)
+                .collect(),
+            None => Vec::new(),
+        };
+        self.rev_nat
+            .insert(u32::from(rev_nat_id), RevNat { vip, port, _pad: 0 }, 0)
+            .with_context(|| format!("writing REV_NAT for service {}", service.name))?;
+        let count = service.backends.len() as u16;
+        for (i, backend) in service.backends.iter().enumerate() {
+            let id = self.next_backend_id;
+            self.next_backend_id += 1;
+            let value = LbBackend {
+                addr: map_addr(backend.ip),
+                port: backend.port,
+                _pad: 0,
+            };
+            self.backends
+                .insert(id, value, 0)
+                .with_context(|| format!("writing BACKENDS for service {}", service.name))?;
+            let slot = ServiceSlot {
+                backend_id: id,
+                count: 0,
+                rev_nat_id,
+            };
+            self.services
+                .insert(ServiceKey::new(vip, port, protocol, i as u16 + 1), slot, 0)
+                .with_context(|| {
+                    format!(
+                        "writing SERVICES slot {} of service {}",
+                        i + 1,
+                        service.name
+                    )
+                })?;
+        }
+        // The master last: from here on new flows see the new backends.
+        let master = ServiceSlot {
+            backend_id: 0,
+            count,
+            rev_nat_id,
+        };
+        self.services
+            .insert(master_key, master, 0)
+            .with_context(|| format!("writing the SERVICES entry of service {}", service.name))?;
+        let old_count = old.map_or(0, |m| m.count);
+        for slot in count + 1..=old_count {
+            let _ = self
+                .services
+                .remove(&ServiceKey::new(vip, port, protocol, slot));
+        }
+        for id in old_backend_ids {
+            let _ = self.backends.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Removes the frontend `cluster_ip:port/protocol` with its slots, backends and
+    /// reverse-NAT entry. `false` if there was none.
+    pub fn remove(&mut self, cluster_ip: Ipv4Addr, port: u16, protocol: Protocol) -> Result<bool> {
+        let (vip, protocol) = (map_addr(cluster_ip), protocol_number(protocol));
+        let master_key = ServiceKey::new(vip, port, protocol, 0);
+        let Ok(master) = self.services.get(&master_key, 0) else {
+            return Ok(false);
+        };
+        // The master first: new flows stop finding the service at once.
+        self.services
+            .remove(&master_key)
+            .context("removing the SERVICES entry")?;
+        let mut ids = BTreeSet::new();
+        for slot in 1..=master.count {
+            let key = ServiceKey::new(vip, port, protocol, slot);
+            if let Ok(s) = self.services.get(&key, 0) {
+                ids.insert(s.backend_id);
+            }
+            let _ = self.services.remove(&key);
+        }
+        for id in ids {
+            let _ = self.backends.remove(&id);
+        }
+        let _ = self.rev_nat.remove(&u32::from(master.rev_nat_id));
+        Ok(true)
+    }
+
+    /// Frontends programmed (master slots).
+    pub fn frontends(&self) -> usize {
+        self.services
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == 0)
+            .count()
+    }
+}
+
+impl NodeDatapath {
+    /// This datapath's service maps on fresh file descriptors (no pins needed).
+    pub fn service_maps(&self) -> Result<ServiceMaps> {
+        let reopen = |name: &str| -> Result<MapData> {
+            let id = match self.map(name)? {
+                Map::HashMap(data) => data.info()?.id(),
+                _ => bail!("{name} is not a hash map"),
+            };
+            Ok(MapData::from_id(id)?)
+        };
+        ServiceMaps::from_data(
+            reopen(SERVICES_MAP)?,
+            reopen(BACKENDS_MAP)?,
+            reopen(REV_NAT_MAP)?,
+        )
+    }
+}
