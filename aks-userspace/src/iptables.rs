@@ -9,12 +9,23 @@ use anyhow::{bail, Context, Result};
 
 use crate::netns;
 
-/// Runs `iptables-restore --noflush` with `payload` inside `namespace`. The child
-/// process inherits the namespace of the thread that starts it.
+/// Runs `iptables-restore --noflush` with `payload` inside `namespace`: adds to what
+/// the tables hold. The child process inherits the namespace of the thread that starts it.
 pub fn restore(namespace: &str, payload: &str) -> Result<()> {
+    run_restore(namespace, payload, true)
+}
+
+/// Runs `iptables-restore` with `payload` inside `namespace`, replacing every table the
+/// payload names: how a node's whole ruleset is reprogrammed (services added or
+/// removed) without duplicating the jumps in the built-in chains.
+pub fn replace(namespace: &str, payload: &str) -> Result<()> {
+    run_restore(namespace, payload, false)
+}
+
+fn run_restore(namespace: &str, payload: &str, noflush: bool) -> Result<()> {
     netns::run_in(namespace, || {
         let mut child = Command::new("iptables-restore")
-            .arg("--noflush")
+            .args(noflush.then_some("--noflush"))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -60,6 +60,12 @@ enum Command {
     },
     /// Probe TCP connectivity between pods, nodes, on-prem and the internet, and show
     /// which source address each destination saw.
+    /// Add, change or remove ClusterIP services of a running cluster, on either
+    /// datapath; prints how long programming the datapath took.
+    Services {
+        #[command(subcommand)]
+        action: cli::services::ServicesAction,
+    },
     Check {
         /// The cluster to probe; may be left out when exactly one exists.
         name: Option<String>,
@@ -216,6 +222,7 @@ fn main() -> ExitCode {
             log_level,
         } => cli::up::run(file.as_deref(), keep, check, log_level),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
+        Command::Services { action } => cli::services::run(action),
         Command::Check {
             name,
             json,

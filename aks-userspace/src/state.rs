@@ -137,3 +137,32 @@ impl ClusterState {
             .map(|n| n.address)
     }
 }
+
+impl ClusterState {
+    fn description_file(cluster: &str) -> PathBuf {
+        Self::dir(cluster).join("description.yaml")
+    }
+
+    /// Keeps the description the cluster was made from, so `aksnet services` can change
+    /// it and plan it again.
+    pub fn save_description(
+        cluster: &str,
+        description: &crate::model::ClusterDescription,
+    ) -> Result<()> {
+        let file = Self::description_file(cluster);
+        fs::write(&file, crate::model::to_yaml(description))
+            .with_context(|| format!("writing {}", file.display()))
+    }
+
+    /// The description saved by `save_description`.
+    pub fn load_description(cluster: &str) -> Result<crate::model::ClusterDescription> {
+        let file = Self::description_file(cluster);
+        let yaml = fs::read_to_string(&file).with_context(|| {
+            format!(
+                "reading {} (was cluster {cluster} made by `aksnet up`?)",
+                file.display()
+            )
+        })?;
+        crate::model::parse(&yaml).with_context(|| format!("parsing {}", file.display()))
+    }
+}

@@ -6,6 +6,7 @@ pub mod down;
 pub mod inspect;
 pub mod monitor;
 pub mod plan;
+pub mod services;
 pub mod up;
 
 use std::path::Path;
@@ -23,6 +24,13 @@ pub const EXIT_INVALID_DESCRIPTION: u8 = 2;
 /// Reads, validates and plans a description (the built-in default without a file).
 /// `Err(code)` when the description is invalid: the message is already printed.
 pub fn load_plan(file: Option<&Path>) -> Result<Result<Plan, ExitCode>> {
+    Ok(load_description_and_plan(file)?.map(|(_, plan)| plan))
+}
+
+/// As [`load_plan`], also returning the description as written.
+pub fn load_description_and_plan(
+    file: Option<&Path>,
+) -> Result<Result<(model::ClusterDescription, Plan), ExitCode>> {
     let (source, yaml) = match file {
         Some(path) => (
             path.display().to_string(),
@@ -35,12 +43,16 @@ pub fn load_plan(file: Option<&Path>) -> Result<Result<Plan, ExitCode>> {
             model::DEFAULT_DESCRIPTION.to_string(),
         ),
     };
-    match model::load(&yaml).and_then(|cluster| planner::plan(&cluster)) {
-        Ok(plan) => {
+    let planned = model::parse(&yaml).and_then(|description| {
+        let plan = model::validate(&description).and_then(|cluster| planner::plan(&cluster))?;
+        Ok((description, plan))
+    });
+    match planned {
+        Ok((description, plan)) => {
             for warning in &plan.warnings {
                 eprintln!("warning: {source}: {warning}");
             }
-            Ok(Ok(plan))
+            Ok(Ok((description, plan)))
         }
         Err(err) => Ok(Err(report_invalid(&source, &err))),
     }

@@ -17,8 +17,8 @@ pub fn run(
 ) -> Result<ExitCode> {
     // Also the level the eBPF programs log at (written into the object when it loads).
     log::set_max_level(log_level);
-    let plan = match super::load_plan(file)? {
-        Ok(plan) => plan,
+    let (description, plan) = match super::load_description_and_plan(file)? {
+        Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
     super::require_root("aksnet up")?;
@@ -36,6 +36,8 @@ pub fn run(
         pods
     );
     let mut running = cluster::create(&plan)?;
+    // Kept for `aksnet services`, which changes and plans it again.
+    aks_userspace::state::ClusterState::save_description(&plan.name, &description)?;
     println!(
         "cluster {} is up: {} namespaces in {:.2}s",
         plan.name,

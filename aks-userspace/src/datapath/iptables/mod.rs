@@ -81,6 +81,15 @@ fn enable_bridge_netfilter(namespace: &str) -> Result<bool> {
     })
 }
 
+/// Replaces a node's whole ruleset with the one `plan` renders (services added,
+/// changed or removed), as one atomic restore. Returns the number of rules.
+pub fn reprogram_node(plan: &Plan, namespace: &str) -> Result<usize> {
+    let bridge_netfilter = enable_bridge_netfilter(namespace)?;
+    let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
+    iptables::replace(namespace, &ruleset.to_restore())?;
+    Ok(ruleset.rule_count())
+}
+
 impl IptablesDatapath {
     pub fn install(plan: &Plan, layout: &Layout) -> Result<Self> {
         let mut rules_per_node = 0;

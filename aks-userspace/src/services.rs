@@ -1,0 +1,140 @@
+//! Changing the ClusterIP services of a running cluster (`aksnet services add|remove`),
+//! for either datapath: the saved description is changed and planned again (so every
+//! AKS rule still holds), then the eBPF datapath's pinned service maps are updated in
+//! place on every node, or the iptables datapath's whole ruleset is replaced atomically
+//! on every node, as kube-proxy does. Established flows to backends that remain go on.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::datapath::iptables_rules::reprogram_node;
+use crate::ebpf::ServiceMaps;
+use crate::model::{self, Datapath, ServiceDescription};
+use crate::plan::{self, Plan, ServicePlan};
+use crate::state::ClusterState;
+
+/// What to change.
+pub enum ServiceChange {
+    /// Add the service, or replace the one with that name (e.g. other backends).
+    Upsert(ServiceDescription),
+    Remove(String),
+}
+
+/// What was done, and how long programming the datapath took (not counting planning).
+#[derive(Debug)]
+pub struct ServiceUpdate {
+    pub service: String,
+    pub nodes: usize,
+    pub services_now: usize,
+    pub programming: Duration,
+    /// What programming meant: map updates, or the rules restored per node.
+    pub how: String,
+}
+
+/// Applies `change` to the running cluster `state`.
+pub fn apply(state: &mut ClusterState, change: ServiceChange) -> Result<ServiceUpdate> {
+    let mut description = ClusterState::load_description(&state.name)?;
+    let (name, old) = match &change {
+        ServiceChange::Upsert(service) => {
+            let old = description
+                .services
+                .iter()
+                .position(|s| s.name == service.name);
+            (service.name.clone(), old)
+        }
+        ServiceChange::Remove(name) => {
+            let Some(i) = description.services.iter().position(|s| &s.name == name) else {
+                let known: Vec<&str> = description
+                    .services
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect();
+                bail!(
+                    "cluster {} has no service {name:?}; its services are: {}",
+                    state.name,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            };
+            (name.clone(), Some(i))
+        }
+    };
+    let previous = old.and_then(|i| {
+        state
+            .services
+            .iter()
+            .find(|s| s.name == description.services[i].name)
+            .cloned()
+    });
+    match change {
+        ServiceChange::Upsert(service) => match old {
+            Some(i) => description.services[i] = service,
+            None => description.services.push(service),
+        },
+        ServiceChange::Remove(_) => {
+            if let Some(i) = old {
+                description.services.remove(i);
+            }
+        }
+    }
+    let cluster = model::validate(&description).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = plan::plan(&cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let now = plan.services.iter().find(|s| s.name == name);
+    let how = program(state, &plan, previous.as_ref(), now)?;
+    let programming = started.elapsed();
+    ClusterState::save_description(&state.name, &description)?;
+    state.services = plan.services.clone();
+    state.save()?;
+    Ok(ServiceUpdate {
+        service: name,
+        nodes: state.nodes.len(),
+        services_now: plan.services.len(),
+        programming,
+        how,
+    })
+}
+
+fn program(
+    state: &ClusterState,
+    plan: &Plan,
+    previous: Option<&ServicePlan>,
+    now: Option<&ServicePlan>,
+) -> Result<String> {
+    match state.datapath {
+        Datapath::Ebpf => {
+            for node in &state.nodes {
+                let dir = ClusterState::pin_dir(&state.name).join(&node.name);
+                let mut maps = ServiceMaps::open_pinned(&dir)?;
+                // A frontend that moved (other IP, port or protocol) loses its old entry.
+                if let Some(old) = previous {
+                    let moved = now.is_none_or(|n| {
+                        (n.cluster_ip, n.port, n.protocol)
+                            != (old.cluster_ip, old.port, old.protocol)
+                    });
+                    if moved {
+                        maps.remove(old.cluster_ip, old.port, old.protocol)?;
+                    }
+                }
+                if let Some(service) = now {
+                    maps.upsert(service).with_context(|| {
+                        format!("programming service {} on node {}", service.name, node.name)
+                    })?;
+                }
+            }
+            Ok("BPF map updates on each node".to_owned())
+        }
+        Datapath::Iptables => {
+            let mut rules = 0;
+            for node in &state.nodes {
+                rules = reprogram_node(plan, &node.namespace)
+                    .with_context(|| format!("reprogramming the rules of node {}", node.name))?;
+            }
+            Ok(format!("iptables-restore of {rules} rules on each node"))
+        }
+    }
+}
