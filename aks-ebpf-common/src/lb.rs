@@ -95,9 +95,44 @@ pub struct LbFlow {
     pub rev_nat_id: u16,
     /// `bpf_ktime_get_ns()` of the last packet (for the GC).
     pub last_seen_ns: u64,
+    /// TCP flags the client sent so far, ORed (the GC expires closed flows sooner).
+    pub tcp_flags: u8,
+    pub _pad: [u8; 7],
 }
 
-const _: () = assert!(core::mem::size_of::<LbFlow>() == 16);
+const _: () = assert!(core::mem::size_of::<LbFlow>() == 24);
+
+impl LbFlow {
+    /// The key of `LB_REPLIES` for the flow `client_flow` was given this backend: the
+    /// backend answers whoever it saw, the client or (a pod reaching itself) the
+    /// hairpin address.
+    pub fn reply_key(&self, client_flow: &crate::FlowKey) -> crate::FlowKey {
+        let client = if self.backend_addr == client_flow.src {
+            u32::from_ne_bytes(HAIRPIN_SOURCE)
+        } else {
+            client_flow.src
+        };
+        crate::FlowKey::new(
+            self.backend_addr,
+            client,
+            self.backend_port,
+            client_flow.src_port,
+            client_flow.protocol,
+        )
+    }
+
+    /// Which GC timeout applies (TCP after FIN/RST closes sooner).
+    pub fn timeout_class(&self, protocol: u8) -> crate::conntrack::CtTimeout {
+        use crate::conntrack::{CtTimeout, PROTO_TCP, TCP_FIN, TCP_RST};
+        if protocol != PROTO_TCP {
+            CtTimeout::Datagram
+        } else if self.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            CtTimeout::TcpClosing
+        } else {
+            CtTimeout::TcpEstablished
+        }
+    }
+}
 
 /// Value of `LB_REPLIES` (key: the backend's reply flow as it leaves the backend, a
 /// `FlowKey`).

@@ -21,7 +21,7 @@ const TCP_ACK: u8 = 0x10;
 const TCP_RST: u8 = 0x04;
 
 #[inline(always)]
-fn hairpin() -> u32 {
+pub fn hairpin() -> u32 {
     u32::from_ne_bytes(HAIRPIN_SOURCE)
 }
 
@@ -36,13 +36,14 @@ pub fn frontend(flow: &FlowKey) -> Option<ServiceSlot> {
 /// The backend of `flow`: the one it already has, or a random slot's for a new flow
 /// (recorded with its reply key). `Err` when the service has no backends.
 #[inline(always)]
-pub fn backend_for(flow: &FlowKey, master: &ServiceSlot) -> Result<LbFlow, Reason> {
+pub fn backend_for(flow: &FlowKey, master: &ServiceSlot, tcp_flags: u8) -> Result<LbFlow, Reason> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(existing) = LB_FLOWS.get_ptr_mut(flow) {
         // SAFETY: a valid pointer into the map.
         unsafe {
             (*existing).last_seen_ns = now;
+            (*existing).tcp_flags |= tcp_flags;
             return Ok(*existing);
         }
     }
@@ -72,30 +73,27 @@ pub fn backend_for(flow: &FlowKey, master: &ServiceSlot) -> Result<LbFlow, Reaso
         backend_port: backend.port,
         rev_nat_id: master.rev_nat_id,
         last_seen_ns: now,
+        tcp_flags,
+        _pad: [0; 7],
     };
-    // The backend answers whoever it sees as the client: the pod itself, or the hairpin
-    // address when the pod reaches itself.
-    let client = if backend.addr == flow.src {
-        hairpin()
-    } else {
-        flow.src
-    };
-    let reply = FlowKey::new(
-        backend.addr,
-        client,
-        backend.port,
-        flow.src_port,
-        flow.protocol,
-    );
     let answer = LbReply {
         rev_nat_id: u32::from(master.rev_nat_id),
         client: flow.src,
         last_seen_ns: now,
     };
-    // Best effort when full: the flow still reaches its backend, its replies miss the
-    // translation and the client drops them, as with a full kernel conntrack.
-    let _ = LB_FLOWS.insert(flow, chosen, u64::from(BPF_NOEXIST));
-    let _ = LB_REPLIES.insert(reply, answer, 0);
+    // Both entries or neither: a flow whose replies could not be translated back would
+    // reach its backend and then fail at the client.
+    let reply = chosen.reply_key(flow);
+    if LB_REPLIES.insert(reply, answer, 0).is_err() {
+        return Err(Reason::DropConntrackFull);
+    }
+    if LB_FLOWS
+        .insert(flow, chosen, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        let _ = LB_REPLIES.remove(reply);
+        return Err(Reason::DropConntrackFull);
+    }
     Ok(chosen)
 }
 

@@ -182,7 +182,7 @@ fn to_service(
     l4: &Transport,
     master: &aks_ebpf_common::lb::ServiceSlot,
 ) -> Decision {
-    let backend = match lb::backend_for(flow, master) {
+    let backend = match lb::backend_for(flow, master, l4.tcp_flags) {
         Ok(backend) => backend,
         Err(Reason::RejectServiceNoBackend) => {
             // Answer the SYN with a reset, straight back into the client.

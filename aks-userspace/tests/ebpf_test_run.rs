@@ -919,3 +919,61 @@ fn a_service_without_backends_resets_tcp_at_once_and_drops_udp() {
     let (verdict, _) = h.run("from_pod", &udp, Reason::DropServiceNoBackend);
     assert_eq!(verdict, TC_ACT_SHOT);
 }
+
+#[test]
+fn the_gc_expires_idle_service_and_snat_flows_with_their_reply_keys() {
+    use aks_userspace::ebpf::{monotonic_now_ns, Timeouts};
+    let mut h = Harness::with_service(&[REMOTE_POD]);
+    h.run(
+        "from_pod",
+        &FrameSpec::tcp(LOCAL_POD, VIP, 80).bytes(),
+        Reason::ServiceDnat,
+    );
+    h.run(
+        "from_pod",
+        &FrameSpec::tcp(LOCAL_POD, INTERNET, 443).bytes(),
+        Reason::RedirectedUplinkSnat,
+    );
+    let timeouts = Timeouts {
+        tcp_established_ns: 60_000_000_000,
+        tcp_closing_ns: 1_000_000_000,
+        datagram_ns: 1_000_000_000,
+    };
+    let now = monotonic_now_ns();
+    let report = h.datapath.collect_garbage(&timeouts, now).expect("gc");
+    assert_eq!(
+        (report.expired, report.flows),
+        (0, 1),
+        "a fresh SNAT flow stays"
+    );
+    assert_eq!(
+        (report.service_flows_expired, report.service_flows),
+        (0, 1),
+        "a fresh service flow stays"
+    );
+    // Past every timeout here (60 s): both flows are idle for longer.
+    let later = h
+        .datapath
+        .collect_garbage(&timeouts, now + 61_000_000_000)
+        .expect("gc");
+    assert_eq!(
+        (later.expired, later.flows, later.nat_entries),
+        (1, 0, 0),
+        "the SNAT flow and both NAT entries go"
+    );
+    assert_eq!(
+        (later.service_flows_expired, later.service_flows),
+        (1, 0),
+        "the service flow goes"
+    );
+    let reply = FrameSpec::tcp(REMOTE_POD, LOCAL_POD, 0)
+        .ports(8080, 40000)
+        .bytes();
+    let (verdict, out) = h.run("from_vnet", &reply, Reason::RedirectedPeer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        endpoint_of(&out, true),
+        (REMOTE_POD, 8080),
+        "its reply key went with it: no translation"
+    );
+}

@@ -126,14 +126,19 @@ impl StopSignals {
 fn report_gc(datapath: &mut dyn Datapath) {
     match datapath.collect_garbage() {
         Ok(reports) => {
-            for (node, r) in reports.iter().filter(|(_, r)| r.expired > 0) {
+            for (node, r) in reports
+                .iter()
+                .filter(|(_, r)| r.expired + r.service_flows_expired > 0)
+            {
                 eprintln!(
-                    "[{node}] conntrack gc: expired {} flows; {} flows of {} ({:.1} % pressure), {} NAT entries",
+                    "[{node}] conntrack gc: expired {} flows; {} flows of {} ({:.1} % pressure), {} NAT entries; expired {} service flows, {} left",
                     r.expired,
                     r.flows,
                     r.capacity,
                     r.pressure_percent(),
-                    r.nat_entries
+                    r.nat_entries,
+                    r.service_flows_expired,
+                    r.service_flows
                 );
             }
         }

@@ -2,6 +2,7 @@
 //! timeout loses its conntrack entry and both NAT mappings, freeing its port.
 
 use aks_ebpf_common::conntrack::CtTimeout;
+use aks_ebpf_common::lb::{LbFlow, LbReply, LB_FLOWS_MAP, LB_REPLIES_MAP};
 use aks_ebpf_common::{CtEntry, FlowKey, NatTarget, CONNTRACK_MAP, NAT_MAP};
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData};
@@ -32,6 +33,9 @@ impl Timeouts {
 #[serde(rename_all = "camelCase")]
 pub struct GcReport {
     pub expired: usize,
+    /// Load-balanced (ClusterIP) flows expired and left.
+    pub service_flows_expired: usize,
+    pub service_flows: usize,
     /// Flows left, and the map's capacity (pressure = flows / capacity).
     pub flows: usize,
     pub capacity: u32,
@@ -94,12 +98,52 @@ impl NodeDatapath {
         }
         let nat: HashMap<_, FlowKey, NatTarget> = HashMap::try_from(self.map(NAT_MAP)?)?;
         let nat_entries = nat.keys().filter(Result::is_ok).count();
+        let (service_flows_expired, service_flows) =
+            self.collect_service_flows(timeouts, now_ns)?;
         Ok(GcReport {
             expired: expired.len(),
+            service_flows_expired,
+            service_flows,
             flows,
             capacity,
             nat_entries,
         })
+    }
+
+    /// Expires idle load-balanced flows with their reply keys; returns (expired, left).
+    fn collect_service_flows(
+        &mut self,
+        timeouts: &Timeouts,
+        now_ns: u64,
+    ) -> Result<(usize, usize)> {
+        let (expired, left) = {
+            let flows: HashMap<_, FlowKey, LbFlow> = HashMap::try_from(self.map(LB_FLOWS_MAP)?)?;
+            let mut expired = Vec::new();
+            let mut left = 0;
+            for item in flows.iter() {
+                let (flow, entry) = item.context("reading LB_FLOWS")?;
+                let idle = now_ns.saturating_sub(entry.last_seen_ns);
+                if idle > timeouts.for_class(entry.timeout_class(flow.protocol)) {
+                    expired.push((flow, entry));
+                } else {
+                    left += 1;
+                }
+            }
+            (expired, left)
+        };
+        {
+            let mut replies: HashMap<_, FlowKey, LbReply> =
+                HashMap::try_from(self.map_mut(LB_REPLIES_MAP)?)?;
+            for (flow, entry) in &expired {
+                let _ = replies.remove(&entry.reply_key(flow));
+            }
+        }
+        let mut flows: HashMap<_, FlowKey, LbFlow> =
+            HashMap::try_from(self.map_mut(LB_FLOWS_MAP)?)?;
+        for (flow, _) in &expired {
+            let _ = flows.remove(flow);
+        }
+        Ok((expired.len(), left))
     }
 
     /// Every masqueraded flow with its state (for tests and inspection).
