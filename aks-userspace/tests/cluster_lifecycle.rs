@@ -3,11 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use common::cluster::*;
 use common::require_privileges;
@@ -100,38 +96,14 @@ fn azure_ebpf_keeps_pod_addresses_in_the_vnet_and_on_prem() {
     );
 }
 
-/// Starts `aksnet up FILE` in the foreground and waits for its "is up" line.
-fn start_up(file: &Path) -> Child {
-    let mut child = Command::new(AKSNET)
-        .args(["up", file.to_str().expect("utf-8 path")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting aksnet up");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(" is up") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        let _ = child.kill();
-        panic!("aksnet up did not report the cluster up within 60 s");
-    }
-    child
-}
-
 #[test]
 fn down_removes_a_cluster_whose_up_was_killed() {
     require_privileges();
     let name = cluster_name("kk");
     let _down = Down(name.clone());
-    let mut up = start_up(&description(&name, "kubenet", "ebpf", 2, 2));
-    up.kill().expect("SIGKILL to our own aksnet up");
-    up.wait().expect("reaping aksnet up");
+    let mut up = ForegroundUp::start(&description(&name, "kubenet", "ebpf", 2, 2), &[], "\0");
+    up.child.kill().expect("SIGKILL to our own aksnet up");
+    up.child.wait().expect("reaping aksnet up");
     assert_eq!(
         namespaces_of(&name).len(),
         1 + 2 + 2 + 4,
@@ -155,12 +127,9 @@ fn ctrl_c_on_up_removes_the_cluster() {
     require_privileges();
     let name = cluster_name("ci");
     let _down = Down(name.clone());
-    let up = start_up(&description(&name, "azure", "ebpf", 1, 2));
+    let up = ForegroundUp::start(&description(&name, "azure", "ebpf", 1, 2), &[], "\0");
     assert_eq!(namespaces_of(&name).len(), 1 + 2 + 1 + 2);
-    // SAFETY: SIGINT to the child this test started.
-    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
-    let status = up.wait_with_output().expect("waiting for aksnet up").status;
-    assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+    up.interrupt();
     assert_gone(&name);
 }
 

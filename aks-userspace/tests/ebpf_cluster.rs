@@ -159,9 +159,6 @@ fn an_nsg_rule_blocks_one_port_and_leaves_another_open() {
 
 #[test]
 fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    use std::sync::mpsc;
     use std::time::Duration;
 
     require_privileges();
@@ -169,32 +166,7 @@ fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
     let _down = Down(name.clone());
     let nsg = "nsg:\n  - { name: deny-check, priority: 100, access: Deny, protocol: Tcp, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n";
     let file = description_with(&name, "azure", "ebpf", 1, 1, nsg);
-    let mut up = Command::new(AKSNET)
-        .args(["up", file.to_str().expect("utf-8"), "--log-level", "debug"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet up");
-    let (tx, rx) = mpsc::channel();
-    let stdout = up.stdout.take().expect("stdout");
-    let ready = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(" is up") {
-                let _ = ready.send(line);
-            }
-        }
-    });
-    let stderr = up.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("[nodepool1-0]") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("up reports the cluster up");
+    let up = ForegroundUp::start(&file, &["--log-level", "debug"], "[nodepool1-0]");
     // On-prem reaching for a pod on the denied port: the NSG drops it at the uplink.
     let state = ClusterState::require(&name).expect("state");
     let (endpoints, probes) = check::cluster_matrix(&state);
@@ -203,15 +175,14 @@ fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
         .filter(|p| p.path == "on-prem -> pod")
         .collect();
     check::run(&endpoints, &to_pod).expect("probe");
-    let line = rx
+    let line = up
+        .lines
         .recv_timeout(Duration::from_secs(10))
         .expect("a datapath log line within 10 s");
     assert!(
         line.contains("nsg: drop-nsg-denied"),
         "the drop reason is named: {line}"
     );
-    // SAFETY: SIGINT to the child this test started.
-    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
-    assert!(up.wait().expect("reaping up").success());
+    up.interrupt();
     assert_gone(&name);
 }

@@ -7,8 +7,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use aks_userspace::ebpf::read_pinned_flows;
@@ -171,32 +169,7 @@ fn the_gc_in_up_removes_closed_flows() {
     let _down = Down(name.clone());
     let settings = "conntrack: { tcpClosingTimeoutSeconds: 1, gcIntervalSeconds: 1 }\n";
     let file = description_with(&name, "kubenet", "ebpf", 1, 1, settings);
-    let mut up = Command::new(AKSNET)
-        .args(["up", file.to_str().expect("utf-8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet up");
-    let (tx, rx) = mpsc::channel();
-    let stdout = up.stdout.take().expect("stdout");
-    let ready = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(" is up") {
-                let _ = ready.send(line);
-            }
-        }
-    });
-    let stderr = up.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("conntrack gc") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("up reports the cluster up");
+    let up = ForegroundUp::start(&file, &[], "conntrack gc");
 
     // Five short connections to the internet host, each closed after its answer.
     let state = ClusterState::require(&name).expect("state");
@@ -232,7 +205,8 @@ fn the_gc_in_up_removes_closed_flows() {
         "the closed flows are tracked until the GC runs"
     );
 
-    let line = rx
+    let line = up
+        .lines
         .recv_timeout(Duration::from_secs(10))
         .expect("a GC report within 10 s");
     assert!(line.contains("expired"), "{line}");
@@ -242,8 +216,6 @@ fn the_gc_in_up_removes_closed_flows() {
         0,
         "closed flows are gone after their 1 s timeout"
     );
-    // SAFETY: SIGINT to the child this test started.
-    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
-    assert!(up.wait().expect("reaping up").success());
+    up.interrupt();
     assert_gone(&name);
 }

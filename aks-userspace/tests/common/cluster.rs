@@ -116,3 +116,61 @@ impl Drop for Down {
         let _ = aksnet(&["down", &self.0]);
     }
 }
+
+/// `aksnet up` running in the foreground (a child of the test), once it said the
+/// cluster is up; stderr lines that contain `watch` arrive on `lines`.
+pub struct ForegroundUp {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ForegroundUp {
+    pub fn start(file: &Path, extra: &[&str], watch: &'static str) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        use std::sync::mpsc;
+        let mut child = Command::new(AKSNET)
+            .arg("up")
+            .arg(file)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting aksnet up");
+        let (ready_tx, ready) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains(" is up") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(watch) {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        if ready
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("aksnet up did not report the cluster up within 60 s");
+        }
+        Self { child, lines }
+    }
+
+    /// Ctrl-C, as a user would stop it; asserts a clean exit.
+    pub fn interrupt(mut self) {
+        // SAFETY: SIGINT to the child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("reaping aksnet up");
+        assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+    }
+}
