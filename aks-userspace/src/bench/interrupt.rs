@@ -13,14 +13,26 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
-/// Catches SIGINT and SIGTERM from now on (for the rest of the process).
-pub fn install() {
+/// Catches SIGINT and SIGTERM from now on (for the rest of the process), also where
+/// the shell started the process with SIGINT ignored (a background job).
+pub fn install() -> Result<()> {
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: installs a handler that only performs an atomic store.
-        unsafe {
-            libc::signal(signal, on_signal as *const () as libc::sighandler_t);
+        // SAFETY: a zeroed sigaction with an empty mask and a handler that only performs
+        // an atomic store; SA_RESTART so interrupted system calls resume.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .map_err(anyhow::Error::from)
+                .map_err(|e| e.context(format!("catching signal {signal}")));
         }
     }
+    Ok(())
 }
 
 /// Fails once Ctrl-C or SIGTERM has arrived.

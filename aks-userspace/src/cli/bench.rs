@@ -42,7 +42,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     options.validate()?;
     // From here Ctrl-C and SIGTERM end the run through the cells' guards.
-    interrupt::install();
+    interrupt::install()?;
     eprintln!(
         "aksnet bench: {} cells × {} rounds × {:.1}s per workload{}; clusters named {}*",
         bench::cells::CellKind::ALL.len(),
