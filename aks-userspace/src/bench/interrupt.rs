@@ -27,9 +27,8 @@ pub fn install() -> Result<()> {
             libc::sigaction(signal, &action, std::ptr::null_mut())
         };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .map_err(anyhow::Error::from)
-                .map_err(|e| e.context(format!("catching signal {signal}")));
+            return Err(anyhow::Error::from(std::io::Error::last_os_error())
+                .context(format!("catching signal {signal}")));
         }
     }
     Ok(())
