@@ -1,6 +1,7 @@
 //! aksnet: emulate AKS networking (Azure CNI and kubenet, each on an eBPF or an iptables
 //! datapath) inside network namespaces on one Linux box.
 
+pub mod bench;
 pub mod check;
 pub mod cidr;
 pub mod cluster;

@@ -1,6 +1,7 @@
 //! One module per `aksnet` subcommand; each turns its arguments into library calls and
 //! output, and returns the exit code.
 
+pub mod bench;
 pub mod check;
 pub mod down;
 pub mod inspect;

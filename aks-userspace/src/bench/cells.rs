@@ -1,0 +1,374 @@
+//! The cells a benchmark compares: the four matrix clusters (Azure CNI or kubenet, each on
+//! the eBPF or the iptables datapath) on identical topologies, and the "limit": two
+//! namespaces joined by one veth pair, no datapath at all. Each cell knows where its
+//! workloads run (client, server, internet host, service) and removes itself when dropped,
+//! so an error or Ctrl-C anywhere leaves nothing behind.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::cluster::{self, RunningCluster};
+use crate::model::{self, NetworkPlugin};
+use crate::plan::{self, Plan};
+use crate::topology::{self, InterfaceSpec, NamespaceSpec, VethSpec};
+
+/// Nodes and pods of every cluster cell: one pod per node, the client on the first node,
+/// the server on the second, so pod → pod crosses the VNet.
+pub const NODES: u32 = 2;
+pub const PODS_PER_NODE: u32 = 1;
+
+/// The ClusterIP service every cluster cell carries: backed by the first node's pod,
+/// probed from the second node's pod (so the DNAT happens on the client's node).
+pub const SERVICE_IP_BASE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 0);
+pub const SERVICE_PORT: u16 = 80;
+pub const SERVICE_TARGET_PORT: u16 = 8080;
+
+/// Addresses of the limit cell's veth pair (they exist only inside its two namespaces).
+const LIMIT_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const LIMIT_SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+
+/// Whether `datapath` answers ClusterIPs, so the service workloads (connection rate to a
+/// ClusterIP, the service sweep) can run on it. The eBPF datapath's services are being
+/// built: once they land, return `true` for it and fill in the eBPF arm of
+/// [`super::sweep::program_one_more`]; nothing else in the benchmark changes.
+pub fn serves_cluster_ips(datapath: model::Datapath) -> bool {
+    match datapath {
+        model::Datapath::Iptables => true,
+        model::Datapath::Ebpf => false,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum CellKind {
+    Cluster {
+        plugin: NetworkPlugin,
+        datapath: model::Datapath,
+    },
+    /// Two namespaces, one veth pair, no datapath: what the kernel does at best here.
+    Limit,
+}
+
+impl CellKind {
+    /// Every cell, in the order the table shows them (and each round measures them).
+    pub const ALL: [CellKind; 5] = [
+        Self::cluster(NetworkPlugin::Azure, model::Datapath::Ebpf),
+        Self::cluster(NetworkPlugin::Azure, model::Datapath::Iptables),
+        Self::cluster(NetworkPlugin::Kubenet, model::Datapath::Ebpf),
+        Self::cluster(NetworkPlugin::Kubenet, model::Datapath::Iptables),
+        Self::Limit,
+    ];
+
+    /// The baseline every ratio is taken against (besides the limit).
+    pub const BASELINE: CellKind = Self::cluster(NetworkPlugin::Kubenet, model::Datapath::Iptables);
+
+    pub const fn cluster(plugin: NetworkPlugin, datapath: model::Datapath) -> Self {
+        Self::Cluster { plugin, datapath }
+    }
+
+    /// A short tag for names: `ae`, `ai`, `ke`, `ki`, `lim`.
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Cluster { plugin, datapath } => match (plugin, datapath) {
+                (NetworkPlugin::Azure, model::Datapath::Ebpf) => "ae",
+                (NetworkPlugin::Azure, model::Datapath::Iptables) => "ai",
+                (NetworkPlugin::Kubenet, model::Datapath::Ebpf) => "ke",
+                (NetworkPlugin::Kubenet, model::Datapath::Iptables) => "ki",
+            },
+            Self::Limit => "lim",
+        }
+    }
+
+    /// Whether the cell has ClusterIP services the benchmark can use.
+    pub fn serves_cluster_ips(self) -> bool {
+        match self {
+            Self::Cluster { datapath, .. } => serves_cluster_ips(datapath),
+            Self::Limit => false,
+        }
+    }
+
+    pub fn datapath(self) -> Option<model::Datapath> {
+        match self {
+            Self::Cluster { datapath, .. } => Some(datapath),
+            Self::Limit => None,
+        }
+    }
+}
+
+impl fmt::Display for CellKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cluster { plugin, datapath } => write!(f, "{plugin}/{datapath}"),
+            Self::Limit => f.write_str("limit"),
+        }
+    }
+}
+
+/// A namespace and the address a workload uses in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub namespace: String,
+    pub address: Ipv4Addr,
+}
+
+/// Where a ClusterIP workload connects from and to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceTarget {
+    pub client: Place,
+    pub backend: Place,
+    pub backend_port: u16,
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// A cell that exists: its places, and what removes it again.
+pub struct Cell {
+    pub kind: CellKind,
+    /// The cluster name (or, for the limit, the namespace prefix's stem).
+    pub name: String,
+    /// Pod on the first node (limit: namespace a).
+    pub client: Place,
+    /// Pod on the second node (limit: namespace b).
+    pub server: Place,
+    /// The internet host, reached through SNAT (limit: namespace b, no NAT).
+    pub internet: Place,
+    /// The cell's service, where the datapath serves ClusterIPs.
+    pub service: Option<ServiceTarget>,
+    pub running: Option<RunningCluster>,
+    limit_namespaces: Vec<String>,
+}
+
+impl Cell {
+    /// Builds the cell `kind` named `{prefix}{tag}`.
+    pub fn create(kind: CellKind, prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}{}", kind.tag());
+        match kind {
+            CellKind::Cluster { plugin, datapath } => {
+                let plan = plan_for(&cluster_description(&name, plugin, datapath, 1))?;
+                let service = kind
+                    .serves_cluster_ips()
+                    .then(|| service_target(&plan, plan.services.len() - 1))
+                    .transpose()?;
+                Self::from_plan(kind, &plan, service)
+            }
+            CellKind::Limit => create_limit(&name),
+        }
+    }
+
+    /// Builds a cluster cell from `plan` (the service sweep builds its own plans).
+    pub fn from_plan(kind: CellKind, plan: &Plan, service: Option<ServiceTarget>) -> Result<Self> {
+        let pod = |node: usize| -> Result<Place> {
+            let p = plan
+                .nodes
+                .get(node)
+                .and_then(|n| n.pods.first())
+                .with_context(|| format!("cluster {} has no pod on node {node}", plan.name))?;
+            Ok(Place {
+                namespace: format!("{}{}", topology::layout::prefix(&plan.name), p.name),
+                address: p.ip,
+            })
+        };
+        let (client, server) = (pod(0)?, pod(1)?);
+        let running = cluster::create(plan)?;
+        let internet = Place {
+            namespace: running.state.internet.namespace.clone(),
+            address: running.state.internet.address,
+        };
+        anyhow::ensure!(
+            running.state.nodes[0].pods[0].namespace == client.namespace,
+            "the layout names pod namespaces differently than the benchmark expects"
+        );
+        Ok(Self {
+            kind,
+            name: plan.name.clone(),
+            client,
+            server,
+            internet,
+            service,
+            running: Some(running),
+            limit_namespaces: Vec::new(),
+        })
+    }
+
+    /// Removes the cell now (dropping it does the same, ignoring errors).
+    pub fn remove(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        if let Some(running) = self.running.take() {
+            drop(running);
+            cluster::remove(&self.name)
+                .with_context(|| format!("removing benchmark cluster {}", self.name))?;
+        }
+        if !self.limit_namespaces.is_empty() {
+            topology::teardown(&std::mem::take(&mut self.limit_namespaces))
+                .with_context(|| format!("removing the limit cell {}", self.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        if let Err(err) = self.teardown() {
+            eprintln!("warning: {err:#}");
+        }
+    }
+}
+
+/// The description of a benchmark cluster: 2 nodes × 1 pod, and `services` ClusterIP
+/// services (port 80 → 8080, one backend: the first node's pod). The last one is the
+/// one the workloads use, so on iptables it is the last rule of `KUBE-SERVICES`.
+pub fn cluster_description(
+    name: &str,
+    plugin: NetworkPlugin,
+    datapath: model::Datapath,
+    services: usize,
+) -> String {
+    let max_pods = match plugin {
+        NetworkPlugin::Azure => 30,
+        NetworkPlugin::Kubenet => 110,
+    };
+    let mut yaml = format!(
+        "name: {name}\nnetworkPlugin: {plugin}\ndatapath: {datapath}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: {NODES}, osType: Linux }}\npodsPerNode: {PODS_PER_NODE}\n"
+    );
+    if services > 0 {
+        yaml.push_str("services:\n");
+        for i in 0..services {
+            yaml.push_str(&format!(
+                "  - {{ name: svc-{i}, clusterIP: {}, port: {SERVICE_PORT}, targetPort: {SERVICE_TARGET_PORT}, backends: 1 }}\n",
+                service_ip(i)
+            ));
+        }
+    }
+    yaml
+}
+
+/// The clusterIP of the `i`-th benchmark service: 10.0.1.0 onwards (clear of the
+/// network address, `kubernetes` and the DNS service at the start of 10.0.0.0/16).
+pub fn service_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(SERVICE_IP_BASE) + i as u32)
+}
+
+pub fn plan_for(yaml: &str) -> Result<Plan> {
+    let cluster = model::load(yaml).context("the benchmark's cluster description is invalid")?;
+    plan::plan(&cluster).context("planning the benchmark cluster")
+}
+
+/// The `index`-th service of `plan`, probed from the second node's pod.
+pub fn service_target(plan: &Plan, index: usize) -> Result<ServiceTarget> {
+    let service = plan
+        .services
+        .get(index)
+        .with_context(|| format!("cluster {} has no service {index}", plan.name))?;
+    let backend = service
+        .backends
+        .first()
+        .with_context(|| format!("service {} has no backend", service.name))?;
+    let prefix = topology::layout::prefix(&plan.name);
+    let client = plan
+        .nodes
+        .get(1)
+        .and_then(|n| n.pods.first())
+        .with_context(|| format!("cluster {} has no pod on its second node", plan.name))?;
+    Ok(ServiceTarget {
+        client: Place {
+            namespace: format!("{prefix}{}", client.name),
+            address: client.ip,
+        },
+        backend: Place {
+            namespace: format!("{prefix}{}", backend.pod),
+            address: backend.ip,
+        },
+        backend_port: backend.port,
+        cluster_ip: service.cluster_ip,
+        port: service.port,
+    })
+}
+
+fn create_limit(name: &str) -> Result<Cell> {
+    let prefix = topology::layout::prefix(name);
+    let a = format!("{prefix}a");
+    let b = format!("{prefix}b");
+    let strays = crate::netns::list_with_prefix(&prefix)?;
+    if !strays.is_empty() {
+        bail!(
+            "namespaces named {prefix}* exist already ({}): an earlier benchmark was killed? remove them with `ip netns del`",
+            strays.join(", ")
+        );
+    }
+    let iface = |address| InterfaceSpec {
+        name: "eth0".into(),
+        addresses: vec![(address, 30)],
+        proxy_arp: false,
+    };
+    let mut client = NamespaceSpec::new(&a, false);
+    client.veths = vec![VethSpec {
+        name: "eth0".into(),
+        mac: [0x02, 0x99, 0, 0, 0, 1],
+        peer_namespace: b.clone(),
+        peer_name: "eth0".into(),
+        peer_mac: [0x02, 0x99, 0, 0, 0, 2],
+    }];
+    client.interfaces = vec![iface(LIMIT_CLIENT)];
+    let mut server = NamespaceSpec::new(&b, false);
+    server.interfaces = vec![iface(LIMIT_SERVER)];
+    topology::build(&[client, server]).context("building the limit cell")?;
+    let server = Place {
+        namespace: b.clone(),
+        address: LIMIT_SERVER,
+    };
+    Ok(Cell {
+        kind: CellKind::Limit,
+        name: name.to_owned(),
+        client: Place {
+            namespace: a.clone(),
+            address: LIMIT_CLIENT,
+        },
+        internet: server.clone(),
+        server,
+        service: None,
+        running: None,
+        limit_namespaces: vec![a, b],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cluster_cell_plans_the_same_topology() {
+        for kind in CellKind::ALL {
+            let CellKind::Cluster { plugin, datapath } = kind else {
+                continue;
+            };
+            let plan = plan_for(&cluster_description("bnx", plugin, datapath, 1)).expect("plans");
+            assert_eq!(plan.nodes.len(), NODES as usize, "{kind}");
+            assert!(plan.nodes.iter().all(|n| n.pods.len() == 1), "{kind}");
+            let target = service_target(&plan, 0).expect("a service");
+            assert_eq!(target.backend.address, plan.nodes[0].pods[0].ip);
+            assert_eq!(target.client.address, plan.nodes[1].pods[0].ip);
+        }
+    }
+
+    #[test]
+    fn ten_thousand_services_fit_the_default_service_cidr() {
+        let yaml = cluster_description(
+            "bnx",
+            NetworkPlugin::Kubenet,
+            model::Datapath::Iptables,
+            10_000,
+        );
+        let plan = plan_for(&yaml).expect("plans");
+        assert_eq!(plan.services.len(), 10_000);
+        assert_eq!(
+            plan.services.last().map(|s| s.cluster_ip),
+            Some(Ipv4Addr::new(10, 0, 40, 15))
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! The service sweep: kubenet clusters holding 10, 1,000, 10,000 … ClusterIP services,
+//! all up at once and measured in alternation. For each: the first-packet latency
+//! (connect time) to the service at the end of the table, and the time to program one
+//! more service into a running node.
+//!
+//! On iptables "one more service" is what kube-proxy does on every sync: one
+//! `iptables-restore --noflush` of its whole `nat` table (every `KUBE-*` chain declared,
+//! so flushed, and refilled), whatever changed. Its cost grows with the table.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::cells::{self, Cell, CellKind};
+use super::stats;
+use super::workloads;
+use crate::datapath::iptables_rules::{proxy_options, render_node, Ruleset};
+use crate::model::{self, NetworkPlugin};
+use crate::plan::Plan;
+use crate::{iptables, netns};
+
+/// One service count on one datapath, medians over the rounds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepPoint {
+    pub cell: String,
+    pub services: usize,
+    pub first_packet_p50_us: Option<f64>,
+    pub first_packet_p99_us: Option<f64>,
+    /// Time to program one more service, milliseconds.
+    pub program_one_more_ms: Option<f64>,
+    /// Per round: (p50 µs, p99 µs, program ms).
+    pub rounds: Vec<(f64, f64, f64)>,
+    /// Why there are no numbers, when there are none.
+    pub note: Option<String>,
+}
+
+/// A sweep cluster and what is needed to grow it by one service.
+struct SweepCell {
+    cell: Cell,
+    plan: Plan,
+    services: usize,
+}
+
+/// Progress lines go through this (the CLI prints them on stderr).
+pub type Progress<'a> = &'a dyn Fn(&str);
+
+/// Runs the sweep over `points` service counts on every datapath that serves ClusterIPs
+/// (the others get points with a note), `rounds` rounds, `connections` per measurement.
+pub fn run(
+    prefix: &str,
+    points: &[usize],
+    rounds: usize,
+    connections: usize,
+    progress: Progress,
+) -> Result<Vec<SweepPoint>> {
+    let mut results = Vec::new();
+    for datapath in [model::Datapath::Iptables, model::Datapath::Ebpf] {
+        let kind = CellKind::cluster(NetworkPlugin::Kubenet, datapath);
+        if !cells::serves_cluster_ips(datapath) {
+            results.extend(points.iter().map(|&services| SweepPoint {
+                cell: kind.to_string(),
+                services,
+                first_packet_p50_us: None,
+                first_packet_p99_us: None,
+                program_one_more_ms: None,
+                rounds: Vec::new(),
+                note: Some(format!(
+                    "not available: the {datapath} datapath has no ClusterIP services yet"
+                )),
+            }));
+            continue;
+        }
+        results.extend(sweep_datapath(
+            kind,
+            prefix,
+            points,
+            rounds,
+            connections,
+            progress,
+        )?);
+    }
+    Ok(results)
+}
+
+fn sweep_datapath(
+    kind: CellKind,
+    prefix: &str,
+    points: &[usize],
+    rounds: usize,
+    connections: usize,
+    progress: Progress,
+) -> Result<Vec<SweepPoint>> {
+    let CellKind::Cluster { plugin, datapath } = kind else {
+        bail!("the sweep runs on clusters");
+    };
+    let tag = match datapath {
+        model::Datapath::Iptables => 'i',
+        model::Datapath::Ebpf => 'e',
+    };
+    let mut sweep_cells = Vec::with_capacity(points.len());
+    for (i, &services) in points.iter().enumerate() {
+        super::interrupt::check()?;
+        let name = format!("{prefix}s{tag}{i}");
+        progress(&format!(
+            "sweep: building {kind} cluster {name} with {services} services"
+        ));
+        let started = Instant::now();
+        let plan = cells::plan_for(&cells::cluster_description(
+            &name, plugin, datapath, services,
+        ))?;
+        let target = cells::service_target(&plan, services - 1)?;
+        let cell = Cell::from_plan(kind, &plan, Some(target))?;
+        progress(&format!(
+            "sweep: {name} up in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        sweep_cells.push(SweepCell {
+            cell,
+            plan,
+            services,
+        });
+    }
+
+    let mut per_point: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); sweep_cells.len()];
+    for round in 0..rounds {
+        for (i, sweep) in sweep_cells.iter().enumerate() {
+            super::interrupt::check()?;
+            progress(&format!(
+                "sweep: round {}/{rounds}: {kind} with {} services",
+                round + 1,
+                sweep.services
+            ));
+            let target = sweep
+                .cell
+                .service
+                .as_ref()
+                .context("sweep cell without service")?;
+            let first = workloads::first_packet_latency(
+                &target.client,
+                &target.backend,
+                target.backend_port,
+                SocketAddr::from((target.cluster_ip, target.port)),
+                connections,
+            )?;
+            let programmed = program_one_more(&sweep.cell, &sweep.plan)?;
+            per_point[i].push((
+                first.p50_us,
+                first.p99_us,
+                programmed.as_secs_f64() * 1000.0,
+            ));
+        }
+    }
+
+    let results = sweep_cells
+        .iter()
+        .zip(per_point)
+        .map(|(sweep, rounds)| {
+            let column = |f: fn(&(f64, f64, f64)) -> f64| {
+                stats::median(&rounds.iter().map(f).collect::<Vec<_>>())
+            };
+            SweepPoint {
+                cell: kind.to_string(),
+                services: sweep.services,
+                first_packet_p50_us: column(|r| r.0),
+                first_packet_p99_us: column(|r| r.1),
+                program_one_more_ms: column(|r| r.2),
+                rounds,
+                note: None,
+            }
+        })
+        .collect();
+    for sweep in sweep_cells {
+        progress(&format!("sweep: removing {}", sweep.cell.name));
+        sweep.cell.remove()?;
+    }
+    Ok(results)
+}
+
+/// Programs the services of `plan` plus one more into the first node of `cell`, timed,
+/// the way the cell's datapath does it.
+pub fn program_one_more(cell: &Cell, plan: &Plan) -> Result<Duration> {
+    let mut grown = plan.clone();
+    let mut extra = grown
+        .services
+        .last()
+        .cloned()
+        .context("the sweep plan has no services")?;
+    extra.name = format!("svc-{}", grown.services.len());
+    extra.cluster_ip = cells::service_ip(grown.services.len());
+    grown.services.push(extra);
+    let running = cell
+        .running
+        .as_ref()
+        .context("the sweep cell is not running")?;
+    let node = running
+        .state
+        .nodes
+        .first()
+        .context("the sweep cluster has no node")?;
+    match cell.kind.datapath() {
+        Some(model::Datapath::Iptables) => {
+            let masquerade_all = !netns::run_in(&node.namespace, || {
+                Ok(std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists())
+            })?;
+            let payload =
+                kube_proxy_sync(&render_node(&grown, proxy_options(&grown, masquerade_all)));
+            let started = Instant::now();
+            iptables::restore(&node.namespace, &payload)?;
+            Ok(started.elapsed())
+        }
+        // The eBPF datapath: write the new service (and its backends) into the running
+        // node's service maps here, timed, once BPF services exist.
+        Some(model::Datapath::Ebpf) | None => {
+            bail!("not available: the eBPF datapath has no ClusterIP services yet")
+        }
+    }
+}
+
+/// kube-proxy's full sync of the `nat` table: every `KUBE-*` chain declared (so
+/// `--noflush` flushes and refills it) with its rules; the built-in chains' jumps stay
+/// as they are, and ip-masq-agent's chain is not kube-proxy's.
+fn kube_proxy_sync(ruleset: &Ruleset) -> String {
+    let mut sync = Ruleset::default();
+    if let Some(nat) = ruleset.table("nat") {
+        let table = sync.table_mut("nat");
+        for chain in nat.chains.iter().filter(|c| c.starts_with("KUBE-")) {
+            table.chain(chain);
+        }
+        for rule in nat.rules.iter().filter(|r| r.chain.starts_with("KUBE-")) {
+            table.rule(&rule.chain, rule.spec.clone());
+        }
+    }
+    sync.to_restore()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_redeclares_every_kube_chain_and_leaves_builtin_chains_alone() {
+        let plan = cells::plan_for(&cells::cluster_description(
+            "bnx",
+            NetworkPlugin::Kubenet,
+            model::Datapath::Iptables,
+            3,
+        ))
+        .expect("plans");
+        let payload = kube_proxy_sync(&render_node(&plan, proxy_options(&plan, false)));
+        assert!(
+            payload.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n"),
+            "{payload}"
+        );
+        assert!(!payload.contains("-A PREROUTING"), "{payload}");
+        assert!(!payload.contains("IP-MASQ-AGENT"), "{payload}");
+        assert_eq!(payload.matches("-A KUBE-SERVICES ").count(), 3);
+        assert!(payload.ends_with("COMMIT\n"));
+    }
+}
