@@ -106,7 +106,10 @@ pub fn from_vnet(ctx: TcContext) -> i32 {
     verdict
 }
 
-#[xdp]
+// Declared multi-buffer aware (`xdp.frags`): the NSG reads only the headers, which sit
+// in the first buffer. Without it the kernel turns GSO off on the veth peer (the VNet
+// side), and every large TCP segment reaches the node as MTU-sized packets.
+#[xdp(frags)]
 pub fn nsg(ctx: XdpContext) -> u32 {
     let frame = Frame {
         start: ctx.data(),

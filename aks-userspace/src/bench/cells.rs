@@ -36,8 +36,7 @@ const LIMIT_SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 /// [`super::sweep::program_one_more`]; nothing else in the benchmark changes.
 pub fn serves_cluster_ips(datapath: model::Datapath) -> bool {
     match datapath {
-        model::Datapath::Iptables => true,
-        model::Datapath::Ebpf => false,
+        model::Datapath::Iptables | model::Datapath::Ebpf => true,
     }
 }
 

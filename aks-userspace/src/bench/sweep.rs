@@ -10,6 +10,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::ebpf::ServiceMaps;
+use crate::state::ClusterState;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
@@ -190,7 +192,7 @@ pub fn program_one_more(cell: &Cell, plan: &Plan) -> Result<Duration> {
         .context("the sweep plan has no services")?;
     extra.name = format!("svc-{}", grown.services.len());
     extra.cluster_ip = cells::service_ip(grown.services.len());
-    grown.services.push(extra);
+    grown.services.push(extra.clone());
     let running = cell
         .running
         .as_ref()
@@ -211,11 +213,19 @@ pub fn program_one_more(cell: &Cell, plan: &Plan) -> Result<Duration> {
             iptables::restore(&node.namespace, &payload)?;
             Ok(started.elapsed())
         }
-        // The eBPF datapath: write the new service (and its backends) into the running
-        // node's service maps here, timed, once BPF services exist.
-        Some(model::Datapath::Ebpf) | None => {
-            bail!("not available: the eBPF datapath has no ClusterIP services yet")
+        // The eBPF datapath: the new service (and its backends) written into the
+        // running node's service maps, timed; removed again so every round starts from
+        // the same table.
+        Some(model::Datapath::Ebpf) => {
+            let dir = ClusterState::pin_dir(&running.state.name).join(&node.name);
+            let mut maps = ServiceMaps::open_pinned(&dir)?;
+            let started = Instant::now();
+            maps.upsert(&extra)?;
+            let took = started.elapsed();
+            maps.remove(extra.cluster_ip, extra.port, extra.protocol)?;
+            Ok(took)
         }
+        None => bail!("not available: the limit cell has no services"),
     }
 }
 

@@ -78,6 +78,12 @@ impl EbpfDatapath {
             datapath
                 .attach_uplink(&node.uplink)
                 .with_context(|| format!("attaching to the uplink of node {}", node.name))?;
+            // An empty NSG allows everything; see `attach_nsg` for what XDP would cost.
+            if !nsg_rules.is_empty() {
+                datapath.attach_nsg(&node.uplink).with_context(|| {
+                    format!("attaching the NSG to the uplink of node {}", node.name)
+                })?;
+            }
             for pod in &node.pods {
                 datapath
                     .attach_from_pod(&pod.host_interface)
@@ -107,10 +113,14 @@ impl Datapath for EbpfDatapath {
 
     fn summary(&self) -> String {
         format!(
-            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet + nsg (XDP, {} rules) on each uplink, {} routes per node",
+            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink, {}, {} routes per node",
             self.nodes.len(),
             self.pods,
-            self.nsg_rules,
+            if self.nsg_rules == 0 {
+                "no NSG rules (nsg XDP not attached)".to_owned()
+            } else {
+                format!("nsg (XDP) with {} rules", self.nsg_rules)
+            },
             self.routes_per_node
         )
     }

@@ -15,9 +15,14 @@ pub const TCP_TIMEOUT_S: u32 = 21_600;
 pub const TCP_CLOSING_TIMEOUT_S: u32 = 10;
 pub const DATAGRAM_TIMEOUT_S: u32 = 60;
 pub const GC_INTERVAL_S: u32 = 10;
-/// Below the node's own ephemeral ports (32768–60999), so SNAT never takes a port the
-/// node's stack might use for its own connections to the same peer.
-pub const NAT_PORT_RANGE: (u16, u16) = (10_000, 32_767);
+/// Every unprivileged port, so the pod's own (ephemeral) port is kept whenever it is free,
+/// as iptables MASQUERADE keeps it: the peer then sees tuples exactly as unique over time
+/// as the pod's own port choice makes them. Random ports from a narrower range reuse
+/// tuples the peer may still hold in TIME_WAIT, and the SYN that meets one is answered
+/// with an ACK instead of a SYN-ACK, costing the client a retransmit. The price: a
+/// connection the node itself opens to the same peer and port from the same local port
+/// would collide with a pod's mapping (the node's stack does not see the NAT table).
+pub const NAT_PORT_RANGE: (u16, u16) = (1_024, 65_535);
 
 /// Fraction of memory the conntrack maps may take (Cilium's default ratio).
 const MEMORY_RATIO: f64 = 0.0025;
