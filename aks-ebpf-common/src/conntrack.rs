@@ -125,6 +125,20 @@ pub enum CtTimeout {
 }
 
 impl CtEntry {
+    /// The entry of a flow whose first packet (of `len` bytes) is seen at `now_ns`.
+    pub const fn first_packet(now_ns: u64, len: u32, tcp_flags: u8, flags: u8) -> Self {
+        Self {
+            created_ns: now_ns,
+            last_seen_ns: now_ns,
+            packets: 1,
+            bytes: len as u64,
+            nat_addr: 0,
+            nat_port: 0,
+            tcp_flags,
+            flags,
+        }
+    }
+
     pub fn timeout_class(&self, protocol: u8) -> CtTimeout {
         if protocol != PROTO_TCP {
             return CtTimeout::Datagram;

@@ -144,14 +144,9 @@ fn egress_mapping(
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let entry = CtEntry {
-        created_ns: now,
-        last_seen_ns: now,
-        packets: 1,
-        bytes: u64::from(len),
         nat_addr: config.node_ip,
         nat_port: port,
-        tcp_flags,
-        flags: 0,
+        ..CtEntry::first_packet(now, len, tcp_flags, 0)
     };
     if CONNTRACK
         .insert(flow, entry, u64::from(BPF_NOEXIST))
@@ -176,16 +171,7 @@ pub fn track_inbound(reply: &FlowKey, tcp_flags: u8, len: u32) {
     }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let entry = CtEntry {
-        created_ns: now,
-        last_seen_ns: now,
-        packets: 1,
-        bytes: u64::from(len),
-        nat_addr: 0,
-        nat_port: 0,
-        tcp_flags,
-        flags: CT_INBOUND,
-    };
+    let entry = CtEntry::first_packet(now, len, tcp_flags, CT_INBOUND);
     let _ = CONNTRACK.insert(reply, entry, u64::from(BPF_NOEXIST));
 }
 
