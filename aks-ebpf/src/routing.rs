@@ -33,13 +33,18 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     if dst == config.node_ip {
         return (Reason::PassedToStack, TC_ACT_OK);
     }
-    if let Ok(Some(l4)) = transport(frame, &ip) {
-        let flow = flow_of(&ip, &l4);
-        if let Some(decision) = service_reply(ctx, &ip, &flow, &l4) {
+    // Parsed once: services, replies to them and SNAT all need the transport header.
+    let l4 = transport(frame, &ip);
+    let flow = match &l4 {
+        Ok(Some(l4)) => Some(flow_of(&ip, l4)),
+        _ => None,
+    };
+    if let (Ok(Some(l4)), Some(flow)) = (&l4, &flow) {
+        if let Some(decision) = service_reply(ctx, &ip, flow, l4) {
             return decision;
         }
-        if let Some(master) = lb::frontend(&flow) {
-            return to_service(ctx, config, &ip, &flow, &l4, &master);
+        if let Some(master) = lb::frontend(flow) {
+            return to_service(ctx, config, &ip, flow, l4, &master);
         }
     }
     if let Some(pod) = maps::endpoint(dst) {
@@ -52,11 +57,11 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     // No route at all means the internet, which is outside every non-masquerade CIDR.
     let masquerade = maps::route(dst).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0);
     let snat = if masquerade {
-        match transport(frame, &ip) {
-            Ok(Some(l4)) => Some(l4),
+        match (l4, flow) {
+            (Ok(Some(l4)), Some(flow)) => Some((l4, flow)),
             // Nothing NAT can translate: a pod source would be wrong out there.
-            Ok(None) => return (Reason::DropNeedsMasquerade, TC_ACT_SHOT),
-            Err(reason) => return (reason, TC_ACT_SHOT),
+            (Ok(_), _) => return (Reason::DropNeedsMasquerade, TC_ACT_SHOT),
+            (Err(reason), _) => return (reason, TC_ACT_SHOT),
         }
     } else {
         None
@@ -68,8 +73,7 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     // the fabric's routes pick the node or network behind it.
     forward::set_macs(&ip, config.uplink_mac, config.gateway_mac);
     let reason = match snat {
-        Some(l4) => {
-            let flow = flow_of(&ip, &l4);
+        Some((l4, flow)) => {
             if nat::answers_inbound(&flow, l4.tcp_flags, frame.len()) {
                 Reason::RedirectedUplink
             } else if let Err(reason) = nat::snat(ctx, config, &flow, &l4, frame.len()) {
@@ -102,11 +106,9 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
         if let Some(decision) = service_reply(ctx, &ip, &flow_of(&ip, &l4), &l4) {
             return decision;
         }
-    }
-    // A peer outside the non-masquerade CIDRs opening a flow to this pod: remember it,
-    // so the pod's replies leave untranslated.
-    if maps::route(ip.src()).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0) {
-        if let Ok(Some(l4)) = transport(frame, &ip) {
+        // A peer outside the non-masquerade CIDRs opening a flow to this pod: remember
+        // it, so the pod's replies leave untranslated.
+        if maps::route(ip.src()).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0) {
             let reply = FlowKey::new(dst, ip.src(), l4.dst_port, l4.src_port, ip.protocol());
             nat::track_inbound(&reply, l4.tcp_flags, frame.len());
         }
