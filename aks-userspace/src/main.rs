@@ -97,33 +97,7 @@ enum Command {
     /// Compare the datapaths: every matrix cell and the limit (two namespaces, one
     /// veth) on identical topologies, workloads in alternation, medians and ratios; then
     /// a ClusterIP service sweep. Builds and removes its own clusters.
-    Bench {
-        /// A short run (about a second per workload and cell, 2 rounds, sweep to 1,000).
-        #[arg(long)]
-        quick: bool,
-        /// Rounds per workload and cell (default 5, quick 2).
-        #[arg(long)]
-        rounds: Option<usize>,
-        /// Seconds per workload, cell and round (default 3, quick 1).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Service counts of the sweep, comma-separated (default 10,1000,10000);
-        /// `--sweep` with no value skips it.
-        #[arg(long, value_delimiter = ',', num_args = 0..)]
-        sweep: Option<Vec<usize>>,
-        /// Names of the clusters it makes start with this (1-3 characters).
-        #[arg(long, default_value = "bn")]
-        prefix: String,
-        /// Also write the results as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Also write the results as CSV to this file.
-        #[arg(long)]
-        csv: Option<PathBuf>,
-        /// Also draw the results as an SVG plot into this file.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-    },
+    Bench(cli::bench::BenchArgs),
 }
 
 /// The cluster, node and output format a command reads.
@@ -268,25 +242,7 @@ fn main() -> ExitCode {
             },
             target.json,
         ),
-        Command::Bench {
-            quick,
-            rounds,
-            duration,
-            sweep,
-            prefix,
-            json,
-            csv,
-            plot,
-        } => cli::bench::run(cli::bench::BenchArgs {
-            quick,
-            rounds,
-            duration,
-            sweep,
-            prefix,
-            json,
-            csv,
-            plot,
-        }),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(code) => code,

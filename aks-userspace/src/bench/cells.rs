@@ -30,16 +30,6 @@ pub const SERVICE_TARGET_PORT: u16 = 8080;
 const LIMIT_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const LIMIT_SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 
-/// Whether `datapath` answers ClusterIPs, so the service workloads (connection rate to a
-/// ClusterIP, the service sweep) can run on it. The eBPF datapath's services are being
-/// built: once they land, return `true` for it and fill in the eBPF arm of
-/// [`super::sweep::program_one_more`]; nothing else in the benchmark changes.
-pub fn serves_cluster_ips(datapath: model::Datapath) -> bool {
-    match datapath {
-        model::Datapath::Iptables | model::Datapath::Ebpf => true,
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum CellKind {
@@ -78,14 +68,6 @@ impl CellKind {
                 (NetworkPlugin::Kubenet, model::Datapath::Iptables) => "ki",
             },
             Self::Limit => "lim",
-        }
-    }
-
-    /// Whether the cell has ClusterIP services the benchmark can use.
-    pub fn serves_cluster_ips(self) -> bool {
-        match self {
-            Self::Cluster { datapath, .. } => serves_cluster_ips(datapath),
-            Self::Limit => false,
         }
     }
 
@@ -147,11 +129,9 @@ impl Cell {
         match kind {
             CellKind::Cluster { plugin, datapath } => {
                 let plan = plan_for(&cluster_description(&name, plugin, datapath, 1))?;
-                let service = kind
-                    .serves_cluster_ips()
-                    .then(|| service_target(&plan, plan.services.len() - 1))
-                    .transpose()?;
-                Self::from_plan(kind, &plan, service)
+                // Both datapaths answer ClusterIPs; the limit cell has none.
+                let service = service_target(&plan, plan.services.len() - 1)?;
+                Self::from_plan(kind, &plan, Some(service))
             }
             CellKind::Limit => create_limit(&name),
         }

@@ -187,13 +187,8 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
     let m = index(Metric::ConnectService);
     for (c, cell) in cells.iter().enumerate() {
         if cell.service.is_none() {
-            notes[m][c] = Some(match cell.kind {
-                CellKind::Limit => "no services (no datapath)".to_owned(),
-                kind => format!(
-                    "not available: the {} datapath has no ClusterIP services yet",
-                    kind.datapath().map(|d| d.to_string()).unwrap_or_default()
-                ),
-            });
+            // Only the limit cell has no service: it has no datapath.
+            notes[m][c] = Some("no services (no datapath)".to_owned());
         }
     }
     for round in 1..=options.rounds {

@@ -49,8 +49,8 @@ struct SweepCell {
 /// Progress lines go through this (the CLI prints them on stderr).
 pub type Progress<'a> = &'a dyn Fn(&str);
 
-/// Runs the sweep over `points` service counts on every datapath that serves ClusterIPs
-/// (the others get points with a note), `rounds` rounds, `connections` per measurement.
+/// Runs the sweep over `points` service counts on both datapaths, `rounds` rounds,
+/// `connections` per measurement.
 pub fn run(
     prefix: &str,
     points: &[usize],
@@ -61,20 +61,6 @@ pub fn run(
     let mut results = Vec::new();
     for datapath in [model::Datapath::Iptables, model::Datapath::Ebpf] {
         let kind = CellKind::cluster(NetworkPlugin::Kubenet, datapath);
-        if !cells::serves_cluster_ips(datapath) {
-            results.extend(points.iter().map(|&services| SweepPoint {
-                cell: kind.to_string(),
-                services,
-                first_packet_p50_us: None,
-                first_packet_p99_us: None,
-                program_one_more_ms: None,
-                rounds: Vec::new(),
-                note: Some(format!(
-                    "not available: the {datapath} datapath has no ClusterIP services yet"
-                )),
-            }));
-            continue;
-        }
         results.extend(sweep_datapath(
             kind,
             prefix,

@@ -9,14 +9,32 @@ use anyhow::{Context, Result};
 use aks_userspace::bench::{self, interrupt, BenchOptions};
 
 /// What the command line asked for.
+#[derive(clap::Args)]
 pub struct BenchArgs {
+    /// A short run (about a second per workload and cell, 2 rounds, sweep to 1,000).
+    #[arg(long)]
     pub quick: bool,
+    /// Rounds per workload and cell (default 5, quick 2).
+    #[arg(long)]
     pub rounds: Option<usize>,
+    /// Seconds per workload, cell and round (default 3, quick 1).
+    #[arg(long)]
     pub duration: Option<f64>,
+    /// Service counts of the sweep, comma-separated (default 10,1000,10000);
+    /// `--sweep` with no value skips it.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub sweep: Option<Vec<usize>>,
+    /// Names of the clusters it makes start with this (1-3 characters).
+    #[arg(long, default_value = "bn")]
     pub prefix: String,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write the results as CSV to this file.
+    #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Also draw the results as an SVG plot into this file.
+    #[arg(long)]
     pub plot: Option<PathBuf>,
 }
 
