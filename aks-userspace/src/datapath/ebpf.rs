@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 
 use super::Datapath;
 use crate::cidr::Ipv4Cidr;
-use crate::ebpf::{map_addr, monotonic_now_ns, GcReport, NodeDatapath, NodeLogStream, Timeouts};
+use crate::ebpf::{
+    map_addr, monotonic_now_ns, GcReport, NodeDatapath, NodeLogStream, TcAttachMode, Timeouts,
+};
 use crate::model::{self, nsg::Access, nsg::SecurityRule, NetworkPlugin};
 use crate::netns;
 use crate::plan::Plan;
@@ -106,6 +108,19 @@ impl EbpfDatapath {
     }
 }
 
+impl EbpfDatapath {
+    /// How the TC programs are attached: the same on every node, since the kernel decides.
+    fn tc_attach_mode(&self) -> String {
+        self.nodes
+            .iter()
+            .find_map(NodeDatapath::tc_attach_mode)
+            .map_or_else(
+                || "nothing".to_owned(),
+                |mode: TcAttachMode| mode.to_string(),
+            )
+    }
+}
+
 impl Datapath for EbpfDatapath {
     fn kind(&self) -> model::Datapath {
         model::Datapath::Ebpf
@@ -113,9 +128,10 @@ impl Datapath for EbpfDatapath {
 
     fn summary(&self) -> String {
         format!(
-            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink, {}, {} routes per node",
+            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink (TC attached as {}), {}, {} routes per node",
             self.nodes.len(),
             self.pods,
+            self.tc_attach_mode(),
             if self.nsg_rules == 0 {
                 "no NSG rules (nsg XDP not attached)".to_owned()
             } else {

@@ -1,6 +1,7 @@
 //! The eBPF datapath: the embedded object, loading and attaching it in a node's
 //! namespace, and reading and writing its maps.
 
+mod attach;
 mod conntrack;
 mod loader;
 mod logs;
@@ -9,6 +10,7 @@ mod object;
 mod services;
 mod stats;
 
+pub use attach::TcAttachMode;
 pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
