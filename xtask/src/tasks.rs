@@ -6,16 +6,16 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{cmd, setup};
+use crate::{cmd, kernels, setup};
 
 /// The userspace package; its build script builds and embeds the eBPF object.
-const USERSPACE: &str = "aks-userspace";
+pub(crate) const USERSPACE: &str = "aks-userspace";
 
 /// Cargo runs test and `cargo run` binaries through this runner when set; `sudo -E` keeps
 /// the environment (CI, RUST_LOG, …) so tests behave the same under sudo.
 const RUNNER_ENV: &str = "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER";
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     // xtask lives one level below the workspace root.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -25,13 +25,13 @@ fn workspace_root() -> PathBuf {
 
 /// cargo through rustup's proxy (not `$CARGO`, which is one toolchain's binary), so that
 /// `+nightly` works for the eBPF crate's clippy pass.
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(workspace_root());
     c
 }
 
-fn ensure_setup() -> Result<()> {
+pub(crate) fn ensure_setup() -> Result<()> {
     if !setup::complete()? {
         eprintln!("some prerequisites are missing; running `cargo xtask setup` first");
         setup::run(false)?;
@@ -78,9 +78,20 @@ pub fn run(args: &[String]) -> Result<()> {
     cmd::run(aksnet.args(args))
 }
 
+/// `cargo xtask kernels`: the guest tests alone, with their own closing line.
+pub fn kernels(series: Option<&str>, filter: &[String]) -> Result<()> {
+    ensure_setup()?;
+    let runs = kernels::run(series, filter)?;
+    println!(
+        "tests: {} passed, {} failed",
+        runs.totals.passed, runs.totals.failed
+    );
+    runs.into_result()
+}
+
 pub fn test(extra: &[String]) -> Result<()> {
     ensure_setup()?;
-    let total = 5;
+    let total = 6;
     eprintln!("[1/{total}] formatting");
     cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("[2/{total}] clippy, host crates");
@@ -111,10 +122,22 @@ pub fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         test.arg("--").args(extra);
     }
-    let totals = cmd::run_counting_tests(&mut test)?;
-    // One closing line over every test binary (cargo's own last line is often a doc-test
-    // binary with nothing in it).
+    let mut totals = cmd::run_counting_tests(&mut test)?;
+    eprintln!(
+        "[6/{total}] kernel tests in VMs on Linux {}",
+        kernels::GUEST_KERNELS
+            .iter()
+            .map(|k| k.series)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    let guests = kernels::run(None, extra)?;
+    totals.passed += guests.totals.passed;
+    totals.failed += guests.totals.failed;
+    // One closing line over every test binary, host and guests (cargo's own last line is
+    // often a doc-test binary with nothing in it).
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    guests.into_result()?;
     if totals.passed == 0 {
         bail!("no test ran");
     }
