@@ -93,6 +93,33 @@ fn tc_programs_outlive_up_keep_in_the_kernels_attach_mode_and_go_with_down() {
         ours.extend(programs.into_iter().map(|(id, _)| id));
     }
 
+    // `inspect attach` reads the hooks back from the kernel: one row per interface, in
+    // the probed mode, naming exactly these programs.
+    let out = aksnet_ok(&["inspect", "attach", "--cluster", &name, "--json"]);
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("inspect attach --json prints JSON");
+    let interfaces: usize = state.nodes.iter().map(|n| 1 + n.pods.len()).sum();
+    assert_eq!(
+        rows.len(),
+        interfaces,
+        "one program per interface: {rows:?}"
+    );
+    let mode_name = serde_json::to_value(mode).expect("mode as JSON");
+    for row in &rows {
+        assert_eq!(row["mode"], mode_name, "{row}");
+        let expected = if row["pod"].is_null() {
+            "from_vnet"
+        } else {
+            "from_pod"
+        };
+        assert_eq!(row["program"], expected, "{row}");
+        let id = row["programId"].as_u64().expect("a program id") as u32;
+        assert!(
+            ours.contains(&id),
+            "{row}: not one of the cluster's programs {ours:?}"
+        );
+    }
+
     // Loaded is not attached: packets must cross both programs.
     let results = check(&name);
     for path in [
