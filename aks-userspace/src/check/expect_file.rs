@@ -191,10 +191,14 @@ fn expected_source(
             let address: Ipv4Addr = other.parse().map_err(|_| {
                 format!("{other:?} is neither pod, itself, node nor an IPv4 address")
             })?;
-            let who = endpoints
-                .iter()
-                .find(|e| e.address == address)
-                .map_or_else(|| "as written".to_owned(), |e| e.label.clone());
+            let who = if address == source.address {
+                "itself".to_owned()
+            } else {
+                endpoints
+                    .iter()
+                    .find(|e| e.address == address)
+                    .map_or_else(|| "as written".to_owned(), |e| e.label.clone())
+            };
             Ok(ExpectedSource { address, who })
         }
     }
