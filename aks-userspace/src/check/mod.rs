@@ -28,7 +28,7 @@ pub use matrix::{cluster_endpoints, cluster_matrix};
 pub use probe::{
     run, Endpoint, EndpointKind, Probe, ProbeResult, BLOCKED_TIMEOUT, CHECK_PORT, REACHABLE_TIMEOUT,
 };
-pub use report::{render_checked, render_service_checks, render_service_table, render_table};
+pub use report::{render_checked, render_service_checks, render_table};
 pub use service::{
     probe_service, probe_services, BackendAnswers, BackendListener, ServiceProbeResult,
     DEFAULT_ATTEMPTS,

@@ -109,37 +109,6 @@ pub fn render_service_checks(checks: &[ServiceCheck]) -> String {
     finish(table)
 }
 
-/// The service table without expectations.
-pub fn render_service_table(results: &[ServiceProbeResult]) -> String {
-    let mut table = Table::new(&[
-        "SERVICE",
-        "CLIENT",
-        "BACKEND",
-        ">ANSWERS",
-        ">SHARE",
-        "BACKEND SAW",
-    ]);
-    for r in results {
-        let (service, client) = service_and_client(r);
-        for b in &r.backends {
-            let saw: Vec<String> = b.seen_sources.iter().map(|a| a.to_string()).collect();
-            table.row(vec![
-                service.clone(),
-                client.clone(),
-                format!("{} {}", b.pod, b.address),
-                format!("{}/{}", b.answers, r.attempts),
-                share(b.answers, r.attempts),
-                if saw.is_empty() {
-                    "-".to_owned()
-                } else {
-                    saw.join(", ")
-                },
-            ]);
-        }
-    }
-    finish(table)
-}
-
 fn service_and_client(r: &ServiceProbeResult) -> (String, String) {
     (
         format!("{} {}:{}/{}", r.service, r.cluster_ip, r.port, r.protocol),
