@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aks_ebpf_common::STATS_MAP;
-use aks_userspace::ebpf::{NodeDatapath, TcAttachMode};
+use aks_userspace::datapath::ebpf::{NodeDatapath, TcAttachMode};
 use aks_userspace::state::ClusterState;
 use aya::maps::MapData;
 use aya::programs::{loaded_programs, SchedClassifier, TcAttachType};

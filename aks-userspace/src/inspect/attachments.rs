@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{select_nodes, NodePins};
-use crate::ebpf::TcAttachMode;
+use crate::datapath::ebpf::TcAttachMode;
 use crate::netns;
 use crate::state::ClusterState;
 
