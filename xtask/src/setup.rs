@@ -220,11 +220,45 @@ fn vm_packages_present() -> Result<bool> {
     Ok(missing_vm_packages().is_empty())
 }
 
-/// Installing a kernel package adds `/boot/vmlinuz-*` and `/lib/modules/*`; what this
-/// machine boots stays as it was (a second kernel is not made the default by Debian's
-/// packages without a boot loader, and a boot loader's menu still lists the running one).
+/// Signs that this machine boots through a boot loader that Debian's kernel packages
+/// update (GRUB, systemd-boot, extlinux).
+const BOOT_LOADER_SIGNS: &[&str] = &[
+    "/etc/kernel/postinst.d/zz-update-grub",
+    "/boot/grub/grub.cfg",
+    "/etc/kernel/postinst.d/zz-systemd-boot",
+    "/boot/loader/entries",
+    "/boot/extlinux",
+];
+
+/// Consent to install the guest kernels on a machine with a boot loader.
+const ALLOW_KERNEL_INSTALL: &str = "AKSNET_ALLOW_KERNEL_INSTALL";
+
+/// Installing a kernel package adds `/boot/vmlinuz-*`, `/boot/initrd.img-*` and
+/// `/lib/modules/*`. On a machine booted from outside (a Firecracker or cloud VM given
+/// its kernel, like CI's) nothing about its boot changes. With a boot loader the package
+/// hooks add the kernel to its menu, and GRUB would boot the newest one (6.12) by
+/// default from then on: that is the user's decision, so setup stops and says so.
 fn vm_packages_install() -> Result<()> {
-    apt_get_install(&missing_vm_packages())
+    let missing = missing_vm_packages();
+    let kernels: Vec<&str> = missing
+        .iter()
+        .copied()
+        .filter(|pkg| kernels::GUEST_KERNELS.iter().any(|k| k.package == *pkg))
+        .collect();
+    let boot_loader = BOOT_LOADER_SIGNS.iter().find(|p| Path::new(p).exists());
+    if let (Some(sign), false) = (boot_loader, kernels.is_empty()) {
+        if env::var(ALLOW_KERNEL_INSTALL).as_deref() != Ok("1") {
+            bail!(
+                "this machine boots through a boot loader ({sign} exists): installing {} \
+                 would add them to its menu, and GRUB boots the newest kernel by default. \
+                 Install them yourself keeping your default (GRUB_DEFAULT in \
+                 /etc/default/grub), or run `{ALLOW_KERNEL_INSTALL}=1 cargo xtask setup` \
+                 to let setup install them",
+                kernels.join(" ")
+            );
+        }
+    }
+    apt_get_install(&missing)
 }
 
 fn virtme_ng_venv() -> Result<PathBuf> {
