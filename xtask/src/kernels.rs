@@ -399,3 +399,73 @@ fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest_dir(tag: &str) -> GuestDir {
+        let dir = std::env::temp_dir().join(format!("xtask-kernels-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        GuestDir { dir }
+    }
+
+    fn passed(n: u64) -> TestTotals {
+        TestTotals {
+            passed: n,
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn a_guest_that_did_not_finish_fails_with_its_console() {
+        let out = guest_dir("unfinished");
+        fs::write(out.console_log(), "Kernel panic - not syncing: VFS\n").expect("console");
+        let bins = [PathBuf::from("/t/ebpf_test_run-1")];
+        let err = judge(&out, &bins, &passed(0), "vng exited with exit status: 0")
+            .expect_err("an unfinished guest fails");
+        let text = format!("{err:#}");
+        assert!(text.contains("did not finish"), "{text}");
+        assert!(text.contains("Kernel panic"), "{text}");
+        let _ = fs::remove_dir_all(&out.dir);
+    }
+
+    #[test]
+    fn a_failing_or_silent_binary_fails_the_guest() {
+        let out = guest_dir("exits");
+        fs::write(out.finished(), "done\n").expect("finished");
+        let bins = [PathBuf::from("/t/a"), PathBuf::from("/t/b")];
+        fs::write(out.exit_status(0), "0\n").expect("exit 0");
+        // b recorded no exit status at all.
+        let err = judge(&out, &bins, &passed(3), "").expect_err("b has no status");
+        assert!(
+            format!("{err:#}").contains("/t/b (exit none recorded)"),
+            "{err:#}"
+        );
+        fs::write(out.exit_status(1), "101\n").expect("exit 101");
+        let err = judge(&out, &bins, &passed(3), "").expect_err("b failed");
+        assert!(format!("{err:#}").contains("/t/b (exit 101)"), "{err:#}");
+        fs::write(out.exit_status(1), "0\n").expect("exit 0");
+        assert!(judge(&out, &bins, &passed(0), "").is_err(), "no test ran");
+        judge(&out, &bins, &passed(3), "").expect("all passed");
+        let _ = fs::remove_dir_all(&out.dir);
+    }
+
+    #[test]
+    fn the_guest_script_quotes_paths_and_records_each_exit_status() {
+        let out = GuestDir {
+            dir: PathBuf::from("/w/target/kernels/6.1"),
+        };
+        let script = guest_script(&out, &[PathBuf::from("/w/it's")], &["name".to_owned()]);
+        assert!(
+            script.contains(r"'/w/it'\''s' 'name'; echo $? > "),
+            "{script}"
+        );
+        assert!(script.contains("exit.0"), "{script}");
+        assert!(
+            script.ends_with("echo done > \"$out/finished\"\n"),
+            "{script}"
+        );
+    }
+}
