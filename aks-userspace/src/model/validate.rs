@@ -129,7 +129,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     })
 }
 
-fn check_cluster_name(name: &str) -> Result<(), PlanError> {
+pub fn check_cluster_name(name: &str) -> Result<(), PlanError> {
     let well_formed = name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
         && name
