@@ -1,10 +1,13 @@
 //! `build`, `run` and `test`: thin wrappers around cargo that make sure the environment is
 //! set up first and that privileged binaries run as root.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{cmd, setup};
 
@@ -75,7 +78,58 @@ pub fn run(args: &[String]) -> Result<()> {
         // datapath's logs; Ctrl-C removes it.
         aksnet.args(["up", "--check"]);
     }
-    cmd::run(aksnet.args(args))
+    aksnet.args(args);
+    let code = run_forwarding_stop_signals(&mut aksnet)?;
+    if code != 0 {
+        // aksnet said why; its exit status is the answer a script gets.
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// The stop signal xtask received last (0: none), forwarded by `run_forwarding_stop_signals`.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(signal: nix::libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP_SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// Runs `command` and waits for it, also when xtask itself is asked to stop: Ctrl-C,
+/// SIGTERM and SIGHUP (the terminal closed) are passed on to the child, which removes
+/// its cluster, and xtask exits only after it (with its exit code). Dying at once would
+/// hand the terminal back to the shell, whose exit then hangs up on aksnet half-way
+/// through its teardown.
+fn run_forwarding_stop_signals(command: &mut Command) -> Result<i32> {
+    use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    eprintln!("+ {}", cmd::display(command));
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only performs an atomic store.
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("catching {signal}"))?;
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start `{}`", cmd::display(command)))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for aksnet")? {
+            return Ok(status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1));
+        }
+        let pending = STOP_SIGNAL.swap(0, Ordering::Relaxed);
+        if let Ok(signal) = Signal::try_from(pending) {
+            // The child may have had it from the terminal too; a second one is harmless.
+            let _ = kill(pid, signal);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub fn test(extra: &[String]) -> Result<()> {

@@ -66,12 +66,17 @@ fn report_invalid(source: &str, err: &PlanError) -> ExitCode {
 
 /// The cluster a command means: the one named, or the only one there is.
 pub fn resolve_cluster(name: Option<&str>) -> Result<ClusterState> {
+    ClusterState::require(&resolve_cluster_name(name)?)
+}
+
+/// The name of the cluster a command means (see [`resolve_cluster`]).
+pub fn resolve_cluster_name(name: Option<&str>) -> Result<String> {
     if let Some(name) = name {
-        return ClusterState::require(name);
+        return Ok(name.to_owned());
     }
     let clusters = ClusterState::list()?;
     match clusters.as_slice() {
-        [only] => ClusterState::require(only),
+        [only] => Ok(only.clone()),
         [] => bail!("no cluster is running; start one with `aksnet up`"),
         many => bail!(
             "several clusters are running ({}); name one",
@@ -82,8 +87,7 @@ pub fn resolve_cluster(name: Option<&str>) -> Result<ClusterState> {
 
 /// Fails with a clear message unless running as root.
 pub fn require_root(what: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!("{what} needs root (network namespaces, BPF): run it with sudo, or through `cargo xtask run -- …`");
     }
     Ok(())
