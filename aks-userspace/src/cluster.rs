@@ -51,7 +51,13 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
     crate::model::check_cluster_name(&plan.name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let change = ClusterLock::create(&plan.name)?;
     match ClusterState::read(&plan.name) {
-        Record::Missing => {}
+        Record::Missing => {
+            if let Err(err) = create_checks(plan) {
+                // Only the lock file was made: leave no empty record behind.
+                let _ = ClusterState::remove(&plan.name);
+                return Err(err);
+            }
+        }
         Record::Untrusted(why) => bail!(
             "cluster {:?} has a record that cannot be used ({why}); remove what is left of it with `aksnet down {}`",
             plan.name,
@@ -88,18 +94,6 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
                 plan.name, plan.name, plan.name
             );
         }
-    }
-    let prefix = layout::prefix(&plan.name);
-    let strays = netns::list_with_prefix(&prefix)?;
-    if !strays.is_empty() {
-        bail!(
-            "namespaces named {prefix}* exist but no cluster {:?} is recorded: {}; remove them with `ip netns del` (they were not made by a recorded aksnet cluster)",
-            plan.name,
-            strays.join(", ")
-        );
-    }
-    if plan.datapath == crate::model::Datapath::Ebpf {
-        crate::state::prepare_pin_root(Path::new(crate::state::PIN_ROOT))?;
     }
     let owner = ClusterLock::owner(&plan.name)?;
 
@@ -158,6 +152,23 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
             )))
         }
     }
+}
+
+/// What must hold before anything of a new cluster is made.
+fn create_checks(plan: &Plan) -> Result<()> {
+    let prefix = layout::prefix(&plan.name);
+    let strays = netns::list_with_prefix(&prefix)?;
+    if !strays.is_empty() {
+        bail!(
+            "namespaces named {prefix}* exist but no cluster {:?} is recorded: {}; remove them with `ip netns del` (they were not made by a recorded aksnet cluster)",
+            plan.name,
+            strays.join(", ")
+        );
+    }
+    if plan.datapath == crate::model::Datapath::Ebpf {
+        crate::state::prepare_pin_root(Path::new(crate::state::PIN_ROOT))?;
+    }
+    Ok(())
 }
 
 /// What `remove` found and removed.

@@ -13,7 +13,7 @@ pub mod up;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use aks_userspace::model::{self, PlanError};
 use aks_userspace::plan::{self as planner, Plan};
@@ -33,12 +33,13 @@ pub fn load_description_and_plan(
     file: Option<&Path>,
 ) -> Result<Result<(model::ClusterDescription, Plan), ExitCode>> {
     let (source, yaml) = match file {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read_to_string(path).with_context(|| {
-                format!("while reading the cluster description {}", path.display())
-            })?,
-        ),
+        Some(path) => match read_description(path) {
+            Ok(yaml) => (path.display().to_string(), yaml),
+            Err(why) => {
+                aks_userspace::errln!("error: {}: {why}", path.display());
+                return Ok(Err(ExitCode::from(EXIT_INVALID_DESCRIPTION)));
+            }
+        },
         None => (
             "built-in default".to_string(),
             model::DEFAULT_DESCRIPTION.to_string(),
@@ -57,6 +58,39 @@ pub fn load_description_and_plan(
         }
         Err(err) => Ok(Err(report_invalid(&source, &err))),
     }
+}
+
+/// The largest description read: a 1,000-node cluster with 10,000 services is about
+/// 1 MiB of YAML; a bigger file is a mistake (`plan /dev/zero`), not a cluster.
+pub const MAX_DESCRIPTION_BYTES: u64 = 4 << 20;
+
+/// Reads a description file: a regular file (or a pipe) of UTF-8 text of at most
+/// `MAX_DESCRIPTION_BYTES`. Anything else is bad input, said in one sentence.
+fn read_description(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file; give the path of a cluster description (YAML)".to_owned(),
+        _ => format!("cannot be opened: {e}"),
+    })?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err("is a directory, not a cluster description; name a YAML file".to_owned());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_DESCRIPTION_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_DESCRIPTION_BYTES {
+        return Err(format!(
+            "larger than {} MiB, the most a cluster description can be; is it the right file?",
+            MAX_DESCRIPTION_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "is not UTF-8 text (invalid byte at offset {}); save the description as UTF-8",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 fn report_invalid(source: &str, err: &PlanError) -> ExitCode {
