@@ -203,8 +203,9 @@ pub fn remove_waiting(name: &str, mut waiting: impl FnMut(Option<u32>)) -> Resul
     loop {
         if let Some(pid) = cluster_lock::owner_pid(name).filter(|&p| p != std::process::id()) {
             if signalled.is_none() {
-                nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
-                    .with_context(|| format!("asking the `aksnet up` of {name} (pid {pid}) to stop"))?;
+                nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM).with_context(
+                    || format!("asking the `aksnet up` of {name} (pid {pid}) to stop"),
+                )?;
                 signalled = Some(pid);
             }
             let deadline = Instant::now() + OWNER_STOP_TIMEOUT;

@@ -73,7 +73,9 @@ fn try_lock(path: &Path, create: bool) -> Result<Attempt> {
             }
         };
         // Still the file at the path? `down` may have removed the directory meanwhile.
-        let locked = held.metadata().with_context(|| format!("reading {}", path.display()))?;
+        let locked = held
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?;
         match std::fs::metadata(path) {
             Ok(now) if (now.dev(), now.ino()) == (locked.dev(), locked.ino()) => {
                 return Ok(Attempt::Held(ClusterLock { _held: held }))
@@ -214,7 +216,11 @@ mod tests {
                      2: FLOCK  ADVISORY  WRITE 4242 fe:00:382079 0 EOF\n\
                      2: -> FLOCK  ADVISORY  WRITE 5151 fe:00:382079 0 EOF\n";
         assert_eq!(holder_in(locks, dev, 382079), Some(4242));
-        assert_eq!(holder_in(locks, dev, 379054), None, "POSIX locks are not ours");
+        assert_eq!(
+            holder_in(locks, dev, 379054),
+            None,
+            "POSIX locks are not ours"
+        );
         assert_eq!(holder_in(locks, dev, 1), None);
     }
 

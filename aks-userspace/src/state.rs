@@ -77,7 +77,7 @@ impl ClusterState {
     pub fn load(cluster: &str) -> Result<Option<Self>> {
         match Self::read(cluster) {
             Record::Missing => Ok(None),
-            Record::Valid(state) => Ok(Some(state)),
+            Record::Valid(state) => Ok(Some(*state)),
             Record::Untrusted(why) => bail!(
                 "the record of cluster {cluster:?} cannot be used: {why}; `aksnet down {cluster}` removes what carries the cluster's prefix"
             ),
@@ -123,7 +123,7 @@ impl ClusterState {
                 file.display()
             ));
         }
-        Record::Valid(state)
+        Record::Valid(Box::new(state))
     }
 
     /// The record of `cluster`, or an error that lists the clusters there are.
@@ -192,7 +192,7 @@ impl ClusterState {
 #[derive(Debug)]
 pub enum Record {
     Missing,
-    Valid(ClusterState),
+    Valid(Box<ClusterState>),
     /// Unreadable, truncated or tampered with: only the cluster's name is to be trusted.
     Untrusted(String),
 }
@@ -209,7 +209,10 @@ pub fn is_namespace_of(namespace: &str, prefix: &str) -> bool {
 /// part: a temporary file unique to this process and call, then a rename over `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("record");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("record");
     let tmp = path.with_file_name(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
@@ -242,7 +245,10 @@ pub fn check_pin_root(root: &Path) -> Result<()> {
         root.display()
     );
     if !meta.is_dir() {
-        bail!("the pin root {} is not a directory (a symlink or a file): refusing to use it; {fix}", root.display());
+        bail!(
+            "the pin root {} is not a directory (a symlink or a file): refusing to use it; {fix}",
+            root.display()
+        );
     }
     if meta.uid() != 0 {
         bail!(

@@ -99,7 +99,10 @@ fn ctrl_c_and_a_hangup_with_the_output_pipe_closed_still_remove_the_cluster() {
     std::thread::sleep(Duration::from_millis(20));
     let _ = kill(Pid::from_raw(up.id() as i32), Signal::SIGHUP);
     let status = wait_at_most(&mut up, Duration::from_secs(60));
-    assert!(status.success(), "up ends cleanly without its output: {status}");
+    assert!(
+        status.success(),
+        "up ends cleanly without its output: {status}"
+    );
     assert_gone(&name);
 }
 
@@ -138,7 +141,10 @@ fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
     });
     wait_for_line(&lines, "building namespaces: ", Duration::from_secs(60));
     let built_some = namespaces_of(&name).len();
-    assert!(built_some < 225, "the signal arrives during the build ({built_some} namespaces)");
+    assert!(
+        built_some < 225,
+        "the signal arrives during the build ({built_some} namespaces)"
+    );
     let sent = Instant::now();
     signal(&up, stop);
     let status = wait_at_most(&mut up, Duration::from_secs(60));
@@ -152,7 +158,8 @@ fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
         "a build stopped by {stop} exits with 128 + its number"
     );
     assert!(
-        rest.iter().any(|l| l.contains("arrived while it was being built")),
+        rest.iter()
+            .any(|l| l.contains("arrived while it was being built")),
         "up says why it stopped: {rest:?}"
     );
     assert!(
@@ -238,7 +245,10 @@ fn two_concurrent_downs_of_a_running_up_both_succeed() {
         );
     }
     let status = wait_at_most(&mut up.child, Duration::from_secs(30));
-    assert!(status.success(), "up removed its cluster when asked: {status}");
+    assert!(
+        status.success(),
+        "up removed its cluster when asked: {status}"
+    );
     assert_gone(&name);
 }
 
@@ -289,12 +299,19 @@ fn concurrent_services_add_loses_no_update() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     for i in 0..ADDS {
-        assert!(names.contains(&format!("svc{i}").as_str()), "svc{i} recorded: {names:?}");
+        assert!(
+            names.contains(&format!("svc{i}").as_str()),
+            "svc{i} recorded: {names:?}"
+        );
     }
     assert_eq!(names.len(), ADDS, "{names:?}");
     // The description `services` plans from holds them all too.
-    let saved = std::fs::read_to_string(Path::new("/run/aksnet").join(&name).join("description.yaml"))
-        .expect("the saved description");
+    let saved = std::fs::read_to_string(
+        Path::new("/run/aksnet")
+            .join(&name)
+            .join("description.yaml"),
+    )
+    .expect("the saved description");
     assert_eq!(saved.matches("clusterIP").count(), ADDS, "{saved}");
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
@@ -349,7 +366,10 @@ fn down_removes_only_what_carries_the_prefix_of_a_tampered_record() {
     let out = aksnet_ok(&["down", &name]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("removed without its record"), "{said}");
-    assert!(said.contains(&format!("aks-{name}-")), "down names the prefix: {said}");
+    assert!(
+        said.contains(&format!("aks-{name}-")),
+        "down names the prefix: {said}"
+    );
     assert_gone(&name);
     assert!(
         bystander.try_wait().expect("bystander").is_none(),
@@ -366,12 +386,18 @@ fn down_removes_only_what_carries_the_prefix_of_a_tampered_record() {
     let out = aksnet(&["check", &name]);
     assert!(!out.status.success());
     let why = String::from_utf8_lossy(&out.stderr);
-    assert!(why.contains("cannot be used") && why.contains("aksnet down"), "{why}");
+    assert!(
+        why.contains("cannot be used") && why.contains("aksnet down"),
+        "{why}"
+    );
     let out = aksnet_ok(&["down", &name]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed without its record"));
     assert_gone(&name);
 
-    assert!(decoy_dir.join("keep").exists(), "the decoy directory survives");
+    assert!(
+        decoy_dir.join("keep").exists(),
+        "the decoy directory survives"
+    );
     assert!(
         aks_userspace::netns::is_live(&decoy.0),
         "the decoy namespace survives"
@@ -440,7 +466,11 @@ fn in_private_run(script: &str, own_bpffs: bool) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_ne!(out.status.code(), Some(99), "setting up the private /run failed");
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "setting up the private /run failed"
+    );
     out
 }
 
@@ -478,7 +508,10 @@ fn down_all_goes_on_after_a_truncated_record() {
         false,
     );
     let said = stdout_of(&out);
-    assert!(said.contains("check=1"), "check fails on the truncated record");
+    assert!(
+        said.contains("check=1"),
+        "check fails on the truncated record"
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("damaged or truncated")
             || String::from_utf8_lossy(&out.stderr).contains("damaged or truncated"),
@@ -489,9 +522,18 @@ fn down_all_goes_on_after_a_truncated_record() {
         said.contains(&format!("cluster {a} removed without its record")),
         "down says how it removed the truncated one"
     );
-    assert!(said.contains(&format!("cluster {b} removed: 5 namespaces")), "and goes on");
-    assert!(said.contains("netns: \n") || said.contains("netns:\n"), "no namespace left");
-    assert!(said.contains("records:\n") || said.contains("records: \n"), "no record left");
+    assert!(
+        said.contains(&format!("cluster {b} removed: 5 namespaces")),
+        "and goes on"
+    );
+    assert!(
+        said.contains("netns: \n") || said.contains("netns:\n"),
+        "no namespace left"
+    );
+    assert!(
+        said.contains("records:\n") || said.contains("records: \n"),
+        "no record left"
+    );
     assert!(
         !Path::new("/sys/fs/bpf/aksnet").join(&a).exists(),
         "the truncated cluster's pins are gone"
@@ -507,7 +549,7 @@ fn down_works_after_ip_netns_add_made_run_netns_a_shared_mount() {
         &format!(
             "$A up {} --keep >/dev/null || exit 98
              ip netns add lc-someone-else || exit 97
-             echo \"shared:$(findmnt -n -o PROPAGATION /run/netns)\"
+             echo \"mounts:$(findmnt -n -o PROPAGATION /run/netns | tr '\\n' ' ')\"
              $A down {name}; echo \"down=$?\"
              echo \"netns:$(ls /run/netns | tr '\\n' ' ')\"
              ip netns del lc-someone-else",
@@ -516,7 +558,11 @@ fn down_works_after_ip_netns_add_made_run_netns_a_shared_mount() {
         false,
     );
     let said = stdout_of(&out);
-    assert!(said.contains("shared:shared"), "ip netns add made /run/netns a shared mount");
+    // The directory itself (private here) and iproute2's shared bind mount on top.
+    assert!(
+        said.contains("mounts:private shared \n"),
+        "ip netns add stacked a shared bind mount on /run/netns"
+    );
     assert!(said.contains("down=0"), "down succeeds");
     assert!(
         said.contains("netns:lc-someone-else \n"),
@@ -574,9 +620,18 @@ fn a_pin_root_owned_by_another_user_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("up=1"), "a foreign pin root is refused");
     assert!(err.contains("owned by uid 65534"), "{err}");
-    assert!(said.contains("netns:\n") || said.contains("netns: \n"), "nothing was built");
-    assert!(said.contains("writable=1"), "a world-writable pin root is refused");
+    assert!(
+        said.contains("netns:\n") || said.contains("netns: \n"),
+        "nothing was built"
+    );
+    assert!(
+        said.contains("writable=1"),
+        "a world-writable pin root is refused"
+    );
     assert!(err.contains("has mode 777"), "{err}");
-    assert!(said.contains("root=0"), "a root-owned 0755 pin root is used");
+    assert!(
+        said.contains("root=0"),
+        "a root-owned 0755 pin root is used"
+    );
     assert!(said.contains("down=0"));
 }

@@ -174,3 +174,27 @@ pub fn test(extra: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_signal_reaches_the_child_and_xtask_waits_for_it() {
+        use nix::sys::signal::{kill, Signal};
+        // The child takes its time to clean up after SIGTERM, then exits 7.
+        let mut child = Command::new("sh");
+        child.args([
+            "-c",
+            "trap 'sleep 0.3; exit 7' TERM; while :; do sleep 0.05; done",
+        ]);
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            kill(nix::unistd::getpid(), Signal::SIGTERM).expect("SIGTERM to this test");
+        });
+        let started = std::time::Instant::now();
+        let code = run_forwarding_stop_signals(&mut child).expect("running the child");
+        assert_eq!(code, 7, "xtask survived SIGTERM, passed it on, and waited");
+        assert!(started.elapsed() >= Duration::from_millis(600));
+    }
+}

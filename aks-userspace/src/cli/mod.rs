@@ -69,7 +69,9 @@ pub const MAX_DESCRIPTION_BYTES: u64 = 4 << 20;
 fn read_description(path: &Path) -> Result<String, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file; give the path of a cluster description (YAML)".to_owned(),
+        std::io::ErrorKind::NotFound => {
+            "no such file; give the path of a cluster description (YAML)".to_owned()
+        }
         _ => format!("cannot be opened: {e}"),
     })?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {

@@ -9,8 +9,8 @@ use clap::Subcommand;
 use aks_userspace::cluster_lock::ClusterLock;
 use aks_userspace::errln;
 use aks_userspace::model::{Protocol, ServiceDescription};
-use aks_userspace::state::ClusterState;
 use aks_userspace::services::{self, ServiceChange};
+use aks_userspace::state::ClusterState;
 use aks_userspace::table::Table;
 
 #[derive(Subcommand)]

@@ -71,7 +71,10 @@ pub fn run(
     if check && stop::requested().is_none() {
         let (endpoints, probes) = aks_userspace::check::cluster_matrix(&running.state);
         let results = aks_userspace::check::run(&endpoints, &probes)?;
-        outln!("{}", aks_userspace::check::render_table(&results).trim_end());
+        outln!(
+            "{}",
+            aks_userspace::check::render_table(&results).trim_end()
+        );
     }
     if stop::requested().is_none() {
         if keep {
@@ -95,7 +98,8 @@ pub fn run(
     let removal = cluster::remove(&plan.name)?;
     outln!(
         "cluster {} removed ({} namespaces)",
-        plan.name, removal.namespaces
+        plan.name,
+        removal.namespaces
     );
     // Serving until a signal is how `up` ends; with --keep, a signal means it did not
     // do what was asked (leave the cluster), which a script must see.
