@@ -9,11 +9,12 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::cluster_lock::{self, ClusterLock};
+use crate::datapath::iptables;
 use crate::datapath::{self, Datapath};
+use crate::netns;
 use crate::plan::Plan;
 use crate::state::{ClusterState, Record};
 use crate::topology::{self, layout};
-use crate::{iptables, netns};
 
 /// A cluster this process created. The datapath value keeps what is not pinned alive.
 pub struct RunningCluster {

@@ -69,12 +69,10 @@ pub fn run(
     );
     outln!("  {}", running.datapath.summary());
     if check && stop::requested().is_none() {
-        let (endpoints, probes) = aks_userspace::check::cluster_matrix(&running.state);
-        let results = aks_userspace::check::run(&endpoints, &probes)?;
-        outln!(
-            "{}",
-            aks_userspace::check::render_table(&results).trim_end()
-        );
+        let model = aks_userspace::check::NetworkModel::from_plan(&plan);
+        if !super::check::matrix(&running.state, &model, false)? {
+            return failed_check(running, &plan.name, keep);
+        }
     }
     if stop::requested().is_none() {
         if keep {
@@ -107,6 +105,24 @@ pub fn run(
         (true, Some(signal)) => Ok(ExitCode::from(Stopped(signal).exit_code())),
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `up --check` found a row that does not match: a cluster that does not do what AKS
+/// does is not left serving as if it did. With `--keep` it stays for inspection.
+fn failed_check(running: cluster::RunningCluster, name: &str, keep: bool) -> Result<ExitCode> {
+    if keep {
+        outln!(
+            "  the check failed; left running (--keep) for inspection: `aksnet inspect … --cluster {name}`, `aksnet down {name}` removes it"
+        );
+    } else {
+        drop(running);
+        let removal = cluster::remove(name)?;
+        outln!(
+            "  the check failed; cluster {name} removed ({} namespaces)",
+            removal.namespaces
+        );
+    }
+    Ok(ExitCode::from(super::check::EXIT_MISMATCH))
 }
 
 /// How often the serving loop looks for a stop signal.
