@@ -49,6 +49,15 @@ fn fabric_rules(plan: &Plan) -> String {
 /// building into (or rolling back) this one; a stop signal between steps rolls back what
 /// this call made and fails with [`crate::stop::Stopped`].
 pub fn create(plan: &Plan) -> Result<RunningCluster> {
+    create_described(plan, None)
+}
+
+/// As [`create`], also keeping `description` beside the record (what `aksnet services`
+/// changes and plans again), written under the same lock as the record.
+pub fn create_described(
+    plan: &Plan,
+    description: Option<&crate::model::ClusterDescription>,
+) -> Result<RunningCluster> {
     crate::model::check_cluster_name(&plan.name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let change = ClusterLock::create(&plan.name)?;
     match ClusterState::read(&plan.name) {
@@ -74,7 +83,7 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
             remove_recorded(&existing)?;
             // The record directory went, with the lock in it: start again.
             drop(change);
-            return create(plan);
+            return create_described(plan, description);
         }
         Record::Valid(existing) => {
             if existing.network_plugin != plan.network_plugin {
@@ -120,6 +129,13 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
     };
     // Recorded before anything exists, so `down` can always find what to remove.
     state.save()?;
+    if let Some(description) = description {
+        if let Err(err) = ClusterState::save_description(&plan.name, description) {
+            drop(owner);
+            let _ = remove_recorded(&state);
+            return Err(err);
+        }
+    }
     let built = (|| -> Result<Box<dyn Datapath>> {
         topology::build(&layout.namespaces)?;
         crate::stop::check()?;

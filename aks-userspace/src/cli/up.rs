@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 
 use aks_userspace::cluster;
 use aks_userspace::datapath::Datapath;
-use aks_userspace::state::ClusterState;
 use aks_userspace::stop::{self, Stopped};
 use aks_userspace::{errln, outln};
 
@@ -39,7 +38,8 @@ pub fn run(
         plan.nodes.len(),
         pods
     );
-    let mut running = match cluster::create(&plan) {
+    // The description is kept for `aksnet services`, which changes and plans it again.
+    let mut running = match cluster::create_described(&plan, Some(&description)) {
         Ok(running) => running,
         Err(err) => {
             return match err.downcast_ref::<Stopped>() {
@@ -55,12 +55,6 @@ pub fn run(
             }
         }
     };
-    // Kept for `aksnet services`, which changes and plans it again.
-    if let Err(err) = ClusterState::save_description(&plan.name, &description) {
-        drop(running);
-        let _ = cluster::remove(&plan.name);
-        return Err(err.context(format!("cluster {} was removed again", plan.name)));
-    }
     outln!(
         "cluster {} is up: {} namespaces in {:.2}s",
         plan.name,
