@@ -149,6 +149,9 @@ fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
     signal(&up, stop);
     let status = wait_at_most(&mut up, Duration::from_secs(60));
     let took = sent.elapsed();
+    eprintln!(
+        "{stop} during the build ({built_some} namespaces made): up exited {took:?} after it"
+    );
     // Until the child's stderr closes.
     let rest: Vec<String> = lines.iter().collect();
     eprintln!("{}", rest.join("\n"));
@@ -443,7 +446,7 @@ fn monitor_stops_with_an_error_when_its_cluster_is_removed() {
 
 /// Runs `script` (sh) in a private mount namespace with a tmpfs on `/run` (so
 /// `/run/netns` and `/run/aksnet` start empty and belong to this test alone), with
-/// `$A` the aksnet binary and `$T` a directory for files. Also mounts a fresh bpffs on
+/// `$A` the aksnet binary (scratch files go to the private `/run`). Also mounts a fresh bpffs on
 /// `/sys/fs/bpf` when `own_bpffs`.
 fn in_private_run(script: &str, own_bpffs: bool) -> Output {
     let setup = format!(
@@ -458,7 +461,6 @@ fn in_private_run(script: &str, own_bpffs: bool) -> Output {
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!("set -u; {setup} || exit 99\n{script}"))
         .env("A", AKSNET)
-        .env("T", std::env::temp_dir())
         .output()
         .expect("running unshare (util-linux)");
     eprintln!(
@@ -497,8 +499,8 @@ fn down_all_goes_on_after_a_truncated_record() {
     let out = in_private_run(
         &format!(
             "$A up {} --keep >/dev/null && $A up {} --keep >/dev/null || exit 98
-             head -c 100 /run/aksnet/{a}/state.json > $T/lc-trunc && cat $T/lc-trunc > /run/aksnet/{a}/state.json
-             $A check {a} >/dev/null 2>$T/lc-check-err; echo \"check=$?\"; cat $T/lc-check-err
+             head -c 100 /run/aksnet/{a}/state.json > /run/lc-trunc && cat /run/lc-trunc > /run/aksnet/{a}/state.json
+             $A check {a} >/dev/null 2>/run/lc-check-err; echo \"check=$?\"; cat /run/lc-check-err
              $A down --all; echo \"down=$?\"
              echo \"netns:$(ls /run/netns | tr '\\n' ' ')\"
              echo \"records:$(ls /run/aksnet | tr '\\n' ' ')\"",
