@@ -13,6 +13,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,9 @@ pub const GUEST_KERNELS: &[GuestKernel] = &[
 /// cluster), as cargo `--test` patterns: the `BPF_PROG_TEST_RUN` tests (one binary or
 /// several, however they are split) and the attach test with its cluster up/check/down.
 pub const GUEST_TESTS: &[&str] = &["ebpf_test_run*", "tc_attach*"];
+
+/// Set when a stop signal ended a guest: no further kernel is booted.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// A guest that has not finished after this long is stopped and counted as failed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -101,6 +105,11 @@ pub fn run(series: Option<&str>, filter: &[String]) -> Result<GuestRuns> {
                 "Linux {} ({}): {e:#}",
                 kernel.series, kernel.release
             ));
+        }
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            runs.failures
+                .push("interrupted: the remaining kernels were not booted".to_owned());
+            break;
         }
     }
     Ok(runs)
@@ -273,6 +282,8 @@ fn boot(
     vng.args(["--verbose", "--disable-kvm", "--run"])
         .arg(&image)
         .args(["--user", "root", "--cpus", "2", "--memory", "3G"])
+        // 9p straight away: vng would first try virtiofsd, which is not there, for seconds.
+        .arg("--force-9p")
         // Kernel messages at error level and above only: the console carries the tests.
         .args(["--append", "loglevel=3"])
         .arg("--rwdir")
@@ -328,7 +339,9 @@ fn judge(out: &GuestDir, binaries: &[PathBuf], totals: &TestTotals, console: &st
 fn run_console(vng: &mut Command, log: &Path) -> Result<String> {
     use std::os::unix::process::CommandExt;
     eprintln!("+ {}", cmd::display(vng));
-    // Its own process group, so a timeout stops QEMU with vng.
+    // Its own process group, so that a timeout or Ctrl-C stops QEMU with vng (the
+    // terminal's Ctrl-C reaches xtask alone, which then stops the group).
+    crate::tasks::catch_stop_signals()?;
     let mut child = vng
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -363,9 +376,9 @@ fn run_console(vng: &mut Command, log: &Path) -> Result<String> {
     drop(tx);
     let mut file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let deadline = Instant::now() + GUEST_TIMEOUT;
-    let mut timed_out = false;
+    let mut stopped: Option<String> = None;
     loop {
-        match lines.recv_timeout(Duration::from_secs(1)) {
+        match lines.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
                 println!("  | {line}");
                 writeln!(file, "{line}")?;
@@ -373,25 +386,35 @@ fn run_console(vng: &mut Command, log: &Path) -> Result<String> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if Instant::now() > deadline && !timed_out {
-            timed_out = true;
-            eprintln!(
-                "the guest ran past {} s; stopping it",
+        if stopped.is_some() {
+            continue;
+        }
+        let why = match crate::tasks::take_stop_signal() {
+            Some(signal) => {
+                INTERRUPTED.store(true, Ordering::Relaxed);
+                Some(format!("stopped on {signal}"))
+            }
+            None if Instant::now() > deadline => Some(format!(
+                "stopped after running past {} s",
                 GUEST_TIMEOUT.as_secs()
-            );
-            // SAFETY: SIGKILL to the process group of the vng this function started.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            )),
+            None => None,
+        };
+        if let Some(why) = why {
+            eprintln!("the guest is {why}; stopping QEMU");
+            // The process group of the vng this function started (QEMU is in it).
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            if let Err(e) = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
+                eprintln!("stopping the guest: {e}");
+            }
+            stopped = Some(why);
         }
     }
     for reader in readers {
         let _ = reader.join();
     }
     let status = child.wait().context("waiting for vng")?;
-    Ok(if timed_out {
-        format!("stopped after {} s", GUEST_TIMEOUT.as_secs())
-    } else {
-        format!("vng exited with {status}")
-    })
+    Ok(stopped.unwrap_or_else(|| format!("vng exited with {status}")))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
