@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | run | test`: the commands a new user needs.
+//! `cargo xtask setup | build | run | test | kernels`: the commands a new user needs.
 
 mod cmd;
 mod kernels;
