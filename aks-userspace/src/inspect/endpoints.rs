@@ -8,8 +8,9 @@ use serde::Serialize;
 use aks_ebpf_common::{Endpoint, ENDPOINTS_MAP};
 use aya::maps::{HashMap, MapData};
 
-use super::{ip, mac, select_nodes, NodePins};
+use super::{ip, select_nodes, NodePins};
 use crate::state::ClusterState;
+use crate::topology::spec::format_mac;
 
 /// One local pod as the datapath knows it.
 #[derive(Clone, Debug, Serialize)]
@@ -55,8 +56,8 @@ pub fn endpoints(
                 pod: pod.map(|p| p.name.clone()),
                 host_ifindex: endpoint.host_ifindex,
                 host_interface: pod.map(|p| p.host_interface.clone()),
-                pod_mac: mac(endpoint.pod_mac),
-                host_mac: mac(endpoint.host_mac),
+                pod_mac: format_mac(&endpoint.pod_mac),
+                host_mac: format_mac(&endpoint.host_mac),
                 flags: endpoint.flags,
             });
         }

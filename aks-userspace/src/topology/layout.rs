@@ -419,11 +419,8 @@ pub fn layout(plan: &Plan) -> Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model, plan};
-
-    fn plan_of(yaml: &str) -> Plan {
-        plan::plan(&model::load(yaml).expect("valid description")).expect("plannable")
-    }
+    use crate::model;
+    use crate::plan::tests::plan_of;
 
     #[test]
     fn default_cluster_has_vnet_hosts_nodes_and_pods_all_prefixed() {
