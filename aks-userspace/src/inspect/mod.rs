@@ -9,6 +9,7 @@ mod bpf_conntrack;
 mod conntrack;
 mod conntrack_tool;
 mod endpoints;
+mod flow;
 mod maps;
 mod nsg;
 mod routes;
@@ -28,8 +29,9 @@ use crate::model::Datapath;
 use crate::state::ClusterState;
 use crate::topology::layout::NodeLayout;
 
-pub use conntrack::{conntrack, nat, Flow, FlowTuple};
+pub use conntrack::{conntrack, nat};
 pub use endpoints::{endpoints, EndpointRow};
+pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};
 pub use nsg::{nsg_rules, NsgRow};
 pub use routes::{longest_prefix_match, routes, RouteRow};
