@@ -7,8 +7,7 @@ use aks_ebpf_common::conntrack::{
 };
 use aks_ebpf_common::lb::{LbFlow, LB_FLOWS_MAP};
 use aks_ebpf_common::{CtEntry, FlowKey, CONNTRACK_MAP};
-use anyhow::{Context, Result};
-use aya::maps::{HashMap, MapData};
+use anyhow::Result;
 
 use super::flow::{Flow, FlowTuple};
 use super::{ip, protocol_name, NodePins};
@@ -20,18 +19,10 @@ pub fn read(pins: &NodePins, settings: Option<&ConntrackSettings>) -> Result<Vec
     let node = &pins.node.name;
     let now = monotonic_now_ns();
     let mut flows = Vec::new();
-    let map = pins.map(CONNTRACK_MAP)?;
-    let conntrack: HashMap<&MapData, FlowKey, CtEntry> = HashMap::try_from(&map)?;
-    for item in conntrack.iter() {
-        let (key, entry) =
-            item.with_context(|| format!("reading {CONNTRACK_MAP} of node {node}"))?;
+    for (key, entry) in pins.hash_entries::<FlowKey, CtEntry>(CONNTRACK_MAP)? {
         flows.push(flow(node, &key, &entry, now, settings));
     }
-    let map = pins.map(LB_FLOWS_MAP)?;
-    let lb_flows: HashMap<&MapData, FlowKey, LbFlow> = HashMap::try_from(&map)?;
-    for item in lb_flows.iter() {
-        let (key, entry) =
-            item.with_context(|| format!("reading {LB_FLOWS_MAP} of node {node}"))?;
+    for (key, entry) in pins.hash_entries::<FlowKey, LbFlow>(LB_FLOWS_MAP)? {
         flows.push(service_flow(node, &key, &entry, now, settings));
     }
     Ok(flows)

@@ -2,11 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use aks_ebpf_common::{Endpoint, ENDPOINTS_MAP};
-use aya::maps::{HashMap, MapData};
 
 use super::{ip, select_nodes, NodePins};
 use crate::state::ClusterState;
@@ -39,12 +38,8 @@ pub fn endpoints(
     let mut rows = Vec::new();
     for layout in select_nodes(state, node)? {
         let pins = NodePins::open(state, layout)?;
-        let map = pins.map(ENDPOINTS_MAP)?;
-        let endpoints: HashMap<&MapData, u32, Endpoint> = HashMap::try_from(&map)?;
         let mut node_rows = Vec::new();
-        for entry in endpoints.iter() {
-            let (key, endpoint) = entry
-                .with_context(|| format!("reading {ENDPOINTS_MAP} of node {}", layout.name))?;
+        for (key, endpoint) in pins.hash_entries::<u32, Endpoint>(ENDPOINTS_MAP)? {
             let address = ip(key);
             if only_ip.is_some_and(|wanted| wanted != address) {
                 continue;

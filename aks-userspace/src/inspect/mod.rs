@@ -22,7 +22,8 @@ use anyhow::{bail, Context, Result};
 
 use aks_ebpf_common::addr;
 use aks_ebpf_common::{NodeConfig, CONFIG_MAP};
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
+use aya::Pod;
 
 use crate::datapath::ebpf::open_pinned;
 use crate::model::Datapath;
@@ -105,6 +106,17 @@ impl<'a> NodePins<'a> {
             )
         })?;
         Map::from_map_data(data).with_context(|| format!("reading the type of {}", path.display()))
+    }
+
+    /// Every entry of the pinned hash map `name`.
+    pub fn hash_entries<K: Pod, V: Pod>(&self, name: &str) -> Result<Vec<(K, V)>> {
+        let map = self.map(name)?;
+        let hash: HashMap<&MapData, K, V> = HashMap::try_from(&map)?;
+        hash.iter()
+            .map(|entry| {
+                entry.with_context(|| format!("reading {name} of node {}", self.node.name))
+            })
+            .collect()
     }
 
     /// The node's `CONFIG` slot.
