@@ -105,39 +105,15 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
 
     // Routes: node 0 reaches node 1's pod through node 1; the internet is masqueraded.
     let remote_pod = state.nodes[1].pods[0].address.to_string();
-    let route = json(
-        &[
-            &[
-                "inspect",
-                "routes",
-                "--json",
-                "--node",
-                NODE0,
-                "--ip",
-                &remote_pod,
-            ][..],
-            &cluster,
-        ]
-        .concat(),
-    );
+    let route_to = |ip: &str| {
+        let args = ["inspect", "routes", "--json", "--node", NODE0, "--ip", ip];
+        json(&[&args[..], &cluster].concat())
+    };
+    let route = route_to(&remote_pod);
     assert_eq!(route[0]["kind"], "remote-pods", "{route}");
     assert_eq!(route[0]["prefix"], format!("{remote_pod}/32"));
     assert_eq!(route[0]["nextHop"], state.nodes[1].address.to_string());
-    let route = json(
-        &[
-            &[
-                "inspect",
-                "routes",
-                "--json",
-                "--node",
-                NODE0,
-                "--ip",
-                "203.0.113.10",
-            ][..],
-            &cluster,
-        ]
-        .concat(),
-    );
+    let route = route_to("203.0.113.10");
     assert_eq!(route[0]["kind"], "external", "{route}");
     assert_eq!(route[0]["masquerade"], true);
 

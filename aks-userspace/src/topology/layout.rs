@@ -260,19 +260,36 @@ fn link_vnet_to_node(
     subnet_gateway: Ipv4Addr,
 ) {
     let vnet_if = format!("node{index}");
+    let macs = (
+        mac(ROLE_VNET_SIDE, index, 0),
+        mac(ROLE_NODE_UPLINK, index, 0),
+    );
+    vnet_link(vnet, &vnet_if, macs, node_ns, (subnet_gateway, 32), true);
+    vnet.routes.push(host_route(node_ip, &vnet_if));
+}
+
+/// A veth `name` from the VNet to the `eth0` of `peer_ns` (MACs: VNet end, peer end); the
+/// VNet end holds `address`.
+fn vnet_link(
+    vnet: &mut NamespaceSpec,
+    name: &str,
+    (mac, peer_mac): (Mac, Mac),
+    peer_ns: &str,
+    address: (Ipv4Addr, u8),
+    proxy_arp: bool,
+) {
     vnet.veths.push(VethSpec {
-        name: vnet_if.clone(),
-        mac: mac(ROLE_VNET_SIDE, index, 0),
-        peer_namespace: node_ns.to_owned(),
+        name: name.into(),
+        mac,
+        peer_namespace: peer_ns.into(),
         peer_name: UPLINK.into(),
-        peer_mac: mac(ROLE_NODE_UPLINK, index, 0),
+        peer_mac,
     });
     vnet.interfaces.push(InterfaceSpec {
-        name: vnet_if.clone(),
-        addresses: vec![(subnet_gateway, 32)],
-        proxy_arp: true,
+        name: name.into(),
+        addresses: vec![address],
+        proxy_arp,
     });
-    vnet.routes.push(host_route(node_ip, &vnet_if));
 }
 
 /// The VNet routes pod addresses to nodes: kubenet's UDRs or Azure CNI's NIC addresses.
@@ -314,18 +331,8 @@ fn external_hosts(
     .enumerate()
     {
         let ns = format!("{prefix}{name}");
-        vnet.veths.push(VethSpec {
-            name: name.into(),
-            mac: mac(ROLE_EXTERNAL, k, 1),
-            peer_namespace: ns.clone(),
-            peer_name: UPLINK.into(),
-            peer_mac: mac(ROLE_EXTERNAL, k, 2),
-        });
-        vnet.interfaces.push(InterfaceSpec {
-            name: name.into(),
-            addresses: vec![(gateway, link.prefix())],
-            proxy_arp: false,
-        });
+        let macs = (mac(ROLE_EXTERNAL, k, 1), mac(ROLE_EXTERNAL, k, 2));
+        vnet_link(vnet, name, macs, &ns, (gateway, link.prefix()), false);
         let mut spec = NamespaceSpec::new(&ns, false);
         spec.interfaces.push(InterfaceSpec {
             name: UPLINK.into(),
