@@ -57,16 +57,7 @@ fn service_flow(
 ) -> Flow {
     let p = key.protocol;
     let reply = entry.reply_key(key);
-    let state = (p == PROTO_TCP).then(|| {
-        if entry.tcp_flags & TCP_RST != 0 {
-            "CLOSE"
-        } else if entry.tcp_flags & TCP_FIN != 0 {
-            "FIN_WAIT"
-        } else {
-            "OPEN"
-        }
-        .to_owned()
-    });
+    let state = (p == PROTO_TCP).then(|| tcp_state(entry.tcp_flags, "OPEN"));
     Flow::new(
         node,
         &protocol_name(p),
@@ -76,6 +67,19 @@ fn service_flow(
         tuple(reply.src, reply.dst, reply.src_port, reply.dst_port, p),
         vec!["SERVICE".to_owned()],
     )
+}
+
+/// The state TCP `flags` seen so far show: `CLOSE` after a RST, `FIN_WAIT` after a FIN,
+/// `open` before either.
+fn tcp_state(flags: u8, open: &str) -> String {
+    if flags & TCP_RST != 0 {
+        "CLOSE"
+    } else if flags & TCP_FIN != 0 {
+        "FIN_WAIT"
+    } else {
+        open
+    }
+    .to_owned()
 }
 
 fn tuple(src: u32, dst: u32, sport: u16, dport: u16, protocol: u8) -> FlowTuple {
@@ -109,16 +113,11 @@ fn flow(
         )
     };
     let state = (p == PROTO_TCP).then(|| {
-        if entry.tcp_flags & TCP_RST != 0 {
-            "CLOSE"
-        } else if entry.tcp_flags & TCP_FIN != 0 {
-            "FIN_WAIT"
-        } else if entry.flags & CT_REPLY_SEEN != 0 {
-            "ESTABLISHED"
-        } else {
-            "SYN_SENT"
-        }
-        .to_owned()
+        let replied = entry.flags & CT_REPLY_SEEN != 0;
+        tcp_state(
+            entry.tcp_flags,
+            if replied { "ESTABLISHED" } else { "SYN_SENT" },
+        )
     });
     let mut flags = Vec::new();
     if entry.flags & CT_REPLY_SEEN != 0 {
