@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::description::{Datapath, NetworkPlugin, OnPremNetwork, OsType, Protocol, Vnet};
+use super::description::{
+    Datapath, NetworkPlugin, OnPremNetwork, OsType, PodNetwork, Protocol, Vnet,
+};
 use crate::cidr::Ipv4Cidr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -13,6 +15,8 @@ use crate::cidr::Ipv4Cidr;
 pub struct Cluster {
     pub name: String,
     pub network_plugin: NetworkPlugin,
+    /// Which AKS model the plugin, mode and subnets amount to.
+    pub pod_network: PodNetwork,
     pub datapath: Datapath,
     pub vnet: Vnet,
     /// kubenet only: the private range each node's /24 is carved from.

@@ -147,6 +147,43 @@ macro_rules! display_as_yaml {
     )+};
 }
 
+/// The four ways AKS gives pods their addresses today, derived from `networkPlugin`,
+/// `networkPluginMode` and `vnet.podSubnet` (concepts-network-cni-overview.md). Defaults and
+/// rules that differ between them (maxPods, ip-masq-agent, address demand) key on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PodNetwork {
+    /// kubenet: a /24 of the private pod CIDR per node, one UDR per node.
+    Kubenet,
+    /// Azure CNI Node Subnet (legacy "Azure CNI"): pods take node subnet addresses,
+    /// maxPods of them reserved per node up front.
+    AzureNodeSubnet,
+    /// Azure CNI Pod Subnet: pods take addresses of a separate VNet subnet.
+    AzurePodSubnet,
+}
+
+impl PodNetwork {
+    /// The AKS name of the model, as the docs spell it.
+    pub fn title(self) -> &'static str {
+        match self {
+            PodNetwork::Kubenet => "kubenet",
+            PodNetwork::AzureNodeSubnet => "Azure CNI Node Subnet",
+            PodNetwork::AzurePodSubnet => "Azure CNI Pod Subnet",
+        }
+    }
+}
+
+impl ClusterDescription {
+    /// Which of the AKS models this description asks for.
+    pub fn pod_network(&self) -> PodNetwork {
+        match (self.network_plugin, self.vnet.pod_subnet) {
+            (NetworkPlugin::Kubenet, _) => PodNetwork::Kubenet,
+            (NetworkPlugin::Azure, None) => PodNetwork::AzureNodeSubnet,
+            (NetworkPlugin::Azure, Some(_)) => PodNetwork::AzurePodSubnet,
+        }
+    }
+}
+
 display_as_yaml! {
     NetworkPlugin { Azure => "azure", Kubenet => "kubenet" }
     Datapath { Ebpf => "ebpf", Iptables => "iptables" }

@@ -13,7 +13,7 @@ mod validate;
 pub use cluster::{Cluster, ExternalHosts, NodePool, Service};
 pub use description::{
     ClusterDescription, Datapath, ExternalHostsDescription, NetworkPlugin, NodePoolDescription,
-    OnPremNetwork, OsType, Protocol, ServiceDescription, Vnet,
+    OnPremNetwork, OsType, PodNetwork, Protocol, ServiceDescription, Vnet,
 };
 pub use error::PlanError;
 pub use validate::validate;

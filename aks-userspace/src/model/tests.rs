@@ -89,10 +89,9 @@ fn defaults_for_azure() {
     assert_eq!(cluster.service_cidr, cidr("10.0.0.0/16"));
     assert_eq!(cluster.dns_service_ip, ip("10.0.0.10"));
     assert_eq!(cluster.pods_per_node, 2);
-    assert_eq!(
-        cluster.non_masquerade_cidrs,
-        vec![cidr("10.224.0.0/12"), cidr("192.168.100.0/24")]
-    );
+    assert_eq!(cluster.pod_network, PodNetwork::AzureNodeSubnet);
+    // Node Subnet: only VNet destinations see the pod (concepts-network-legacy-cni.md).
+    assert_eq!(cluster.non_masquerade_cidrs, vec![cidr("10.224.0.0/12")]);
     assert_eq!(cluster.external_hosts.internet, ip("203.0.113.10"));
     assert_eq!(cluster.external_hosts.on_prem.host, ip("192.168.100.10"));
 }
@@ -102,10 +101,9 @@ fn defaults_for_kubenet() {
     let cluster = valid(&base(NetworkPlugin::Kubenet, 2));
     assert_eq!(cluster.node_pools[0].max_pods, 110);
     assert_eq!(cluster.pod_cidr, Some(cidr("10.244.0.0/16")));
-    assert_eq!(
-        cluster.non_masquerade_cidrs,
-        vec![cidr("10.244.0.0/16"), cidr("10.224.0.0/12")]
-    );
+    assert_eq!(cluster.pod_network, PodNetwork::Kubenet);
+    // Only pod → pod keeps pod addresses; VNet resources see the node (configure-kubenet.md).
+    assert_eq!(cluster.non_masquerade_cidrs, vec![cidr("10.244.0.0/16")]);
 }
 
 #[test]
@@ -126,7 +124,7 @@ fn pool_max_pods_overrides_cluster_max_pods() {
     d.max_pods = Some(40);
     d.node_pools.push(NodePoolDescription {
         max_pods: Some(20),
-        ..pool("user", 1)
+        ..pool("user", 2)
     });
     let cluster = valid(&d);
     assert_eq!(cluster.node_pools[0].max_pods, 40);
@@ -179,6 +177,7 @@ fn azure_cni_slash_16_takes_500_nodes_at_30_pods() {
 fn azure_cni_pod_subnet_boundaries() {
     // nodeSubnet /28 (16): nodes + 5 ≤ 16 → 11 nodes. podSubnet /23 (512): 16 × 30 + 5 = 485.
     let mut d = base(NetworkPlugin::Azure, 11);
+    d.max_pods = Some(30);
     d.vnet.node_subnet = cidr("10.224.0.0/28");
     d.vnet.pod_subnet = Some(cidr("10.225.0.0/22"));
     valid(&d);
@@ -186,6 +185,7 @@ fn azure_cni_pod_subnet_boundaries() {
     assert_eq!(failing_field(&d), "vnet.nodeSubnet");
 
     let mut d = base(NetworkPlugin::Azure, 16);
+    d.max_pods = Some(30);
     d.vnet.pod_subnet = Some(cidr("10.225.0.0/23"));
     valid(&d);
     d.node_pools[0].count = 17; // 17 × 30 + 5 = 515 > 512
@@ -249,11 +249,12 @@ fn kubenet_pod_cidr_outside_vnet_and_azure_has_none() {
 
 #[test]
 fn max_pods_between_10_and_250() {
+    // Three nodes, so maxPods 10 also meets the 30-pods-per-pool rule.
     for (max_pods, ok) in [(9, false), (10, true), (250, true), (251, false)] {
-        let mut d = base(NetworkPlugin::Kubenet, 1);
+        let mut d = base(NetworkPlugin::Kubenet, 3);
         d.max_pods = Some(max_pods);
         assert_eq!(validate(&d).is_ok(), ok, "cluster maxPods {max_pods}");
-        let mut d = base(NetworkPlugin::Kubenet, 1);
+        let mut d = base(NetworkPlugin::Kubenet, 3);
         d.node_pools[0].max_pods = Some(max_pods);
         match validate(&d) {
             Ok(_) => assert!(ok, "pool maxPods {max_pods}"),
@@ -389,7 +390,7 @@ fn pods_per_node_at_most_max_pods_of_every_pool() {
     let mut d = base(NetworkPlugin::Azure, 1);
     d.node_pools.push(NodePoolDescription {
         max_pods: Some(12),
-        ..pool("small", 1)
+        ..pool("small", 3)
     });
     d.pods_per_node = Some(12);
     valid(&d);
@@ -587,4 +588,114 @@ fn example_defaults_match_what_the_examples_spell_out() {
             file.display()
         );
     }
+}
+
+#[test]
+fn max_pods_defaults_follow_the_model() {
+    // concepts-network-ip-address-planning.md: Node Subnet 30, Pod Subnet 110, kubenet 110.
+    let node_subnet = valid(&base(NetworkPlugin::Azure, 1));
+    assert_eq!(node_subnet.node_pools[0].max_pods, 30);
+    let mut d = base(NetworkPlugin::Azure, 1);
+    d.vnet.pod_subnet = Some(cidr("10.225.0.0/16"));
+    let pod_subnet = valid(&d);
+    assert_eq!(pod_subnet.pod_network, PodNetwork::AzurePodSubnet);
+    assert_eq!(pod_subnet.node_pools[0].max_pods, 110);
+    assert_eq!(
+        pod_subnet.non_masquerade_cidrs,
+        vec![cidr("10.224.0.0/12"), cidr("192.168.100.0/24")],
+        "Pod Subnet pods keep their address toward every destination but the internet"
+    );
+    assert_eq!(
+        valid(&base(NetworkPlugin::Kubenet, 1)).node_pools[0].max_pods,
+        110
+    );
+}
+
+#[test]
+fn every_pool_has_room_for_30_pods() {
+    // count × maxPods ≥ 30: maxPods 10 needs 3 nodes, one node needs maxPods 30.
+    for (count, max_pods, ok) in [(3, 10, true), (2, 10, false), (1, 30, true), (1, 29, false)] {
+        let mut d = base(NetworkPlugin::Kubenet, 3);
+        d.node_pools.push(NodePoolDescription {
+            max_pods: Some(max_pods),
+            ..pool("user", count)
+        });
+        match validate(&d) {
+            Ok(_) => assert!(ok, "{count} × {max_pods} should fail"),
+            Err(err) => {
+                assert!(!ok, "{count} × {max_pods}: {err}");
+                assert_eq!(err.field(), Some("nodePools[1].maxPods"));
+            }
+        }
+    }
+    // Taken from the cluster maxPods: the error names that field.
+    let mut d = base(NetworkPlugin::Kubenet, 2);
+    d.max_pods = Some(10);
+    assert_eq!(
+        error_text(&d),
+        "maxPods: pool `nodepool1` has room for 20 pods (count 2 × maxPods 10) but AKS wants \
+         room for at least 30 in every pool, for system pods; use count 3 or more, or maxPods 15 \
+         or more"
+    );
+}
+
+#[test]
+fn reserved_ranges_are_refused_for_service_pod_and_vnet_ranges() {
+    // Each reserved range, its neighbours below and above.
+    let cases = [
+        ("169.254.0.0/16", false),
+        ("169.253.0.0/16", true),
+        ("169.255.0.0/16", true),
+        ("172.30.0.0/16", false),
+        ("172.31.0.0/16", false),
+        ("172.29.0.0/16", true),
+        ("172.32.0.0/16", true),
+        ("192.0.2.0/24", false),
+        ("192.0.1.0/24", true),
+        ("192.0.3.0/24", true),
+        // Containing or inside a reserved range counts as using it.
+        ("172.16.0.0/12", false),
+        ("172.30.5.0/24", false),
+    ];
+    for (range, ok) in cases {
+        let mut service = base(NetworkPlugin::Kubenet, 1);
+        service.service_cidr = Some(cidr(range));
+        service.dns_service_ip = None;
+        let mut pod = base(NetworkPlugin::Kubenet, 1);
+        pod.pod_cidr = Some(cidr(range));
+        for (field, d) in [("serviceCidr", service), ("podCidr", pod)] {
+            match validate(&d) {
+                Ok(_) => assert!(ok, "{field} {range} should be refused"),
+                Err(err) => {
+                    assert!(!ok, "{field} {range}: {err}");
+                    assert_eq!(err.field(), Some(field), "{range}: {err}");
+                    assert!(err.to_string().contains("AKS reserves"), "{err}");
+                }
+            }
+        }
+    }
+    let mut d = base(NetworkPlugin::Azure, 1);
+    d.vnet.address_space = cidr("172.30.0.0/16");
+    d.vnet.node_subnet = cidr("172.30.0.0/24");
+    assert_eq!(
+        error_text(&d),
+        "vnet.addressSpace: 172.30.0.0/16 overlaps 172.30.0.0/16, which AKS reserves; keep clear \
+         of 169.254.0.0/16, 172.30.0.0/16, 172.31.0.0/16, 192.0.2.0/24"
+    );
+}
+
+#[test]
+fn service_cidr_must_be_smaller_than_a_slash_12() {
+    let mut d = base(NetworkPlugin::Azure, 1);
+    d.service_cidr = Some(cidr("10.16.0.0/13"));
+    d.dns_service_ip = None;
+    valid(&d);
+    d.service_cidr = Some(cidr("10.16.0.0/12"));
+    assert_eq!(
+        error_text(&d),
+        "serviceCidr: 10.16.0.0/12 has 1048576 addresses but AKS wants a service CIDR smaller \
+         than a /12; use a /13 or longer prefix (the AKS default is 10.0.0.0/16)"
+    );
+    d.service_cidr = Some(cidr("10.0.0.0/8"));
+    assert_eq!(failing_field(&d), "serviceCidr");
 }

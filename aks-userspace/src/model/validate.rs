@@ -17,6 +17,10 @@ use crate::cidr::Ipv4Cidr;
 
 /// AKS accepts maxPods from 10 to 250 per node.
 pub const MAX_PODS_RANGE: std::ops::RangeInclusive<u32> = 10..=250;
+/// Every pool must have room for this many pods over all its nodes (count × maxPods), so
+/// that system pods always fit: maxPods 10 needs three nodes
+/// (concepts-network-ip-address-planning.md, "Configuring maximum pods per node").
+pub const MIN_PODS_PER_POOL: u64 = 30;
 /// kubenet needs one route table entry per node, and an Azure route table holds 400.
 pub const KUBENET_MAX_NODES: u64 = 400;
 /// AKS limit of nodes in one pool.
@@ -32,8 +36,10 @@ pub const MAX_WINDOWS_POOL_NAME_LEN: usize = 6;
 /// Check `description` against the AKS rules and return it with every default filled in.
 pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> {
     let plugin = description.network_plugin;
+    let network = description.pod_network();
     check_cluster_name(&description.name)?;
     check_vnet(plugin, &description.vnet)?;
+    check_not_reserved("vnet.addressSpace", description.vnet.address_space)?;
     let address_space = description.vnet.address_space;
 
     let pod_cidr = match (plugin, description.pod_cidr) {
@@ -50,6 +56,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         }
     };
     if let Some(pod_cidr) = pod_cidr {
+        check_not_reserved("podCidr", pod_cidr)?;
         if pod_cidr.overlaps(&address_space) {
             return Err(PlanError::invalid(
                 "podCidr",
@@ -85,7 +92,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     }
     let cluster_max_pods = description
         .max_pods
-        .unwrap_or_else(|| defaults::max_pods(plugin));
+        .unwrap_or_else(|| defaults::max_pods(network));
     let node_pools = resolve_node_pools(plugin, &description.node_pools, cluster_max_pods)?;
     let node_count: u64 = node_pools.iter().map(|p| u64::from(p.count)).sum();
 
@@ -101,7 +108,12 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
 
     let external_hosts = resolve_external_hosts(description, service_cidr, pod_cidr)?;
     let non_masquerade_cidrs = description.non_masquerade_cidrs.clone().unwrap_or_else(|| {
-        defaults::non_masquerade_cidrs(plugin, address_space, pod_cidr, external_hosts.on_prem.cidr)
+        defaults::non_masquerade_cidrs(
+            network,
+            address_space,
+            pod_cidr,
+            external_hosts.on_prem.cidr,
+        )
     });
 
     let services = resolve_services(
@@ -114,6 +126,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     Ok(Cluster {
         name: description.name.clone(),
         network_plugin: plugin,
+        pod_network: network,
         datapath: description.datapath,
         vnet: description.vnet.clone(),
         pod_cidr,
@@ -200,6 +213,19 @@ fn check_service_cidr(
     vnet: &Vnet,
     pod_cidr: Option<Ipv4Cidr>,
 ) -> Result<(), PlanError> {
+    check_not_reserved("serviceCidr", service_cidr)?;
+    if service_cidr.prefix() < defaults::SERVICE_CIDR_MIN_PREFIX {
+        return Err(PlanError::invalid(
+            "serviceCidr",
+            format!(
+                "{service_cidr} has {} addresses but AKS wants a service CIDR smaller than a \
+                 /12; use a /{} or longer prefix (the AKS default is {})",
+                service_cidr.size(),
+                defaults::SERVICE_CIDR_MIN_PREFIX,
+                defaults::SERVICE_CIDR
+            ),
+        ));
+    }
     // The node subnet and pod subnet lie inside the address space (checked before), so an
     // overlap with them is reported as one with the address space they belong to.
     let taken = [
@@ -239,6 +265,27 @@ fn check_dns_service_ip(ip: Ipv4Addr, service_cidr: Ipv4Cidr) -> Result<(), Plan
             format!(
                 "{ip} is the network address or the `kubernetes` service address of \
                  serviceCidr {service_cidr}; use another one such as the 10th"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// AKS refuses the reserved ranges for the service CIDR, the pod CIDR and the VNet.
+fn check_not_reserved(field: &str, block: Ipv4Cidr) -> Result<(), PlanError> {
+    if let Some(reserved) = defaults::RESERVED_RANGES
+        .iter()
+        .find(|reserved| reserved.overlaps(&block))
+    {
+        let all: Vec<String> = defaults::RESERVED_RANGES
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return Err(PlanError::invalid(
+            field,
+            format!(
+                "{block} overlaps {reserved}, which AKS reserves; keep clear of {}",
+                all.join(", ")
             ),
         ));
     }
@@ -333,11 +380,32 @@ fn resolve_node_pools(
         if let Some(max_pods) = pool.max_pods {
             check_max_pods(&field("maxPods"), max_pods)?;
         }
+        let max_pods = pool.max_pods.unwrap_or(cluster_max_pods);
+        let room = u64::from(pool.count) * u64::from(max_pods);
+        if room < MIN_PODS_PER_POOL {
+            let nodes_needed = MIN_PODS_PER_POOL.div_ceil(u64::from(max_pods));
+            let max_pods_needed = MIN_PODS_PER_POOL.div_ceil(u64::from(pool.count));
+            // Every default is at least 30, so a short pool took maxPods from a field.
+            let max_pods_field = match pool.max_pods {
+                Some(_) => field("maxPods"),
+                None => "maxPods".to_string(),
+            };
+            return Err(PlanError::invalid(
+                max_pods_field,
+                format!(
+                    "pool `{name}` has room for {room} pods (count {} × maxPods {max_pods}) \
+                     but AKS wants room for at least {MIN_PODS_PER_POOL} in every pool, for \
+                     system pods; use count {nodes_needed} or more, or maxPods \
+                     {max_pods_needed} or more",
+                    pool.count
+                ),
+            ));
+        }
         resolved.push(NodePool {
             name: name.clone(),
             count: pool.count,
             os_type,
-            max_pods: pool.max_pods.unwrap_or(cluster_max_pods),
+            max_pods,
         });
     }
     Ok(resolved)

@@ -2,6 +2,7 @@
 //! the VNet routes where, which pods back which service. The namespace builder and the
 //! datapath loaders consume this; `aksnet plan` prints it.
 
+mod notes;
 mod render;
 mod usage;
 
@@ -45,6 +46,8 @@ pub struct Plan {
     pub subnet_usage: Vec<SubnetUsage>,
     pub pod_cidr_usage: Option<PodCidrUsage>,
     pub warnings: Vec<Warning>,
+    /// Where today's AKS differs from the study chapter, for this model (sources named).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -168,6 +171,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         subnet_usage,
         pod_cidr_usage,
         warnings,
+        notes: notes::notes(cluster),
     })
 }
 

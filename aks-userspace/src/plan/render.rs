@@ -190,5 +190,12 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
         ]);
         write!(out, "\n{pod_cidr}")?;
     }
+    if !plan.notes.is_empty() {
+        write!(out, "\nNOTES (AKS today)")?;
+        for note in &plan.notes {
+            write!(out, "\n- {note}")?;
+        }
+        writeln!(out)?;
+    }
     Ok(())
 }

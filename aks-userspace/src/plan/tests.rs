@@ -128,18 +128,18 @@ fn kubenet_on_a_slash_24_spends_only_node_addresses() {
 fn azure_usage_counts_max_pods_per_node() {
     let plan = plan_of(&example("azure-ebpf.yaml"));
     let usage = &plan.subnet_usage[0];
-    // nodepool1: 2 × (30 + 1), win: 1 × (20 + 1).
+    // nodepool1: 2 × (30 + 1), win: 1 × (40 + 1).
     assert_eq!(usage.used_by_nodes, 3);
-    assert_eq!(usage.reserved_for_pods, 80);
-    assert_eq!(usage.free, 251 - 83);
-    assert_eq!(usage.pools[0].more_nodes_fit, (251 - 83) / 31);
-    assert_eq!(usage.pools[1].more_nodes_fit, (251 - 83) / 21);
+    assert_eq!(usage.reserved_for_pods, 100);
+    assert_eq!(usage.free, 251 - 103);
+    assert_eq!(usage.pools[0].more_nodes_fit, (251 - 103) / 31);
+    assert_eq!(usage.pools[1].more_nodes_fit, (251 - 103) / 41);
     // The Windows node's block follows the Linux ones.
     let win = plan.node("win-0").expect("win-0");
     let block = win.pod_block.expect("block");
     assert_eq!(
         (block.first, block.last),
-        (ip("10.224.0.67"), ip("10.224.0.86"))
+        (ip("10.224.0.67"), ip("10.224.0.106"))
     );
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
 }
@@ -158,14 +158,15 @@ fn pod_subnet_addresses_start_at_its_fifth_address() {
         [
             ip("10.225.0.4"),
             ip("10.225.0.5"),
-            ip("10.225.0.34"),
-            ip("10.225.0.35")
+            // Pod Subnet's default maxPods is 110: node 1's block starts 110 later.
+            ip("10.225.0.114"),
+            ip("10.225.0.115")
         ]
     );
     assert_eq!(plan.subnet_usage.len(), 2);
     assert_eq!(plan.subnet_usage[0].reserved_for_pods, 0);
     assert_eq!(plan.subnet_usage[1].used_by_nodes, 0);
-    assert_eq!(plan.subnet_usage[1].reserved_for_pods, 60);
+    assert_eq!(plan.subnet_usage[1].reserved_for_pods, 220);
 }
 
 #[test]
@@ -228,4 +229,20 @@ fn every_example_plans_and_renders() {
         assert_eq!(json["nodes"][0]["ip"], "10.224.0.4", "{cell}");
         assert_eq!(json["services"][0]["clusterIP"], "10.0.0.20", "{cell}");
     }
+}
+
+#[test]
+fn notes_name_where_aks_differs_from_the_chapter_and_the_source() {
+    let kubenet = plan_of(&example("kubenet-ebpf.yaml"));
+    assert!(kubenet.notes[0].starts_with("kubenet: default maxPods 110"));
+    assert!(kubenet.notes[1].contains("configure-kubenet.md"));
+    assert!(kubenet.notes[2].contains("31 March 2028"));
+    let azure = plan_of(&example("azure-ebpf.yaml"));
+    assert!(azure.notes[0].starts_with("Azure CNI Node Subnet: default maxPods 30"));
+    assert!(azure.notes[1].contains("concepts-network-legacy-cni.md"));
+    let text = render(&azure);
+    assert!(
+        text.contains("NOTES (AKS today)\n- Azure CNI Node Subnet"),
+        "{text}"
+    );
 }
