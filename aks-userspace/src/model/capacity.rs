@@ -2,7 +2,7 @@
 //! validation (does it fit?) and the planner's usage report (how full is it?).
 
 use super::cluster::NodePool;
-use super::description::{NetworkPlugin, Vnet};
+use super::description::{PodNetwork, Vnet};
 use crate::cidr::Ipv4Cidr;
 
 /// Azure keeps the first four addresses of every subnet (network, gateway, two for DNS)
@@ -138,8 +138,9 @@ impl SubnetDemand {
     }
 }
 
-/// What each pool takes from each VNet subnet under the given plugin.
-pub fn subnet_demands(plugin: NetworkPlugin, vnet: &Vnet, pools: &[NodePool]) -> Vec<SubnetDemand> {
+/// What each pool takes from each VNet subnet under the given model. Overlay and kubenet
+/// pods are not VNet addresses, so only the nodes count.
+pub fn subnet_demands(network: PodNetwork, vnet: &Vnet, pools: &[NodePool]) -> Vec<SubnetDemand> {
     let demand = |pool: &NodePool, node: u64, pods: bool| PoolDemand {
         pool: pool.name.clone(),
         nodes: u64::from(pool.count),
@@ -147,12 +148,12 @@ pub fn subnet_demands(plugin: NetworkPlugin, vnet: &Vnet, pools: &[NodePool]) ->
         node_addresses_per_node: node,
         pod_addresses_per_node: if pods { u64::from(pool.max_pods) } else { 0 },
     };
-    let pod_subnet = match plugin {
-        NetworkPlugin::Azure => vnet.pod_subnet,
-        NetworkPlugin::Kubenet => None,
+    let pod_subnet = match network {
+        PodNetwork::AzurePodSubnet => vnet.pod_subnet,
+        _ => None,
     };
-    // With Azure CNI and no pod subnet, pods share the node subnet.
-    let pods_in_node_subnet = plugin == NetworkPlugin::Azure && pod_subnet.is_none();
+    // With Node Subnet, pods share the node subnet.
+    let pods_in_node_subnet = network == PodNetwork::AzureNodeSubnet;
     let mut demands = vec![SubnetDemand {
         field: "vnet.nodeSubnet",
         cidr: vnet.node_subnet,
@@ -171,7 +172,7 @@ pub fn subnet_demands(plugin: NetworkPlugin, vnet: &Vnet, pools: &[NodePool]) ->
     demands
 }
 
-/// kubenet: how many per-node /24s the pod CIDR has (0 if it is smaller than a /24).
+/// kubenet and Overlay: how many per-node /24s the pod CIDR has (0 if it is smaller than a /24).
 pub fn kubenet_node_ranges(pod_cidr: &Ipv4Cidr) -> u64 {
     pod_cidr.subnet_count(KUBENET_NODE_POD_PREFIX)
 }
@@ -199,7 +200,7 @@ mod tests {
     }
 
     fn azure_node_subnet(subnet: &str, pools: &[NodePool]) -> SubnetDemand {
-        subnet_demands(NetworkPlugin::Azure, &vnet(subnet, None), pools).remove(0)
+        subnet_demands(PodNetwork::AzureNodeSubnet, &vnet(subnet, None), pools).remove(0)
     }
 
     #[test]
@@ -252,20 +253,20 @@ mod tests {
     #[test]
     fn kubenet_spends_only_node_addresses() {
         let pools = [pool("p", 3, 110)];
-        let d = subnet_demands(NetworkPlugin::Kubenet, &vnet("10.224.0.0/24", None), &pools);
+        let d = subnet_demands(PodNetwork::Kubenet, &vnet("10.224.0.0/24", None), &pools);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].used(), 3);
         assert_eq!(d[0].pod_addresses(), 0);
         assert_eq!(d[0].free(), 248);
         // A /24 takes 251 kubenet nodes, not one more.
         let full = subnet_demands(
-            NetworkPlugin::Kubenet,
+            PodNetwork::Kubenet,
             &vnet("10.224.0.0/24", None),
             &[pool("p", 251, 110)],
         );
         assert!(full[0].fits());
         let over = subnet_demands(
-            NetworkPlugin::Kubenet,
+            PodNetwork::Kubenet,
             &vnet("10.224.0.0/24", None),
             &[pool("p", 252, 110)],
         );
@@ -276,7 +277,7 @@ mod tests {
     fn pod_subnet_splits_the_demand() {
         let pools = [pool("p", 4, 30)];
         let d = subnet_demands(
-            NetworkPlugin::Azure,
+            PodNetwork::AzurePodSubnet,
             &vnet("10.224.0.0/28", Some("10.225.0.0/25")),
             &pools,
         );
@@ -286,7 +287,7 @@ mod tests {
         assert!(d[0].fits() && d[1].fits());
         let five = [pool("p", 5, 30)];
         let d = subnet_demands(
-            NetworkPlugin::Azure,
+            PodNetwork::AzurePodSubnet,
             &vnet("10.224.0.0/28", Some("10.225.0.0/25")),
             &five,
         );
@@ -299,7 +300,7 @@ mod tests {
         // 251 assignable: 200 used is 79.7 %, 201 used is 80.08 %.
         let at = |nodes| {
             subnet_demands(
-                NetworkPlugin::Kubenet,
+                PodNetwork::Kubenet,
                 &vnet("10.224.0.0/24", None),
                 &[pool("p", nodes, 110)],
             )

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use super::description::PodNetwork;
 use crate::cidr::Ipv4Cidr;
 
-/// `az aks create --pod-cidr` default (kubenet).
+/// `az aks create --pod-cidr` default (kubenet and Overlay).
 pub const POD_CIDR: Ipv4Cidr = cidr(10, 244, 0, 0, 16);
 /// `az aks create --service-cidr` default.
 pub const SERVICE_CIDR: Ipv4Cidr = cidr(10, 0, 0, 0, 16);
@@ -19,9 +19,11 @@ pub const ON_PREM_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
 
 /// `--max-pods` default of each model (concepts-network-ip-address-planning.md, "Maximum
 /// pods per node"): 30 for Node Subnet (every pod costs a node subnet address, reserved up
-/// front), 110 for Pod Subnet and kubenet (the Kubernetes default).
+/// front), 110 for Pod Subnet and kubenet (the Kubernetes default), 250 for Overlay (pods
+/// cost no VNet address and each node has a /24).
 pub fn max_pods(network: PodNetwork) -> u32 {
     match network {
+        PodNetwork::AzureOverlay => 250,
         PodNetwork::AzureNodeSubnet => 30,
         PodNetwork::AzurePodSubnet | PodNetwork::Kubenet => 110,
     }
@@ -56,7 +58,9 @@ pub fn non_masquerade_cidrs(
     on_prem: Ipv4Cidr,
 ) -> Vec<Ipv4Cidr> {
     match network {
-        PodNetwork::Kubenet => pod_cidr.into_iter().collect(),
+        // Overlay: pod → pod keeps pod addresses, anything outside the pod CIDR leaves
+        // with the node address (concepts-network-azure-cni-overlay.md).
+        PodNetwork::Kubenet | PodNetwork::AzureOverlay => pod_cidr.into_iter().collect(),
         PodNetwork::AzureNodeSubnet => vec![address_space],
         PodNetwork::AzurePodSubnet => vec![address_space, on_prem],
     }

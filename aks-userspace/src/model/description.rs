@@ -17,6 +17,9 @@ pub struct ClusterDescription {
     /// Short name; prefixes every namespace and interface aksnet creates.
     pub name: String,
     pub network_plugin: NetworkPlugin,
+    /// `overlay` with `networkPlugin: azure`: Azure CNI Overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_plugin_mode: Option<NetworkPluginMode>,
     pub datapath: Datapath,
     pub vnet: Vnet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +56,15 @@ pub enum NetworkPlugin {
     Azure,
     /// kubenet: pods take addresses from a private pod CIDR, one /24 per node.
     Kubenet,
+}
+
+/// `az aks create --network-plugin-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPluginMode {
+    /// Azure CNI Overlay: pods take addresses from the private `podCidr`, one /24 per
+    /// node; the VNet carries only node addresses.
+    Overlay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +172,9 @@ pub enum PodNetwork {
     AzureNodeSubnet,
     /// Azure CNI Pod Subnet: pods take addresses of a separate VNet subnet.
     AzurePodSubnet,
+    /// Azure CNI Overlay: a /24 of the private pod CIDR per node, no VNet routes for pods;
+    /// the default for new clusters (concepts-network-azure-cni-overlay.md).
+    AzureOverlay,
 }
 
 impl PodNetwork {
@@ -169,17 +184,30 @@ impl PodNetwork {
             PodNetwork::Kubenet => "kubenet",
             PodNetwork::AzureNodeSubnet => "Azure CNI Node Subnet",
             PodNetwork::AzurePodSubnet => "Azure CNI Pod Subnet",
+            PodNetwork::AzureOverlay => "Azure CNI Overlay",
         }
+    }
+
+    /// Pods take addresses from the private `podCidr`, a /24 per node (kubenet, Overlay).
+    pub fn private_pod_cidr(self) -> bool {
+        matches!(self, PodNetwork::Kubenet | PodNetwork::AzureOverlay)
     }
 }
 
 impl ClusterDescription {
     /// Which of the AKS models this description asks for.
+    /// Validation refuses the combinations that name two models (overlay with kubenet or
+    /// with a pod subnet).
     pub fn pod_network(&self) -> PodNetwork {
-        match (self.network_plugin, self.vnet.pod_subnet) {
-            (NetworkPlugin::Kubenet, _) => PodNetwork::Kubenet,
-            (NetworkPlugin::Azure, None) => PodNetwork::AzureNodeSubnet,
-            (NetworkPlugin::Azure, Some(_)) => PodNetwork::AzurePodSubnet,
+        match (
+            self.network_plugin,
+            self.network_plugin_mode,
+            self.vnet.pod_subnet,
+        ) {
+            (NetworkPlugin::Kubenet, _, _) => PodNetwork::Kubenet,
+            (NetworkPlugin::Azure, Some(NetworkPluginMode::Overlay), _) => PodNetwork::AzureOverlay,
+            (NetworkPlugin::Azure, None, None) => PodNetwork::AzureNodeSubnet,
+            (NetworkPlugin::Azure, None, Some(_)) => PodNetwork::AzurePodSubnet,
         }
     }
 }
@@ -187,6 +215,7 @@ impl ClusterDescription {
 display_as_yaml! {
     NetworkPlugin { Azure => "azure", Kubenet => "kubenet" }
     Datapath { Ebpf => "ebpf", Iptables => "iptables" }
+    NetworkPluginMode { Overlay => "overlay" }
     OsType { Linux => "Linux", Windows => "Windows" }
     Protocol { Tcp => "TCP", Udp => "UDP" }
 }

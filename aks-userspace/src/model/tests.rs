@@ -24,6 +24,7 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
             node_subnet: cidr("10.224.0.0/24"),
             pod_subnet: None,
         },
+        network_plugin_mode: None,
         pod_cidr: None,
         service_cidr: None,
         dns_service_ip: None,
@@ -578,7 +579,7 @@ fn example_defaults_match_what_the_examples_spell_out() {
         bare.dns_service_ip = None;
         bare.non_masquerade_cidrs = None;
         bare.external_hosts = None;
-        if full.network_plugin == NetworkPlugin::Kubenet {
+        if full.pod_network().private_pod_cidr() {
             bare.pod_cidr = None;
         }
         assert_eq!(
@@ -698,4 +699,77 @@ fn service_cidr_must_be_smaller_than_a_slash_12() {
     );
     d.service_cidr = Some(cidr("10.0.0.0/8"));
     assert_eq!(failing_field(&d), "serviceCidr");
+}
+
+fn overlay(count: u32) -> ClusterDescription {
+    ClusterDescription {
+        network_plugin_mode: Some(NetworkPluginMode::Overlay),
+        ..base(NetworkPlugin::Azure, count)
+    }
+}
+
+#[test]
+fn defaults_for_overlay() {
+    let cluster = valid(&overlay(2));
+    assert_eq!(cluster.pod_network, PodNetwork::AzureOverlay);
+    assert_eq!(cluster.pod_cidr, Some(cidr("10.244.0.0/16")));
+    assert_eq!(cluster.node_pools[0].max_pods, 250);
+    assert_eq!(cluster.azure_pod_subnet(), None);
+    // Everything outside the pod CIDR is SNATed to the node.
+    assert_eq!(cluster.non_masquerade_cidrs, vec![cidr("10.244.0.0/16")]);
+}
+
+#[test]
+fn overlay_pod_cidr_needs_a_slash_24_per_node_and_no_route_table() {
+    // A /22 holds 4 node /24s: 4 nodes fit, 5 do not.
+    let mut d = overlay(4);
+    d.pod_cidr = Some(cidr("10.244.0.0/22"));
+    valid(&d);
+    d.node_pools[0].count = 5;
+    assert_eq!(
+        error_text(&d),
+        "podCidr: 10.244.0.0/22 holds 4 node /24s but Azure CNI Overlay gives each of the 5 \
+         nodes its own /24; use a /21 or larger, or fewer nodes"
+    );
+    // No 400-node route table limit: 401 nodes over two pools, nodes only in the subnet.
+    let mut d = overlay(300);
+    d.vnet.node_subnet = cidr("10.224.0.0/20");
+    d.pod_cidr = Some(cidr("10.244.0.0/15"));
+    d.node_pools.push(pool("user", 101));
+    valid(&d);
+    let mut k = base(NetworkPlugin::Kubenet, 401);
+    k.vnet.node_subnet = cidr("10.224.0.0/20");
+    assert!(error_text(&k).contains("networkPluginMode: overlay"));
+    // The node subnet holds only nodes: a /24 takes 251 Overlay nodes at maxPods 250.
+    valid(&overlay(251));
+    assert_eq!(failing_field(&overlay(252)), "vnet.nodeSubnet");
+}
+
+#[test]
+fn overlay_is_azure_only_without_a_pod_subnet_and_its_pod_cidr_stays_clear() {
+    let mut d = overlay(1);
+    d.network_plugin = NetworkPlugin::Kubenet;
+    assert_eq!(failing_field(&d), "networkPluginMode");
+    let mut d = overlay(1);
+    d.vnet.pod_subnet = Some(cidr("10.225.0.0/16"));
+    assert_eq!(failing_field(&d), "vnet.podSubnet");
+    let mut d = overlay(1);
+    d.pod_cidr = Some(cidr("10.224.128.0/17"));
+    assert!(error_text(&d).contains("overlaps vnet.addressSpace"));
+    d.pod_cidr = Some(cidr("172.31.0.0/16"));
+    assert!(error_text(&d).contains("which AKS reserves"));
+    // Node Subnet still refuses a pod CIDR, and names Overlay as the way to use one.
+    let mut a = base(NetworkPlugin::Azure, 1);
+    a.pod_cidr = Some(cidr("10.244.0.0/16"));
+    assert!(error_text(&a).contains("networkPluginMode: overlay"));
+}
+
+#[test]
+fn network_plugin_mode_parses_and_round_trips() {
+    let yaml = "name: ov\nnetworkPlugin: azure\nnetworkPluginMode: overlay\ndatapath: ebpf\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - { name: nodepool1, count: 1 }\n";
+    let d = parse(yaml).expect("overlay description");
+    assert_eq!(d.network_plugin_mode, Some(NetworkPluginMode::Overlay));
+    assert_eq!(parse(&to_yaml(&d)).expect("re-parse"), d);
+    let bad = yaml.replace("overlay", "underlay");
+    assert!(parse(&bad).is_err());
 }

@@ -9,8 +9,8 @@ use super::capacity::{self, SubnetDemand};
 use super::cluster::{Cluster, ExternalHosts, NodePool, Service};
 use super::defaults;
 use super::description::{
-    ClusterDescription, NetworkPlugin, NodePoolDescription, OnPremNetwork, OsType, Protocol,
-    ServiceDescription, Vnet,
+    ClusterDescription, NetworkPlugin, NodePoolDescription, OnPremNetwork, OsType, PodNetwork,
+    Protocol, ServiceDescription, Vnet,
 };
 use super::error::PlanError;
 use crate::cidr::Ipv4Cidr;
@@ -38,19 +38,22 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     let plugin = description.network_plugin;
     let network = description.pod_network();
     check_cluster_name(&description.name)?;
+    check_plugin_mode(description)?;
     check_vnet(plugin, &description.vnet)?;
     check_not_reserved("vnet.addressSpace", description.vnet.address_space)?;
     let address_space = description.vnet.address_space;
 
-    let pod_cidr = match (plugin, description.pod_cidr) {
-        (NetworkPlugin::Kubenet, cidr) => Some(cidr.unwrap_or(defaults::POD_CIDR)),
-        (NetworkPlugin::Azure, None) => None,
-        (NetworkPlugin::Azure, Some(cidr)) => {
+    let pod_cidr = match (network.private_pod_cidr(), description.pod_cidr) {
+        (true, cidr) => Some(cidr.unwrap_or(defaults::POD_CIDR)),
+        (false, None) => None,
+        (false, Some(cidr)) => {
             return Err(PlanError::invalid(
                 "podCidr",
                 format!(
-                    "{cidr} is set but Azure CNI gives pods VNet addresses and ignores it; \
-                     remove podCidr (or use vnet.podSubnet), or set networkPlugin: kubenet"
+                    "{cidr} is set but {} gives pods VNet addresses and ignores it; remove \
+                     podCidr, or set networkPluginMode: overlay (Azure CNI Overlay) or \
+                     networkPlugin: kubenet",
+                    network.title()
                 ),
             ))
         }
@@ -61,9 +64,10 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
             return Err(PlanError::invalid(
                 "podCidr",
                 format!(
-                    "{pod_cidr} overlaps vnet.addressSpace {address_space}; kubenet pod \
+                    "{pod_cidr} overlaps vnet.addressSpace {address_space}; {} pod \
                      addresses must not be VNet addresses, choose a range outside it \
                      (the AKS default is {})",
+                    network.title(),
                     defaults::POD_CIDR
                 ),
             ));
@@ -97,10 +101,10 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     let node_count: u64 = node_pools.iter().map(|p| u64::from(p.count)).sum();
 
     if let Some(pod_cidr) = pod_cidr {
-        check_kubenet_scale(node_count, pod_cidr)?;
+        check_pod_cidr_scale(network, node_count, pod_cidr)?;
     }
-    for demand in capacity::subnet_demands(plugin, &description.vnet, &node_pools) {
-        check_subnet_fits(plugin, &demand)?;
+    for demand in capacity::subnet_demands(network, &description.vnet, &node_pools) {
+        check_subnet_fits(network, &demand)?;
     }
 
     let pods_per_node = description.pods_per_node.unwrap_or(defaults::PODS_PER_NODE);
@@ -157,6 +161,34 @@ fn check_cluster_name(name: &str) -> Result<(), PlanError> {
                  at most {MAX_CLUSTER_NAME_LEN} characters of lowercase letters, digits and \
                  dashes, starting with a letter and not ending with a dash (e.g. `demo`)",
                 name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `networkPluginMode: overlay` is a mode of Azure CNI, and its pods never take VNet
+/// addresses, so a pod subnet contradicts it.
+fn check_plugin_mode(description: &ClusterDescription) -> Result<(), PlanError> {
+    let Some(mode) = description.network_plugin_mode else {
+        return Ok(());
+    };
+    if description.network_plugin == NetworkPlugin::Kubenet {
+        return Err(PlanError::invalid(
+            "networkPluginMode",
+            format!(
+                "{mode} is a mode of Azure CNI, not of kubenet; set networkPlugin: azure for \
+                 Azure CNI Overlay, or remove networkPluginMode"
+            ),
+        ));
+    }
+    if let Some(pod_subnet) = description.vnet.pod_subnet {
+        return Err(PlanError::invalid(
+            "vnet.podSubnet",
+            format!(
+                "{pod_subnet} is set but Azure CNI Overlay pods take addresses from podCidr, \
+                 not from the VNet; remove vnet.podSubnet, or remove networkPluginMode for \
+                 Azure CNI Pod Subnet"
             ),
         ));
     }
@@ -411,14 +443,21 @@ fn resolve_node_pools(
     Ok(resolved)
 }
 
-fn check_kubenet_scale(node_count: u64, pod_cidr: Ipv4Cidr) -> Result<(), PlanError> {
-    if node_count > KUBENET_MAX_NODES {
+/// kubenet and Overlay give each node a /24 of the pod CIDR; kubenet also needs a route
+/// table entry per node, Overlay none (the VNet never learns pod routes).
+fn check_pod_cidr_scale(
+    network: PodNetwork,
+    node_count: u64,
+    pod_cidr: Ipv4Cidr,
+) -> Result<(), PlanError> {
+    if network == PodNetwork::Kubenet && node_count > KUBENET_MAX_NODES {
         return Err(PlanError::invalid(
             "nodePools",
             format!(
                 "{node_count} nodes, but kubenet needs one route table entry per node and an \
                  Azure route table holds {KUBENET_MAX_NODES}; use at most {KUBENET_MAX_NODES} \
-                 nodes or networkPlugin: azure"
+                 nodes, or Azure CNI Overlay (networkPlugin: azure, networkPluginMode: \
+                 overlay), which needs no route table"
             ),
         ));
     }
@@ -430,15 +469,16 @@ fn check_kubenet_scale(node_count: u64, pod_cidr: Ipv4Cidr) -> Result<(), PlanEr
         return Err(PlanError::invalid(
             "podCidr",
             format!(
-                "{pod_cidr} holds {ranges} node /24s but kubenet gives each of the {node_count} \
-                 nodes its own /24; {suggestion}fewer nodes"
+                "{pod_cidr} holds {ranges} node /24s but {} gives each of the {node_count} \
+                 nodes its own /24; {suggestion}fewer nodes",
+                network.title()
             ),
         ));
     }
     Ok(())
 }
 
-fn check_subnet_fits(plugin: NetworkPlugin, demand: &SubnetDemand) -> Result<(), PlanError> {
+fn check_subnet_fits(network: PodNetwork, demand: &SubnetDemand) -> Result<(), PlanError> {
     if demand.fits() {
         return Ok(());
     }
@@ -454,9 +494,10 @@ fn check_subnet_fits(plugin: NetworkPlugin, demand: &SubnetDemand) -> Result<(),
             format!("{} nodes × {per_node} ({})", p.nodes, p.pool)
         })
         .collect();
-    let what = match plugin {
-        NetworkPlugin::Azure => "Azure CNI",
-        NetworkPlugin::Kubenet => "kubenet",
+    let what = match network {
+        PodNetwork::AzureNodeSubnet | PodNetwork::AzurePodSubnet => "Azure CNI",
+        PodNetwork::AzureOverlay => "Azure CNI Overlay",
+        PodNetwork::Kubenet => "kubenet",
     };
     let mut fixes = Vec::new();
     if let Some(prefix) = Ipv4Cidr::prefix_for(demand.required()) {

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cidr::Ipv4Cidr;
 use crate::model::capacity::{FIRST_ASSIGNABLE_INDEX, KUBENET_NODE_POD_PREFIX};
-use crate::model::{Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, Protocol};
+use crate::model::{
+    Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, PodNetwork, Protocol,
+};
 
 pub use render::render;
 pub use usage::{PodCidrUsage, PoolUsage, SubnetUsage, Warning};
@@ -23,6 +25,8 @@ pub use usage::{PodCidrUsage, PoolUsage, SubnetUsage, Warning};
 pub struct Plan {
     pub name: String,
     pub network_plugin: NetworkPlugin,
+    /// Which AKS model: kubenet, Node Subnet, Pod Subnet or Overlay.
+    pub pod_network: PodNetwork,
     pub datapath: Datapath,
     pub address_space: Ipv4Cidr,
     pub node_subnet: Ipv4Cidr,
@@ -62,7 +66,8 @@ pub struct Node {
     /// Address of the node's NIC in the node subnet.
     pub ip: Ipv4Addr,
     pub max_pods: u32,
-    /// kubenet: this node's /24 of the pod CIDR (the bridge `cbr0` holds its .1).
+    /// kubenet and Overlay: this node's /24 of the pod CIDR (the bridge `cbr0` holds its
+    /// .1 on the iptables datapath).
     pub pod_cidr: Option<Ipv4Cidr>,
     /// Address pods use as their default gateway: the bridge address (kubenet), or `None`
     /// for Azure CNI, where pods route via the node (the emulation picks a link address).
@@ -148,12 +153,17 @@ impl Plan {
 /// fits; an address that does not exist still becomes an error rather than a panic.
 pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
     let nodes = place_nodes(cluster)?;
-    let route_table = route_table(&nodes);
+    let route_table = match cluster.pod_network {
+        // The point of Overlay: the VNet never learns a pod route.
+        PodNetwork::AzureOverlay => Vec::new(),
+        _ => route_table(&nodes),
+    };
     let services = place_services(cluster, &nodes);
     let (subnet_usage, pod_cidr_usage, warnings) = usage::usage(cluster);
     Ok(Plan {
         name: cluster.name.clone(),
         network_plugin: cluster.network_plugin,
+        pod_network: cluster.pod_network,
         datapath: cluster.datapath,
         address_space: cluster.vnet.address_space,
         node_subnet: cluster.vnet.node_subnet,

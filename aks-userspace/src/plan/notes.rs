@@ -26,6 +26,12 @@ pub fn notes(cluster: &Cluster) -> Vec<String> {
              emulation masquerades only the internet, where Azure's outbound load balancer \
              would."
             .to_string(),
+        PodNetwork::AzureOverlay => "Overlay: pods take podCidr addresses, a /24 per node; \
+             the VNet has no route for them (no UDR, no 400-route limit); pod → pod across \
+             nodes keeps pod addresses through the overlay, everything outside podCidr is \
+             SNATed to the node, and VNet and on-prem hosts cannot open connections to pods \
+             (concepts-network-azure-cni-overlay.md)."
+            .to_string(),
     });
     if network == PodNetwork::Kubenet {
         notes.push(

@@ -246,3 +246,25 @@ fn notes_name_where_aks_differs_from_the_chapter_and_the_source() {
         "{text}"
     );
 }
+
+#[test]
+fn overlay_gives_nodes_pod_cidr_slash_24s_and_the_vnet_no_routes() {
+    let plan = plan_of(&example("azure-overlay-ebpf.yaml"));
+    assert_eq!(plan.pod_network, model::PodNetwork::AzureOverlay);
+    assert!(plan.route_table.is_empty(), "{:?}", plan.route_table);
+    let node1 = plan.node("nodepool1-1").expect("node 1");
+    assert_eq!(node1.pod_cidr, Some("10.244.1.0/24".parse().expect("cidr")));
+    assert_eq!(node1.pod_block, None);
+    let pods: Vec<_> = node1.pods.iter().map(|p| p.ip).collect();
+    assert_eq!(pods, [ip("10.244.1.2"), ip("10.244.1.3")]);
+    // Only node addresses in the node subnet.
+    assert_eq!(plan.subnet_usage[0].reserved_for_pods, 0);
+    assert_eq!(plan.nodes[0].max_pods, 250);
+    let text = render(&plan);
+    assert!(text.contains("networkPluginMode overlay"), "{text}");
+    assert!(text.contains("VNET ROUTES (none for pods"), "{text}");
+    assert!(
+        text.contains("concepts-network-azure-cni-overlay.md"),
+        "{text}"
+    );
+}

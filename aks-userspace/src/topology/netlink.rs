@@ -8,13 +8,13 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Context, Result};
 use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth};
-use rtnetlink::packet_route::neighbour::NeighbourState;
+use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
     RouteMessageBuilder,
 };
 
-use super::spec::{format_mac, BridgeSpec, NamespaceSpec, VethSpec};
+use super::spec::{format_mac, BridgeSpec, NamespaceSpec, VethSpec, VxlanSpec};
 use crate::netns;
 
 /// Configures the namespace `spec.name` as `spec` says. The namespace and the namespaces
@@ -50,6 +50,9 @@ async fn configure(handle: &Handle, spec: &NamespaceSpec) -> Result<()> {
     }
     for bridge in &spec.bridges {
         add_bridge(handle, bridge).await?;
+    }
+    for tunnel in &spec.tunnels {
+        add_vxlan(handle, tunnel).await?;
     }
     for iface in &spec.interfaces {
         let index = if_index(&iface.name)?;
@@ -174,6 +177,44 @@ async fn add_bridge(handle: &Handle, bridge: &BridgeSpec) -> Result<()> {
                     format!("setting hairpin mode on port {port} of {}", bridge.name)
                 })?;
         }
+    }
+    Ok(())
+}
+
+/// Creates the VXLAN device (learning off: every peer is known) and its forwarding
+/// entries, `bridge fdb append MAC dev NAME dst REMOTE self permanent` in `ip` terms.
+async fn add_vxlan(handle: &Handle, tunnel: &VxlanSpec) -> Result<()> {
+    let message = LinkVxlan::new(&tunnel.name, tunnel.vni)
+        .dev(if_index(&tunnel.underlay)?)
+        .local(tunnel.local)
+        .port(tunnel.port)
+        .learning(false)
+        .address(tunnel.mac.to_vec())
+        .build();
+    handle
+        .link()
+        .add(message)
+        .execute()
+        .await
+        .with_context(|| format!("creating VXLAN device {}", tunnel.name))?;
+    let index = if_index(&tunnel.name)?;
+    for peer in &tunnel.peers {
+        handle
+            .neighbours()
+            .add_bridge(index, &peer.mac)
+            .destination(IpAddr::V4(peer.remote))
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .execute()
+            .await
+            .with_context(|| {
+                format!(
+                    "adding forwarding entry {} dst {} on {}",
+                    format_mac(&peer.mac),
+                    peer.remote,
+                    tunnel.name
+                )
+            })?;
     }
     Ok(())
 }
