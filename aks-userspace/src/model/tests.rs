@@ -185,12 +185,24 @@ fn azure_cni_pod_subnet_boundaries() {
     d.node_pools[0].count = 12;
     assert_eq!(failing_field(&d), "vnet.nodeSubnet");
 
-    let mut d = base(NetworkPlugin::Azure, 16);
-    d.max_pods = Some(30);
+    // Dynamic allocation: a batch of 16 per node for 2 pods, not maxPods up front.
+    // podSubnet /23 (512): 31 × 16 + 5 = 501 fits, 32 × 16 + 5 = 517 does not.
+    let mut d = base(NetworkPlugin::Azure, 31);
     d.vnet.pod_subnet = Some(cidr("10.225.0.0/23"));
     valid(&d);
-    d.node_pools[0].count = 17; // 17 × 30 + 5 = 515 > 512
-    assert_eq!(failing_field(&d), "vnet.podSubnet");
+    d.node_pools[0].count = 32;
+    assert_eq!(
+        error_text(&d),
+        "vnet.podSubnet: 10.225.0.0/23 has 512 addresses but Azure CNI needs 517: 32 nodes × \
+         1 batch of 16 (nodepool1) + 5 reserved by Azure; only 31 of the 32 nodes fit. Fix: \
+         use a /22 or larger, or fewer nodes"
+    );
+    // Nine pods per node leave fewer than 8 of a batch free: two batches per node.
+    d.pods_per_node = Some(9);
+    d.node_pools[0].count = 15; // 15 × 32 + 5 = 485 fits; 16 × 32 + 5 = 517 does not
+    valid(&d);
+    d.node_pools[0].count = 16;
+    assert!(error_text(&d).contains("16 nodes × 2 batches of 16"));
 }
 
 #[test]

@@ -103,11 +103,10 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     if let Some(pod_cidr) = pod_cidr {
         check_pod_cidr_scale(network, node_count, pod_cidr)?;
     }
-    for demand in capacity::subnet_demands(network, &description.vnet, &node_pools) {
+    let pods_per_node = description.pods_per_node.unwrap_or(defaults::PODS_PER_NODE);
+    for demand in capacity::subnet_demands(network, &description.vnet, &node_pools, pods_per_node) {
         check_subnet_fits(network, &demand)?;
     }
-
-    let pods_per_node = description.pods_per_node.unwrap_or(defaults::PODS_PER_NODE);
     check_pods_per_node(pods_per_node, &node_pools)?;
 
     let external_hosts = resolve_external_hosts(description, service_cidr, pod_cidr)?;
@@ -488,8 +487,8 @@ fn check_subnet_fits(network: PodNetwork, demand: &SubnetDemand) -> Result<(), P
         .map(|p| {
             let per_node = match (p.node_addresses_per_node, p.pod_addresses_per_node) {
                 (1, 0) => "1 address".to_string(),
-                (0, pods) => format!("{pods} maxPods"),
-                (_, pods) => format!("({pods} maxPods + 1)"),
+                (0, _) => p.pod_basis.clone(),
+                (_, _) => format!("({} + 1)", p.pod_basis),
             };
             format!("{} nodes × {per_node} ({})", p.nodes, p.pool)
         })
@@ -505,8 +504,9 @@ fn check_subnet_fits(network: PodNetwork, demand: &SubnetDemand) -> Result<(), P
     }
     fixes.push("fewer nodes".to_string());
     if let [pool] = demand.pools.as_slice() {
-        // The largest maxPods that fits this pool, if AKS would accept it.
-        if pool.pod_addresses_per_node > 0 {
+        // The largest maxPods that fits this pool, if AKS would accept it (Node Subnet:
+        // maxPods is what each node takes).
+        if network == PodNetwork::AzureNodeSubnet && pool.pod_addresses_per_node > 0 {
             let per_node = demand.assignable() / pool.nodes;
             let max_pods = per_node.saturating_sub(pool.node_addresses_per_node);
             if max_pods >= u64::from(*MAX_PODS_RANGE.start()) {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::Ipv4Cidr;
-use crate::model::capacity::{FIRST_ASSIGNABLE_INDEX, KUBENET_NODE_POD_PREFIX};
+use crate::model::capacity::{self, FIRST_ASSIGNABLE_INDEX, KUBENET_NODE_POD_PREFIX};
 use crate::model::{
     Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, PodNetwork, Protocol,
 };
@@ -72,7 +72,8 @@ pub struct Node {
     /// Address pods use as their default gateway: the bridge address (kubenet), or `None`
     /// for Azure CNI, where pods route via the node (the emulation picks a link address).
     pub pod_gateway: Option<Ipv4Addr>,
-    /// Azure CNI: the block of `max_pods` addresses assigned to this node's NIC.
+    /// Azure CNI: the addresses assigned to this node's NIC: `max_pods` of them up front
+    /// (Node Subnet), or the batches of 16 its pods need (Pod Subnet).
     pub pod_block: Option<AddressBlock>,
     /// The pods aksnet creates on this node.
     pub pods: Vec<Pod>,
@@ -202,6 +203,13 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
         Some(subnet) => (Some(subnet), FIRST_ASSIGNABLE_INDEX + node_count),
         None => (None, 0),
     };
+    // Node Subnet reserves maxPods per node up front; Pod Subnet hands out batches of 16
+    // as pods start, so a node holds only the batches its pods need.
+    let pod_batches = capacity::pod_subnet_batches(u64::from(cluster.pods_per_node));
+    let block_size = |pool: &crate::model::NodePool| match cluster.pod_network {
+        PodNetwork::AzurePodSubnet => pod_batches * capacity::POD_SUBNET_BATCH,
+        _ => u64::from(pool.max_pods),
+    };
     let mut nodes = Vec::new();
     for pool in &cluster.node_pools {
         for in_pool in 0..pool.count {
@@ -242,7 +250,7 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
             };
             let pod_block = match pod_range {
                 Some(range) => {
-                    let last = next_pod_index + u64::from(pool.max_pods) - 1;
+                    let last = next_pod_index + block_size(pool) - 1;
                     Some(AddressBlock {
                         first: range
                             .nth(next_pod_index)
@@ -255,7 +263,7 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
                 None => None,
             };
             if pod_range.is_some() {
-                next_pod_index += u64::from(pool.max_pods);
+                next_pod_index += block_size(pool);
             }
             nodes.push(Node {
                 name,

@@ -184,7 +184,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
     }
     writeln!(
         out,
-        "SUBNET USAGE (PODS = maxPods addresses reserved per node)\n{subnets}"
+        "SUBNET USAGE (PODS = pod addresses assigned to nodes: maxPods each up front with Node Subnet, batches of 16 with Pod Subnet)\n{subnets}"
     )?;
     write!(out, "{pools}")?;
     if let Some(usage) = &plan.pod_cidr_usage {

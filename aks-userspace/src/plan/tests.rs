@@ -158,15 +158,21 @@ fn pod_subnet_addresses_start_at_its_fifth_address() {
         [
             ip("10.225.0.4"),
             ip("10.225.0.5"),
-            // Pod Subnet's default maxPods is 110: node 1's block starts 110 later.
-            ip("10.225.0.114"),
-            ip("10.225.0.115")
+            // Pod Subnet hands out batches of 16, not maxPods: node 1's batch starts 16
+            // after node 0's.
+            ip("10.225.0.20"),
+            ip("10.225.0.21")
         ]
     );
     assert_eq!(plan.subnet_usage.len(), 2);
     assert_eq!(plan.subnet_usage[0].reserved_for_pods, 0);
     assert_eq!(plan.subnet_usage[1].used_by_nodes, 0);
-    assert_eq!(plan.subnet_usage[1].reserved_for_pods, 220);
+    assert_eq!(plan.subnet_usage[1].reserved_for_pods, 32);
+    let block = plan.nodes[1].pod_block.expect("a batch");
+    assert_eq!(
+        (block.first, block.last),
+        (ip("10.225.0.20"), ip("10.225.0.35"))
+    );
 }
 
 #[test]
