@@ -90,6 +90,27 @@ fn overlay_cluster(datapath: &str, tag: &str) {
         "{datapath}: node 1 routes node 0's pods into its tunnel: {back:?}"
     );
 
+    if datapath == "ebpf" {
+        // The datapath's own view: node 1's pods are an overlay route, unmasqueraded.
+        let out = aksnet_ok(&[
+            "inspect",
+            "routes",
+            "--cluster",
+            &name,
+            "--json",
+            "--node",
+            "nodepool1-0",
+            "--ip",
+            "10.244.1.2",
+        ]);
+        let picked: Value = serde_json::from_slice(&out.stdout).expect("inspect prints JSON");
+        let route = &picked[0];
+        assert_eq!(route["prefix"], "10.244.1.0/24", "{picked}");
+        assert_eq!(route["kind"], "remote-pods", "{route}");
+        assert_eq!(route["overlay"], true, "{route}");
+        assert_eq!(route["masquerade"], false, "{route}");
+    }
+
     let results = check(&name);
     // Every row as the check module's Overlay rules expect it.
     for row in &results {
