@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
-use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
@@ -137,19 +137,24 @@ async fn add_veth(handle: &Handle, veth: &VethSpec) -> Result<()> {
     })
 }
 
+/// Creates the link `message` describes (a `kind` named `name`); returns its index.
+async fn add_link(handle: &Handle, message: LinkMessage, name: &str, kind: &str) -> Result<u32> {
+    handle
+        .link()
+        .add(message)
+        .execute()
+        .await
+        .with_context(|| format!("creating {kind} {name}"))?;
+    if_index(name)
+}
+
 /// Creates the bridge and enslaves its ports (hairpin mode on each if asked). The
 /// bridge's addresses and state are configured with the other interfaces.
 async fn add_bridge(handle: &Handle, bridge: &BridgeSpec) -> Result<()> {
     let message = LinkMessageBuilder::<LinkBridge>::new(&bridge.name)
         .address(bridge.mac.to_vec())
         .build();
-    handle
-        .link()
-        .add(message)
-        .execute()
-        .await
-        .with_context(|| format!("creating bridge {}", bridge.name))?;
-    let bridge_index = if_index(&bridge.name)?;
+    let bridge_index = add_link(handle, message, &bridge.name, "bridge").await?;
     for port in &bridge.ports {
         let port_index = if_index(port)?;
         let enslave = LinkUnspec::new_with_index(port_index)
@@ -190,13 +195,7 @@ async fn add_vxlan(handle: &Handle, tunnel: &VxlanSpec) -> Result<()> {
         .learning(false)
         .address(tunnel.mac.to_vec())
         .build();
-    handle
-        .link()
-        .add(message)
-        .execute()
-        .await
-        .with_context(|| format!("creating VXLAN device {}", tunnel.name))?;
-    let index = if_index(&tunnel.name)?;
+    let index = add_link(handle, message, &tunnel.name, "VXLAN device").await?;
     for peer in &tunnel.peers {
         handle
             .neighbours()
