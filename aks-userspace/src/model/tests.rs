@@ -815,3 +815,20 @@ fn network_plugin_mode_parses_and_round_trips() {
     let bad = yaml.replace("overlay", "underlay");
     assert!(parse(&bad).is_err());
 }
+
+#[test]
+fn overlay_always_keeps_the_pod_cidr_unmasqueraded() {
+    let mut d = overlay(1);
+    d.non_masquerade_cidrs = Some(vec![cidr("192.168.100.0/24")]);
+    assert_eq!(
+        valid(&d).non_masquerade_cidrs,
+        [cidr("10.244.0.0/16"), cidr("192.168.100.0/24")]
+    );
+    // Already covered: left as written.
+    d.non_masquerade_cidrs = Some(vec![cidr("10.0.0.0/8")]);
+    d.service_cidr = Some(cidr("172.16.0.0/16"));
+    d.dns_service_ip = None;
+    d.vnet.address_space = cidr("172.20.0.0/16");
+    d.vnet.node_subnet = cidr("172.20.0.0/24");
+    assert_eq!(valid(&d).non_masquerade_cidrs, [cidr("10.0.0.0/8")]);
+}

@@ -110,7 +110,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     check_pods_per_node(pods_per_node, &node_pools)?;
 
     let external_hosts = resolve_external_hosts(description, service_cidr, pod_cidr)?;
-    let non_masquerade_cidrs = description.non_masquerade_cidrs.clone().unwrap_or_else(|| {
+    let mut non_masquerade_cidrs = description.non_masquerade_cidrs.clone().unwrap_or_else(|| {
         defaults::non_masquerade_cidrs(
             network,
             address_space,
@@ -118,6 +118,13 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
             external_hosts.on_prem.cidr,
         )
     });
+    // Overlay: AKS's reconciled ip-masq-agent configuration always holds the pod CIDR; a
+    // custom list adds to it (update-azure-cni.md). Pod addresses never leave the overlay.
+    if let (PodNetwork::AzureOverlay, Some(pods)) = (network, pod_cidr) {
+        if !non_masquerade_cidrs.iter().any(|c| c.contains_cidr(&pods)) {
+            non_masquerade_cidrs.insert(0, pods);
+        }
+    }
 
     let services = resolve_services(
         &description.services,

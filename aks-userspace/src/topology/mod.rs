@@ -8,7 +8,7 @@ mod netlink;
 pub mod overlay;
 pub mod spec;
 
-pub use build::{build, teardown};
+pub use build::{build, rebuild, teardown};
 pub use spec::{
     BridgeSpec, InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, TunnelPeer, VethSpec,
     VxlanSpec,
