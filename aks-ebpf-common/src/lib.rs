@@ -14,14 +14,18 @@ pub mod conntrack;
 pub mod endpoint;
 pub mod event;
 pub mod lb;
+mod names;
 pub mod nsg;
 pub mod route;
 pub mod stats;
+pub mod wire;
 
 pub use config::{NodeConfig, CONFIG_MAP};
 pub use conntrack::{CtEntry, FlowKey, NatTarget, CONNTRACK_MAP, NAT_MAP};
 pub use endpoint::{Endpoint, ENDPOINTS_CAPACITY, ENDPOINTS_MAP};
-pub use event::{DatapathEvent, Program, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
+pub use event::{
+    DatapathEvent, Program, EVENTS_LOST_MAP, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE,
+};
 pub use nsg::{NsgRule, NSG_CAPACITY, NSG_MAP};
 pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE};
 pub use stats::{Reason, ReasonCounter, STATS_MAP};
