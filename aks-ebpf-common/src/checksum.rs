@@ -91,7 +91,10 @@ mod tests {
         let check = full_checksum(&header);
         header[10..12].copy_from_slice(&check.to_be_bytes());
         let sum = |h: &[u8]| {
-            fold(h.chunks(2).fold(0, |s, w| add_word(s, u16::from_be_bytes([w[0], w[1]]))))
+            fold(
+                h.chunks(2)
+                    .fold(0, |s, w| add_word(s, u16::from_be_bytes([w[0], w[1]]))),
+            )
         };
         assert_eq!(sum(&header), 0xffff, "an intact header verifies");
         let old = crate::addr::ipv4([10, 224, 0, 4]);

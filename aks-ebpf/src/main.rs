@@ -12,11 +12,13 @@
 
 mod events;
 mod forward;
+mod icmp_error;
 mod lb;
 mod maps;
 mod nat;
 mod nsg;
 mod packet;
+mod rewrite;
 mod routing;
 mod stats;
 

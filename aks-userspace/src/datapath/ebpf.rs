@@ -3,15 +3,14 @@
 //! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
 
 use aks_ebpf_common::{
-    addr, config::POD_ADDRESSING_PRIVATE, config::POD_ADDRESSING_VNET, nsg, Endpoint, NodeConfig,
-    NsgRule, Route, RouteKind, ROUTE_MASQUERADE,
+    addr, nsg, Endpoint, NodeConfig, NsgRule, Route, RouteKind, ROUTE_MASQUERADE,
 };
 use anyhow::{Context, Result};
 
 use super::Datapath;
 use crate::cidr::Ipv4Cidr;
 use crate::ebpf::{map_addr, monotonic_now_ns, GcReport, NodeDatapath, NodeLogStream, Timeouts};
-use crate::model::{self, nsg::Access, nsg::SecurityRule, NetworkPlugin};
+use crate::model::{self, nsg::Access, nsg::SecurityRule};
 use crate::netns;
 use crate::plan::Plan;
 use crate::state::ClusterState;
@@ -148,16 +147,14 @@ fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
     Ok(NodeConfig {
         node_ip: map_addr(node.address),
         uplink_ifindex: netns::interface_index(&node.namespace, &node.uplink)?,
-        pod_addressing: match plan.network_plugin {
-            NetworkPlugin::Azure => POD_ADDRESSING_VNET,
-            NetworkPlugin::Kubenet => POD_ADDRESSING_PRIVATE,
-        },
         nsg_rules: 0,
         uplink_mac: node.uplink_mac,
         gateway_mac: node.gateway_mac,
         ready: 1,
         nat_port_min: plan.conntrack.nat_port_min,
         nat_port_max: plan.conntrack.nat_port_max,
+        service_net: map_addr(plan.service_cidr.network()),
+        service_mask: addr::netmask(u32::from(plan.service_cidr.prefix())),
     })
 }
 
