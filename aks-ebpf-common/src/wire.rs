@@ -26,6 +26,8 @@ pub const ETH_SRC: usize = 6;
 
 /// IPv4 header (RFC 791).
 pub const IPV4_HLEN: usize = 20;
+/// Options make the header at most 60 bytes.
+pub const IPV4_MAX_OPTIONS: usize = 40;
 pub const IPV4_TOTAL_LEN: usize = 2;
 pub const IPV4_TTL: usize = 8;
 pub const IPV4_CHECKSUM: usize = 10;

@@ -12,7 +12,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 
-use crate::packet::{parse_ipv4, transport, Frame};
+use crate::packet::{parse_ipv4, ports, Frame};
 
 #[btf_map]
 static EVENTS: RingBuf<DatapathEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
@@ -69,10 +69,8 @@ fn fill_tuple(frame: &Frame, event: &mut DatapathEvent) {
     event.src_addr = ip.src();
     event.dst_addr = ip.dst();
     event.protocol = ip.protocol();
-    if let Ok(Some(l4)) = transport(frame, &ip) {
-        if let Some((src_port, dst_port)) = l4.ports(event.protocol) {
-            event.src_port = src_port;
-            event.dst_port = dst_port;
-        }
+    if let Ok(Some((src_port, dst_port))) = ports(frame, &ip) {
+        event.src_port = src_port;
+        event.dst_port = dst_port;
     }
 }

@@ -10,20 +10,19 @@
 use aks_ebpf_common::{
     checksum::{replace_u16, replace_u32},
     wire::{
-        ICMP_CHECKSUM, ICMP_ECHO_ID, ICMP_ECHO_REQUEST, ICMP_HLEN, IPV4_FRAG_OFFSET_MASK,
-        IPV4_HLEN, L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_CHECKSUM,
-        UDP_CHECKSUM,
+        ETH_HLEN, ICMP_CHECKSUM, ICMP_ECHO_ID, ICMP_ECHO_REQUEST, ICMP_HLEN, IPV4_CHECKSUM,
+        IPV4_DST, IPV4_FRAG_OFFSET_MASK, IPV4_HLEN, IPV4_SRC, L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP,
+        PROTO_TCP, PROTO_UDP, TCP_CHECKSUM, UDP_CHECKSUM,
     },
-    FlowKey, NatTarget,
+    FlowKey, NatTarget, Reason,
 };
+use aya_ebpf::programs::TcContext;
 use network_types::ip::Ipv4Hdr;
 
-use crate::{
-    nat,
-    packet::{Frame, Ipv4Frame},
-};
+use crate::{nat, packet::Ipv4Frame};
 
 /// The quoted packet of an ICMP error: where it sits and the flow it belongs to.
+/// Offsets from the start of the frame.
 pub struct Quote {
     icmp_at: usize,
     ip_at: usize,
@@ -33,20 +32,19 @@ pub struct Quote {
     nat_port: u16,
 }
 
-/// If `ip` (addressed to the node, `node`) is an ICMP error quoting a packet of a
-/// masqueraded flow: the quote and the pod it goes back to. `None` for anything else,
-/// including a quote too short to name the flow (the node's stack ignores those too).
+// The quote lies at offsets that depend on two header lengths; it is read and written
+// through the skb helpers, which check every access themselves, rather than through
+// packet pointers whose ranges the verifier would have to follow.
+
+/// If `ip` (addressed to the node) is an ICMP error quoting a packet of a masqueraded
+/// flow: the quote and the pod it goes back to. `None` for anything else, including a
+/// quote too short to name the flow (the node's stack ignores those too).
 #[inline(always)]
-pub fn about_masqueraded_flow(
-    frame: &Frame,
-    ip: &Ipv4Frame,
-    node: u32,
-) -> Option<(Quote, NatTarget)> {
+pub fn about_masqueraded_flow(ctx: &TcContext, ip: &Ipv4Frame) -> Option<(Quote, NatTarget)> {
+    let node = ip.dst();
     let icmp_at = ip.l4_offset();
     let ip_at = icmp_at + ICMP_HLEN;
-    let inner: *const Ipv4Hdr = frame.header(ip_at)?;
-    // SAFETY: bounds-checked by `header`.
-    let inner = unsafe { *inner };
+    let inner: Ipv4Hdr = ctx.load(ip_at).ok()?;
     let ihl = usize::from(inner.vihl & 0x0f) * 4;
     let later_fragment = u16::from_be_bytes(inner.frags) & IPV4_FRAG_OFFSET_MASK != 0;
     if inner.vihl >> 4 != 4 || ihl < IPV4_HLEN || later_fragment {
@@ -57,9 +55,7 @@ pub fn about_masqueraded_flow(
     }
     let l4_at = ip_at + ihl;
     // Every quote holds at least 8 bytes of the payload: ports, or the echo header.
-    let l4: *const [u8; 8] = frame.header(l4_at)?;
-    // SAFETY: bounds-checked by `header`.
-    let l4 = unsafe { *l4 };
+    let l4: [u8; 8] = ctx.load(l4_at).ok()?;
     let word = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     let (src_port, dst_port) = match inner.proto {
         PROTO_TCP | PROTO_UDP => (word(L4_SRC_PORT), word(L4_DST_PORT)),
@@ -80,64 +76,76 @@ pub fn about_masqueraded_flow(
     Some((quote, target))
 }
 
-/// Rewrites the error for the pod `to` (see the module comment). Direct packet access:
-/// every field was bounds-checked when the quote was found, or is checked here.
+/// Rewrites the error for the pod `to` (see the module comment); `node` is the address
+/// it was sent to.
 #[inline(always)]
-pub fn translate(frame: &Frame, ip: &Ipv4Frame, quote: &Quote, to: &NatTarget) -> Option<()> {
-    let node = ip.dst();
-    let outer = ip.ip_mut();
-    outer.dst_addr = to.addr.to_ne_bytes();
-    outer.check = replace_u32(u16::from_be_bytes(outer.check), node, to.addr).to_be_bytes();
-
-    let icmp: *mut [u8; ICMP_HLEN] = frame.header(quote.icmp_at)?;
-    let inner: *mut Ipv4Hdr = frame.header(quote.ip_at)?;
-    let port_at = if quote.protocol == PROTO_ICMP {
-        quote.l4_at + ICMP_ECHO_ID
-    } else {
-        quote.l4_at + L4_SRC_PORT
+pub fn translate(ctx: &TcContext, node: u32, quote: &Quote, to: &NatTarget) -> Result<(), Reason> {
+    let write_failed = |_| Reason::DropWriteError;
+    let checksum_failed = |_| Reason::DropChecksumError;
+    let icmp_check_at = quote.icmp_at + ICMP_CHECKSUM;
+    // The ICMP checksum covers the quote, not the outer header: one helper per change.
+    let icmp_replace = |old: u64, new: u64, size: u64| {
+        ctx.l4_csum_replace(icmp_check_at, old, new, size)
+            .map_err(checksum_failed)
     };
-    let port: *mut [u8; 2] = frame.header(port_at)?;
-    // SAFETY: all three bounds-checked by `header`; the packet is the program's to write.
-    let (icmp, inner, port) = unsafe { (&mut *icmp, &mut *inner, &mut *port) };
-    let mut icmp_check = u16::from_be_bytes([icmp[ICMP_CHECKSUM], icmp[ICMP_CHECKSUM + 1]]);
+
+    // The outer destination.
+    ctx.l3_csum_replace(
+        ETH_HLEN + IPV4_CHECKSUM,
+        u64::from(node),
+        u64::from(to.addr),
+        4,
+    )
+    .map_err(checksum_failed)?;
+    ctx.store(ETH_HLEN + IPV4_DST, &to.addr, 0)
+        .map_err(write_failed)?;
 
     // The quoted IPv4 header: source address and its own checksum.
-    let old_inner_check = u16::from_be_bytes(inner.check);
-    let new_inner_check = replace_u32(old_inner_check, node, to.addr);
-    inner.src_addr = to.addr.to_ne_bytes();
-    inner.check = new_inner_check.to_be_bytes();
-    icmp_check = replace_u32(icmp_check, node, to.addr);
-    icmp_check = replace_u16(icmp_check, old_inner_check, new_inner_check);
+    let inner_check_at = quote.ip_at + IPV4_CHECKSUM;
+    let old_inner: u16 = ctx.load(inner_check_at).map_err(write_failed)?;
+    let new_inner = replace_u32(u16::from_be(old_inner), node, to.addr).to_be();
+    ctx.store(quote.ip_at + IPV4_SRC, &to.addr, 0)
+        .map_err(write_failed)?;
+    ctx.store(inner_check_at, &new_inner, 0)
+        .map_err(write_failed)?;
+    icmp_replace(u64::from(node), u64::from(to.addr), 4)?;
+    icmp_replace(u64::from(old_inner), u64::from(new_inner), 2)?;
 
     // The quoted source port (or echo identifier).
-    *port = to.port.to_be_bytes();
-    icmp_check = replace_u16(icmp_check, quote.nat_port, to.port);
+    let port_at = quote.l4_at
+        + if quote.protocol == PROTO_ICMP {
+            ICMP_ECHO_ID
+        } else {
+            L4_SRC_PORT
+        };
+    let (old_port, new_port) = (quote.nat_port.to_be(), to.port.to_be());
+    ctx.store(port_at, &new_port, 0).map_err(write_failed)?;
+    icmp_replace(u64::from(old_port), u64::from(new_port), 2)?;
 
     // The quoted L4 checksum, when the quote reaches it (TCP's lies past the 8 bytes
     // every quote holds). UDP's 0 means "none" and stays so.
-    let checksum_at = quote.l4_at
+    let l4_check_at = quote.l4_at
         + match quote.protocol {
             PROTO_TCP => TCP_CHECKSUM,
             PROTO_UDP => UDP_CHECKSUM,
             _ => ICMP_CHECKSUM,
         };
-    if let Some(l4_check) = frame.header::<[u8; 2]>(checksum_at) {
-        // SAFETY: bounds-checked by `header`.
-        let l4_check = unsafe { &mut *l4_check };
-        let old = u16::from_be_bytes(*l4_check);
-        if quote.protocol != PROTO_UDP || old != 0 {
-            let mut new = replace_u16(old, quote.nat_port, to.port);
-            if quote.protocol != PROTO_ICMP {
-                // TCP and UDP checksums cover the source address (pseudo-header).
-                new = replace_u32(new, node, to.addr);
-            }
-            if quote.protocol == PROTO_UDP && new == 0 {
-                new = 0xffff;
-            }
-            *l4_check = new.to_be_bytes();
-            icmp_check = replace_u16(icmp_check, old, new);
-        }
+    let Ok(old) = ctx.load::<u16>(l4_check_at) else {
+        return Ok(());
+    };
+    let old = u16::from_be(old);
+    if quote.protocol == PROTO_UDP && old == 0 {
+        return Ok(());
     }
-    icmp[ICMP_CHECKSUM..ICMP_CHECKSUM + 2].copy_from_slice(&icmp_check.to_be_bytes());
-    Some(())
+    let mut new = replace_u16(old, quote.nat_port, to.port);
+    if quote.protocol != PROTO_ICMP {
+        // TCP and UDP checksums cover the source address (pseudo-header).
+        new = replace_u32(new, node, to.addr);
+    }
+    if quote.protocol == PROTO_UDP && new == 0 {
+        new = 0xffff;
+    }
+    ctx.store(l4_check_at, &new.to_be(), 0)
+        .map_err(write_failed)?;
+    icmp_replace(u64::from(old.to_be()), u64::from(new.to_be()), 2)
 }

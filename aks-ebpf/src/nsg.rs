@@ -15,8 +15,8 @@ pub fn filter(frame: &Frame) -> (Reason, u32) {
         Err(reason) => return (reason, XDP_DROP),
     };
     let (src, dst, protocol) = (ip.src(), ip.dst(), ip.protocol());
-    let port = match packet::transport(frame, &ip) {
-        Ok(l4) => l4.and_then(|l4| l4.ports(protocol)).map(|(_, dst)| dst),
+    let port = match packet::ports(frame, &ip) {
+        Ok(ports) => ports.map(|(_, dst)| dst),
         Err(reason) => return (reason, XDP_DROP),
     };
     let rules = maps::config().map_or(0, |c| c.nsg_rules);

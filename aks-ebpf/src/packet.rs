@@ -13,8 +13,8 @@ use aks_ebpf_common::{
     wire::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ICMP_CHECKSUM, ICMP_ECHO_ID,
         ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPV4_FRAG_OFFSET_MASK, IPV4_HLEN,
-        L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_CHECKSUM, TCP_FLAGS,
-        TCP_HLEN, UDP_CHECKSUM, UDP_HLEN,
+        IPV4_MAX_OPTIONS, L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_CHECKSUM,
+        TCP_FLAGS, TCP_HLEN, UDP_CHECKSUM, UDP_HLEN,
     },
     Reason,
 };
@@ -105,24 +105,39 @@ impl Ipv4Frame {
     /// Checks what a router checks before it forwards: the header checksum verifies,
     /// and the total length fits in the packet (`wire_len` bytes from the Ethernet
     /// header, the whole packet and not only its linear part) and covers the header.
+    ///
+    /// The fixed 20 bytes are read directly; options (rare, at most 40 bytes) are
+    /// copied by `load_options(offset, buffer, len)` into a zeroed buffer that is summed
+    /// whole (zeros add nothing). Straight-line code: no path per header length for the
+    /// verifier to follow through the rest of the program.
     #[inline(always)]
-    pub fn check(&self, frame: &Frame, wire_len: u32) -> Result<(), Reason> {
-        // SAFETY: as above.
+    pub fn check(
+        &self,
+        wire_len: u32,
+        load_options: impl FnOnce(usize, &mut [u8; IPV4_MAX_OPTIONS], u32) -> bool,
+    ) -> Result<(), Reason> {
+        // SAFETY: bounds-checked by `parse_ipv4`.
         let total = u16::from_be_bytes(unsafe { (*self.ip).tot_len }) as usize;
         if total < self.ihl || ETH_HLEN + total > wire_len as usize {
             return Err(Reason::DropBadIpLength);
         }
+        // SAFETY: the fixed header was bounds-checked by `parse_ipv4`.
+        let fixed = unsafe { *(self.ip as *const [u8; IPV4_HLEN]) };
+        let mut options = [0u8; IPV4_MAX_OPTIONS];
+        let options_len = self.ihl - IPV4_HLEN;
+        if options_len != 0 && !load_options(ETH_HLEN + IPV4_HLEN, &mut options, options_len as u32)
+        {
+            return Err(Reason::DropMalformed);
+        }
         let mut sum = 0u32;
-        // At most 60 bytes: 30 words.
-        for word in 0..30 {
-            if word * 2 >= self.ihl {
-                break;
-            }
-            let at: *const [u8; 2] = frame
-                .header(ETH_HLEN + word * 2)
-                .ok_or(Reason::DropMalformed)?;
-            // SAFETY: bounds-checked by `header`.
-            let bytes = unsafe { *at };
+        for word in 0..IPV4_HLEN / 2 {
+            sum = checksum::add_word(
+                sum,
+                u16::from_be_bytes([fixed[2 * word], fixed[2 * word + 1]]),
+            );
+        }
+        for word in 0..IPV4_MAX_OPTIONS / 2 {
+            let bytes = [options[2 * word], options[2 * word + 1]];
             sum = checksum::add_word(sum, u16::from_be_bytes(bytes));
         }
         if checksum::fold(sum) != 0xffff {
@@ -182,12 +197,31 @@ impl Transport {
     pub fn translatable(&self, protocol: u8) -> bool {
         protocol != PROTO_ICMP || matches!(self.icmp_type, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY)
     }
+}
 
-    /// The ports a filter or an event shows: TCP and UDP only.
-    #[inline(always)]
-    pub fn ports(&self, protocol: u8) -> Option<(u16, u16)> {
-        (protocol == PROTO_TCP || protocol == PROTO_UDP).then_some((self.src_port, self.dst_port))
+/// The source and destination ports of a TCP or UDP header at `offset` (the first four
+/// bytes of both): the one place ports are read. `None` if the frame ends first.
+#[inline(always)]
+pub fn ports_at(frame: &Frame, offset: usize) -> Option<(u16, u16)> {
+    let ports: *const [u8; 4] = frame.header(offset)?;
+    // SAFETY: bounds-checked by `header`.
+    let ports = unsafe { *ports };
+    Some((
+        u16::from_be_bytes([ports[L4_SRC_PORT], ports[L4_SRC_PORT + 1]]),
+        u16::from_be_bytes([ports[L4_DST_PORT], ports[L4_DST_PORT + 1]]),
+    ))
+}
+
+/// The ports of a TCP or UDP packet (first or only fragment), as far as the frame holds
+/// them: for filters and events, which need no more of the header.
+#[inline(always)]
+pub fn ports(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<(u16, u16)>, Reason> {
+    if !matches!(ip.protocol(), PROTO_TCP | PROTO_UDP) || ip.is_later_fragment() {
+        return Ok(None);
     }
+    ports_at(frame, ip.l4_offset())
+        .map(Some)
+        .ok_or(Reason::DropMalformed)
 }
 
 /// The transport header of a TCP, UDP or ICMP packet: `Ok(None)` for other protocols
@@ -199,22 +233,16 @@ pub fn transport(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<Transport>, Rea
         return Ok(None);
     }
     let offset = ip.l4_offset();
-    let ports = |bytes: &[u8]| {
-        (
-            u16::from_be_bytes([bytes[L4_SRC_PORT], bytes[L4_SRC_PORT + 1]]),
-            u16::from_be_bytes([bytes[L4_DST_PORT], bytes[L4_DST_PORT + 1]]),
-        )
-    };
     match ip.protocol() {
         PROTO_TCP => {
             let tcp: *const [u8; TCP_HLEN] = frame.header(offset).ok_or(Reason::DropMalformed)?;
             // SAFETY: bounds-checked by `header`.
-            let tcp = unsafe { *tcp };
-            let (src_port, dst_port) = ports(&tcp);
+            let flags = unsafe { (*tcp)[TCP_FLAGS] };
+            let (src_port, dst_port) = ports_at(frame, offset).ok_or(Reason::DropMalformed)?;
             Ok(Some(Transport {
                 src_port,
                 dst_port,
-                tcp_flags: tcp[TCP_FLAGS],
+                tcp_flags: flags,
                 icmp_type: 0,
                 checksum_offset: offset + TCP_CHECKSUM,
                 src_port_offset: offset + L4_SRC_PORT,
@@ -222,10 +250,8 @@ pub fn transport(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<Transport>, Rea
             }))
         }
         PROTO_UDP => {
-            let udp: *const [u8; UDP_HLEN] = frame.header(offset).ok_or(Reason::DropMalformed)?;
-            // SAFETY: bounds-checked by `header`.
-            let udp = unsafe { *udp };
-            let (src_port, dst_port) = ports(&udp);
+            let _: *const [u8; UDP_HLEN] = frame.header(offset).ok_or(Reason::DropMalformed)?;
+            let (src_port, dst_port) = ports_at(frame, offset).ok_or(Reason::DropMalformed)?;
             Ok(Some(Transport {
                 src_port,
                 dst_port,

@@ -8,6 +8,8 @@ use aks_ebpf_common::{
 };
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    cty::c_void,
+    helpers::bpf_skb_load_bytes,
     programs::TcContext,
 };
 
@@ -58,7 +60,18 @@ fn parse(ctx: &TcContext, frame: &Frame) -> Result<Option<Packet>, Reason> {
     let Some(ip) = parse_ipv4(frame)? else {
         return Ok(None);
     };
-    ip.check(frame, ctx.len())?;
+    ip.check(ctx.len(), |offset, options, len| {
+        // SAFETY: `options` is a stack buffer of 40 bytes and `len` at most 40.
+        let copied = unsafe {
+            bpf_skb_load_bytes(
+                ctx.skb.skb as *const c_void,
+                offset as u32,
+                options.as_mut_ptr().cast(),
+                len,
+            )
+        };
+        copied == 0
+    })?;
     let l4 = transport(frame, &ip)?;
     Ok(Some(Packet { ip, l4 }))
 }
@@ -175,7 +188,7 @@ fn for_the_node(ctx: &TcContext, frame: &Frame, packet: &Packet) -> Decision {
     let ip = &packet.ip;
     if let Some(l4) = &packet.l4 {
         if ip.protocol() == PROTO_ICMP && icmp_is_error(l4.icmp_type) {
-            return icmp_error_to_pod(frame, ip);
+            return icmp_error_to_pod(ctx, ip);
         }
     }
     let Some((l4, flow)) = packet.translatable() else {
@@ -200,18 +213,19 @@ fn for_the_node(ctx: &TcContext, frame: &Frame, packet: &Packet) -> Decision {
 /// An ICMP error for the node: translated back and delivered if it is about a
 /// masqueraded flow of a pod still here, else the node's own.
 #[inline(always)]
-fn icmp_error_to_pod(frame: &Frame, ip: &Ipv4Frame) -> Decision {
-    let Some((quote, target)) = icmp_error::about_masqueraded_flow(frame, ip, ip.dst()) else {
+fn icmp_error_to_pod(ctx: &TcContext, ip: &Ipv4Frame) -> Decision {
+    let Some((quote, target)) = icmp_error::about_masqueraded_flow(ctx, ip) else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
     let Some(pod) = maps::endpoint(target.addr) else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
+    let node = ip.dst();
     if let Err(reason) = forward::hop(ip, pod.host_mac, pod.pod_mac) {
         return (reason, TC_ACT_SHOT);
     }
-    if icmp_error::translate(frame, ip, &quote, &target).is_none() {
-        return (Reason::DropMalformed, TC_ACT_SHOT);
+    if let Err(reason) = icmp_error::translate(ctx, node, &quote, &target) {
+        return (reason, TC_ACT_SHOT);
     }
     forward::to_peer(pod.host_ifindex, Reason::RedirectedPeerIcmpError)
 }
