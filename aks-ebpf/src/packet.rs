@@ -192,6 +192,17 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// No transport header: every field zero.
+    pub const NONE: Transport = Transport {
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        checksum_offset: 0,
+        src_port_offset: 0,
+        dst_port_offset: 0,
+    };
+
     /// Whether NAT can translate this header: TCP, UDP, ICMP echo.
     #[inline(always)]
     pub fn translatable(&self, protocol: u8) -> bool {

@@ -23,16 +23,25 @@ pub type Decision = (Reason, i32);
 /// An IPv4 packet as both TC programs see it, parsed once.
 struct Packet {
     ip: Ipv4Frame,
-    /// The L4 header; `None` for later fragments and protocols without one here.
-    l4: Option<Transport>,
+    /// The L4 header if `has_l4`, else all zeros. Not an `Option`: moving an `Option`
+    /// copies its payload's undefined bytes when it is `None`, and the verifier refuses
+    /// reads of registers that were never written.
+    l4: Transport,
+    has_l4: bool,
 }
 
 impl Packet {
+    /// The L4 header; `None` for later fragments and protocols without one here.
+    #[inline(always)]
+    fn l4(&self) -> Option<&Transport> {
+        self.has_l4.then_some(&self.l4)
+    }
+
     /// The flow NAT and services work on, if they can translate this packet (TCP, UDP,
     /// ICMP echo; not a later fragment).
     #[inline(always)]
     fn translatable(&self) -> Option<(&Transport, FlowKey)> {
-        let l4 = self.l4.as_ref()?;
+        let l4 = self.l4()?;
         let protocol = self.ip.protocol();
         if !l4.translatable(protocol) {
             return None;
@@ -72,8 +81,11 @@ fn parse(ctx: &TcContext, frame: &Frame) -> Result<Option<Packet>, Reason> {
         };
         copied == 0
     })?;
-    let l4 = transport(frame, &ip)?;
-    Ok(Some(Packet { ip, l4 }))
+    let (l4, has_l4) = match transport(frame, &ip)? {
+        Some(l4) => (l4, true),
+        None => (Transport::NONE, false),
+    };
+    Ok(Some(Packet { ip, l4, has_l4 }))
 }
 
 /// Whether `src` is the address of the pod whose veth the packet came in on.
@@ -186,7 +198,7 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
 #[inline(always)]
 fn for_the_node(ctx: &TcContext, frame: &Frame, packet: &Packet) -> Decision {
     let ip = &packet.ip;
-    if let Some(l4) = &packet.l4 {
+    if let Some(l4) = packet.l4() {
         if ip.protocol() == PROTO_ICMP && icmp_is_error(l4.icmp_type) {
             return icmp_error_to_pod(ctx, ip);
         }
