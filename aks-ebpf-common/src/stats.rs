@@ -107,9 +107,23 @@ impl Reason {
     /// Whether packets counted under this reason were dropped: derived from the name.
     #[inline(always)]
     pub const fn is_drop(self) -> bool {
-        let name = self.name();
-        crate::names::has_prefix(name, "drop-") || crate::names::has_prefix(name, "reject-")
+        // A table the compiler builds, so the datapath does one load, never a string
+        // comparison.
+        Self::DROPS[self as usize]
     }
+
+    /// `is_drop` of every reason, by index, computed at compile time from the names.
+    const DROPS: [bool; Self::ALL.len()] = {
+        let mut drops = [false; Self::ALL.len()];
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            let name = Self::ALL[i].name();
+            drops[i] = crate::names::has_prefix(name, "drop-")
+                || crate::names::has_prefix(name, "reject-");
+            i += 1;
+        }
+        drops
+    };
 }
 
 /// One slot of `STATS` on one CPU. Host byte order; only ever added to by the datapath.
