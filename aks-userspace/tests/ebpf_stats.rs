@@ -8,7 +8,7 @@ mod common;
 use std::mem::size_of;
 use std::net::UdpSocket;
 
-use aks_ebpf_common::{NodeConfig, Reason};
+use aks_ebpf_common::{Endpoint, NodeConfig, Reason};
 use aks_userspace::ebpf::{map_addr, NodeDatapath};
 use aks_userspace::netns;
 use common::{netns_list, require_privileges, VethPair};
@@ -32,6 +32,17 @@ fn from_pod_counts_real_frames_by_reason() {
             ..Default::default()
         })
         .expect("writing CONFIG");
+    // a plays the pod on b's end of the veth: its frames carry its own address.
+    datapath
+        .upsert_endpoint(
+            VethPair::A_IP.parse().expect("address"),
+            Endpoint {
+                host_ifindex: netns::interface_index(&b, &pair.b_if).expect("ifindex"),
+                host_mac: VethPair::B_MAC,
+                ..Default::default()
+            },
+        )
+        .expect("writing ENDPOINTS");
     datapath
         .attach_from_pod(&pair.b_if)
         .expect("attaching from_pod in namespace b");
