@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::datapath::iptables;
 use crate::datapath::{self, Datapath};
+use crate::netns;
 use crate::plan::Plan;
 use crate::state::ClusterState;
 use crate::topology::{self, layout};
-use crate::{iptables, netns};
 
 /// A cluster this process created. The datapath value keeps what is not pinned alive.
 pub struct RunningCluster {

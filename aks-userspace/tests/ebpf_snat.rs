@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use aks_userspace::ebpf::read_pinned_flows;
+use aks_userspace::datapath::ebpf::read_pinned_flows;
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;

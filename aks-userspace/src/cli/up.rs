@@ -46,9 +46,10 @@ pub fn run(
     );
     println!("  {}", running.datapath.summary());
     if check {
-        let (endpoints, probes) = aks_userspace::check::cluster_matrix(&running.state);
-        let results = aks_userspace::check::run(&endpoints, &probes)?;
-        print!("{}", aks_userspace::check::render_table(&results));
+        let model = aks_userspace::check::NetworkModel::from_plan(&plan);
+        if !super::check::matrix(&running.state, &model, false)? {
+            return failed_check(running, &plan.name, keep);
+        }
     }
     if keep {
         println!(
@@ -71,6 +72,24 @@ pub fn run(
         plan.name, removal.namespaces
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `up --check` found a row that does not match: a cluster that does not do what AKS
+/// does is not left serving as if it did. With `--keep` it stays for inspection.
+fn failed_check(running: cluster::RunningCluster, name: &str, keep: bool) -> Result<ExitCode> {
+    if keep {
+        println!(
+            "  the check failed; left running (--keep) for inspection: `aksnet inspect … --cluster {name}`, `aksnet down {name}` removes it"
+        );
+    } else {
+        drop(running);
+        let removal = cluster::remove(name)?;
+        println!(
+            "  the check failed; cluster {name} removed ({} namespaces)",
+            removal.namespaces
+        );
+    }
+    Ok(ExitCode::from(super::check::EXIT_MISMATCH))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (`aksnet down`, a service manager), caught from

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use aks_ebpf_common::{addr, Endpoint, NodeConfig, Reason, Route, RouteKind, ROUTE_MASQUERADE};
-use aks_userspace::ebpf::NodeDatapath;
+use aks_userspace::datapath::ebpf::NodeDatapath;
 use aya::programs::{TestRun, TestRunOptions};
 
 use crate::common::{require_privileges, VethPair};

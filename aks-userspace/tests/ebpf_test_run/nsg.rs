@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use aks_ebpf_common::nsg::{NSG_ALLOW, NSG_DENY};
 use aks_ebpf_common::{addr, NsgRule, Reason};
-use aks_userspace::ebpf::map_addr;
+use aks_userspace::datapath::ebpf::map_addr;
 
 use crate::frames::*;
 use crate::harness::*;
