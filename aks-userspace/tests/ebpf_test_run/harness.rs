@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use aks_ebpf_common::conntrack::CONNTRACK_DEFAULT_CAPACITY;
 use aks_ebpf_common::{addr, Endpoint, NodeConfig, Reason, Route, RouteKind, ROUTE_MASQUERADE};
 use aks_userspace::datapath::ebpf::NodeDatapath;
 use aya::programs::{TestRun, TestRunOptions};
@@ -24,6 +25,20 @@ pub const SERVICE_CIDR: ([u8; 4], u32) = ([10, 0, 0, 0], 16);
 /// test frames arrive on. `LOCAL_POD`'s endpoint is on it, so its frames are its own.
 pub const TEST_RUN_IFINDEX: u32 = 1;
 
+/// Loads the object for `namespace`. BPF_PROG_LOAD gives up with EAGAIN when a signal
+/// reaches the thread while the verifier runs (the tests run side by side and spawn
+/// `ip`); like libbpf, try again, a bounded number of times.
+fn load(namespace: &str, flows: u32) -> NodeDatapath {
+    let mut attempt = 1;
+    loop {
+        match NodeDatapath::load_with_capacity(namespace, None, flows) {
+            Ok(datapath) => return datapath,
+            Err(e) if attempt < 5 && format!("{e:#}").contains("os error 11") => attempt += 1,
+            Err(e) => panic!("loading the eBPF object (attempt {attempt}): {e:?}"),
+        }
+    }
+}
+
 pub struct Harness {
     pub datapath: NodeDatapath,
     _pair: VethPair,
@@ -40,8 +55,7 @@ impl Harness {
     pub fn with_capacity(flows: u32) -> Self {
         require_privileges();
         let pair = VethPair::create("run");
-        let datapath = NodeDatapath::load_with_capacity(&pair.b, None, flows)
-            .expect("loading the eBPF object");
+        let datapath = load(&pair.b, flows);
         let mut h = Self {
             datapath,
             _pair: pair,
@@ -54,7 +68,7 @@ impl Harness {
     pub fn unconfigured() -> Self {
         require_privileges();
         let pair = VethPair::create("cfg");
-        let datapath = NodeDatapath::load(&pair.b, None).expect("loading");
+        let datapath = load(&pair.b, CONNTRACK_DEFAULT_CAPACITY);
         Self {
             datapath,
             _pair: pair,
