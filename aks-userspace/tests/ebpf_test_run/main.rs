@@ -18,3 +18,4 @@ mod refused;
 mod routing;
 mod services;
 mod snat;
+mod verifier;
