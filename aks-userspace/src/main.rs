@@ -264,7 +264,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            aks_userspace::errln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }

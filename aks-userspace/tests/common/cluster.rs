@@ -61,6 +61,13 @@ pub fn aksnet_ok(args: &[&str]) -> Output {
     out
 }
 
+/// The JSON `aksnet args` prints (it must succeed).
+pub fn json(args: &[&str]) -> Value {
+    let out = aksnet_ok(args);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("`aksnet {}` prints JSON: {e}", args.join(" ")))
+}
+
 pub fn up_keep(file: &Path) -> Output {
     aksnet_ok(&["up", file.to_str().expect("utf-8 path"), "--keep"])
 }
@@ -168,8 +175,11 @@ impl ForegroundUp {
 
     /// Ctrl-C, as a user would stop it; asserts a clean exit.
     pub fn interrupt(mut self) {
-        // SAFETY: SIGINT to the child this test started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT to the child this test started");
         let status = self.child.wait().expect("reaping aksnet up");
         assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
     }

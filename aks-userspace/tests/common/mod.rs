@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Panics, naming the reason and the fix, unless this process can create network
 /// namespaces and load BPF programs.
 pub fn require_privileges() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
     assert_eq!(
         euid,
@@ -100,7 +99,7 @@ impl VethPair {
         // From here on Drop cleans up whatever was made, even if a step below panics.
         ip(&["netns", "add", &pair.a]);
         ip(&["netns", "add", &pair.b]);
-        let b_mac = Self::B_MAC.map(|b| format!("{b:02x}")).join(":");
+        let b_mac = aks_userspace::topology::spec::format_mac(&Self::B_MAC);
         ip(&[
             "-n",
             &pair.a,

@@ -21,8 +21,9 @@ impl log::Log for NodeLog {
 
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
+            // Never panics on a closed stderr: `up` must reach its teardown.
             let message = with_reason_name(record.args().to_string());
-            eprintln!("[{}] {:<5} {message}", self.node, record.level());
+            crate::errln!("[{}] {:<5} {message}", self.node, record.level());
         }
     }
 
