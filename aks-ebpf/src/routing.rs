@@ -4,7 +4,7 @@
 use aks_ebpf_common::{
     lb::ServiceSlot,
     wire::{icmp_is_error, PROTO_ICMP},
-    FlowKey, NodeConfig, Reason, ROUTE_MASQUERADE,
+    FlowKey, NodeConfig, Reason, ROUTE_MASQUERADE, ROUTE_OVERLAY,
 };
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -134,8 +134,14 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
         }
         return forward::to_peer(pod.host_ifindex, Reason::RedirectedPeer);
     }
+    let route = maps::route(dst);
+    // Overlay: pods of another node are reached through the node's tunnel device, which
+    // the kernel routes to (and decrements the TTL for); pod addresses are kept.
+    if route.is_some_and(|r| r.flags & ROUTE_OVERLAY != 0) {
+        return (Reason::PassedToStack, TC_ACT_OK);
+    }
     // No route at all means the internet, which is outside every non-masquerade CIDR.
-    let masquerade = maps::route(dst).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0);
+    let masquerade = route.is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0);
     if masquerade && translatable.is_none() {
         // Nothing NAT can translate: a pod source would be wrong out there.
         return (Reason::DropNeedsMasquerade, TC_ACT_SHOT);
@@ -289,8 +295,19 @@ fn to_service(
         }
         Err(reason) => return (reason, TC_ACT_SHOT),
     };
-    // Next hop first (direct packet access), then the rewrite (helpers).
+    // A backend behind the Overlay: translate, then let the kernel route the packet into
+    // the tunnel. Its reply comes back out of the tunnel device, where `from_vnet` undoes
+    // the translation.
     let local = maps::endpoint(backend.backend_addr);
+    let behind_overlay = local.is_none()
+        && maps::route(backend.backend_addr).is_some_and(|r| r.flags & ROUTE_OVERLAY != 0);
+    if behind_overlay {
+        if let Err(reason) = lb::dnat(ctx, flow, l4, &backend) {
+            return (reason, TC_ACT_SHOT);
+        }
+        return (Reason::ServiceDnat, TC_ACT_OK);
+    }
+    // Next hop first (direct packet access), then the rewrite (helpers).
     let (src_mac, dst_mac) = match &local {
         Some(pod) => (pod.host_mac, pod.pod_mac),
         None => (config.uplink_mac, config.gateway_mac),
