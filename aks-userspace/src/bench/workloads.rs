@@ -64,6 +64,7 @@ pub enum View {
     User,
     /// Client and server threads pinned to one CPU: the datapath's own cost, without
     /// cross-CPU wake-ups.
+    #[serde(rename = "pinned")]
     Datapath,
 }
 

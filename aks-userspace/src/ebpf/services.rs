@@ -71,7 +71,11 @@ impl ServiceMaps {
     /// A free reverse-NAT id for a new frontend: linear probing from a hash of it.
     fn free_rev_nat_id(&self, vip: u32, port: u16, protocol: u8) -> Result<u32> {
         let ids = self.rev_nat_ids.max(1);
-        let start = (vip ^ (u32::from(port) << 8) ^ u32::from(protocol)).wrapping_mul(0x9e37_79b1);
+        // Fibonacci hashing of the whole frontend, high bits kept: neighbouring
+        // ClusterIPs (which differ in the high bits of the map form) spread over the
+        // ids, so probing stays short however full the map is.
+        let frontend = u64::from(vip) << 24 | u64::from(port) << 8 | u64::from(protocol);
+        let start = (frontend.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
         for step in 0..ids {
             let id = start.wrapping_add(step) % ids + 1;
             if self.rev_nat.get(&id, 0).is_err() {
