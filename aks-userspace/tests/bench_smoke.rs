@@ -131,7 +131,9 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
             assert!(p["firstPacketP50Us"].as_f64().is_some(), "{p}");
             assert!(p["programOneMoreMs"].as_f64().is_some(), "{p}");
             assert!(
-                p["connectPinned"]["median"].as_f64().is_some_and(|r| r > 0.0),
+                p["connectPinned"]["median"]
+                    .as_f64()
+                    .is_some_and(|r| r > 0.0),
                 "{p}"
             );
             assert!(

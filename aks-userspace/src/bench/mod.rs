@@ -175,8 +175,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
                 match measured {
                     Ok(Some(m)) => {
                         if m.failures > 0 {
-                            notes[p][c] =
-                                Some(format!("{} failed in round {round}", m.failures));
+                            notes[p][c] = Some(format!("{} failed in round {round}", m.failures));
                         }
                         samples[p][c].push(Sample { measured: m, cost });
                     }
@@ -225,8 +224,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
                     samples[p][c].iter().filter_map(f).collect()
                 };
                 let rate_samples = of(&|s| Some(s.measured.rate));
-                let cost_samples =
-                    of(&|s| Some(s.cost.cpu_seconds / s.measured.work * per));
+                let cost_samples = of(&|s| Some(s.cost.cpu_seconds / s.measured.work * per));
                 CellResult {
                     workload,
                     view,

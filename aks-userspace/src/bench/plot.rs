@@ -87,7 +87,8 @@ fn bars(
     caption: &str,
 ) -> DrawResult {
     let cells = &report.cells;
-    let value = |(workload, view): (Workload, View), cell: &str| report.median(workload, view, cell);
+    let value =
+        |(workload, view): (Workload, View), cell: &str| report.median(workload, view, cell);
     let top = metrics
         .iter()
         .flat_map(|&m| cells.iter().filter_map(move |c| value(m, c)))

@@ -72,9 +72,7 @@ impl Workload {
     pub fn cost_unit(self) -> (&'static str, f64) {
         match self {
             Self::Stream => ("CPU-s/GB", 1e9),
-            Self::RrPodToPod | Self::RrSameNode | Self::RrNodeToNode => {
-                ("CPU-s/10k trans", 1e4)
-            }
+            Self::RrPodToPod | Self::RrSameNode | Self::RrNodeToNode => ("CPU-s/10k trans", 1e4),
             _ => ("CPU-s/10k conn", 1e4),
         }
     }

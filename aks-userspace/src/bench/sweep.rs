@@ -43,10 +43,20 @@ pub struct SweepPoint {
     pub first_packet_p99_us: Option<f64>,
     /// Time to program one more service, milliseconds.
     pub program_one_more_ms: Option<f64>,
-    /// Per round: (p50 µs, p99 µs, program ms, conn/s user, conn/s pinned).
-    pub rounds: Vec<(f64, f64, f64, f64, f64)>,
+    pub rounds: Vec<SweepRound>,
     /// Why there are no numbers, when there are none.
     pub note: Option<String>,
+}
+
+/// One round at one sweep point.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepRound {
+    pub first_packet_p50_us: f64,
+    pub first_packet_p99_us: f64,
+    pub program_one_more_ms: f64,
+    pub connect_user: f64,
+    pub connect_pinned: f64,
 }
 
 /// A sweep cluster and what is needed to grow it by one service.
@@ -144,7 +154,7 @@ fn sweep_datapath(
         });
     }
 
-    let mut per_point: Vec<Vec<(f64, f64, f64, f64, f64)>> = vec![Vec::new(); sweep_cells.len()];
+    let mut per_point: Vec<Vec<SweepRound>> = vec![Vec::new(); sweep_cells.len()];
     for round in 0..rounds {
         for (i, sweep) in sweep_cells.iter_mut().enumerate() {
             super::interrupt::check()?;
@@ -178,13 +188,13 @@ fn sweep_datapath(
                 .rate;
             }
             let programmed = program_one_more(&sweep.cell, &sweep.plan)?;
-            per_point[i].push((
-                first.p50_us.unwrap_or(f64::NAN),
-                first.p99_us.unwrap_or(f64::NAN),
-                programmed.as_secs_f64() * 1000.0,
-                rates[0],
-                rates[1],
-            ));
+            per_point[i].push(SweepRound {
+                first_packet_p50_us: first.p50_us.unwrap_or(f64::NAN),
+                first_packet_p99_us: first.p99_us.unwrap_or(f64::NAN),
+                program_one_more_ms: programmed.as_secs_f64() * 1000.0,
+                connect_user: rates[0],
+                connect_pinned: rates[1],
+            });
         }
     }
 
@@ -192,17 +202,16 @@ fn sweep_datapath(
         .iter()
         .zip(per_point)
         .map(|(sweep, rounds)| {
-            type Round = (f64, f64, f64, f64, f64);
-            let values = |f: fn(&Round) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
-            let column = |f: fn(&Round) -> f64| stats::median(&values(f));
+            let values = |f: fn(&SweepRound) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
+            let column = |f: fn(&SweepRound) -> f64| stats::median(&values(f));
             SweepPoint {
                 cell: kind.to_string(),
                 services: sweep.services,
-                connect_user: Summary::of(&values(|r| r.3)),
-                connect_pinned: Summary::of(&values(|r| r.4)),
-                first_packet_p50_us: column(|r| r.0),
-                first_packet_p99_us: column(|r| r.1),
-                program_one_more_ms: column(|r| r.2),
+                connect_user: Summary::of(&values(|r| r.connect_user)),
+                connect_pinned: Summary::of(&values(|r| r.connect_pinned)),
+                first_packet_p50_us: column(|r| r.first_packet_p50_us),
+                first_packet_p99_us: column(|r| r.first_packet_p99_us),
+                program_one_more_ms: column(|r| r.program_one_more_ms),
                 rounds,
                 note: None,
             }

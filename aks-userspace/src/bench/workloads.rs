@@ -82,9 +82,7 @@ impl View {
     pub fn cpu(self) -> Option<usize> {
         match self {
             Self::User => None,
-            Self::Datapath => {
-                Some(thread::available_parallelism().map_or(1, |n| n.get()) - 1)
-            }
+            Self::Datapath => Some(thread::available_parallelism().map_or(1, |n| n.get()) - 1),
         }
     }
 }
@@ -275,10 +273,7 @@ fn with_server<R: Send>(
             })
             .collect();
         let result = client();
-        let _ = nix::sys::socket::shutdown(
-            listener.as_raw_fd(),
-            nix::sys::socket::Shutdown::Both,
-        );
+        let _ = nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         for server in servers {
             server
                 .join()
@@ -492,7 +487,12 @@ pub fn first_packet_latency(target: &ConnectTarget, count: usize) -> Result<Meas
             })
         },
     )
-    .with_context(|| format!("first-packet latency from {} to {address}", target.client.namespace))?;
+    .with_context(|| {
+        format!(
+            "first-packet latency from {} to {address}",
+            target.client.namespace
+        )
+    })?;
     if samples.is_empty() {
         bail!(
             "no connection from {} to {address} succeeded",

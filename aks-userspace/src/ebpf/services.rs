@@ -13,8 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use aks_ebpf_common::lb::{
-    backend_id, LbBackend, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, REV_NAT_MAP,
-    SERVICES_MAP,
+    backend_id, LbBackend, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, REV_NAT_MAP, SERVICES_MAP,
 };
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
@@ -71,11 +70,13 @@ impl ServiceMaps {
     /// A free reverse-NAT id for a new frontend: linear probing from a hash of it.
     fn free_rev_nat_id(&self, vip: u32, port: u16, protocol: u8) -> Result<u32> {
         let ids = self.rev_nat_ids.max(1);
-        // Fibonacci hashing of the whole frontend, high bits kept: neighbouring
-        // ClusterIPs (which differ in the high bits of the map form) spread over the
-        // ids, so probing stays short however full the map is.
-        let frontend = u64::from(vip) << 24 | u64::from(port) << 8 | u64::from(protocol);
-        let start = (frontend.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
+        // splitmix64's finaliser over the whole frontend: every input bit moves the
+        // start, so neighbouring ClusterIPs (which differ only in the high bytes of the
+        // map form) spread over the ids and probing stays short however full it gets.
+        let mut z = u64::from(vip) << 24 | u64::from(port) << 8 | u64::from(protocol);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let start = ((z ^ (z >> 31)) % u64::from(ids)) as u32;
         for step in 0..ids {
             let id = start.wrapping_add(step) % ids + 1;
             if self.rev_nat.get(&id, 0).is_err() {

@@ -118,7 +118,9 @@ mod tests {
             "name: maps\nnetworkPlugin: kubenet\ndatapath: ebpf\nserviceCidr: 10.0.0.0/14\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - { name: np, count: 2, osType: Linux }\npodsPerNode: 1\nservices:\n",
         );
         for i in 0..n {
-            let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 0, 1, 0)) + i as u32);
+            let ip = std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(10, 0, 1, 0)) + i as u32,
+            );
             yaml.push_str(&format!(
                 "  - {{ name: s{i}, clusterIP: {ip}, port: 80, targetPort: 8080, backends: 1 }}\n"
             ));
