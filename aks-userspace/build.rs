@@ -1,5 +1,5 @@
 //! Builds the eBPF object (aks-ebpf) with aya-build: nightly, `-Z build-std=core`,
-//! `bpfel-unknown-none`, linked by bpf-linker. `src/ebpf/object.rs` embeds the result.
+//! `bpfel-unknown-none`, linked by bpf-linker. `src/datapath/ebpf/object.rs` embeds the result.
 //!
 //! There is no fallback object: without bpf-linker or nightly's rust-src the build fails
 //! and says how to install them.

@@ -1,21 +1,28 @@
 //! A cluster's life on this machine: create it from a plan (record, namespaces, fabric,
 //! datapath; all or nothing) and remove it again (idempotent, also after a killed `up`).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
+use crate::cluster_lock::{self, ClusterLock};
+use crate::datapath::iptables;
 use crate::datapath::{self, Datapath};
+use crate::netns;
 use crate::plan::Plan;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, Record};
 use crate::topology::{self, layout};
-use crate::{iptables, netns};
 
 /// A cluster this process created. The datapath value keeps what is not pinned alive.
 pub struct RunningCluster {
     pub state: ClusterState,
     pub datapath: Box<dyn Datapath>,
     pub build_time: Duration,
+    /// The owner lock, held for as long as this value lives (see `cluster_lock`).
+    _owner: ClusterLock,
 }
 
 /// What Azure's fabric refuses, as `filter` rules in the vnet namespace:
@@ -58,36 +65,68 @@ pub fn make_fabric_stateful(vnet_namespace: &str) -> Result<()> {
 
 /// Creates the cluster of `plan`. Refuses if a cluster of that name exists: with another
 /// network plugin it says so the way AKS does (the plugin cannot be changed in place).
+/// A stale record (see [`ClusterState::is_stale`]) is removed first. Holds the cluster's
+/// change lock while it builds, so a concurrent `up` of the name fails at once instead of
+/// building into (or rolling back) this one; a stop signal between steps rolls back what
+/// this call made and fails with [`crate::stop::Stopped`].
 pub fn create(plan: &Plan) -> Result<RunningCluster> {
-    if let Some(existing) = ClusterState::load(&plan.name)? {
-        if existing.network_plugin != plan.network_plugin {
+    create_described(plan, None)
+}
+
+/// As [`create`], also keeping `description` beside the record (what `aksnet services`
+/// changes and plans again), written under the same lock as the record.
+pub fn create_described(
+    plan: &Plan,
+    description: Option<&crate::model::ClusterDescription>,
+) -> Result<RunningCluster> {
+    crate::model::check_cluster_name(&plan.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let change = ClusterLock::create(&plan.name)?;
+    match ClusterState::read(&plan.name) {
+        Record::Missing => {
+            if let Err(err) = create_checks(plan) {
+                // Only the lock file was made: leave no empty record behind.
+                let _ = ClusterState::remove(&plan.name);
+                return Err(err);
+            }
+        }
+        Record::Untrusted(why) => bail!(
+            "cluster {:?} has a record that cannot be used ({why}); remove what is left of it with `aksnet down {}`",
+            plan.name,
+            plan.name
+        ),
+        Record::Valid(existing) if existing.is_stale() => {
+            crate::errln!(
+                "cluster {}: removing a stale record (its `aksnet up` pid {} is gone and none of its {} namespaces exists, as after a reboot where /run is kept)",
+                plan.name,
+                existing.pid,
+                existing.namespaces.len()
+            );
+            remove_recorded(&existing)?;
+            // The record directory went, with the lock in it: start again.
+            drop(change);
+            return create_described(plan, description);
+        }
+        Record::Valid(existing) => {
+            if existing.network_plugin != plan.network_plugin {
+                bail!(
+                    "networkPlugin: cluster {:?} already runs {} and the network plugin of an existing cluster cannot be changed in place (AKS refuses it too); remove it with `aksnet down {}` and create it again with {}",
+                    plan.name, existing.network_plugin, plan.name, plan.network_plugin
+                );
+            }
+            let owner = match cluster_lock::owner_pid(&plan.name) {
+                Some(pid) => format!("its `aksnet up` (pid {pid}) is running"),
+                None => format!(
+                    "it was left by `aksnet up` pid {} which is gone",
+                    existing.pid
+                ),
+            };
             bail!(
-                "networkPlugin: cluster {:?} already runs {} and the network plugin of an existing cluster cannot be changed in place (AKS refuses it too); remove it with `aksnet down {}` and create it again with {}",
-                plan.name, existing.network_plugin, plan.name, plan.network_plugin
+                "cluster {:?} already exists ({owner}); use it (`aksnet check {}`) or remove it with `aksnet down {}`",
+                plan.name, plan.name, plan.name
             );
         }
-        let owner = if existing.owner_alive() {
-            format!("its `aksnet up` (pid {}) is running", existing.pid)
-        } else {
-            format!(
-                "it was left by `aksnet up` pid {} which is gone",
-                existing.pid
-            )
-        };
-        bail!(
-            "cluster {:?} already exists ({owner}); use it (`aksnet check {}`) or remove it with `aksnet down {}`",
-            plan.name, plan.name, plan.name
-        );
     }
-    let prefix = layout::prefix(&plan.name);
-    let strays = netns::list_with_prefix(&prefix)?;
-    if !strays.is_empty() {
-        bail!(
-            "namespaces named {prefix}* exist but no cluster {:?} is recorded: {}; remove them with `ip netns del` (they were not made by a recorded aksnet cluster)",
-            plan.name,
-            strays.join(", ")
-        );
-    }
+    let owner = ClusterLock::owner(&plan.name)?;
 
     let started = Instant::now();
     let layout = layout::layout(plan);
@@ -111,20 +150,36 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
     };
     // Recorded before anything exists, so `down` can always find what to remove.
     state.save()?;
+    if let Some(description) = description {
+        if let Err(err) = ClusterState::save_description(&plan.name, description) {
+            drop(owner);
+            let _ = remove_recorded(&state);
+            return Err(err);
+        }
+    }
     let built = (|| -> Result<Box<dyn Datapath>> {
         topology::build(&layout.namespaces)?;
+        crate::stop::check()?;
         iptables::restore(&layout.vnet, &fabric_rules(plan))
             .context("programming the VNet fabric")?;
-        datapath::install(plan, &layout)
+        let datapath = datapath::install(plan, &layout)?;
+        crate::stop::check()?;
+        Ok(datapath)
     })();
     match built {
         Ok(datapath) => Ok(RunningCluster {
             state,
             datapath,
             build_time: started.elapsed(),
+            _owner: owner,
         }),
         Err(err) => {
-            if let Err(cleanup) = remove_recorded(&state) {
+            // Everything under this prefix is this call's: the lock is held, and there
+            // was neither a record nor a namespace of the name before.
+            drop(owner);
+            let removed = remove_recorded(&state);
+            drop(change);
+            if let Err(cleanup) = removed {
                 return Err(err.context(format!(
                     "and removing the half-made cluster failed too: {cleanup:#}"
                 )));
@@ -137,6 +192,23 @@ pub fn create(plan: &Plan) -> Result<RunningCluster> {
     }
 }
 
+/// What must hold before anything of a new cluster is made.
+fn create_checks(plan: &Plan) -> Result<()> {
+    let prefix = layout::prefix(&plan.name);
+    let strays = netns::list_with_prefix(&prefix)?;
+    if !strays.is_empty() {
+        bail!(
+            "namespaces named {prefix}* exist but no cluster {:?} is recorded: {}; remove them with `ip netns del` (they were not made by a recorded aksnet cluster)",
+            plan.name,
+            strays.join(", ")
+        );
+    }
+    if plan.datapath == crate::model::Datapath::Ebpf {
+        crate::state::prepare_pin_root(Path::new(crate::state::PIN_ROOT))?;
+    }
+    Ok(())
+}
+
 /// What `remove` found and removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Removal {
@@ -145,49 +217,118 @@ pub struct Removal {
     pub existed: bool,
     /// The cluster's running `up` removed it when asked to stop (SIGTERM).
     pub removed_by_owner: Option<u32>,
+    /// Why the record was not trusted, when what carries the prefix was removed instead.
+    pub untrusted_record: Option<String>,
 }
+
+/// How long `down` waits for a running `up` it asked to stop.
+const OWNER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Removes cluster `name` completely: namespaces (and every interface in them), pinned
 /// BPF objects, the record. Idempotent: a cluster that is not there is not an error.
-/// If the `up` that owns it is still running, it is asked to stop (SIGTERM) first.
+/// If an `aksnet up` owns it (holds its owner lock), that process is asked to stop
+/// (SIGTERM) and removes it itself.
 pub fn remove(name: &str) -> Result<Removal> {
-    let Some(state) = ClusterState::load(name)? else {
-        return Ok(Removal::default());
-    };
-    if state.owner_alive() && state.pid != std::process::id() {
-        // SAFETY: sending SIGTERM to the recorded owner of this cluster.
-        unsafe { libc::kill(state.pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while state.owner_alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if ClusterState::load(name)?.is_none() {
-            return Ok(Removal {
-                existed: true,
-                removed_by_owner: Some(state.pid),
-                ..Removal::default()
-            });
-        }
-    }
-    remove_recorded(&state)
+    remove_waiting(name, |_| {})
 }
 
+/// As [`remove`]; `waiting` is called (with the holder's PID when known) when another
+/// command holds the cluster's change lock and this call waits for it.
+pub fn remove_waiting(name: &str, mut waiting: impl FnMut(Option<u32>)) -> Result<Removal> {
+    crate::model::check_cluster_name(name)
+        .map_err(|e| anyhow::anyhow!("refusing to remove {name:?}: {e}"))?;
+    let mut signalled = None;
+    loop {
+        if let Some(pid) = cluster_lock::owner_pid(name).filter(|&p| p != std::process::id()) {
+            if signalled.is_none() {
+                nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM).with_context(
+                    || format!("asking the `aksnet up` of {name} (pid {pid}) to stop"),
+                )?;
+                signalled = Some(pid);
+            }
+            let deadline = Instant::now() + OWNER_STOP_TIMEOUT;
+            while cluster_lock::owner_alive(name) {
+                if Instant::now() > deadline {
+                    bail!(
+                        "the `aksnet up` of cluster {name} (pid {pid}) did not stop within {} s of SIGTERM; stop it, then run `aksnet down {name}` again",
+                        OWNER_STOP_TIMEOUT.as_secs()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let Some(_change) = ClusterLock::existing(name, &mut waiting)? else {
+            return Ok(Removal {
+                existed: signalled.is_some(),
+                removed_by_owner: signalled,
+                ..Removal::default()
+            });
+        };
+        if cluster_lock::owner_pid(name).is_some_and(|p| p != std::process::id()) {
+            // An `up` took the name between the check above and the lock: ask it too.
+            continue;
+        }
+        return match ClusterState::read(name) {
+            Record::Valid(state) => remove_recorded(&state),
+            Record::Missing => remove_by_prefix(name, "it has no state.json".to_owned()),
+            Record::Untrusted(why) => remove_by_prefix(name, why),
+        };
+    }
+}
+
+/// Removes what the (checked) record lists, the pins and the record.
 fn remove_recorded(state: &ClusterState) -> Result<Removal> {
     let namespaces = topology::teardown(&state.namespaces)?;
-    let pin_dir = ClusterState::pin_dir(&state.name);
-    let pins_removed = match std::fs::remove_dir_all(&pin_dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("removing pinned BPF objects in {}", pin_dir.display()))
-        }
-    };
+    let pins_removed = remove_pins(&state.name)?;
     ClusterState::remove(&state.name)?;
     Ok(Removal {
         namespaces,
         pins_removed,
         existed: true,
-        removed_by_owner: None,
+        ..Removal::default()
     })
+}
+
+/// Without a record to trust, removes every namespace named `aks-<name>-…` (except those
+/// of another recorded cluster whose longer name shares the prefix, `a` and `a-b`), the
+/// pins and the record directory: only what carries the cluster's own name.
+fn remove_by_prefix(name: &str, why: String) -> Result<Removal> {
+    let prefix = layout::prefix(name);
+    let longer: Vec<String> = ClusterState::list()?
+        .iter()
+        .filter(|other| other.as_str() != name)
+        .map(|other| layout::prefix(other))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    let owned: Vec<String> = netns::list_with_prefix(&prefix)?
+        .into_iter()
+        .filter(|ns| crate::state::is_namespace_of(ns, &prefix))
+        .filter(|ns| !longer.iter().any(|p| ns.starts_with(p)))
+        .collect();
+    let namespaces = topology::teardown(&owned)?;
+    let pins_removed = remove_pins(name)?;
+    ClusterState::remove(name)?;
+    Ok(Removal {
+        namespaces,
+        pins_removed,
+        existed: true,
+        untrusted_record: Some(why),
+        ..Removal::default()
+    })
+}
+
+fn remove_pins(name: &str) -> Result<bool> {
+    let pin_dir = ClusterState::pin_dir(name);
+    if !pin_dir.exists() {
+        return Ok(false);
+    }
+    crate::state::check_pin_root(Path::new(crate::state::PIN_ROOT))
+        .context("leaving the pinned BPF objects in place")?;
+    match std::fs::remove_dir_all(&pin_dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => {
+            Err(e).with_context(|| format!("removing pinned BPF objects in {}", pin_dir.display()))
+        }
+    }
 }

@@ -41,7 +41,8 @@ enum Command {
         /// Leave the cluster running and exit once it is up (`aksnet down` removes it).
         #[arg(long)]
         keep: bool,
-        /// Once up, probe it and print the check matrix (as `aksnet check`).
+        /// Once up, probe it and print the check matrix (as `aksnet check`). When a row
+        /// fails, the cluster is removed (left running with --keep) and up exits with 1.
         #[arg(long)]
         check: bool,
         /// Level of the datapath log records streamed while up runs (error, warn,
@@ -58,24 +59,32 @@ enum Command {
         #[arg(long, conflicts_with = "name")]
         all: bool,
     },
-    /// Probe TCP connectivity between pods, nodes, on-prem and the internet, and show
-    /// which source address each destination saw.
     /// Add, change or remove ClusterIP services of a running cluster, on either
     /// datapath; prints how long programming the datapath took.
     Services {
         #[command(subcommand)]
         action: cli::services::ServicesAction,
     },
+    /// Probe connectivity between pods, nodes, on-prem and the internet, and compare
+    /// each row with what AKS would do (reachable or blocked and why, the source address
+    /// the destination should see).
+    ///
+    /// Exits with 0 when every row matches, 1 when any row does not (or the cluster is
+    /// incomplete), 2 for bad input (unknown cluster, bad --expect file).
     Check {
         /// The cluster to probe; may be left out when exactly one exists.
         name: Option<String>,
-        /// Print the results as JSON.
+        /// Print the rows as JSON: observed, expected and verdict per row.
         #[arg(long)]
         json: bool,
         /// Probe the ClusterIP services instead: listeners in every backend, 60
-        /// connections from the first pod, which backend answered each.
-        #[arg(long)]
+        /// connections from the first pod, which backend answered each and what it saw.
+        #[arg(long, conflicts_with = "expect")]
         services: bool,
+        /// Check your own assertions instead of the standard matrix: a YAML list of
+        /// `{ from, to, port, protocol, expect: reachable|blocked, source: pod|node|ADDRESS }`.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
     },
     /// Show what a running cluster has programmed: its BPF maps (read from their pins,
     /// no running `up` needed), its iptables rules, its tracked connections.
@@ -231,7 +240,15 @@ fn main() -> ExitCode {
             name,
             json,
             services,
-        } => cli::check::run(name.as_deref(), json, services),
+            expect,
+        } => {
+            let mode = match (&expect, services) {
+                (Some(file), _) => cli::check::Mode::Expect(file),
+                (None, true) => cli::check::Mode::Services,
+                (None, false) => cli::check::Mode::Matrix,
+            };
+            cli::check::run(name.as_deref(), json, mode)
+        }
         Command::Inspect { what } => inspect(what),
         Command::Monitor { target, kind } => cli::monitor::run(
             target.cluster.as_deref(),
@@ -247,7 +264,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            aks_userspace::errln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }

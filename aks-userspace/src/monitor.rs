@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use aks_ebpf_common::{DatapathEvent, Program, Reason, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
 use aya::maps::{Array, Map, MapData, RingBuf};
+use nix::time::ClockId;
 
 use crate::inspect::{ip, protocol_name, select_nodes, NodePins};
 use crate::netns;
@@ -93,7 +94,8 @@ impl Monitor {
         Ok(Self {
             nodes,
             kind,
-            clock_offset_ns: clock_ns(libc::CLOCK_REALTIME)? - clock_ns(libc::CLOCK_MONOTONIC)?,
+            clock_offset_ns: clock_ns(ClockId::CLOCK_REALTIME)?
+                - clock_ns(ClockId::CLOCK_MONOTONIC)?,
         })
     }
 
@@ -164,12 +166,8 @@ impl NodeEvents {
 
 fn interface_name(namespace: &str, ifindex: u32) -> Option<String> {
     netns::run_in(namespace, || {
-        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-        // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
-        let found = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
-        anyhow::ensure!(!found.is_null(), "no interface {ifindex}");
-        // SAFETY: on success the buffer holds a NUL-terminated name.
-        let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+        let name = nix::net::if_::if_indextoname(ifindex)
+            .with_context(|| format!("no interface {ifindex}"))?;
         Ok(name.to_string_lossy().into_owned())
     })
     .ok()
@@ -209,17 +207,9 @@ fn has_ports(protocol: u8) -> bool {
     matches!(protocol, 6 | 17)
 }
 
-fn clock_ns(clock: libc::clockid_t) -> Result<i128> {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to an initialised timespec.
-    let rc = unsafe { libc::clock_gettime(clock, &mut now) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("clock_gettime");
-    }
-    Ok(i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec))
+fn clock_ns(clock: ClockId) -> Result<i128> {
+    let now = nix::time::clock_gettime(clock).context("clock_gettime")?;
+    Ok(i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec()))
 }
 
 /// `HH:MM:SS.micros` (UTC) of a time in nanoseconds since the epoch.

@@ -3,11 +3,13 @@
 //! that joins the namespace and ends with it.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 
 /// Where `ip netns` keeps its namespace handles.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -37,14 +39,10 @@ where
         thread::Builder::new()
             .name(format!("netns-{name}"))
             .spawn_scoped(scope, move || -> Result<T> {
-                // SAFETY: setns on a valid namespace fd affects only this thread, which exists
-                // solely to run `work` and then ends.
-                let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(std::io::Error::last_os_error()).with_context(|| {
-                        format!("joining network namespace {name:?} (needs CAP_SYS_ADMIN)")
-                    });
-                }
+                // Affects only this thread, which exists solely to run `work` and then ends.
+                setns(&handle, CloneFlags::CLONE_NEWNET).with_context(|| {
+                    format!("joining network namespace {name:?} (needs CAP_SYS_ADMIN)")
+                })?;
                 work()
             })
             .context("spawning a thread to enter a network namespace")?
@@ -74,29 +72,18 @@ pub fn create(name: &str) -> Result<()> {
     let bound = thread::scope(|scope| {
         scope
             .spawn(|| -> Result<()> {
-                // SAFETY: unshare affects only this thread, which ends right after.
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .context("unshare(CLONE_NEWNET) (needs CAP_SYS_ADMIN)");
-                }
-                // SAFETY: gettid has no preconditions.
-                let tid = unsafe { libc::gettid() };
-                let source = std::ffi::CString::new(format!("/proc/self/task/{tid}/ns/net"))?;
-                let dest = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())?;
-                // SAFETY: valid NUL-terminated paths; a bind mount with no data.
-                let rc = unsafe {
-                    libc::mount(
-                        source.as_ptr(),
-                        dest.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    )
-                };
-                if rc != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .context("bind-mounting the new namespace");
-                }
+                // Affects only this thread, which ends right after.
+                unshare(CloneFlags::CLONE_NEWNET)
+                    .context("unshare(CLONE_NEWNET) (needs CAP_SYS_ADMIN)")?;
+                let source = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+                mount(
+                    Some(source.as_str()),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .context("bind-mounting the new namespace")?;
                 Ok(())
             })
             .join()
@@ -117,18 +104,78 @@ pub fn delete(name: &str) -> Result<bool> {
     if target.symlink_metadata().is_err() {
         return Ok(false);
     }
-    let dest = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())?;
-    // SAFETY: valid NUL-terminated path. EINVAL means it was not mounted (a half-made
-    // handle), which unlinking below cleans up as well.
-    let rc = unsafe { libc::umount2(dest.as_ptr(), libc::MNT_DETACH) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err).with_context(|| format!("unmounting {}", target.display()));
-        }
+    // EINVAL means it was not mounted (a half-made handle, or one left from before a
+    // reboot), which unlinking below cleans up as well.
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmounting {}", target.display())),
     }
-    std::fs::remove_file(&target).with_context(|| format!("removing {}", target.display()))?;
-    Ok(true)
+    match std::fs::remove_file(&target) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => {
+            unlink_under_stacked_mounts(&target)?;
+            Ok(true)
+        }
+        Err(e) => Err(e).with_context(|| format!("removing {}", target.display())),
+    }
+}
+
+/// `ip netns add` makes `/run/netns` a shared mount the first time it runs, by
+/// bind-mounting the directory onto itself (recursively) when it is not a mount point.
+/// A handle made before that is then mounted twice, and the lower mount, hidden under
+/// the new `/run/netns`, makes unlinking fail with EBUSY for ever. The kernel refuses to
+/// unlink a mount point only in the caller's own mount namespace and detaches the mounts
+/// of other namespaces when the file goes, so: in a private copy of the mount namespace
+/// (a thread of its own), peel the mounts off the handle, and `/run/netns` off the
+/// directory where that uncovers the handle's lower mount, until the unlink succeeds.
+/// Nothing changes in the machine's mount namespace but the handle's disappearance.
+fn unlink_under_stacked_mounts(target: &Path) -> Result<()> {
+    let target = target.to_path_buf();
+    thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<()> {
+                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)
+                    .context("unshare(CLONE_NEWNS) to reach a handle under a stacked mount")?;
+                // Private, so that nothing done here propagates back.
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .context("making the private mount namespace private")?;
+                for _ in 0..16 {
+                    match std::fs::remove_file(&target) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => {}
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("removing {}", target.display()))
+                        }
+                    }
+                    if umount2(&target, MntFlags::MNT_DETACH).is_err() {
+                        umount2(NETNS_RUN_DIR, MntFlags::MNT_DETACH)
+                            .with_context(|| format!("uncovering {}", target.display()))?;
+                    }
+                }
+                anyhow::bail!("{} stays busy under stacked mounts", target.display())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the unmounting thread panicked"))?
+    })
+    .with_context(|| {
+        format!(
+            "removing {} (EBUSY: it is still mounted under a later bind mount of {NETNS_RUN_DIR})",
+            target.display()
+        )
+    })
+}
+
+/// Whether the named namespace exists: its handle is a mounted namespace, not a plain
+/// file left where `/run` outlived a reboot.
+pub fn is_live(name: &str) -> bool {
+    const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
+    nix::sys::statfs::statfs(&path(name)).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC)
 }
 
 /// Names of every namespace under `/run/netns` that starts with `prefix`.
@@ -149,10 +196,7 @@ pub fn list_with_prefix(prefix: &str) -> Result<Vec<String>> {
 /// The index of interface `name` inside namespace `namespace`.
 pub fn interface_index(namespace: &str, name: &str) -> Result<u32> {
     run_in(namespace, || {
-        let c_name = std::ffi::CString::new(name)?;
-        // SAFETY: valid NUL-terminated string; resolved in this thread's namespace.
-        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-        anyhow::ensure!(index != 0, "no interface {name} in namespace {namespace}");
-        Ok(index)
+        nix::net::if_::if_nametoindex(name)
+            .with_context(|| format!("no interface {name} in namespace {namespace}"))
     })
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::datapath::ebpf::ServiceMaps;
 use crate::datapath::iptables_rules::reprogram_node;
-use crate::ebpf::ServiceMaps;
 use crate::model::{self, Datapath, ServiceDescription};
 use crate::plan::{self, Plan, ServicePlan};
 use crate::state::ClusterState;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use aks_ebpf_common::Reason;
 use aks_userspace::check::{self, Probe};
-use aks_userspace::ebpf::{read_pinned, ReasonTotals};
+use aks_userspace::datapath::ebpf::{read_pinned, ReasonTotals};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
 use common::require_privileges;

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use aks_userspace::ebpf::read_pinned_flows;
+use aks_userspace::datapath::ebpf::read_pinned_flows;
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
@@ -86,13 +86,9 @@ const SERVER_PORT: u16 = 18000;
 
 /// Lifts the open-file limit for this test process: it holds both ends of every flow.
 fn raise_open_files(limit: u64) {
-    let rlim = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: setrlimit with a valid pointer.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) };
-    assert_eq!(rc, 0, "raising RLIMIT_NOFILE to {limit}");
+    use nix::sys::resource::{setrlimit, Resource};
+    setrlimit(Resource::RLIMIT_NOFILE, limit, limit)
+        .unwrap_or_else(|e| panic!("raising RLIMIT_NOFILE to {limit}: {e}"));
 }
 
 #[test]

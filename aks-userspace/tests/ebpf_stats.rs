@@ -9,7 +9,7 @@ use std::mem::size_of;
 use std::net::UdpSocket;
 
 use aks_ebpf_common::{NodeConfig, Reason};
-use aks_userspace::ebpf::{map_addr, NodeDatapath};
+use aks_userspace::datapath::ebpf::{map_addr, NodeDatapath};
 use aks_userspace::netns;
 use common::{netns_list, require_privileges, VethPair};
 

@@ -12,7 +12,7 @@ use aks_ebpf_common::nsg::{NSG_ALLOW, NSG_DENY};
 use aks_ebpf_common::{
     addr, Endpoint, NodeConfig, NsgRule, Reason, Route, RouteKind, ROUTE_MASQUERADE,
 };
-use aks_userspace::ebpf::{map_addr, NodeDatapath};
+use aks_userspace::datapath::ebpf::{map_addr, NodeDatapath};
 use aya::programs::{TestRun, TestRunOptions};
 use common::{require_privileges, VethPair};
 
@@ -922,7 +922,7 @@ fn a_service_without_backends_resets_tcp_at_once_and_drops_udp() {
 
 #[test]
 fn the_gc_expires_idle_service_and_snat_flows_with_their_reply_keys() {
-    use aks_userspace::ebpf::{monotonic_now_ns, Timeouts};
+    use aks_userspace::datapath::ebpf::{monotonic_now_ns, Timeouts};
     let mut h = Harness::with_service(&[REMOTE_POD]);
     h.run(
         "from_pod",

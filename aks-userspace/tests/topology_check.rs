@@ -116,7 +116,7 @@ fn check_reports_reachability_and_the_source_address_seen() {
     let to_server = Probe::new(0, 2, "routed");
     let to_island = Probe::new(0, 3, "no route");
 
-    let results = check::run(&endpoints, &[to_server, to_island]).expect("running probes");
+    let results = check::run(&endpoints, &[to_server.clone(), to_island]).expect("running probes");
     print!("{}", check::render_table(&results));
     assert!(
         results[0].connected,

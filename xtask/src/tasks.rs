@@ -1,10 +1,13 @@
 //! `build`, `run` and `test`: thin wrappers around cargo that make sure the environment is
 //! set up first and that privileged binaries run as root.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{cmd, setup};
 
@@ -75,7 +78,58 @@ pub fn run(args: &[String]) -> Result<()> {
         // datapath's logs; Ctrl-C removes it.
         aksnet.args(["up", "--check"]);
     }
-    cmd::run(aksnet.args(args))
+    aksnet.args(args);
+    let code = run_forwarding_stop_signals(&mut aksnet)?;
+    if code != 0 {
+        // aksnet said why; its exit status is the answer a script gets.
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// The stop signal xtask received last (0: none), forwarded by `run_forwarding_stop_signals`.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(signal: nix::libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP_SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// Runs `command` and waits for it, also when xtask itself is asked to stop: Ctrl-C,
+/// SIGTERM and SIGHUP (the terminal closed) are passed on to the child, which removes
+/// its cluster, and xtask exits only after it (with its exit code). Dying at once would
+/// hand the terminal back to the shell, whose exit then hangs up on aksnet half-way
+/// through its teardown.
+fn run_forwarding_stop_signals(command: &mut Command) -> Result<i32> {
+    use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    eprintln!("+ {}", cmd::display(command));
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only performs an atomic store.
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("catching {signal}"))?;
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start `{}`", cmd::display(command)))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for aksnet")? {
+            return Ok(status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1));
+        }
+        let pending = STOP_SIGNAL.swap(0, Ordering::Relaxed);
+        if let Ok(signal) = Signal::try_from(pending) {
+            // The child may have had it from the terminal too; a second one is harmless.
+            let _ = kill(pid, signal);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub fn test(extra: &[String]) -> Result<()> {
@@ -119,4 +173,28 @@ pub fn test(extra: &[String]) -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_signal_reaches_the_child_and_xtask_waits_for_it() {
+        use nix::sys::signal::{kill, Signal};
+        // The child takes its time to clean up after SIGTERM, then exits 7.
+        let mut child = Command::new("sh");
+        child.args([
+            "-c",
+            "trap 'sleep 0.3; exit 7' TERM; while :; do sleep 0.05; done",
+        ]);
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            kill(nix::unistd::getpid(), Signal::SIGTERM).expect("SIGTERM to this test");
+        });
+        let started = std::time::Instant::now();
+        let code = run_forwarding_stop_signals(&mut child).expect("running the child");
+        assert_eq!(code, 7, "xtask survived SIGTERM, passed it on, and waited");
+        assert!(started.elapsed() >= Duration::from_millis(600));
+    }
 }

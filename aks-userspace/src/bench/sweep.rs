@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::report::Summary;
 use super::workloads::{ConnectTarget, View};
 
-use crate::ebpf::ServiceMaps;
+use crate::datapath::ebpf::ServiceMaps;
 use crate::state::ClusterState;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -24,10 +24,11 @@ use serde::Serialize;
 use super::cells::{self, Cell, CellKind};
 use super::stats;
 use super::workloads;
+use crate::datapath::iptables;
 use crate::datapath::iptables_rules::{proxy_options, render_node, Ruleset};
 use crate::model::{self, NetworkPlugin};
+use crate::netns;
 use crate::plan::Plan;
-use crate::{iptables, netns};
 
 /// One service count on one datapath, medians over the rounds.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -1,22 +1,33 @@
 //! Listeners in destination namespaces, connections from source namespaces.
+//!
+//! A probe waits at most its own timeout: short for probes the model expects to be
+//! blocked ([`BLOCKED_TIMEOUT`]), longer for those it expects to connect
+//! ([`REACHABLE_TIMEOUT`]). A TCP reset or an ICMP error (port, host or network
+//! unreachable) is an answer and ends the probe at once.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::listener::{self, Listener};
+use crate::model::Protocol;
 use crate::netns;
 
-/// The TCP port the check listeners use in every destination namespace.
+/// The port the check listeners use in every destination namespace.
 pub const CHECK_PORT: u16 = 17001;
 
-/// How long a probe waits to connect and for the destination's answer.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a probe expected to connect waits to connect and for the answer: generous,
+/// so a busy machine does not turn a working path into a failure.
+pub const REACHABLE_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// How long a probe expected to be blocked waits. Every hop is a veth on this machine
+/// (a round trip takes well under a millisecond), so an answer that has not come in
+/// this time is not coming; a blocked probe that does connect answers within it.
+pub const BLOCKED_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// What kind of place an endpoint is; the report uses it to say what an address seen by
 /// a destination means ("the pod's own address", "its node's address").
@@ -33,7 +44,7 @@ pub enum EndpointKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
-    /// Short human name, e.g. `pod nodepool1-0/0`.
+    /// Short human name, e.g. `nodepool1-0-pod0`, `on-prem`.
     pub label: String,
     #[serde(flatten)]
     pub kind: EndpointKind,
@@ -41,25 +52,30 @@ pub struct Endpoint {
     pub address: Ipv4Addr,
 }
 
-/// One probe: indices into the endpoint list, and the TCP port to connect to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One probe: indices into the endpoint list, protocol and port, and how long to wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
     pub source: usize,
     pub destination: usize,
-    /// Why this probe is in the matrix, e.g. "pod to pod, other node".
-    pub path: &'static str,
+    /// Why this probe is in the matrix, e.g. "pod -> pod, other node".
+    pub path: String,
     /// Usually [`CHECK_PORT`]; another port tests port-specific rules (NSG).
     pub port: u16,
+    pub protocol: Protocol,
+    /// How long to wait to connect and for the answer.
+    pub timeout: Duration,
 }
 
 impl Probe {
-    /// A probe to the standard check port.
-    pub fn new(source: usize, destination: usize, path: &'static str) -> Self {
+    /// A TCP probe to the standard check port, waiting [`REACHABLE_TIMEOUT`].
+    pub fn new(source: usize, destination: usize, path: impl Into<String>) -> Self {
         Self {
             source,
             destination,
-            path,
+            path: path.into(),
             port: CHECK_PORT,
+            protocol: Protocol::Tcp,
+            timeout: REACHABLE_TIMEOUT,
         }
     }
 }
@@ -72,85 +88,63 @@ pub struct ProbeResult {
     pub source_address: Ipv4Addr,
     pub destination: String,
     pub destination_address: Ipv4Addr,
+    pub protocol: Protocol,
     pub port: u16,
+    /// Whether the destination answered (TCP: connected and answered).
     pub connected: bool,
-    /// The peer address the destination's listener saw on the accepted connection.
+    /// The peer address the destination's listener saw.
     pub seen_source: Option<Ipv4Addr>,
     /// The endpoint that owns `seen_source`, if any (e.g. the source's node after SNAT).
     pub seen_as: Option<String>,
     /// Why the probe failed, when it did.
     pub error: Option<String>,
+    /// How long the probe took, in milliseconds.
+    pub elapsed_ms: u64,
 }
 
-/// Runs `probes` over `endpoints`: opens one listener per distinct destination and port,
-/// connects from each source in turn, and closes the listeners again.
+/// Runs `probes` over `endpoints`: opens one listener per distinct destination, protocol
+/// and port, probes from each source in turn, and closes the listeners again.
 pub fn run(endpoints: &[Endpoint], probes: &[Probe]) -> Result<Vec<ProbeResult>> {
-    let stop = AtomicBool::new(false);
-    let mut listeners = BTreeMap::new();
+    let mut wanted = BTreeMap::new();
     for probe in probes {
         let destination = &endpoints[probe.destination];
-        let key = (destination.namespace.clone(), probe.port);
-        if listeners.contains_key(&key) {
-            continue;
-        }
-        let port = probe.port;
-        let listener = netns::run_in(&destination.namespace, || {
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-                .with_context(|| format!("listening on port {port}"))?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })
-        .with_context(|| format!("starting the check listener of {}", destination.label))?;
-        listeners.insert(key, listener);
+        let protocol = match probe.protocol {
+            Protocol::Tcp => 0,
+            Protocol::Udp => 1,
+        };
+        wanted
+            .entry((destination.namespace.clone(), probe.port, protocol))
+            .or_insert((destination, probe.protocol));
     }
-
-    thread::scope(|scope| {
-        for listener in listeners.values() {
-            scope.spawn(|| answer_until(listener, &stop));
-        }
-        let results = probes
+    let listeners = wanted
+        .into_iter()
+        .map(|((namespace, port, _), (destination, protocol))| {
+            Listener::open(&namespace, port, protocol, &destination.label)
+                .with_context(|| format!("starting the check listener of {}", destination.label))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(listener::serve(&listeners, || {
+        probes
             .iter()
             .map(|probe| probe_one(endpoints, probe))
-            .collect::<Vec<_>>();
-        stop.store(true, Ordering::Relaxed);
-        Ok(results)
-    })
-}
-
-/// Accepts connections and writes each peer's address back, until `stop` is set.
-fn answer_until(listener: &TcpListener, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut stream, peer)) => {
-                let _ = stream.set_nonblocking(false);
-                let _ = writeln!(stream, "{}", peer.ip());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => thread::sleep(Duration::from_millis(2)),
-        }
-    }
+            .collect()
+    }))
 }
 
 fn probe_one(endpoints: &[Endpoint], probe: &Probe) -> ProbeResult {
     let source = &endpoints[probe.source];
     let destination = &endpoints[probe.destination];
     let target = SocketAddr::new(IpAddr::V4(destination.address), probe.port);
+    let started = Instant::now();
     let outcome = netns::run_in(&source.namespace, || {
-        let stream = TcpStream::connect_timeout(&target, PROBE_TIMEOUT)?;
-        stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
-        Ok(stream)
+        let line = match probe.protocol {
+            Protocol::Tcp => ask_tcp(target, probe.timeout),
+            Protocol::Udp => ask_udp(target, probe.timeout),
+        };
+        line.map_err(|e| anyhow::anyhow!(describe_error(&e, probe.timeout)))
     })
-    .and_then(|stream| {
-        let mut line = String::new();
-        BufReader::new(stream)
-            .read_line(&mut line)
-            .context("reading the destination's answer")?;
-        line.trim()
-            .parse::<Ipv4Addr>()
-            .with_context(|| format!("the destination answered {line:?}, not an address"))
-    });
+    .and_then(|line| listener::parse_answer(&line).map(|(_, seen)| seen));
+    let elapsed_ms = started.elapsed().as_millis() as u64;
     let (connected, seen_source, error) = match outcome {
         Ok(seen) => (true, Some(seen), None),
         Err(e) => (false, None, Some(format!("{:#}", e.root_cause()))),
@@ -162,15 +156,56 @@ fn probe_one(endpoints: &[Endpoint], probe: &Probe) -> ProbeResult {
             .map(|e| e.label.clone())
     });
     ProbeResult {
-        path: probe.path.to_owned(),
+        path: probe.path.clone(),
         source: source.label.clone(),
         source_address: source.address,
         destination: destination.label.clone(),
         destination_address: destination.address,
+        protocol: probe.protocol,
         port: probe.port,
         connected,
         seen_source,
         seen_as,
         error,
+        elapsed_ms,
+    }
+}
+
+/// Connects and reads the listener's one-line answer.
+pub(super) fn ask_tcp(target: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let stream = TcpStream::connect_timeout(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(line)
+}
+
+/// Sends one datagram from a connected socket (so ICMP errors come back as errors) and
+/// waits for the answer.
+pub(super) fn ask_udp(target: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    socket.connect(target)?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.send(b"who?\n")?;
+    let mut buffer = [0u8; 256];
+    let len = socket.recv(&mut buffer)?;
+    Ok(String::from_utf8_lossy(&buffer[..len]).into_owned())
+}
+
+/// A failed probe in words: what answered (a reset, an ICMP error) or that nothing did.
+pub(super) fn describe_error(error: &std::io::Error, timeout: Duration) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            format!("no answer within {} ms", timeout.as_millis())
+        }
+        ErrorKind::ConnectionRefused => "refused (TCP reset or ICMP port unreachable)".into(),
+        ErrorKind::HostUnreachable => "host unreachable (ICMP)".into(),
+        ErrorKind::NetworkUnreachable => "network unreachable (ICMP)".into(),
+        ErrorKind::UnexpectedEof => "closed without an answer".into(),
+        _ => error.to_string(),
     }
 }

@@ -1,60 +1,68 @@
-//! The check matrix as a table for people.
+//! The check as tables for people.
 
-use super::{ProbeResult, ServiceProbeResult};
+use super::{verdict, CheckRow, ProbeResult, ServiceCheck, ServiceProbeResult, CHECK_PORT};
 use crate::table::Table;
 
-/// One line per probe: path, source, destination, whether TCP connected, and what the
-/// destination saw as the source address (and whose address that is).
-pub fn render_table(results: &[ProbeResult]) -> String {
-    let header = ["PATH", "SOURCE", "DESTINATION", "TCP", "DESTINATION SAW"];
-    let rows: Vec<[String; 5]> = results
-        .iter()
-        .map(|r| {
-            let saw = match (&r.seen_source, &r.seen_as) {
-                (Some(ip), Some(who)) if *ip == r.source_address => format!("{ip} (source itself)"),
-                (Some(ip), Some(who)) => format!("{ip} ({who})"),
-                (Some(ip), None) => ip.to_string(),
-                (None, _) => "-".to_owned(),
-            };
-            [
-                r.path.clone(),
-                format!("{} {}", r.source, r.source_address),
-                format!("{} {}", r.destination, r.destination_address),
-                if r.connected {
-                    "ok".to_owned()
-                } else {
-                    format!("FAIL ({})", r.error.as_deref().unwrap_or("no answer"))
-                },
-                saw,
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(padded.join("  ").trim_end());
+fn finish(table: Table) -> String {
+    let mut out = table.to_string();
+    if !out.ends_with('\n') {
         out.push('\n');
-    };
-    line(&header.map(str::to_owned));
-    for row in &rows {
-        line(row);
     }
     out
 }
 
-/// One line per service backend: the service, the client, and how many of the
-/// connections each backend answered (and which source address it saw).
-pub fn render_service_table(results: &[ServiceProbeResult]) -> String {
+/// The destination, with the port and protocol when they are not the check's default.
+fn destination(r: &ProbeResult) -> String {
+    let mut text = format!("{} {}", r.destination, r.destination_address);
+    if r.port != CHECK_PORT || r.protocol != crate::model::Protocol::Tcp {
+        text.push_str(&format!(":{}/{}", r.port, r.protocol));
+    }
+    text
+}
+
+/// One line per probe: path, source, destination, what the model expects, what was
+/// observed, and the verdict.
+pub fn render_checked(rows: &[CheckRow]) -> String {
+    let mut table = Table::new(&[
+        "PATH",
+        "SOURCE",
+        "DESTINATION",
+        "EXPECTED",
+        "OBSERVED",
+        "VERDICT",
+    ]);
+    for row in rows {
+        let r = &row.observed;
+        table.row(vec![
+            r.path.clone(),
+            format!("{} {}", r.source, r.source_address),
+            destination(r),
+            row.expected.to_string(),
+            verdict::observed(r),
+            row.verdict.to_string(),
+        ]);
+    }
+    finish(table)
+}
+
+/// One line per probe, without expectations (probes run outside a cluster, in tests).
+pub fn render_table(results: &[ProbeResult]) -> String {
+    let mut table = Table::new(&["PATH", "SOURCE", "DESTINATION", "OBSERVED"]);
+    for r in results {
+        table.row(vec![
+            r.path.clone(),
+            format!("{} {}", r.source, r.source_address),
+            destination(r),
+            verdict::observed(r),
+        ]);
+    }
+    finish(table)
+}
+
+/// One line per service backend: the service, the client, how many of the connections
+/// the backend answered, the source addresses it saw, what it should see, the verdict;
+/// then a line for a service whose connections were not all answered.
+pub fn render_service_checks(checks: &[ServiceCheck]) -> String {
     let mut table = Table::new(&[
         "SERVICE",
         "CLIENT",
@@ -62,44 +70,56 @@ pub fn render_service_table(results: &[ServiceProbeResult]) -> String {
         ">ANSWERS",
         ">SHARE",
         "BACKEND SAW",
+        "EXPECTED",
+        "VERDICT",
     ]);
-    for r in results {
-        let service = format!("{} {}:{}/{}", r.service, r.cluster_ip, r.port, r.protocol);
-        let client = format!("{} {}", r.client, r.client_address);
-        for b in &r.backends {
-            let share = if r.attempts == 0 {
-                "-".to_owned()
-            } else {
-                format!("{:.0}%", 100.0 * b.answers as f64 / r.attempts as f64)
-            };
+    for check in checks {
+        let r = &check.observed;
+        let (service, client) = service_and_client(r);
+        for (b, judged) in r.backends.iter().zip(&check.backend_checks) {
             let saw: Vec<String> = b.seen_sources.iter().map(|a| a.to_string()).collect();
             table.row(vec![
                 service.clone(),
                 client.clone(),
                 format!("{} {}", b.pod, b.address),
                 format!("{}/{}", b.answers, r.attempts),
-                share,
+                share(b.answers, r.attempts),
                 if saw.is_empty() {
                     "-".to_owned()
                 } else {
                     saw.join(", ")
                 },
+                judged.expected.to_string(),
+                judged.verdict.to_string(),
             ]);
         }
-        if let Some(error) = &r.error {
+        if r.answered < r.attempts {
             table.row(vec![
                 service,
                 client,
-                format!("FAIL ({error})"),
-                format!("{}/{}", r.attempts - r.answered, r.attempts),
-                String::new(),
-                String::new(),
+                "(all backends)".into(),
+                format!("{}/{}", r.answered, r.attempts),
+                share(r.answered, r.attempts),
+                "-".into(),
+                "every connection answered".into(),
+                check.verdict.to_string(),
             ]);
         }
     }
-    let mut out = table.to_string();
-    if !out.ends_with('\n') {
-        out.push('\n');
+    finish(table)
+}
+
+fn service_and_client(r: &ServiceProbeResult) -> (String, String) {
+    (
+        format!("{} {}:{}/{}", r.service, r.cluster_ip, r.port, r.protocol),
+        format!("{} {}", r.client, r.client_address),
+    )
+}
+
+fn share(part: usize, whole: usize) -> String {
+    if whole == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.0}%", 100.0 * part as f64 / whole as f64)
     }
-    out
 }

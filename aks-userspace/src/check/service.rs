@@ -8,15 +8,14 @@
 //! chains, the eBPF one will through its service maps, and the same probe measures both.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::listener::{self, Listener};
+use super::probe::{ask_tcp, ask_udp, describe_error};
 use super::Endpoint;
 use crate::model::Protocol;
 use crate::netns;
@@ -50,6 +49,8 @@ pub struct BackendListener {
 pub struct BackendAnswers {
     pub pod: String,
     pub address: Ipv4Addr,
+    /// The port the backend listens on (the service's targetPort).
+    pub port: u16,
     pub answers: usize,
     /// Source addresses the backend saw (the client's own, or an address it was
     /// masqueraded to, e.g. for hairpin traffic).
@@ -141,17 +142,9 @@ pub fn probe_service(
 ) -> Result<ServiceProbeResult> {
     let listeners = backends
         .iter()
-        .map(|b| Listener::open(b, service.protocol))
+        .map(|b| Listener::open(&b.namespace, b.port, service.protocol, &b.pod))
         .collect::<Result<Vec<_>>>()?;
-    let stop = AtomicBool::new(false);
-    let outcomes = thread::scope(|scope| {
-        for listener in &listeners {
-            scope.spawn(|| listener.answer_until(&stop));
-        }
-        let outcomes = connect_repeatedly(service, client, attempts);
-        stop.store(true, Ordering::Relaxed);
-        outcomes
-    })?;
+    let outcomes = listener::serve(&listeners, || connect_repeatedly(service, client, attempts))?;
 
     let mut by_pod: BTreeMap<String, (usize, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
     let mut answered = 0;
@@ -185,6 +178,7 @@ pub fn probe_service(
                 BackendAnswers {
                     pod: b.pod.clone(),
                     address: b.address,
+                    port: b.port,
                     answers,
                     seen_sources,
                 }
@@ -209,11 +203,13 @@ fn connect_repeatedly(
         let mut outcomes = Vec::with_capacity(attempts);
         for _ in 0..attempts {
             let outcome = match service.protocol {
-                Protocol::Tcp => ask_tcp(target),
-                Protocol::Udp => ask_udp(target),
+                Protocol::Tcp => ask_tcp(target, ATTEMPT_TIMEOUT),
+                Protocol::Udp => ask_udp(target, ATTEMPT_TIMEOUT),
             }
-            .and_then(|line| parse_answer(&line))
-            .map_err(|e| format!("{:#}", e.root_cause()));
+            .map_err(|e| describe_error(&e, ATTEMPT_TIMEOUT))
+            .and_then(|line| {
+                listener::parse_answer(&line).map_err(|e| format!("{:#}", e.root_cause()))
+            });
             outcomes.push(outcome);
             let failing = outcomes.iter().rev().take_while(|o| o.is_err()).count();
             if failing >= GIVE_UP_AFTER && failing == outcomes.len() {
@@ -223,112 +219,4 @@ fn connect_repeatedly(
         Ok(outcomes)
     })
     .with_context(|| format!("probing service {} from {}", service.name, client.label))
-}
-
-fn ask_tcp(target: SocketAddr) -> Result<String> {
-    let stream = TcpStream::connect_timeout(&target, ATTEMPT_TIMEOUT)?;
-    stream.set_read_timeout(Some(ATTEMPT_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .context("reading the backend's answer")?;
-    Ok(line)
-}
-
-fn ask_udp(target: SocketAddr) -> Result<String> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-    socket.connect(target)?;
-    socket.set_read_timeout(Some(ATTEMPT_TIMEOUT))?;
-    socket.send(b"who?\n")?;
-    let mut buffer = [0u8; 256];
-    let len = socket
-        .recv(&mut buffer)
-        .context("waiting for the backend's answer")?;
-    Ok(String::from_utf8_lossy(&buffer[..len]).into_owned())
-}
-
-/// `<pod> <seen source>`, as the listeners write it.
-fn parse_answer(line: &str) -> Result<(String, Ipv4Addr)> {
-    let mut words = line.split_whitespace();
-    match (words.next(), words.next().map(str::parse::<Ipv4Addr>)) {
-        (Some(pod), Some(Ok(seen))) => Ok((pod.to_owned(), seen)),
-        _ => bail!("the backend answered {line:?}, not `<pod> <address>`"),
-    }
-}
-
-/// A backend's listening socket, made inside its pod namespace.
-enum Socket {
-    Tcp(TcpListener),
-    Udp(UdpSocket),
-}
-
-struct Listener {
-    pod: String,
-    socket: Socket,
-}
-
-impl Listener {
-    fn open(backend: &BackendListener, protocol: Protocol) -> Result<Self> {
-        let address = (Ipv4Addr::UNSPECIFIED, backend.port);
-        let socket = netns::run_in(&backend.namespace, || {
-            Ok(match protocol {
-                Protocol::Tcp => {
-                    let listener = TcpListener::bind(address)?;
-                    listener.set_nonblocking(true)?;
-                    Socket::Tcp(listener)
-                }
-                Protocol::Udp => {
-                    let socket = UdpSocket::bind(address)?;
-                    socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-                    Socket::Udp(socket)
-                }
-            })
-        })
-        .with_context(|| {
-            format!(
-                "listening on {protocol} port {} in backend {}",
-                backend.port, backend.pod
-            )
-        })?;
-        Ok(Self {
-            pod: backend.pod.clone(),
-            socket,
-        })
-    }
-
-    /// Answers every connection or datagram with `<pod> <peer address>` until `stop`.
-    fn answer_until(&self, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
-            match &self.socket {
-                Socket::Tcp(listener) => match listener.accept() {
-                    Ok((mut stream, peer)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = writeln!(stream, "{} {}", self.pod, peer.ip());
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                },
-                Socket::Udp(socket) => {
-                    let mut buffer = [0u8; 64];
-                    if let Ok((_, peer)) = socket.recv_from(&mut buffer) {
-                        let answer = format!("{} {}\n", self.pod, peer.ip());
-                        let _ = socket.send_to(answer.as_bytes(), peer);
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_name_the_backend_and_the_address_it_saw() {
-        assert_eq!(
-            parse_answer("kn-0-pod1 10.244.0.1\n").expect("valid"),
-            ("kn-0-pod1".to_owned(), Ipv4Addr::new(10, 244, 0, 1))
-        );
-        assert!(parse_answer("hello\n").is_err());
-    }
 }

@@ -13,7 +13,7 @@ pub mod up;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use aks_userspace::model::{self, PlanError};
 use aks_userspace::plan::{self as planner, Plan};
@@ -33,12 +33,13 @@ pub fn load_description_and_plan(
     file: Option<&Path>,
 ) -> Result<Result<(model::ClusterDescription, Plan), ExitCode>> {
     let (source, yaml) = match file {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read_to_string(path).with_context(|| {
-                format!("while reading the cluster description {}", path.display())
-            })?,
-        ),
+        Some(path) => match read_description(path) {
+            Ok(yaml) => (path.display().to_string(), yaml),
+            Err(why) => {
+                aks_userspace::errln!("error: {}: {why}", path.display());
+                return Ok(Err(ExitCode::from(EXIT_INVALID_DESCRIPTION)));
+            }
+        },
         None => (
             "built-in default".to_string(),
             model::DEFAULT_DESCRIPTION.to_string(),
@@ -59,6 +60,41 @@ pub fn load_description_and_plan(
     }
 }
 
+/// The largest description read: a 1,000-node cluster with 10,000 services is about
+/// 1 MiB of YAML; a bigger file is a mistake (`plan /dev/zero`), not a cluster.
+pub const MAX_DESCRIPTION_BYTES: u64 = 4 << 20;
+
+/// Reads a description file: a regular file (or a pipe) of UTF-8 text of at most
+/// `MAX_DESCRIPTION_BYTES`. Anything else is bad input, said in one sentence.
+fn read_description(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            "no such file; give the path of a cluster description (YAML)".to_owned()
+        }
+        _ => format!("cannot be opened: {e}"),
+    })?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err("is a directory, not a cluster description; name a YAML file".to_owned());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_DESCRIPTION_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_DESCRIPTION_BYTES {
+        return Err(format!(
+            "larger than {} MiB, the most a cluster description can be; is it the right file?",
+            MAX_DESCRIPTION_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "is not UTF-8 text (invalid byte at offset {}); save the description as UTF-8",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 fn report_invalid(source: &str, err: &PlanError) -> ExitCode {
     eprintln!("error: {source}: {err}");
     ExitCode::from(EXIT_INVALID_DESCRIPTION)
@@ -66,12 +102,17 @@ fn report_invalid(source: &str, err: &PlanError) -> ExitCode {
 
 /// The cluster a command means: the one named, or the only one there is.
 pub fn resolve_cluster(name: Option<&str>) -> Result<ClusterState> {
+    ClusterState::require(&resolve_cluster_name(name)?)
+}
+
+/// The name of the cluster a command means (see [`resolve_cluster`]).
+pub fn resolve_cluster_name(name: Option<&str>) -> Result<String> {
     if let Some(name) = name {
-        return ClusterState::require(name);
+        return Ok(name.to_owned());
     }
     let clusters = ClusterState::list()?;
     match clusters.as_slice() {
-        [only] => ClusterState::require(only),
+        [only] => Ok(only.clone()),
         [] => bail!("no cluster is running; start one with `aksnet up`"),
         many => bail!(
             "several clusters are running ({}); name one",
@@ -82,8 +123,7 @@ pub fn resolve_cluster(name: Option<&str>) -> Result<ClusterState> {
 
 /// Fails with a clear message unless running as root.
 pub fn require_root(what: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!("{what} needs root (network namespaces, BPF): run it with sudo, or through `cargo xtask run -- …`");
     }
     Ok(())

@@ -4,9 +4,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
 
+use aks_userspace::errln;
 use aks_userspace::monitor::{clock_time, EventKind, Monitor, MonitorEvent};
+use aks_userspace::state::ClusterState;
+use aks_userspace::stop;
 
 /// How often the ring buffers are drained: short enough that a drop shows at once,
 /// long enough that an idle monitor costs nothing.
@@ -21,12 +23,10 @@ pub fn run(
     super::require_root("aksnet monitor")?;
     let state = super::resolve_cluster(cluster)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_time()
         .build()
         .context("starting the tokio runtime")?;
-    let _context = runtime.enter();
-    let mut interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    stop::install()?;
     // Dropped on every way out, which turns tracing off again.
     let mut monitor = Monitor::open(&state, node, kind)?;
     eprintln!(
@@ -38,23 +38,30 @@ pub fn run(
         state.name,
         node.map_or_else(|| "every node".to_owned(), |n| format!("node {n}"))
     );
-    runtime.block_on(async {
+    let record = ClusterState::dir(&state.name);
+    let removed = runtime.block_on(async {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         loop {
-            tokio::select! {
-                _ = interrupt.recv() => break,
-                _ = terminate.recv() => break,
-                _ = tick.tick() => {
-                    for event in monitor.poll() {
-                        print_event(&event, json)?;
-                    }
-                }
+            tick.tick().await;
+            for event in monitor.poll() {
+                print_event(&event, json)?;
+            }
+            if stop::requested().is_some() {
+                return anyhow::Ok(false);
+            }
+            // `down`, or the `up` that owns it, removed the cluster: its rings will never
+            // carry another event.
+            if !record.exists() {
+                return anyhow::Ok(true);
             }
         }
-        anyhow::Ok(())
     })?;
-    for event in monitor.poll() {
-        print_event(&event, json)?;
+    if removed {
+        errln!(
+            "cluster {} was removed; monitor stops (start it again once the cluster is up)",
+            state.name
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
+use aks_userspace::cluster_lock::ClusterLock;
+use aks_userspace::errln;
 use aks_userspace::model::{Protocol, ServiceDescription};
 use aks_userspace::services::{self, ServiceChange};
+use aks_userspace::state::ClusterState;
 use aks_userspace::table::Table;
 
 #[derive(Subcommand)]
@@ -84,7 +87,16 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
         ),
         ServicesAction::Remove { name, cluster } => (cluster, ServiceChange::Remove(name)),
     };
-    let mut state = super::resolve_cluster(cluster.as_deref())?;
+    let name = super::resolve_cluster_name(cluster.as_deref())?;
+    // Held until the change is programmed and recorded: a concurrent `services` or
+    // `down` waits, and the record read below is the latest.
+    let _lock = ClusterLock::existing(&name, |holder| {
+        errln!(
+            "cluster {name}: waiting for another aksnet command{} that is changing it",
+            holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+        )
+    })?;
+    let mut state = ClusterState::require(&name)?;
     let update = services::apply(&mut state, change)?;
     println!(
         "service {} programmed on {} nodes in {:.3} ms ({}); the cluster has {} services",

@@ -4,10 +4,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use aks_userspace::cluster;
 use aks_userspace::datapath::Datapath;
+use aks_userspace::stop::{self, Stopped};
+use aks_userspace::{errln, outln};
 
 pub fn run(
     file: Option<&Path>,
@@ -22,12 +23,14 @@ pub fn run(
         Err(code) => return Ok(code),
     };
     super::require_root("aksnet up")?;
-    // Catch Ctrl-C and SIGTERM from here on, so one that arrives while the cluster is
-    // being built is handled (the cluster removed) once the build is done, instead of
-    // killing the process half-way.
-    let stop = StopSignals::install()?;
+    // Stop signals are caught from here on: one that arrives while the cluster is being
+    // built stops the build after the current namespace and removes what was made; one
+    // that arrives later removes the cluster, also with `--keep`. Nothing below depends
+    // on stdout or stderr still being there (`aksnet up | tee log` and Ctrl-C, a closed
+    // terminal): output goes through `outln!`/`errln!`, which ignore a broken pipe.
+    stop::install()?;
     let pods: usize = plan.nodes.iter().map(|n| n.pods.len()).sum();
-    eprintln!(
+    errln!(
         "creating cluster {}: {}/{}, {} nodes, {} pods",
         plan.name,
         plan.network_plugin,
@@ -35,91 +38,111 @@ pub fn run(
         plan.nodes.len(),
         pods
     );
-    let mut running = cluster::create(&plan)?;
-    // Kept for `aksnet services`, which changes and plans it again.
-    aks_userspace::state::ClusterState::save_description(&plan.name, &description)?;
-    println!(
+    // The description is kept for `aksnet services`, which changes and plans it again.
+    let mut running = match cluster::create_described(&plan, Some(&description)) {
+        Ok(running) => running,
+        Err(err) => {
+            return match err.downcast_ref::<Stopped>() {
+                Some(stopped) => {
+                    errln!(
+                        "cluster {}: {} arrived while it was being built; removed what was built",
+                        plan.name,
+                        stopped.0
+                    );
+                    Ok(ExitCode::from(stopped.exit_code()))
+                }
+                None => Err(err),
+            }
+        }
+    };
+    outln!(
         "cluster {} is up: {} namespaces in {:.2}s",
         plan.name,
         running.state.namespaces.len(),
         running.build_time.as_secs_f64()
     );
-    println!("  {}", running.datapath.summary());
-    if check {
-        let (endpoints, probes) = aks_userspace::check::cluster_matrix(&running.state);
-        let results = aks_userspace::check::run(&endpoints, &probes)?;
-        print!("{}", aks_userspace::check::render_table(&results));
+    outln!("  {}", running.datapath.summary());
+    if check && stop::requested().is_none() {
+        let model = aks_userspace::check::NetworkModel::from_plan(&plan);
+        if !super::check::matrix(&running.state, &model, false)? {
+            return failed_check(running, &plan.name, keep);
+        }
     }
-    if keep {
-        println!(
-            "  left running (--keep); `aksnet check {0}` probes it, `aksnet down {0}` removes it",
+    if stop::requested().is_none() {
+        if keep {
+            outln!(
+                "  left running (--keep); `aksnet check {0}` probes it, `aksnet down {0}` removes it",
+                plan.name
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        outln!(
+            "  `aksnet check {}` in another terminal probes it; Ctrl-C here removes it; datapath logs at level {log_level} follow",
             plan.name
         );
-        return Ok(ExitCode::SUCCESS);
+        let gc_interval =
+            std::time::Duration::from_secs(u64::from(plan.conntrack.gc_interval_seconds));
+        serve(running.datapath.as_mut(), gc_interval)?;
     }
-    println!(
-        "  `aksnet check {}` in another terminal probes it; Ctrl-C here removes it; datapath logs at level {log_level} follow",
-        plan.name
-    );
-    let gc_interval = std::time::Duration::from_secs(u64::from(plan.conntrack.gc_interval_seconds));
-    stop.wait_serving(running.datapath.as_mut(), gc_interval)?;
-    eprintln!("stopping: removing cluster {}", plan.name);
+    let signal = stop::requested().map_or_else(|| "a stop".to_owned(), |s| s.to_string());
+    errln!("stopping ({signal}): removing cluster {}", plan.name);
     drop(running);
     let removal = cluster::remove(&plan.name)?;
-    println!(
+    outln!(
         "cluster {} removed ({} namespaces)",
-        plan.name, removal.namespaces
+        plan.name,
+        removal.namespaces
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM (`aksnet down`, a service manager), caught from
-/// `install` on.
-struct StopSignals {
-    runtime: tokio::runtime::Runtime,
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl StopSignals {
-    fn install() -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the tokio runtime")?;
-        let _context = runtime.enter();
-        let interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
-        let terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
-        Ok(Self {
-            runtime,
-            interrupt,
-            terminate,
-        })
+    // Serving until a signal is how `up` ends; with --keep, a signal means it did not
+    // do what was asked (leave the cluster), which a script must see.
+    match (keep, stop::requested()) {
+        (true, Some(signal)) => Ok(ExitCode::from(Stopped(signal).exit_code())),
+        _ => Ok(ExitCode::SUCCESS),
     }
+}
 
-    /// Blocks until one of the signals arrives (returns at once if one already has),
-    /// meanwhile printing the datapath's log records a few times a second and expiring
-    /// idle flows every `gc_interval`.
-    fn wait_serving(
-        mut self,
-        datapath: &mut dyn Datapath,
-        gc_interval: std::time::Duration,
-    ) -> Result<()> {
-        self.runtime.block_on(async {
-            let mut logs = tokio::time::interval(std::time::Duration::from_millis(200));
-            let mut gc = tokio::time::interval(gc_interval);
-            loop {
-                tokio::select! {
-                    _ = self.interrupt.recv() => break,
-                    _ = self.terminate.recv() => break,
-                    _ = logs.tick() => datapath.flush_logs(),
-                    _ = gc.tick() => report_gc(datapath),
-                }
+/// `up --check` found a row that does not match: a cluster that does not do what AKS
+/// does is not left serving as if it did. With `--keep` it stays for inspection.
+fn failed_check(running: cluster::RunningCluster, name: &str, keep: bool) -> Result<ExitCode> {
+    if keep {
+        outln!(
+            "  the check failed; left running (--keep) for inspection: `aksnet inspect … --cluster {name}`, `aksnet down {name}` removes it"
+        );
+    } else {
+        drop(running);
+        let removal = cluster::remove(name)?;
+        outln!(
+            "  the check failed; cluster {name} removed ({} namespaces)",
+            removal.namespaces
+        );
+    }
+    Ok(ExitCode::from(super::check::EXIT_MISMATCH))
+}
+
+/// How often the serving loop looks for a stop signal.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs until a stop signal arrives, meanwhile printing the datapath's log records a
+/// few times a second and expiring idle flows every `gc_interval`.
+fn serve(datapath: &mut dyn Datapath, gc_interval: std::time::Duration) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let mut stop_poll = tokio::time::interval(STOP_POLL);
+        let mut logs = tokio::time::interval(std::time::Duration::from_millis(200));
+        let mut gc = tokio::time::interval(gc_interval);
+        loop {
+            tokio::select! {
+                _ = stop_poll.tick() => if stop::requested().is_some() { break },
+                _ = logs.tick() => datapath.flush_logs(),
+                _ = gc.tick() => report_gc(datapath),
             }
-            datapath.flush_logs();
-        });
-        Ok(())
-    }
+        }
+        datapath.flush_logs();
+    });
+    Ok(())
 }
 
 /// One GC pass; a line per node that expired flows, with the map pressure.
@@ -130,7 +153,7 @@ fn report_gc(datapath: &mut dyn Datapath) {
                 .iter()
                 .filter(|(_, r)| r.expired + r.service_flows_expired > 0)
             {
-                eprintln!(
+                errln!(
                     "[{node}] conntrack gc: expired {} flows; {} flows of {} ({:.1} % pressure), {} NAT entries; expired {} service flows, {} left",
                     r.expired,
                     r.flows,
@@ -142,6 +165,6 @@ fn report_gc(datapath: &mut dyn Datapath) {
                 );
             }
         }
-        Err(err) => eprintln!("conntrack gc failed: {err:#}"),
+        Err(err) => errln!("conntrack gc failed: {err:#}"),
     }
 }

@@ -8,8 +8,8 @@
 //!   topology), kube-proxy's service chains and ip-masq-agent's MASQUERADE in one
 //!   `iptables-restore` per node, kernel routing and conntrack.
 
-mod ebpf;
-mod iptables;
+pub mod ebpf;
+pub mod iptables;
 
 use anyhow::Result;
 
@@ -40,7 +40,7 @@ pub trait Datapath {
     fn flush_logs(&mut self) {}
     /// Expires idle flows from the datapath's own conntrack, per node. The iptables
     /// datapath leaves that to the kernel's conntrack.
-    fn collect_garbage(&mut self) -> Result<Vec<(String, crate::ebpf::GcReport)>> {
+    fn collect_garbage(&mut self) -> Result<Vec<(String, ebpf::GcReport)>> {
         Ok(Vec::new())
     }
 }

@@ -10,7 +10,7 @@ use aya::maps::{HashMap, MapData};
 
 use super::conntrack::{Flow, FlowTuple};
 use super::{ip, protocol_name, NodePins};
-use crate::ebpf::monotonic_now_ns;
+use crate::datapath::ebpf::monotonic_now_ns;
 use crate::model::conntrack::ConntrackSettings;
 
 pub fn read(pins: &NodePins, settings: Option<&ConntrackSettings>) -> Result<Vec<Flow>> {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use aks_ebpf_common::{Reason, STATS_MAP};
 
 use super::{select_nodes, NodePins};
-use crate::ebpf::read_pinned;
+use crate::datapath::ebpf::read_pinned;
 use crate::state::ClusterState;
 
 /// The packets and bytes counted under one reason on one node (summed over CPUs), or

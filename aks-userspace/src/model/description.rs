@@ -15,6 +15,7 @@ use crate::cidr::Ipv4Cidr;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterDescription {
     /// Short name; prefixes every namespace and interface aksnet creates.
+    #[serde(deserialize_with = "required_name")]
     pub name: String,
     pub network_plugin: NetworkPlugin,
     pub datapath: Datapath,
@@ -44,6 +45,14 @@ pub struct ClusterDescription {
     /// Conntrack and SNAT settings of the eBPF datapath.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<super::conntrack::ConntrackDescription>,
+}
+
+/// `name: null` (also `name: ~` or `name:` with nothing after it) is a missing name, not
+/// a cluster called "null" (a quoted `"null"` is a name, and fails validation as such).
+fn required_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Option::<String>::deserialize(deserializer)?.ok_or_else(|| {
+        serde::de::Error::custom("name is null; give the cluster a name, e.g. `name: demo`")
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

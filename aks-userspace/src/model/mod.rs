@@ -16,7 +16,7 @@ pub use description::{
     OnPremNetwork, OsType, Protocol, ServiceDescription, Vnet,
 };
 pub use error::PlanError;
-pub use validate::validate;
+pub use validate::{check_cluster_name, validate};
 
 /// The cluster aksnet builds when no description is given: small, because every node and
 /// pod becomes a network namespace.

@@ -344,6 +344,36 @@ fn cluster_name_fits_interface_names() {
         d.name = bad.into();
         assert_eq!(failing_field(&d), "name", "{bad:?}");
     }
+    // Characters, not bytes: "dé" is 2 characters (3 bytes), and not ASCII.
+    d.name = "dé".into();
+    let text = error_text(&d);
+    assert!(text.starts_with("name: `dé` (2 characters)"), "{text}");
+    assert!(text.contains("only ASCII"), "{text}");
+}
+
+#[test]
+fn a_null_name_is_missing_not_a_cluster_called_null() {
+    let yaml = |name: &str| {
+        format!(
+            "name: {name}\nnetworkPlugin: azure\ndatapath: ebpf\nvnet: {{ addressSpace: 10.224.0.0/12, nodeSubnet: 10.224.0.0/24 }}\nnodePools: [{{ name: nodepool1, count: 1 }}]\n"
+        )
+    };
+    for null in ["null", "~", ""] {
+        let err = parse(&yaml(null)).expect_err("a null name is an error");
+        assert!(err.to_string().contains("name is null"), "{null:?}: {err}");
+    }
+    assert_eq!(
+        parse(&yaml("demo")).expect("a plain name parses").name,
+        "demo"
+    );
+}
+
+#[test]
+fn zero_pods_per_node_is_blamed_on_pods_per_node() {
+    let mut d = base(NetworkPlugin::Azure, 2);
+    d.services = vec![service("web", "10.0.0.20", 1)];
+    d.pods_per_node = Some(0);
+    assert_eq!(failing_field(&d), "podsPerNode");
 }
 
 #[test]

@@ -129,21 +129,24 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     })
 }
 
-fn check_cluster_name(name: &str) -> Result<(), PlanError> {
+pub fn check_cluster_name(name: &str) -> Result<(), PlanError> {
     let well_formed = name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    // Only ASCII is allowed, so bytes and characters agree once it is well formed; the
+    // message counts characters, which is what the user sees.
     if !well_formed || name.len() > MAX_CLUSTER_NAME_LEN {
         return Err(PlanError::invalid(
             "name",
             format!(
                 "`{name}` ({} characters) cannot prefix interface names: namespaces and \
                  veths are named `aks-<name>-…` and Linux interface names hold 15 bytes; use \
-                 at most {MAX_CLUSTER_NAME_LEN} characters of lowercase letters, digits and \
-                 dashes, starting with a letter and not ending with a dash (e.g. `demo`)",
-                name.len()
+                 at most {MAX_CLUSTER_NAME_LEN} characters, only ASCII lowercase letters, \
+                 digits and dashes, starting with a letter and not ending with a dash \
+                 (e.g. `demo`)",
+                name.chars().count()
             ),
         ));
     }
@@ -423,6 +426,13 @@ fn check_subnet_fits(plugin: NetworkPlugin, demand: &SubnetDemand) -> Result<(),
 }
 
 fn check_pods_per_node(pods_per_node: u32, pools: &[NodePool]) -> Result<(), PlanError> {
+    if pods_per_node == 0 {
+        return Err(PlanError::invalid(
+            "podsPerNode",
+            "0 pods per node: every node needs at least one pod (the pods are what the \
+             datapath connects, probes run from and services route to); use 1 or more",
+        ));
+    }
     if let Some(pool) = pools.iter().find(|p| pods_per_node > p.max_pods) {
         return Err(PlanError::invalid(
             "podsPerNode",

@@ -10,17 +10,20 @@ use crate::netns;
 /// Creates every namespace in `specs` (in order: a namespace that creates veths must come
 /// before nothing, but peers must exist, so all namespaces are created first), then
 /// configures each. On any failure everything made so far is removed again and the
-/// error is returned: nothing half-made is left behind.
+/// error is returned: nothing half-made is left behind. A stop signal (see
+/// [`crate::stop`]) ends the build after the current namespace, the same way.
 pub fn build(specs: &[NamespaceSpec]) -> Result<()> {
     let mut progress = Progress::new("building namespaces", specs.len() * 2);
     let mut created: Vec<&str> = Vec::with_capacity(specs.len());
     let result = (|| -> Result<()> {
         for spec in specs {
+            crate::stop::check()?;
             netns::create(&spec.name)?;
             created.push(&spec.name);
             progress.step();
         }
         for spec in specs {
+            crate::stop::check()?;
             netlink::apply(spec)?;
             progress.step();
         }
@@ -81,20 +84,23 @@ impl Progress {
 
     fn step(&mut self) {
         self.done += 1;
+        // Written without the panicking print macros: a terminal that hung up or a
+        // closed pipe must not stop a build (or its rollback) half-way.
+        let mut stderr = std::io::stderr();
         if self.tty {
-            eprint!("\r{}: {}/{}", self.what, self.done, self.total);
-            let _ = std::io::stderr().flush();
+            let _ = write!(stderr, "\r{}: {}/{}", self.what, self.done, self.total);
+            let _ = stderr.flush();
         } else if self.done * 10 / self.total != (self.done - 1) * 10 / self.total {
             // Crossed a tenth of the work.
-            eprintln!("{}: {}/{}", self.what, self.done, self.total);
+            let _ = writeln!(stderr, "{}: {}/{}", self.what, self.done, self.total);
         }
     }
 
     fn finish(&self) {
         if self.tty {
-            eprintln!();
+            crate::errln!();
         }
-        eprintln!(
+        crate::errln!(
             "{}: {} steps in {:.2}s",
             self.what,
             self.done,

@@ -1,12 +1,11 @@
 //! Applying a [`NamespaceSpec`] over rtnetlink from a thread inside the namespace: one
 //! netlink connection per namespace, no `ip` processes.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::{
@@ -190,13 +189,8 @@ async fn set_up(handle: &Handle, name: &str) -> Result<()> {
 
 /// The index of `name` in the calling thread's namespace.
 fn if_index(name: &str) -> Result<u32> {
-    let c_name = CString::new(name)?;
-    // SAFETY: valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    if index == 0 {
-        bail!("no interface {name} in this namespace");
-    }
-    Ok(index)
+    nix::net::if_::if_nametoindex(name)
+        .with_context(|| format!("no interface {name} in this namespace"))
 }
 
 /// Writes a sysctl of the calling thread's network namespace (`/proc/sys/net` is

@@ -168,8 +168,11 @@ impl ForegroundUp {
 
     /// Ctrl-C, as a user would stop it; asserts a clean exit.
     pub fn interrupt(mut self) {
-        // SAFETY: SIGINT to the child this test started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT to the child this test started");
         let status = self.child.wait().expect("reaping aksnet up");
         assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
     }

@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Panics, naming the reason and the fix, unless this process can create network
 /// namespaces and load BPF programs.
 pub fn require_privileges() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
     assert_eq!(
         euid,

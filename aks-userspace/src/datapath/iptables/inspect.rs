@@ -5,8 +5,8 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+use super::restore;
 use super::ruleset::{ChainCount, Ruleset};
-use crate::iptables;
 use crate::state::ClusterState;
 
 #[derive(Clone, Debug, Serialize)]
@@ -41,7 +41,7 @@ pub fn node_rules(state: &ClusterState, node: Option<&str>) -> Result<NodeRules>
             }
         );
     };
-    let saved = iptables::save(&found.namespace)?;
+    let saved = restore::save(&found.namespace)?;
     let ruleset = Ruleset::parse(&saved)?;
     Ok(NodeRules {
         cluster: state.name.clone(),

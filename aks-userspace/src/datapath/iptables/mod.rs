@@ -8,17 +8,19 @@
 //! - `chain_name`: chain names derived from the service, as kube-proxy derives them.
 //! - `ruleset`: the tables/chains/rules model, its restore payload and its parser.
 //! - `inspect`: a running node's rules read back (`aksnet inspect rules`).
+//! - `restore`: `iptables-restore` / `iptables-save` run inside a namespace (also used
+//!   for the vnet fabric's rules).
 
 mod chain_name;
 mod inspect;
 mod render_masq;
 mod render_services;
+mod restore;
 pub mod ruleset;
 
 use anyhow::{Context, Result};
 
 use super::Datapath;
-use crate::iptables;
 use crate::model::{self, NetworkPlugin};
 use crate::netns;
 use crate::plan::Plan;
@@ -28,6 +30,7 @@ pub use chain_name::{endpoint_chain, service_chain};
 pub use inspect::{node_rules, NodeRules};
 pub use render_masq::{render_masquerade, MASQ_CHAIN};
 pub use render_services::{ProxyOptions, MASQ_MARK, SERVICES_CHAIN};
+pub use restore::{replace, restore, save};
 pub use ruleset::{ChainCount, Ruleset};
 
 /// The sysctl that sends bridged IPv4 through iptables (and conntrack). It exists only
@@ -86,7 +89,7 @@ fn enable_bridge_netfilter(namespace: &str) -> Result<bool> {
 pub fn reprogram_node(plan: &Plan, namespace: &str) -> Result<usize> {
     let bridge_netfilter = enable_bridge_netfilter(namespace)?;
     let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
-    iptables::replace(namespace, &ruleset.to_restore())?;
+    restore::replace(namespace, &ruleset.to_restore())?;
     Ok(ruleset.rule_count())
 }
 
@@ -100,7 +103,7 @@ impl IptablesDatapath {
             masquerade_all |= !bridge_netfilter;
             let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
             rules_per_node = ruleset.rule_count();
-            iptables::restore(&node.namespace, &ruleset.to_restore()).with_context(|| {
+            restore::restore(&node.namespace, &ruleset.to_restore()).with_context(|| {
                 format!(
                     "programming kube-proxy and ip-masq-agent on node {}",
                     node.name

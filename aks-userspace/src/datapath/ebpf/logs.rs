@@ -20,7 +20,8 @@ impl log::Log for NodeLog {
 
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            eprintln!("[{}] {:<5} {}", self.node, record.level(), record.args());
+            // Never panics on a closed stderr: `up` must reach its teardown.
+            crate::errln!("[{}] {:<5} {}", self.node, record.level(), record.args());
         }
     }
 

@@ -53,13 +53,10 @@ impl GcReport {
 
 /// The clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC), in nanoseconds.
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC exists on every Linux; the call can only fail on a bad clock id.
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    (ts.tv_sec() as u64) * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 impl NodeDatapath {

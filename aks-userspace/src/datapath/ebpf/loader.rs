@@ -215,16 +215,8 @@ fn pin_link(link: FdLink, path: &Path) -> Result<()> {
 /// On newer kernels (memcg accounting) this is harmless, and failure is not fatal: the
 /// load reports EPERM itself if the limit really is the problem.
 fn raise_memlock_rlimit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit with a valid pointer to an initialised struct.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-    if rc != 0 {
-        log::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    if let Err(err) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        log::debug!("could not raise RLIMIT_MEMLOCK: {err}");
     }
 }

@@ -1,6 +1,25 @@
 //! The eBPF datapath: one loaded object per node; `from_pod` on every pod veth,
 //! `from_vnet` and the `nsg` XDP program on the uplink; maps filled from the plan and
 //! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
+//!
+//! Submodules: the embedded object, loading and attaching it in a node's namespace
+//! (`loader`), and reading and writing its maps (`conntrack`, `services`, `stats`, `maps`).
+
+mod conntrack;
+mod loader;
+mod logs;
+mod maps;
+mod object;
+mod services;
+mod stats;
+
+pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
+pub use loader::NodeDatapath;
+pub use logs::{NodeLog, NodeLogStream};
+pub use maps::map_addr;
+pub use object::object_bytes;
+pub use services::{protocol_number, ServiceMaps};
+pub use stats::{read_pinned, ReasonTotals};
 
 use aks_ebpf_common::{
     addr, config::POD_ADDRESSING_PRIVATE, config::POD_ADDRESSING_VNET, nsg, Endpoint, NodeConfig,
@@ -10,7 +29,6 @@ use anyhow::{Context, Result};
 
 use super::Datapath;
 use crate::cidr::Ipv4Cidr;
-use crate::ebpf::{map_addr, monotonic_now_ns, GcReport, NodeDatapath, NodeLogStream, Timeouts};
 use crate::model::{self, nsg::Access, nsg::SecurityRule, NetworkPlugin};
 use crate::netns;
 use crate::plan::Plan;

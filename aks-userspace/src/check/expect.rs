@@ -1,0 +1,327 @@
+//! What AKS would do with a flow: the expected outcome of every check row, derived from
+//! the cluster model (network plugin, datapath, non-masquerade CIDRs, the kubenet route
+//! table, NSG rules, the hosts outside the VNet), never written per matrix cell.
+//!
+//! Pure functions of [`NetworkModel`]: unit-tested without root. Later rows (network
+//! policy, LoadBalancer services, outbound types) add their rules here.
+//!
+//! The rules, in the order they are applied:
+//! 1. The internet starts no connection to a private address: without a public IP or a
+//!    load balancer there is no inbound path (Azure's default).
+//! 2. kubenet: on-prem cannot reach pod addresses. The route table (the UDRs carrying
+//!    each node's pod /24) belongs to the node subnet and is not advertised over
+//!    ExpressRoute; only node addresses are.
+//! 3. The address the destination sees: a pod keeps its own address towards the
+//!    non-masquerade CIDRs (ip-masq-agent) and on its own node; otherwise it is
+//!    masqueraded to its node's address. Nodes and external hosts are seen as themselves.
+//! 4. kubenet: a pod that keeps its private address towards on-prem or the internet gets
+//!    no reply: neither has a route back to the pod CIDR.
+//! 5. The NSG of the node subnet: inbound rules, evaluated where a packet enters a node
+//!    from the VNet (so not between pods of one node), on the address the node sees, in
+//!    priority order, first match decides, no match allows. Azure's NSGs are stateful:
+//!    replies are never filtered.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::{Endpoint, EndpointKind};
+use crate::cidr::Ipv4Cidr;
+use crate::model::nsg::{Access, SecurityRule};
+use crate::model::{Datapath, NetworkPlugin, Protocol};
+use crate::plan::Plan;
+
+/// The part of a cluster's plan the expectations depend on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkModel {
+    pub network_plugin: NetworkPlugin,
+    pub datapath: Datapath,
+    /// kubenet: the private range pods are addressed from.
+    pub pod_cidr: Option<Ipv4Cidr>,
+    pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
+    /// Inbound NSG rules in priority order.
+    pub nsg: Vec<SecurityRule>,
+    pub nodes: Vec<ModelNode>,
+}
+
+/// A node: its address, and (kubenet) the address of its pod bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelNode {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub pod_gateway: Option<Ipv4Addr>,
+}
+
+impl NetworkModel {
+    pub fn from_plan(plan: &Plan) -> Self {
+        Self {
+            network_plugin: plan.network_plugin,
+            datapath: plan.datapath,
+            pod_cidr: plan.pod_cidr,
+            non_masquerade_cidrs: plan.non_masquerade_cidrs.clone(),
+            nsg: plan.nsg.clone(),
+            nodes: plan
+                .nodes
+                .iter()
+                .map(|n| ModelNode {
+                    name: n.name.clone(),
+                    address: n.ip,
+                    pod_gateway: n.pod_gateway,
+                })
+                .collect(),
+        }
+    }
+
+    fn node(&self, name: &str) -> Option<&ModelNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    fn non_masquerade(&self, address: Ipv4Addr) -> Option<Ipv4Cidr> {
+        self.non_masquerade_cidrs
+            .iter()
+            .copied()
+            .find(|c| c.contains(address))
+    }
+}
+
+/// The address a destination should see as the source, and whose it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpectedSource {
+    pub address: Ipv4Addr,
+    /// `itself`, `node nodepool1-0`, `hairpin address`, or the address the user wrote.
+    pub who: String,
+}
+
+/// What should happen to a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum Expectation {
+    /// The connection is made; the destination sees `source` (`None`: not asserted, as
+    /// in a user's expectation that leaves it out).
+    Reachable {
+        source: Option<ExpectedSource>,
+        why: String,
+    },
+    Blocked {
+        reason: String,
+    },
+}
+
+impl Expectation {
+    pub fn is_blocked(&self) -> bool {
+        matches!(self, Expectation::Blocked { .. })
+    }
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expectation::Reachable {
+                source: Some(source),
+                ..
+            } => write!(f, "reachable as {} ({})", source.address, source.who),
+            Expectation::Reachable { source: None, .. } => write!(f, "reachable"),
+            Expectation::Blocked { reason } => write!(f, "blocked: {reason}"),
+        }
+    }
+}
+
+/// One flow: from an endpoint to another, a protocol and destination port.
+#[derive(Clone, Copy, Debug)]
+pub struct Flow<'a> {
+    pub source: &'a Endpoint,
+    pub destination: &'a Endpoint,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// What AKS does with `flow`.
+pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
+    let (source, destination) = (flow.source, flow.destination);
+    let inside = matches!(
+        destination.kind,
+        EndpointKind::Pod { .. } | EndpointKind::Node { .. }
+    );
+    if source.kind == EndpointKind::Internet && inside {
+        return Expectation::Blocked {
+            reason: "no inbound from the internet without a public IP".into(),
+        };
+    }
+    let kubenet_pod_address = |a: Ipv4Addr| {
+        model.network_plugin == NetworkPlugin::Kubenet
+            && model.pod_cidr.is_some_and(|c| c.contains(a))
+    };
+    if source.kind == EndpointKind::OnPrem && kubenet_pod_address(destination.address) {
+        return Expectation::Blocked {
+            reason: "on-prem cannot reach kubenet pods: the route table is not advertised".into(),
+        };
+    }
+    let (seen, why) = seen_source(model, source, destination);
+    let external = matches!(
+        destination.kind,
+        EndpointKind::OnPrem | EndpointKind::Internet
+    );
+    if external && kubenet_pod_address(seen.address) {
+        return Expectation::Blocked {
+            reason: format!(
+                "the pod keeps its kubenet address ({why}) and {} has no route back to the pod CIDR",
+                destination.label
+            ),
+        };
+    }
+    if crosses_node_uplink(source, destination) {
+        if let Some(rule) = first_nsg_match(model, seen.address, destination.address, flow) {
+            if rule.access == Access::Deny {
+                return Expectation::Blocked {
+                    reason: format!(
+                        "NSG rule {} (priority {}) denies it",
+                        rule.name, rule.priority
+                    ),
+                };
+            }
+        }
+    }
+    Expectation::Reachable {
+        source: Some(seen),
+        why,
+    }
+}
+
+/// What a service backend should see when `client` reaches it through a ClusterIP: as a
+/// direct flow to the backend, except when the client is the backend itself (hairpin),
+/// which every datapath masquerades (a pod cannot take a packet from its own address).
+pub fn expect_service_backend(
+    model: &NetworkModel,
+    client: &Endpoint,
+    backend: &Endpoint,
+    protocol: Protocol,
+    target_port: u16,
+) -> Expectation {
+    if client.address != backend.address {
+        return expect_flow(
+            model,
+            &Flow {
+                source: client,
+                destination: backend,
+                protocol,
+                port: target_port,
+            },
+        );
+    }
+    let node = match &client.kind {
+        EndpointKind::Pod { node } => model.node(node),
+        _ => None,
+    };
+    let hairpin = match (model.datapath, model.network_plugin, node) {
+        (Datapath::Ebpf, _, _) => Some((
+            Ipv4Addr::from(aks_ebpf_common::lb::HAIRPIN_SOURCE),
+            "hairpin address".to_owned(),
+            "the eBPF datapath gives hairpin traffic a link-local source, as Cilium does",
+        )),
+        (Datapath::Iptables, NetworkPlugin::Kubenet, Some(node)) => node.pod_gateway.map(|a| {
+            (
+                a,
+                format!("cbr0 of {}", node.name),
+                "kube-proxy masquerades hairpin traffic to the bridge's address",
+            )
+        }),
+        (Datapath::Iptables, NetworkPlugin::Azure, Some(node)) => Some((
+            node.address,
+            format!("node {}", node.name),
+            "kube-proxy masquerades hairpin traffic; azure0 has no address, so the node's",
+        )),
+        _ => None,
+    };
+    match hairpin {
+        Some((address, who, why)) => Expectation::Reachable {
+            source: Some(ExpectedSource { address, who }),
+            why: why.into(),
+        },
+        None => Expectation::Reachable {
+            source: None,
+            why: "hairpin through the service; the client's node is not in the plan".into(),
+        },
+    }
+}
+
+/// The address `destination` sees for a connection from `source`, and why.
+fn seen_source(
+    model: &NetworkModel,
+    source: &Endpoint,
+    destination: &Endpoint,
+) -> (ExpectedSource, String) {
+    let itself = ExpectedSource {
+        address: source.address,
+        who: "itself".into(),
+    };
+    let EndpointKind::Pod { node } = &source.kind else {
+        return (itself, "only pods are masqueraded".into());
+    };
+    if let EndpointKind::Pod { node: other } = &destination.kind {
+        if other == node {
+            return (itself, "pods of one node talk directly".into());
+        }
+    }
+    if let Some(cidr) = model.non_masquerade(destination.address) {
+        return (
+            itself,
+            format!(
+                "{} is in the non-masquerade CIDR {cidr}",
+                destination.address
+            ),
+        );
+    }
+    match model.node(node) {
+        Some(n) => (
+            ExpectedSource {
+                address: n.address,
+                who: format!("node {}", n.name),
+            },
+            format!(
+                "{} is outside the non-masquerade CIDRs: masqueraded to the node",
+                destination.address
+            ),
+        ),
+        None => (
+            itself,
+            format!("node {node} of the source is not in the plan; no masquerade assumed"),
+        ),
+    }
+}
+
+/// Whether the flow enters a node from the VNet (where the NSG applies): towards a pod
+/// or node, from anywhere but that same node.
+fn crosses_node_uplink(source: &Endpoint, destination: &Endpoint) -> bool {
+    let node_of = |e: &Endpoint| match &e.kind {
+        EndpointKind::Pod { node } => Some(node.clone()),
+        EndpointKind::Node { name } => Some(name.clone()),
+        _ => None,
+    };
+    match node_of(destination) {
+        None => false,
+        Some(target) => node_of(source).as_ref() != Some(&target),
+    }
+}
+
+fn first_nsg_match<'m>(
+    model: &'m NetworkModel,
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    flow: &Flow,
+) -> Option<&'m SecurityRule> {
+    let protocol = match flow.protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    };
+    model.nsg.iter().find(|rule| {
+        rule.protocol.is_none_or(|p| p == protocol)
+            && rule.source.is_none_or(|c| c.contains(source))
+            && rule.destination.is_none_or(|c| c.contains(destination))
+            && (rule.ports.0..=rule.ports.1).contains(&flow.port)
+    })
+}
+
+#[cfg(test)]
+mod tests;
