@@ -150,7 +150,10 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
         "kernel.bpf_stats_enabled is back to what it was"
     );
     let csv_text = std::fs::read_to_string(&csv).expect("the CSV was written");
-    assert!(csv_text.starts_with("kind,workload,cell,"), "{csv_text}");
+    assert!(
+        csv_text.starts_with("kind,workload,view,cell,"),
+        "{csv_text}"
+    );
     let svg_text = std::fs::read_to_string(&svg).expect("the plot was written");
     assert!(svg_text.contains("<svg"), "an SVG");
 

@@ -154,4 +154,25 @@ mod tests {
         assert!(text.contains("nodePools"), "{text}");
         assert!(text.contains(&MAX_MAP_ENTRIES.to_string()), "{text}");
     }
+
+    #[test]
+    fn more_than_ten_thousand_namespaces_plan_with_a_warning() {
+        let yaml = |pods: u32| {
+            format!(
+                "name: many\nnetworkPlugin: kubenet\ndatapath: ebpf\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - {{ name: np, count: 100, osType: Linux }}\npodsPerNode: {pods}\n"
+            )
+        };
+        let warned = |plan: &super::super::Plan| {
+            plan.warnings
+                .iter()
+                .any(|w| w.message.contains("network namespaces"))
+        };
+        // 100 nodes × 99 pods + 100 nodes + 3 = 10,003 namespaces.
+        let many = plan_of(&yaml(99)).expect("plans");
+        assert_eq!(namespaces(&many.nodes), 10_003);
+        assert!(warned(&many), "{:?}", many.warnings);
+        let fewer = plan_of(&yaml(98)).expect("plans");
+        assert_eq!(namespaces(&fewer.nodes), 9_903);
+        assert!(!warned(&fewer), "{:?}", fewer.warnings);
+    }
 }
