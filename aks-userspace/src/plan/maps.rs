@@ -24,8 +24,8 @@ pub const MAX_MAP_ENTRIES: u32 = 1 << 22;
 pub struct MapCapacities {
     /// `ENDPOINTS`: the node's pods.
     pub endpoints: u32,
-    /// `ROUTES`: the fixed routes, every other node's pod range (kubenet) or pod
-    /// (Azure CNI), and the node's own pods.
+    /// `ROUTES`: the fixed routes, every other node's pod range (kubenet, overlay) or
+    /// pod (Azure CNI), and the node's own pods.
     pub routes: u32,
     /// `SERVICES`: a master slot per service and one slot per backend.
     pub services: u32,
@@ -58,8 +58,9 @@ pub fn capacities(
 ) -> Result<MapCapacities, PlanError> {
     let pods_per_node = nodes.iter().map(|n| n.pods.len()).max().unwrap_or(0);
     // As the eBPF loader fills ROUTES: default, VNet, on-prem, each non-masquerade CIDR,
-    // the route table (other nodes' entries), the node's own pods.
-    let routes = 3 + non_masquerade_cidrs.len() + route_table.len() + pods_per_node;
+    // the route table (other nodes' entries), with an overlay each other node's pod
+    // range, the node's own pods.
+    let routes = 3 + non_masquerade_cidrs.len() + route_table.len() + nodes.len() + pods_per_node;
     let backends: usize = services.iter().map(|s| s.backends.len()).sum();
     let defaults = MapCapacities::default();
     let size = |field: &str, what: &str, need: usize, default: u32| {
