@@ -3,8 +3,9 @@
 //! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
 //!
 //! Submodules: the embedded object, loading and attaching it in a node's namespace
-//! (`loader`), and reading and writing its maps (`conntrack`, `services`, `stats`, `maps`).
+//! (`loader`, with `attach` for the TC attach modes), and reading and writing its maps (`conntrack`, `services`, `stats`, `maps`).
 
+mod attach;
 mod conntrack;
 mod loader;
 mod logs;
@@ -13,6 +14,7 @@ mod object;
 mod services;
 mod stats;
 
+pub use attach::TcAttachMode;
 pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
@@ -22,8 +24,7 @@ pub use services::{protocol_number, ServiceMaps};
 pub use stats::{read_pinned, ReasonTotals};
 
 use aks_ebpf_common::{
-    addr, config::POD_ADDRESSING_PRIVATE, config::POD_ADDRESSING_VNET, nsg, Endpoint, NodeConfig,
-    NsgRule, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
+    addr, nsg, Endpoint, NodeConfig, NsgRule, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
 };
 use anyhow::{Context, Result};
 
@@ -130,6 +131,19 @@ impl EbpfDatapath {
     }
 }
 
+impl EbpfDatapath {
+    /// How the TC programs are attached: the same on every node, since the kernel decides.
+    fn tc_attach_mode(&self) -> String {
+        self.nodes
+            .iter()
+            .find_map(NodeDatapath::tc_attach_mode)
+            .map_or_else(
+                || "nothing".to_owned(),
+                |mode: TcAttachMode| mode.to_string(),
+            )
+    }
+}
+
 impl Datapath for EbpfDatapath {
     fn kind(&self) -> model::Datapath {
         model::Datapath::Ebpf
@@ -137,9 +151,10 @@ impl Datapath for EbpfDatapath {
 
     fn summary(&self) -> String {
         format!(
-            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink, {}, {} routes per node",
+            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink (TC attached as {}), {}, {} routes per node",
             self.nodes.len(),
             self.pods,
+            self.tc_attach_mode(),
             if self.nsg_rules == 0 {
                 "no NSG rules (nsg XDP not attached)".to_owned()
             } else {
@@ -172,16 +187,14 @@ fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
     Ok(NodeConfig {
         node_ip: map_addr(node.address),
         uplink_ifindex: netns::interface_index(&node.namespace, &node.uplink)?,
-        pod_addressing: match plan.pod_network.private_pod_cidr() {
-            false => POD_ADDRESSING_VNET,
-            true => POD_ADDRESSING_PRIVATE,
-        },
         nsg_rules: 0,
         uplink_mac: node.uplink_mac,
         gateway_mac: node.gateway_mac,
         ready: 1,
         nat_port_min: plan.conntrack.nat_port_min,
         nat_port_max: plan.conntrack.nat_port_max,
+        service_net: map_addr(plan.service_cidr.network()),
+        service_mask: addr::netmask(u32::from(plan.service_cidr.prefix())),
     })
 }
 
