@@ -63,6 +63,8 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
             "azure/iptables",
             "kubenet/ebpf",
             "kubenet/iptables",
+            "azure-overlay/ebpf",
+            "azure-overlay/iptables",
             "limit"
         ]
     );
@@ -97,6 +99,11 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
                 assert!(
                     r["cost"]["median"].as_f64().is_some_and(|c| c > 0.0),
                     "{cell} {workload} ({view}) has no CPU cost: {r}"
+                );
+                // Every cell's ratio is against the same baseline, the new cells' too.
+                assert!(
+                    r["vsKubenetIptables"].as_f64().is_some_and(|q| q > 0.0),
+                    "{cell} {workload} ({view}) has no ratio to kubenet/iptables: {r}"
                 );
                 let spread = &r["rate"];
                 assert!(

@@ -1,5 +1,6 @@
-//! The cells a benchmark compares: the four matrix clusters (Azure CNI or kubenet, each on
-//! the eBPF or the iptables datapath) on identical topologies, and the "limit": two
+//! The cells a benchmark compares: the six matrix clusters (Azure CNI with pods in the
+//! node subnet, kubenet, Azure CNI Overlay, each on the eBPF or the iptables datapath) on
+//! identical topologies, and the "limit": two
 //! namespaces joined by one veth pair, no datapath at all. Each cell knows where its
 //! workloads run (client, server, internet host, service) and removes itself when dropped,
 //! so an error or Ctrl-C anywhere leaves nothing behind.
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use super::cost::ClusterPrograms;
 use crate::cluster::{self, RunningCluster};
-use crate::model::{self, NetworkPlugin};
+use crate::model::{self, NetworkPlugin, NetworkPluginMode};
 use crate::plan::{self, Plan};
 use crate::topology::{self, InterfaceSpec, NamespaceSpec, VethSpec};
 
@@ -43,6 +44,8 @@ const LIMIT_SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 pub enum CellKind {
     Cluster {
         plugin: NetworkPlugin,
+        /// `networkPluginMode`: `Some(Overlay)` with `azure` is Azure CNI Overlay.
+        mode: Option<NetworkPluginMode>,
         datapath: model::Datapath,
     },
     /// Two namespaces, one veth pair, no datapath: what the kernel does at best here.
@@ -50,32 +53,73 @@ pub enum CellKind {
 }
 
 impl CellKind {
-    /// Every cell, in the order the table shows them (and each round measures them).
-    pub const ALL: [CellKind; 5] = [
+    /// Every cell, in the order the table shows them (and each round measures them). The
+    /// Overlay cells come after the four original ones, so those keep their places (and
+    /// their colours in the plot) from earlier runs.
+    pub const ALL: [CellKind; 7] = [
         Self::cluster(NetworkPlugin::Azure, model::Datapath::Ebpf),
         Self::cluster(NetworkPlugin::Azure, model::Datapath::Iptables),
         Self::cluster(NetworkPlugin::Kubenet, model::Datapath::Ebpf),
         Self::cluster(NetworkPlugin::Kubenet, model::Datapath::Iptables),
+        Self::overlay(model::Datapath::Ebpf),
+        Self::overlay(model::Datapath::Iptables),
         Self::Limit,
     ];
 
     /// The baseline every ratio is taken against (besides the limit).
     pub const BASELINE: CellKind = Self::cluster(NetworkPlugin::Kubenet, model::Datapath::Iptables);
 
+    /// A cluster cell without a `networkPluginMode` (Azure CNI Node Subnet or kubenet).
     pub const fn cluster(plugin: NetworkPlugin, datapath: model::Datapath) -> Self {
-        Self::Cluster { plugin, datapath }
+        Self::Cluster {
+            plugin,
+            mode: None,
+            datapath,
+        }
     }
 
-    /// A short tag for names: `ae`, `ai`, `ke`, `ki`, `lim`.
+    /// An Azure CNI Overlay cell.
+    pub const fn overlay(datapath: model::Datapath) -> Self {
+        Self::Cluster {
+            plugin: NetworkPlugin::Azure,
+            mode: Some(NetworkPluginMode::Overlay),
+            datapath,
+        }
+    }
+
+    /// A short tag for names: `ae`, `ai`, `ke`, `ki`, `oe`, `oi`, `lim`.
     fn tag(self) -> &'static str {
-        match self {
-            Self::Cluster { plugin, datapath } => match (plugin, datapath) {
-                (NetworkPlugin::Azure, model::Datapath::Ebpf) => "ae",
-                (NetworkPlugin::Azure, model::Datapath::Iptables) => "ai",
-                (NetworkPlugin::Kubenet, model::Datapath::Ebpf) => "ke",
-                (NetworkPlugin::Kubenet, model::Datapath::Iptables) => "ki",
-            },
-            Self::Limit => "lim",
+        let Self::Cluster {
+            plugin,
+            mode,
+            datapath,
+        } = self
+        else {
+            return "lim";
+        };
+        let ebpf = datapath == model::Datapath::Ebpf;
+        match (plugin, mode) {
+            (_, Some(NetworkPluginMode::Overlay)) => {
+                if ebpf {
+                    "oe"
+                } else {
+                    "oi"
+                }
+            }
+            (NetworkPlugin::Azure, None) => {
+                if ebpf {
+                    "ae"
+                } else {
+                    "ai"
+                }
+            }
+            (NetworkPlugin::Kubenet, None) => {
+                if ebpf {
+                    "ke"
+                } else {
+                    "ki"
+                }
+            }
         }
     }
 
@@ -90,7 +134,16 @@ impl CellKind {
 impl fmt::Display for CellKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Cluster { plugin, datapath } => write!(f, "{plugin}/{datapath}"),
+            Self::Cluster {
+                plugin,
+                mode: None,
+                datapath,
+            } => write!(f, "{plugin}/{datapath}"),
+            Self::Cluster {
+                plugin,
+                mode: Some(mode),
+                datapath,
+            } => write!(f, "{plugin}-{mode}/{datapath}"),
             Self::Limit => f.write_str("limit"),
         }
     }
@@ -142,8 +195,12 @@ impl Cell {
     pub fn create(kind: CellKind, prefix: &str) -> Result<Self> {
         let name = format!("{prefix}{}", kind.tag());
         match kind {
-            CellKind::Cluster { plugin, datapath } => {
-                let plan = plan_for(&cluster_description(&name, plugin, datapath, 1))?;
+            CellKind::Cluster {
+                plugin,
+                mode,
+                datapath,
+            } => {
+                let plan = plan_for(&cluster_description(&name, plugin, mode, datapath, 1))?;
                 // Both datapaths answer ClusterIPs; the limit cell has none.
                 let service = service_target(&plan, plan.services.len() - 1)?;
                 Self::from_plan(kind, &plan, Some(service))
@@ -240,21 +297,29 @@ impl Drop for Cell {
     }
 }
 
-/// The description of a benchmark cluster: 2 nodes × 1 pod, and `services` ClusterIP
+/// The description of a benchmark cluster: 2 nodes × 2 pods, and `services` ClusterIP
 /// services (port 80 → 8080, one backend: the first node's pod). The last one is the
-/// one the workloads use, so on iptables it is the last rule of `KUBE-SERVICES`.
+/// one the workloads use, so on iptables it is the last rule of `KUBE-SERVICES`. Every
+/// model has the same VNet and node subnet; maxPods is each model's AKS default.
 pub fn cluster_description(
     name: &str,
     plugin: NetworkPlugin,
+    mode: Option<NetworkPluginMode>,
     datapath: model::Datapath,
     services: usize,
 ) -> String {
-    let max_pods = match plugin {
-        NetworkPlugin::Azure => 30,
-        NetworkPlugin::Kubenet => 110,
+    let (max_pods, mode_fields) = match (plugin, mode) {
+        // Overlay pods come from the private podCidr (AKS's default range), one /24 per
+        // node, and never from the VNet.
+        (_, Some(mode)) => (
+            250,
+            format!("networkPluginMode: {mode}\npodCidr: 10.244.0.0/16\n"),
+        ),
+        (NetworkPlugin::Azure, None) => (30, String::new()),
+        (NetworkPlugin::Kubenet, None) => (110, String::new()),
     };
     let mut yaml = format!(
-        "name: {name}\nnetworkPlugin: {plugin}\ndatapath: {datapath}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: {NODES}, osType: Linux }}\npodsPerNode: {PODS_PER_NODE}\n"
+        "name: {name}\nnetworkPlugin: {plugin}\n{mode_fields}datapath: {datapath}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: {NODES}, osType: Linux }}\npodsPerNode: {PODS_PER_NODE}\n"
     );
     if services > SERVICES_IN_DEFAULT_CIDR {
         yaml.push_str(&format!("serviceCidr: {LARGE_SERVICE_CIDR}\n"));
@@ -368,15 +433,32 @@ fn create_limit(name: &str) -> Result<Cell> {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
+    use crate::cidr::Ipv4Cidr;
+
+    fn plan_of(kind: CellKind) -> Plan {
+        let CellKind::Cluster {
+            plugin,
+            mode,
+            datapath,
+        } = kind
+        else {
+            panic!("{kind} is not a cluster");
+        };
+        plan_for(&cluster_description("bnx", plugin, mode, datapath, 1)).expect("plans")
+    }
 
     #[test]
     fn every_cluster_cell_plans_the_same_topology() {
-        for kind in CellKind::ALL {
-            let CellKind::Cluster { plugin, datapath } = kind else {
-                continue;
-            };
-            let plan = plan_for(&cluster_description("bnx", plugin, datapath, 1)).expect("plans");
+        let clusters: Vec<CellKind> = CellKind::ALL
+            .into_iter()
+            .filter(|k| *k != CellKind::Limit)
+            .collect();
+        assert_eq!(clusters.len(), 6, "three pod networks × two datapaths");
+        for kind in clusters {
+            let plan = plan_of(kind);
             assert_eq!(plan.nodes.len(), NODES as usize, "{kind}");
             assert!(plan.nodes.iter().all(|n| n.pods.len() == 2), "{kind}");
             let target = service_target(&plan, 0).expect("a service");
@@ -386,10 +468,55 @@ mod tests {
     }
 
     #[test]
+    fn overlay_cells_take_pods_from_the_pod_cidr_on_the_baselines_nodes() {
+        let pod_cidr = Ipv4Cidr::from_str("10.244.0.0/16").expect("a CIDR");
+        let node_subnet = Ipv4Cidr::from_str("10.224.0.0/24").expect("a CIDR");
+        let baseline = plan_of(CellKind::BASELINE);
+        for datapath in [model::Datapath::Ebpf, model::Datapath::Iptables] {
+            let kind = CellKind::overlay(datapath);
+            assert!(CellKind::ALL.contains(&kind), "{kind} is measured");
+            let plan = plan_of(kind);
+            assert_eq!(plan.nodes.len(), baseline.nodes.len(), "{kind}");
+            for (node, base) in plan.nodes.iter().zip(&baseline.nodes) {
+                assert!(node_subnet.contains(node.ip), "{kind}: node {}", node.ip);
+                assert_eq!(node.ip, base.ip, "{kind}: the same node addresses");
+                assert_eq!(node.pods.len(), base.pods.len(), "{kind}");
+                for pod in &node.pods {
+                    assert!(pod_cidr.contains(pod.ip), "{kind}: pod {}", pod.ip);
+                }
+            }
+            // Each node its own /24 of podCidr.
+            let third = |n: usize| plan.nodes[n].pods[0].ip.octets()[2];
+            assert_ne!(third(0), third(1), "{kind}");
+        }
+    }
+
+    #[test]
+    fn every_cell_has_its_own_tag_and_name() {
+        let tags: std::collections::BTreeSet<&str> =
+            CellKind::ALL.iter().map(|k| k.tag()).collect();
+        assert_eq!(tags.len(), CellKind::ALL.len());
+        let names: Vec<String> = CellKind::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "azure/ebpf",
+                "azure/iptables",
+                "kubenet/ebpf",
+                "kubenet/iptables",
+                "azure-overlay/ebpf",
+                "azure-overlay/iptables",
+                "limit"
+            ]
+        );
+    }
+
+    #[test]
     fn ten_thousand_services_fit_the_default_service_cidr() {
         let yaml = cluster_description(
             "bnx",
             NetworkPlugin::Kubenet,
+            None,
             model::Datapath::Iptables,
             10_000,
         );

@@ -7,19 +7,23 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
+use super::cells::CellKind;
 use super::report::{BenchReport, Workload};
 use super::workloads::View;
 
-const WIDTH: u32 = 1500;
+/// Wide enough for seven labelled bar groups in each of three panels.
+const WIDTH: u32 = 2100;
 const HEIGHT: u32 = 900;
 
 /// One colour per cell, in `CellKind::ALL` order (azure/ebpf, azure/iptables,
-/// kubenet/ebpf, kubenet/iptables, limit).
-const CELL_COLOURS: [RGBColor; 5] = [
+/// kubenet/ebpf, kubenet/iptables, azure-overlay/ebpf, azure-overlay/iptables, limit).
+const CELL_COLOURS: [RGBColor; CellKind::ALL.len()] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
     RGBColor(127, 127, 127),
 ];
 
@@ -79,6 +83,12 @@ fn draw(report: &BenchReport, root: &Area) -> DrawResult {
     Ok(())
 }
 
+/// A cell's name under its bars: `azure-overlay/…` shortened to `overlay/…`, so seven
+/// labels fit side by side (the table, JSON and CSV keep the full name).
+fn axis_label(cell: &str) -> &str {
+    cell.strip_prefix("azure-").unwrap_or(cell)
+}
+
 /// Grouped bars: one group per cell (centred on its index), one bar per metric.
 fn bars(
     report: &BenchReport,
@@ -109,7 +119,10 @@ fn bars(
         .x_label_formatter(&|x: &f64| {
             let i = x.round();
             if (x - i).abs() < 1e-6 && i >= 0.0 {
-                cells.get(i as usize).cloned().unwrap_or_default()
+                cells
+                    .get(i as usize)
+                    .map(|c| axis_label(c).to_owned())
+                    .unwrap_or_default()
             } else {
                 String::new()
             }

@@ -124,7 +124,12 @@ fn sweep_datapath(
     progress: Progress,
 ) -> Result<Vec<SweepPoint>> {
     let rounds = bounds.rounds;
-    let CellKind::Cluster { plugin, datapath } = kind else {
+    let CellKind::Cluster {
+        plugin,
+        mode,
+        datapath,
+    } = kind
+    else {
         bail!("the sweep runs on clusters");
     };
     let tag = match datapath {
@@ -140,7 +145,7 @@ fn sweep_datapath(
         ));
         let started = Instant::now();
         let plan = cells::plan_for(&cells::cluster_description(
-            &name, plugin, datapath, services,
+            &name, plugin, mode, datapath, services,
         ))?;
         let target = cells::service_target(&plan, services - 1)?;
         let cell = Cell::from_plan(kind, &plan, Some(target))?;
@@ -299,6 +304,7 @@ mod tests {
         let plan = cells::plan_for(&cells::cluster_description(
             "bnx",
             NetworkPlugin::Kubenet,
+            None,
             model::Datapath::Iptables,
             3,
         ))
