@@ -476,6 +476,7 @@ mod tests {
             let kind = CellKind::overlay(datapath);
             assert!(CellKind::ALL.contains(&kind), "{kind} is measured");
             let plan = plan_of(kind);
+            assert_eq!(plan.pod_network, model::PodNetwork::AzureOverlay, "{kind}");
             assert_eq!(plan.nodes.len(), baseline.nodes.len(), "{kind}");
             for (node, base) in plan.nodes.iter().zip(&baseline.nodes) {
                 assert!(node_subnet.contains(node.ip), "{kind}: node {}", node.ip);
