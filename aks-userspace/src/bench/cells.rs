@@ -123,6 +123,20 @@ impl CellKind {
         }
     }
 
+    /// The plan of this cell's cluster named `name`, with `services` ClusterIP services
+    /// (see [`cluster_description`]); the limit is no cluster.
+    pub fn plan(self, name: &str, services: usize) -> Result<Plan> {
+        let Self::Cluster {
+            plugin,
+            mode,
+            datapath,
+        } = self
+        else {
+            bail!("the {self} cell is no cluster and has no plan");
+        };
+        plan_for(&cluster_description(name, plugin, mode, datapath, services))
+    }
+
     pub fn datapath(self) -> Option<model::Datapath> {
         match self {
             Self::Cluster { datapath, .. } => Some(datapath),
@@ -195,12 +209,8 @@ impl Cell {
     pub fn create(kind: CellKind, prefix: &str) -> Result<Self> {
         let name = format!("{prefix}{}", kind.tag());
         match kind {
-            CellKind::Cluster {
-                plugin,
-                mode,
-                datapath,
-            } => {
-                let plan = plan_for(&cluster_description(&name, plugin, mode, datapath, 1))?;
+            CellKind::Cluster { .. } => {
+                let plan = kind.plan(&name, 1)?;
                 // Both datapaths answer ClusterIPs; the limit cell has none.
                 let service = service_target(&plan, plan.services.len() - 1)?;
                 Self::from_plan(kind, &plan, Some(service))
@@ -301,7 +311,7 @@ impl Drop for Cell {
 /// services (port 80 → 8080, one backend: the first node's pod). The last one is the
 /// one the workloads use, so on iptables it is the last rule of `KUBE-SERVICES`. Every
 /// model has the same VNet and node subnet; maxPods is each model's AKS default.
-pub fn cluster_description(
+fn cluster_description(
     name: &str,
     plugin: NetworkPlugin,
     mode: Option<NetworkPluginMode>,
@@ -342,7 +352,7 @@ pub fn service_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(SERVICE_IP_BASE) + i as u32)
 }
 
-pub fn plan_for(yaml: &str) -> Result<Plan> {
+fn plan_for(yaml: &str) -> Result<Plan> {
     let cluster = model::load(yaml).context("the benchmark's cluster description is invalid")?;
     plan::plan(&cluster).context("planning the benchmark cluster")
 }
@@ -439,15 +449,7 @@ mod tests {
     use crate::cidr::Ipv4Cidr;
 
     fn plan_of(kind: CellKind) -> Plan {
-        let CellKind::Cluster {
-            plugin,
-            mode,
-            datapath,
-        } = kind
-        else {
-            panic!("{kind} is not a cluster");
-        };
-        plan_for(&cluster_description("bnx", plugin, mode, datapath, 1)).expect("plans")
+        kind.plan("bnx", 1).expect("plans")
     }
 
     #[test]
@@ -497,18 +499,13 @@ mod tests {
         let tags: std::collections::BTreeSet<&str> =
             CellKind::ALL.iter().map(|k| k.tag()).collect();
         assert_eq!(tags.len(), CellKind::ALL.len());
-        let names: Vec<String> = CellKind::ALL.iter().map(ToString::to_string).collect();
         assert_eq!(
-            names,
-            [
-                "azure/ebpf",
-                "azure/iptables",
-                "kubenet/ebpf",
-                "kubenet/iptables",
-                "azure-overlay/ebpf",
-                "azure-overlay/iptables",
-                "limit"
-            ]
+            CellKind::overlay(model::Datapath::Ebpf).to_string(),
+            "azure-overlay/ebpf"
+        );
+        assert_eq!(
+            CellKind::overlay(model::Datapath::Iptables).to_string(),
+            "azure-overlay/iptables"
         );
     }
 

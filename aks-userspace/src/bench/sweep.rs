@@ -124,12 +124,7 @@ fn sweep_datapath(
     progress: Progress,
 ) -> Result<Vec<SweepPoint>> {
     let rounds = bounds.rounds;
-    let CellKind::Cluster {
-        plugin,
-        mode,
-        datapath,
-    } = kind
-    else {
+    let Some(datapath) = kind.datapath() else {
         bail!("the sweep runs on clusters");
     };
     let tag = match datapath {
@@ -144,9 +139,7 @@ fn sweep_datapath(
             "sweep: building {kind} cluster {name} with {services} services"
         ));
         let started = Instant::now();
-        let plan = cells::plan_for(&cells::cluster_description(
-            &name, plugin, mode, datapath, services,
-        ))?;
+        let plan = kind.plan(&name, services)?;
         let target = cells::service_target(&plan, services - 1)?;
         let cell = Cell::from_plan(kind, &plan, Some(target))?;
         progress(&format!(
@@ -301,14 +294,7 @@ mod tests {
 
     #[test]
     fn a_sync_redeclares_every_kube_chain_and_leaves_builtin_chains_alone() {
-        let plan = cells::plan_for(&cells::cluster_description(
-            "bnx",
-            NetworkPlugin::Kubenet,
-            None,
-            model::Datapath::Iptables,
-            3,
-        ))
-        .expect("plans");
+        let plan = CellKind::BASELINE.plan("bnx", 3).expect("plans");
         let payload = kube_proxy_sync(&render_node(&plan, proxy_options(&plan, false)));
         assert!(
             payload.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n"),
