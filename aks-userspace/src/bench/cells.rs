@@ -89,52 +89,40 @@ impl CellKind {
 
     /// A short tag for names: `ae`, `ai`, `ke`, `ki`, `oe`, `oi`, `lim`.
     fn tag(self) -> &'static str {
-        let Self::Cluster {
-            plugin,
-            mode,
-            datapath,
-        } = self
-        else {
+        use model::Datapath::{Ebpf, Iptables};
+        use NetworkPlugin::{Azure, Kubenet};
+        let Some((plugin, mode, datapath)) = self.network() else {
             return "lim";
         };
-        let ebpf = datapath == model::Datapath::Ebpf;
-        match (plugin, mode) {
-            (_, Some(NetworkPluginMode::Overlay)) => {
-                if ebpf {
-                    "oe"
-                } else {
-                    "oi"
-                }
-            }
-            (NetworkPlugin::Azure, None) => {
-                if ebpf {
-                    "ae"
-                } else {
-                    "ai"
-                }
-            }
-            (NetworkPlugin::Kubenet, None) => {
-                if ebpf {
-                    "ke"
-                } else {
-                    "ki"
-                }
-            }
+        match (mode, plugin, datapath) {
+            (Some(NetworkPluginMode::Overlay), _, Ebpf) => "oe",
+            (Some(NetworkPluginMode::Overlay), _, Iptables) => "oi",
+            (None, Azure, Ebpf) => "ae",
+            (None, Azure, Iptables) => "ai",
+            (None, Kubenet, Ebpf) => "ke",
+            (None, Kubenet, Iptables) => "ki",
         }
     }
 
     /// The plan of this cell's cluster named `name`, with `services` ClusterIP services
     /// (see [`cluster_description`]); the limit is no cluster.
     pub fn plan(self, name: &str, services: usize) -> Result<Plan> {
-        let Self::Cluster {
-            plugin,
-            mode,
-            datapath,
-        } = self
-        else {
+        let Some((plugin, mode, datapath)) = self.network() else {
             bail!("the {self} cell is no cluster and has no plan");
         };
         plan_for(&cluster_description(name, plugin, mode, datapath, services))
+    }
+
+    /// A cluster cell's plugin, plugin mode and datapath.
+    fn network(self) -> Option<(NetworkPlugin, Option<NetworkPluginMode>, model::Datapath)> {
+        match self {
+            Self::Cluster {
+                plugin,
+                mode,
+                datapath,
+            } => Some((plugin, mode, datapath)),
+            Self::Limit => None,
+        }
     }
 
     pub fn datapath(self) -> Option<model::Datapath> {
