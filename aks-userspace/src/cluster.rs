@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use crate::cluster_lock::{self, ClusterLock};
 use crate::datapath::iptables;
 use crate::datapath::{self, Datapath};
+use crate::fabric;
 use crate::netns;
 use crate::plan::Plan;
 use crate::state::{ClusterState, Record};
@@ -30,14 +31,22 @@ pub struct RunningCluster {
 ///   load balancer: connections the internet host starts are dropped, replies pass;
 /// - kubenet's route table is associated with the node subnet only, so on-prem (over
 ///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
+/// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above.
 fn fabric_rules(plan: &Plan) -> String {
-    let mut rules = String::from("*filter\n");
+    let mut rules = String::new();
+    let nsg_raw = fabric::nsg::raw_rules(&plan.nsg);
+    if !nsg_raw.is_empty() {
+        rules.push_str(&format!("*raw\n{nsg_raw}COMMIT\n"));
+    }
+    rules.push_str("*filter\n");
+    rules.push_str(&fabric::nsg::filter_chains(&plan.nsg));
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
             "-A FORWARD -i onprem -d {pod_cidr} -m comment --comment \"aksnet: kubenet pod addresses are not routable from on-prem\" -j DROP\n"
         ));
     }
+    rules.push_str(&fabric::nsg::filter_rules(&plan.nsg));
     rules.push_str("COMMIT\n");
     rules
 }

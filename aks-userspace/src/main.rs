@@ -170,7 +170,8 @@ enum Inspect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
-    /// The NSG rules each node's XDP program enforces (`NSG`), in evaluation order.
+    /// The node subnet's NSG rules as the fabric enforces them (stateful), in evaluation
+    /// order, with the packets of new flows each rule decided (any datapath; --node is ignored).
     Nsg {
         #[command(flatten)]
         target: TargetArgs,

@@ -138,25 +138,29 @@ pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
 
 pub fn nsg(target: &Target) -> Result<ExitCode> {
     let state = target.state("aksnet inspect nsg")?;
-    let rows = inspect::nsg_rules(&state, target.node)?;
+    let rows = inspect::nsg_rules(&state)?;
     let mut table = Table::new(&[
-        "NODE",
-        ">ORDER",
+        ">PRIORITY",
+        "NAME",
         "ACTION",
         "PROTOCOL",
         "SOURCE",
         "DESTINATION",
         "PORTS",
+        ">PACKETS",
+        ">BYTES",
     ]);
     for r in &rows {
         table.row(vec![
-            r.node.clone(),
-            r.order.to_string(),
+            r.priority.to_string(),
+            r.name.clone(),
             r.action.clone(),
             r.protocol.clone(),
             r.source.clone(),
             r.destination.clone(),
             r.ports.clone(),
+            r.packets.to_string(),
+            r.bytes.to_string(),
         ]);
     }
     target.print(&state, &rows, table)?;

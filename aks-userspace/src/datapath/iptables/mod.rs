@@ -30,7 +30,7 @@ pub use chain_name::{endpoint_chain, service_chain};
 pub use inspect::{node_rules, NodeRules};
 pub use render_masq::{render_masquerade, MASQ_CHAIN};
 pub use render_services::{ProxyOptions, MASQ_MARK, SERVICES_CHAIN};
-pub use restore::{replace, restore, save};
+pub use restore::{replace, restore, save, save_with_counters};
 pub use ruleset::{ChainCount, Ruleset};
 
 /// The sysctl that sends bridged IPv4 through iptables (and conntrack). It exists only
