@@ -26,6 +26,8 @@ pub struct Cluster {
     pub external_hosts: ExternalHosts,
     /// NSG rules in priority order.
     pub nsg: Vec<super::nsg::SecurityRule>,
+    /// NodePort and LoadBalancer services: node ports, frontends, policies.
+    pub exposures: Vec<super::loadbalancer::Exposure>,
     pub conntrack: super::conntrack::ConntrackSettings,
 }
 

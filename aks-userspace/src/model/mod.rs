@@ -7,6 +7,7 @@ pub mod conntrack;
 pub mod defaults;
 mod description;
 mod error;
+pub mod loadbalancer;
 pub mod nsg;
 mod validate;
 

@@ -49,6 +49,11 @@ fn pool(name: &str, count: u32) -> NodePoolDescription {
 
 fn service(name: &str, cluster_ip: &str, backends: u32) -> ServiceDescription {
     ServiceDescription {
+        service_type: None,
+        node_port: None,
+        external_traffic_policy: None,
+        load_balancer_source_ranges: Vec::new(),
+        load_balancer_ip: None,
         name: name.into(),
         cluster_ip: ip(cluster_ip),
         port: 80,

@@ -40,6 +40,8 @@ pub struct Plan {
     pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
     /// Inbound NSG rules in priority order.
     pub nsg: Vec<crate::model::nsg::SecurityRule>,
+    /// NodePort and LoadBalancer services (node ports, frontends, policies).
+    pub exposures: Vec<crate::model::loadbalancer::Exposure>,
     /// Conntrack and SNAT settings (eBPF datapath).
     pub conntrack: crate::model::conntrack::ConntrackSettings,
     pub subnet_usage: Vec<SubnetUsage>,
@@ -164,6 +166,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         external_hosts: cluster.external_hosts.clone(),
         non_masquerade_cidrs: cluster.non_masquerade_cidrs.clone(),
         nsg: cluster.nsg.clone(),
+        exposures: cluster.exposures.clone(),
         conntrack: cluster.conntrack.clone(),
         subnet_usage,
         pod_cidr_usage,

@@ -118,6 +118,9 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
         }
         writeln!(out, "{services}")?;
     }
+    if !plan.exposures.is_empty() {
+        writeln!(out, "{}", exposures_table(plan))?;
+    }
 
     let hosts = &plan.external_hosts;
     let mut external = Table::new(&["EXTERNAL HOST", "ADDRESS", "NETWORK"]);
@@ -191,4 +194,49 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
         write!(out, "\n{pod_cidr}")?;
     }
     Ok(())
+}
+
+/// NodePort and LoadBalancer services: what `plan` allocated and how traffic lands.
+fn exposures_table(plan: &Plan) -> Table {
+    let mut table = Table::new(&[
+        "EXPOSED SERVICE",
+        "TYPE",
+        ">NODE PORT",
+        "POLICY",
+        ">HEALTH PORT",
+        "FRONTEND",
+        "SOURCE RANGES",
+    ]);
+    for e in &plan.exposures {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let ranges: Vec<String> = e.source_ranges.iter().map(|c| c.to_string()).collect();
+        table.row(vec![
+            e.service.clone(),
+            format!("{:?}", e.service_type),
+            e.node_port.to_string(),
+            format!("{:?}", e.external_traffic_policy),
+            or_dash(e.health_check_node_port.map(|p| p.to_string())),
+            or_dash(
+                e.frontend
+                    .map(|f| format!("{f}:{}", port_of(plan, &e.service))),
+            ),
+            if ranges.is_empty() {
+                if e.frontend.is_some() {
+                    "any".into()
+                } else {
+                    "-".into()
+                }
+            } else {
+                ranges.join(", ")
+            },
+        ]);
+    }
+    table
+}
+
+fn port_of(plan: &Plan, service: &str) -> u16 {
+    plan.services
+        .iter()
+        .find(|s| s.name == service)
+        .map_or(0, |s| s.port)
 }
