@@ -31,15 +31,25 @@ pub struct RunningCluster {
 ///   load balancer: connections the internet host starts are dropped, replies pass;
 /// - kubenet's route table is associated with the node subnet only, so on-prem (over
 ///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
-/// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above.
+/// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above;
+/// - the cluster's load balancer (`fabric::loadbalancer`), whose admitted flows come
+///   first: a public frontend is the inbound path the first rule speaks of.
 fn fabric_rules(plan: &Plan) -> String {
     let mut rules = String::new();
-    let nsg_raw = fabric::nsg::raw_rules(&plan.nsg);
-    if !nsg_raw.is_empty() {
-        rules.push_str(&format!("*raw\n{nsg_raw}COMMIT\n"));
+    let balancing = fabric::loadbalancer::rules(plan);
+    let raw = fabric::nsg::raw_rules(&plan.nsg) + &fabric::loadbalancer::raw_rules(&balancing);
+    if !raw.is_empty() {
+        rules.push_str(&format!("*raw\n{raw}COMMIT\n"));
+    }
+    let nat = fabric::loadbalancer::nat_rules(&balancing);
+    if !nat.is_empty() {
+        rules.push_str(&format!("*nat\n{nat}COMMIT\n"));
     }
     rules.push_str("*filter\n");
     rules.push_str(&fabric::nsg::filter_chains(&plan.nsg));
+    rules.push_str(&fabric::loadbalancer::filter_chains(&balancing));
+    let nsg_chain = (!plan.nsg.is_empty()).then_some(fabric::nsg::CHAIN);
+    rules.push_str(&fabric::loadbalancer::filter_rules(&balancing, nsg_chain));
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
@@ -134,6 +144,7 @@ pub fn create_described(
             .map(|c| c.to_string())
             .collect(),
         services: plan.services.clone(),
+        exposures: plan.exposures.clone(),
         conntrack: Some(plan.conntrack.clone()),
     };
     // Recorded before anything exists, so `down` can always find what to remove.

@@ -30,8 +30,8 @@ pub use probe::{
 };
 pub use report::{render_checked, render_service_checks, render_table};
 pub use service::{
-    probe_service, probe_services, BackendAnswers, BackendListener, ServiceProbeResult,
-    DEFAULT_ATTEMPTS,
+    probe_service, probe_service_at, probe_services, BackendAnswers, BackendListener,
+    ServiceProbeResult, DEFAULT_ATTEMPTS,
 };
 pub use verdict::{Outcome, Verdict};
 

@@ -140,11 +140,26 @@ pub fn probe_service(
     client: &Endpoint,
     attempts: usize,
 ) -> Result<ServiceProbeResult> {
+    let target = SocketAddr::from((service.cluster_ip, service.port));
+    probe_service_at(service, target, backends, client, attempts)
+}
+
+/// As [`probe_service`], through `target` instead of the ClusterIP: a node's NodePort
+/// or a load balancer frontend.
+pub fn probe_service_at(
+    service: &ServicePlan,
+    target: SocketAddr,
+    backends: &[BackendListener],
+    client: &Endpoint,
+    attempts: usize,
+) -> Result<ServiceProbeResult> {
     let listeners = backends
         .iter()
         .map(|b| Listener::open(&b.namespace, b.port, service.protocol, &b.pod))
         .collect::<Result<Vec<_>>>()?;
-    let outcomes = listener::serve(&listeners, || connect_repeatedly(service, client, attempts))?;
+    let outcomes = listener::serve(&listeners, || {
+        connect_repeatedly(service, target, client, attempts)
+    })?;
 
     let mut by_pod: BTreeMap<String, (usize, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
     let mut answered = 0;
@@ -195,10 +210,10 @@ type Answer = std::result::Result<(String, Ipv4Addr), String>;
 /// choice), from a thread inside the client's namespace.
 fn connect_repeatedly(
     service: &ServicePlan,
+    target: SocketAddr,
     client: &Endpoint,
     attempts: usize,
 ) -> Result<Vec<Answer>> {
-    let target = SocketAddr::from((service.cluster_ip, service.port));
     netns::run_in(&client.namespace, || {
         let mut outcomes = Vec::with_capacity(attempts);
         for _ in 0..attempts {
