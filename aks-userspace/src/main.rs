@@ -99,6 +99,11 @@ enum Command {
         /// connections from the first pod, which backend answered each and what it saw.
         #[arg(long, conflicts_with = "expect")]
         services: bool,
+        /// Probe the LoadBalancer frontends instead: 60 connections from the internet
+        /// and the on-prem host each, who answered and what the backend saw, judged by
+        /// externalTrafficPolicy and loadBalancerSourceRanges.
+        #[arg(long, conflicts_with_all = ["expect", "services"])]
+        frontends: bool,
         /// Check your own assertions instead of the standard matrix: a YAML list of
         /// `{ from, to, port, protocol, expect: reachable|blocked, source: pod|node|ADDRESS }`.
         #[arg(long, value_name = "FILE")]
@@ -270,12 +275,14 @@ fn main() -> ExitCode {
             name,
             json,
             services,
+            frontends,
             expect,
         } => {
-            let mode = match (&expect, services) {
-                (Some(file), _) => cli::check::Mode::Expect(file),
-                (None, true) => cli::check::Mode::Services,
-                (None, false) => cli::check::Mode::Matrix,
+            let mode = match (&expect, services, frontends) {
+                (Some(file), _, _) => cli::check::Mode::Expect(file),
+                (None, true, _) => cli::check::Mode::Services,
+                (None, false, true) => cli::check::Mode::Frontends,
+                (None, false, false) => cli::check::Mode::Matrix,
             };
             cli::check::run(name.as_deref(), json, mode)
         }

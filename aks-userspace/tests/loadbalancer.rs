@@ -175,6 +175,19 @@ fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) 
     let denied = probe(&state, "onprem-only", frontend("onprem-only"), &internet);
     assert_eq!(denied.answered, 0, "outside the source ranges: {denied:?}");
 
+    // `check --frontends` judges each frontend from both hosts against the model.
+    let rows = json(&["check", &name, "--frontends", "--json"]);
+    let rows = rows.as_array().expect("frontend rows");
+    assert_eq!(rows.len(), 6, "3 frontends x 2 clients: {rows:?}");
+    for row in rows {
+        assert_eq!(row["verdict"], "pass", "{row}");
+    }
+    let blocked = rows
+        .iter()
+        .filter(|r| r["expected"]["outcome"] == "blocked")
+        .count();
+    assert_eq!(blocked, 1, "only the internet to onprem-only: {rows:?}");
+
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
 }

@@ -343,7 +343,7 @@ fn crosses_node_uplink(source: &Endpoint, destination: &Endpoint) -> bool {
     }
 }
 
-fn first_nsg_match<'m>(
+pub(crate) fn first_nsg_match<'m>(
     model: &'m NetworkModel,
     source: Ipv4Addr,
     destination: Ipv4Addr,

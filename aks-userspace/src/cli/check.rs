@@ -1,4 +1,4 @@
-//! `aksnet check [NAME] [--json] [--services] [--expect FILE]`.
+//! `aksnet check [NAME] [--json] [--services | --frontends] [--expect FILE]`.
 //!
 //! Exit status: 0 when every row matches what the cluster model expects, 1 when any row
 //! does not (or the cluster is incomplete), 2 for bad input (an unknown cluster, a bad
@@ -22,6 +22,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub enum Mode<'a> {
     Matrix,
     Services,
+    Frontends,
     Expect(&'a Path),
 }
 
@@ -62,6 +63,7 @@ pub fn run(name: Option<&str>, json: bool, mode: Mode) -> Result<ExitCode> {
     };
     let passed = match (mode, assertions) {
         (Mode::Services, _) => services(&state, &model, json)?,
+        (Mode::Frontends, _) => frontends(&state, &model, json)?,
         (_, Some(checks)) => {
             let endpoints = check::cluster_endpoints(&state);
             report(&state, &check::run_checked(&endpoints, checks)?, json)?
@@ -145,6 +147,37 @@ fn summary(total: usize, failed: &[&str], what: &str) {
             failed.join("; ")
         );
     }
+}
+
+fn frontends(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
+    let checks = check::check_frontends(state, model, check::DEFAULT_ATTEMPTS)?;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.verdict.passed())
+        .map(|c| format!("{} from {}", c.service, c.client))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&checks).context("while encoding the results as JSON")?
+        );
+    } else {
+        println!(
+            "cluster {}: {}/{}, {} connections per frontend and client",
+            state.name,
+            state.network_plugin,
+            state.datapath,
+            check::DEFAULT_ATTEMPTS
+        );
+        if checks.is_empty() {
+            println!("no LoadBalancer services in the description");
+        } else {
+            print!("{}", check::render_frontend_checks(&checks));
+            let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
+            summary(checks.len(), &failed, "frontend probes");
+        }
+    }
+    Ok(failed.is_empty())
 }
 
 fn services(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {

@@ -69,13 +69,21 @@ pub fn healthy_nodes(
     exposure: &Exposure,
     service: &ServicePlan,
 ) -> Vec<(String, Ipv4Addr)> {
-    plan.nodes
-        .iter()
-        .filter(|node| match exposure.external_traffic_policy {
+    let nodes = plan.nodes.iter().map(|n| (n.name.clone(), n.ip));
+    answering_nodes(nodes, exposure.external_traffic_policy, service)
+}
+
+/// Of `nodes` (name, address), those that answer the health probe under `policy`.
+pub fn answering_nodes(
+    nodes: impl Iterator<Item = (String, Ipv4Addr)>,
+    policy: ExternalTrafficPolicy,
+    service: &ServicePlan,
+) -> Vec<(String, Ipv4Addr)> {
+    nodes
+        .filter(|(name, _)| match policy {
             ExternalTrafficPolicy::Cluster => true,
-            ExternalTrafficPolicy::Local => service.backends.iter().any(|b| b.node == node.name),
+            ExternalTrafficPolicy::Local => service.backends.iter().any(|b| &b.node == name),
         })
-        .map(|node| (node.name.clone(), node.ip))
         .collect()
 }
 
