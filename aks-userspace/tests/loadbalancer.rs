@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use aks_userspace::check::{self, BackendListener, Endpoint, EndpointKind, ServiceProbeResult};
+use aks_userspace::check::{self, Endpoint, EndpointKind, ServiceProbeResult};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
 use common::require_privileges;
@@ -42,23 +42,7 @@ fn probe(
         .iter()
         .find(|s| s.name == service)
         .unwrap_or_else(|| panic!("service {service} recorded"));
-    let backends: Vec<BackendListener> = plan
-        .backends
-        .iter()
-        .map(|b| BackendListener {
-            pod: b.pod.clone(),
-            namespace: state
-                .nodes
-                .iter()
-                .flat_map(|n| &n.pods)
-                .find(|p| p.name == b.pod)
-                .expect("backend pod")
-                .namespace
-                .clone(),
-            address: b.ip,
-            port: b.port,
-        })
-        .collect();
+    let backends = check::backend_listeners(state, plan).expect("backend pods");
     let result = check::probe_service_at(plan, target, &backends, client, ATTEMPTS)
         .expect("probing the service");
     eprintln!(

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::expect::{first_nsg_match, Flow, NetworkModel};
-use super::service::{probe_service_at, BackendListener};
+use super::service::{backend_listeners, probe_service_at};
 use super::verdict::Verdict;
 use super::{Endpoint, EndpointKind};
 use crate::fabric::loadbalancer::answering_nodes;
@@ -94,7 +94,7 @@ pub fn check_frontends(
             .with_context(|| {
                 format!("LoadBalancer {} has no recorded service", exposure.service)
             })?;
-        let backends = listeners(state, service)?;
+        let backends = backend_listeners(state, service)?;
         let target = SocketAddr::from((frontend, service.port));
         for client in &clients {
             let expected = expect_frontend(model, state, exposure, service, client);
@@ -125,27 +125,6 @@ pub fn check_frontends(
         }
     }
     Ok(checks)
-}
-
-fn listeners(state: &ClusterState, service: &ServicePlan) -> Result<Vec<BackendListener>> {
-    service
-        .backends
-        .iter()
-        .map(|b| {
-            let pod = state
-                .nodes
-                .iter()
-                .flat_map(|n| &n.pods)
-                .find(|p| p.name == b.pod)
-                .with_context(|| format!("backend {} of {} is not a pod", b.pod, service.name))?;
-            Ok(BackendListener {
-                pod: b.pod.clone(),
-                namespace: pod.namespace.clone(),
-                address: b.ip,
-                port: b.port,
-            })
-        })
-        .collect()
 }
 
 /// What AKS does with `client` connecting to the frontend of `exposure`.

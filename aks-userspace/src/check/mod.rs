@@ -32,8 +32,8 @@ pub use probe::{
 };
 pub use report::{render_checked, render_frontend_checks, render_service_checks, render_table};
 pub use service::{
-    probe_service, probe_service_at, probe_services, BackendAnswers, BackendListener,
-    ServiceProbeResult, DEFAULT_ATTEMPTS,
+    backend_listeners, probe_service, probe_service_at, probe_services, BackendAnswers,
+    BackendListener, ServiceProbeResult, DEFAULT_ATTEMPTS,
 };
 pub use verdict::{Outcome, Verdict};
 

@@ -103,31 +103,39 @@ pub fn probe_services(state: &ClusterState, attempts: usize) -> Result<Vec<Servi
         .services
         .iter()
         .map(|service| {
-            let backends = service
-                .backends
-                .iter()
-                .map(|b| {
-                    let namespace = state
-                        .nodes
-                        .iter()
-                        .flat_map(|n| &n.pods)
-                        .find(|p| p.name == b.pod)
-                        .map(|p| p.namespace.clone())
-                        .with_context(|| {
-                            format!(
-                                "backend {} of service {} is not a pod of the cluster",
-                                b.pod, service.name
-                            )
-                        })?;
-                    Ok(BackendListener {
-                        pod: b.pod.clone(),
-                        namespace,
-                        address: b.ip,
-                        port: b.port,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let backends = backend_listeners(state, service)?;
             probe_service(service, &backends, &client, attempts)
+        })
+        .collect()
+}
+
+/// Where each backend of `service` listens: its pod's namespace, address and port.
+pub fn backend_listeners(
+    state: &ClusterState,
+    service: &ServicePlan,
+) -> Result<Vec<BackendListener>> {
+    service
+        .backends
+        .iter()
+        .map(|b| {
+            let namespace = state
+                .nodes
+                .iter()
+                .flat_map(|n| &n.pods)
+                .find(|p| p.name == b.pod)
+                .map(|p| p.namespace.clone())
+                .with_context(|| {
+                    format!(
+                        "backend {} of service {} is not a pod of the cluster",
+                        b.pod, service.name
+                    )
+                })?;
+            Ok(BackendListener {
+                pod: b.pod.clone(),
+                namespace,
+                address: b.ip,
+                port: b.port,
+            })
         })
         .collect()
 }
