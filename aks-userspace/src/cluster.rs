@@ -32,6 +32,7 @@ pub struct RunningCluster {
 /// - kubenet's route table is associated with the node subnet only, so on-prem (over
 ///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
 /// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above;
+/// - egress per `outboundType` (`fabric::egress`): a NAT gateway's SNAT, or none;
 /// - the cluster's load balancer (`fabric::loadbalancer`), whose admitted flows come
 ///   first: a public frontend is the inbound path the first rule speaks of.
 fn fabric_rules(plan: &Plan) -> String {
@@ -41,7 +42,8 @@ fn fabric_rules(plan: &Plan) -> String {
     if !raw.is_empty() {
         rules.push_str(&format!("*raw\n{raw}COMMIT\n"));
     }
-    let nat = fabric::loadbalancer::nat_rules(&balancing);
+    let nat =
+        fabric::loadbalancer::nat_rules(&balancing) + &fabric::egress::nat_rules(&plan.outbound);
     if !nat.is_empty() {
         rules.push_str(&format!("*nat\n{nat}COMMIT\n"));
     }
@@ -57,6 +59,7 @@ fn fabric_rules(plan: &Plan) -> String {
         ));
     }
     rules.push_str(&fabric::nsg::filter_rules(&plan.nsg));
+    rules.push_str(&fabric::egress::filter_rules(&plan.outbound));
     rules.push_str("COMMIT\n");
     rules
 }

@@ -2,5 +2,6 @@
 //! enforces beyond routing, the same for every matrix cell because Azure enforces it
 //! outside the node, whatever datapath the node runs.
 
+pub mod egress;
 pub mod loadbalancer;
 pub mod nsg;

@@ -32,6 +32,8 @@ pub struct Cluster {
     pub nsg: Vec<super::nsg::SecurityRule>,
     /// NodePort and LoadBalancer services: node ports, frontends, policies.
     pub exposures: Vec<super::loadbalancer::Exposure>,
+    /// Egress to the internet (`outboundType`).
+    pub outbound: super::outbound::Outbound,
     pub conntrack: super::conntrack::ConntrackSettings,
 }
 

@@ -48,6 +48,10 @@ pub struct ClusterDescription {
     /// Conntrack and SNAT settings of the eBPF datapath.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<super::conntrack::ConntrackDescription>,
+    /// How the cluster reaches the internet: `loadBalancer` (the default),
+    /// `managedNATGateway`, `userDefinedRouting` or `none`, as in AKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_type: Option<super::outbound::OutboundType>,
 }
 
 /// `name: null` (also `name: ~` or `name:` with nothing after it) is a missing name, not

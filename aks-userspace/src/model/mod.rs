@@ -9,6 +9,7 @@ mod description;
 mod error;
 pub mod loadbalancer;
 pub mod nsg;
+pub mod outbound;
 mod validate;
 
 pub use cluster::{Cluster, ExternalHosts, NodePool, Service};

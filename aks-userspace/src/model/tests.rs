@@ -36,6 +36,7 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         external_hosts: None,
         nsg: Vec::new(),
         conntrack: None,
+        outbound_type: None,
     }
 }
 

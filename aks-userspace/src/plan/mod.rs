@@ -47,6 +47,8 @@ pub struct Plan {
     pub nsg: Vec<crate::model::nsg::SecurityRule>,
     /// NodePort and LoadBalancer services (node ports, frontends, policies).
     pub exposures: Vec<crate::model::loadbalancer::Exposure>,
+    /// Egress to the internet (`outboundType`).
+    pub outbound: crate::model::outbound::Outbound,
     /// Conntrack and SNAT settings (eBPF datapath).
     pub conntrack: crate::model::conntrack::ConntrackSettings,
     pub subnet_usage: Vec<SubnetUsage>,
@@ -181,6 +183,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         non_masquerade_cidrs: cluster.non_masquerade_cidrs.clone(),
         nsg: cluster.nsg.clone(),
         exposures: cluster.exposures.clone(),
+        outbound: cluster.outbound,
         conntrack: cluster.conntrack.clone(),
         subnet_usage,
         pod_cidr_usage,

@@ -128,6 +128,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
     if !plan.exposures.is_empty() {
         writeln!(out, "{}", exposures_table(plan))?;
     }
+    writeln!(out, "{}\n", egress_line(plan))?;
 
     let hosts = &plan.external_hosts;
     let mut external = Table::new(&["EXTERNAL HOST", "ADDRESS", "NETWORK"]);
@@ -253,4 +254,18 @@ fn port_of(plan: &Plan, service: &str) -> u16 {
         .iter()
         .find(|s| s.name == service)
         .map_or(0, |s| s.port)
+}
+
+/// `outboundType` and what the internet sees.
+fn egress_line(plan: &Plan) -> String {
+    use crate::model::outbound::{OutboundType, NAT_GATEWAY_PORTS};
+    let what = match (plan.outbound.outbound_type, plan.outbound.public_ip) {
+        (OutboundType::ManagedNatGateway, Some(ip)) => format!(
+            "managedNATGateway: the internet sees {ip} (ports {}-{}, shared by the VNet)",
+            NAT_GATEWAY_PORTS.0, NAT_GATEWAY_PORTS.1
+        ),
+        (OutboundType::None, _) => "none: no egress to the internet".to_owned(),
+        _ => "loadBalancer: the internet sees the node address (masqueraded on the node; per-node SNAT ports at a public address are not emulated)".to_owned(),
+    };
+    format!("EGRESS (outboundType) {what}")
 }
