@@ -148,6 +148,7 @@ pub fn create_described(
             .collect(),
         services: plan.services.clone(),
         exposures: plan.exposures.clone(),
+        outbound: plan.outbound,
         conntrack: Some(plan.conntrack.clone()),
     };
     // Recorded before anything exists, so `down` can always find what to remove.

@@ -193,6 +193,12 @@ enum Inspect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
+    /// managedNATGateway: the public ports each node holds in the NAT gateway's shared
+    /// pool, from the fabric's connection table (empty for other outbound types).
+    Egress {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// The node subnet's NSG rules as the fabric enforces them (stateful), in evaluation
     /// order, with the packets of new flows each rule decided (any datapath; --node is ignored).
     Nsg {
@@ -244,6 +250,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
         Inspect::Endpoints { target, ip } => cli::inspect::endpoints(&target.target(), ip),
         Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
         Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
+        Inspect::Egress { target } => cli::inspect::egress(&target.target()),
         Inspect::Stats {
             target,
             reason,

@@ -50,6 +50,9 @@ pub struct ClusterState {
     /// NodePort and LoadBalancer services: node ports, frontends, policies.
     #[serde(default)]
     pub exposures: Vec<crate::model::loadbalancer::Exposure>,
+    /// Egress to the internet (`outboundType`); `loadBalancer` in older records.
+    #[serde(default)]
+    pub outbound: crate::model::outbound::Outbound,
 }
 
 impl ClusterState {

@@ -18,6 +18,24 @@ fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json
     up_keep(&description_with(&name, plugin, datapath, 2, 1, &extra));
     let results = check(&name);
     let row = probe(&results, "pod -> internet").clone();
+    // The NAT gateway's pool, per node, from the fabric's connection table: the probe
+    // from the first node's pod holds one port (its flow lingers in TIME_WAIT).
+    let egress = json(&["inspect", "egress", "--cluster", &name, "--json"]);
+    let rows = egress.as_array().expect("egress rows");
+    if outbound == "managedNATGateway" {
+        let first = rows
+            .iter()
+            .find(|r| r["node"] == "nodepool1-0")
+            .unwrap_or_else(|| panic!("the first node holds a port: {egress}"));
+        assert_eq!(first["publicIp"], NAT_GATEWAY);
+        assert!(
+            first["portsInUse"].as_u64().expect("a count") >= 1,
+            "{egress}"
+        );
+        assert_eq!(first["pool"], 64_512);
+    } else {
+        assert!(rows.is_empty(), "no NAT gateway, no rows: {egress}");
+    }
     // Egress rules touch only the internet: on-prem is reached as before.
     assert_eq!(probe(&results, "pod -> on-prem")["connected"], true);
     aksnet_ok(&["down", &name]);

@@ -169,6 +169,30 @@ pub fn nsg(target: &Target) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn egress(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect egress")?;
+    let rows = inspect::egress(&state)?;
+    if rows.is_empty() && !target.json {
+        println!(
+            "cluster {}: outboundType {}: no NAT gateway flows",
+            state.name, state.outbound.outbound_type
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["NODE", "PUBLIC IP", ">FLOWS", ">PORTS IN USE", ">POOL"]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.public_ip.to_string(),
+            r.flows.to_string(),
+            r.ports_in_use.to_string(),
+            r.pool.to_string(),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitCode> {
     let state = target.state("aksnet inspect stats")?;
     let only = reason.map(inspect::reason_by_name).transpose()?;

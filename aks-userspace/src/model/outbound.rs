@@ -26,19 +26,30 @@ pub enum OutboundType {
     None,
 }
 
+impl std::fmt::Display for OutboundType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::LoadBalancer => "loadBalancer",
+            Self::ManagedNatGateway => "managedNATGateway",
+            Self::UserDefinedRouting => "userDefinedRouting",
+            Self::None => "none",
+        })
+    }
+}
+
 /// The NAT gateway's public address: in the public IP pool, below the frontends.
 pub const NAT_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 5);
 /// The ports one public address gives a NAT gateway (Azure: 64,512 per address).
 pub const NAT_GATEWAY_PORTS: (u16, u16) = (1024, 65535);
 
 /// The resolved egress of a cluster.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outbound {
     #[serde(rename = "outboundType")]
     pub outbound_type: OutboundType,
     /// managedNATGateway: the address the internet sees.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<Ipv4Addr>,
 }
 
