@@ -43,8 +43,15 @@ fn probe(
         .find(|s| s.name == service)
         .unwrap_or_else(|| panic!("service {service} recorded"));
     let backends = check::backend_listeners(state, plan).expect("backend pods");
-    let result = check::probe_service_at(plan, target, &backends, client, ATTEMPTS)
-        .expect("probing the service");
+    let result = check::probe_service_at(
+        plan,
+        target,
+        &backends,
+        client,
+        ATTEMPTS,
+        check::FRONTEND_ATTEMPT_TIMEOUT,
+    )
+    .expect("probing the service");
     eprintln!(
         "{service} via {target} from {}: {} of {} answered, seen {:?}, error {:?}",
         client.label,

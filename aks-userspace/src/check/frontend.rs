@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -25,6 +26,11 @@ use crate::model::nsg::Access;
 use crate::model::NetworkPlugin;
 use crate::plan::ServicePlan;
 use crate::state::ClusterState;
+
+/// How long one connection through a frontend may take: past TCP's 1 s initial
+/// retransmission timeout, so one SYN lost on the way (two NATs, possibly a second node)
+/// is retransmitted as a real client's would be, instead of failing the row.
+pub const FRONTEND_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// What a frontend should do for one client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -98,7 +104,14 @@ pub fn check_frontends(
         let target = SocketAddr::from((frontend, service.port));
         for client in &clients {
             let expected = expect_frontend(model, state, exposure, service, client);
-            let observed = probe_service_at(service, target, &backends, client, attempts)?;
+            let observed = probe_service_at(
+                service,
+                target,
+                &backends,
+                client,
+                attempts,
+                FRONTEND_ATTEMPT_TIMEOUT,
+            )?;
             let seen_sources: BTreeSet<Ipv4Addr> = observed
                 .backends
                 .iter()

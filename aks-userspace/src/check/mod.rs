@@ -25,7 +25,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 pub use expect::{Expectation, NetworkModel};
-pub use frontend::{check_frontends, FrontendCheck, FrontendExpectation};
+pub use frontend::{check_frontends, FrontendCheck, FrontendExpectation, FRONTEND_ATTEMPT_TIMEOUT};
 pub use matrix::{cluster_endpoints, cluster_matrix};
 pub use probe::{
     run, Endpoint, EndpointKind, Probe, ProbeResult, BLOCKED_TIMEOUT, CHECK_PORT, REACHABLE_TIMEOUT,

@@ -149,24 +149,25 @@ pub fn probe_service(
     attempts: usize,
 ) -> Result<ServiceProbeResult> {
     let target = SocketAddr::from((service.cluster_ip, service.port));
-    probe_service_at(service, target, backends, client, attempts)
+    probe_service_at(service, target, backends, client, attempts, ATTEMPT_TIMEOUT)
 }
 
 /// As [`probe_service`], through `target` instead of the ClusterIP: a node's NodePort
-/// or a load balancer frontend.
+/// or a load balancer frontend, each attempt waiting up to `timeout`.
 pub fn probe_service_at(
     service: &ServicePlan,
     target: SocketAddr,
     backends: &[BackendListener],
     client: &Endpoint,
     attempts: usize,
+    timeout: Duration,
 ) -> Result<ServiceProbeResult> {
     let listeners = backends
         .iter()
         .map(|b| Listener::open(&b.namespace, b.port, service.protocol, &b.pod))
         .collect::<Result<Vec<_>>>()?;
     let outcomes = listener::serve(&listeners, || {
-        connect_repeatedly(service, target, client, attempts)
+        connect_repeatedly(service, target, client, attempts, timeout)
     })?;
 
     let mut by_pod: BTreeMap<String, (usize, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
@@ -221,15 +222,16 @@ fn connect_repeatedly(
     target: SocketAddr,
     client: &Endpoint,
     attempts: usize,
+    timeout: Duration,
 ) -> Result<Vec<Answer>> {
     netns::run_in(&client.namespace, || {
         let mut outcomes = Vec::with_capacity(attempts);
         for _ in 0..attempts {
             let outcome = match service.protocol {
-                Protocol::Tcp => ask_tcp(target, ATTEMPT_TIMEOUT),
-                Protocol::Udp => ask_udp(target, ATTEMPT_TIMEOUT),
+                Protocol::Tcp => ask_tcp(target, timeout),
+                Protocol::Udp => ask_udp(target, timeout),
             }
-            .map_err(|e| describe_error(&e, ATTEMPT_TIMEOUT))
+            .map_err(|e| describe_error(&e, timeout))
             .and_then(|line| {
                 listener::parse_answer(&line).map_err(|e| format!("{:#}", e.root_cause()))
             });
