@@ -35,13 +35,25 @@ pub struct RunningCluster {
 /// - egress per `outboundType` (`fabric::egress`): a NAT gateway's SNAT, or none;
 /// - the cluster's load balancer (`fabric::loadbalancer`), whose admitted flows come
 ///   first: a public frontend is the inbound path the first rule speaks of.
+///
+/// Only these need connection state: traffic that crosses the internet link, and the
+/// flows NSG rules and load-balanced frontends apply to (each module says which).
+/// Everything else (pod and node traffic inside the VNet, on-prem) is exempted from
+/// conntrack in the `raw` table: Azure's fabric is offloaded hardware that costs a node
+/// nothing, and a conntrack lookup and entry per forwarded packet here cost the host
+/// more than a node's whole datapath did (see the README's benchmark section).
 fn fabric_rules(plan: &Plan) -> String {
-    let mut rules = String::new();
+    let (internet_link, _) = layout::link_for(plan.external_hosts.internet);
     let balancing = fabric::loadbalancer::rules(plan);
-    let raw = fabric::nsg::raw_rules(&plan.nsg) + &fabric::loadbalancer::raw_rules(&balancing);
-    if !raw.is_empty() {
-        rules.push_str(&format!("*raw\n{raw}COMMIT\n"));
-    }
+    let tracked = fabric::nsg::raw_rules(&plan.nsg) + &fabric::loadbalancer::raw_rules(&balancing);
+    let mut rules = format!(
+        "*raw\n\
+         -A PREROUTING -i internet -m comment --comment \"aksnet: the internet link keeps conntrack (no inbound without a public IP)\" -j RETURN\n\
+         -A PREROUTING -d {internet_link} -m comment --comment \"aksnet: so does traffic toward it\" -j RETURN\n\
+         {tracked}\
+         -A PREROUTING -m comment --comment \"aksnet: the rest of the VNet fabric is stateless, as Azure's\" -j NOTRACK\n\
+         COMMIT\n"
+    );
     let nat =
         fabric::loadbalancer::nat_rules(&balancing) + &fabric::egress::nat_rules(&plan.outbound);
     if !nat.is_empty() {
@@ -62,6 +74,14 @@ fn fabric_rules(plan: &Plan) -> String {
     rules.push_str(&fabric::egress::filter_rules(&plan.outbound));
     rules.push_str("COMMIT\n");
     rules
+}
+
+/// The fabric as it was before it went stateless (every forwarded packet tracked): what
+/// `aksnet bench --fabric stateful` measures the stateless one against. Applied to a
+/// running cluster's vnet namespace, it empties the `raw` table the fabric filled.
+pub fn make_fabric_stateful(vnet_namespace: &str) -> Result<()> {
+    iptables::replace(vnet_namespace, "*raw\nCOMMIT\n")
+        .context("removing the fabric's conntrack exemptions")
 }
 
 /// Creates the cluster of `plan`. Refuses if a cluster of that name exists: with another

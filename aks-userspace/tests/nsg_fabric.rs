@@ -12,9 +12,10 @@ use common::cluster::*;
 use common::require_privileges;
 use serde_json::Value;
 
-/// Deny on-prem → the node subnet on 17001 (the check port), and everything the
+/// Deny on-prem → the node subnet on 17001 (the check port) and on 30000-65535 (where
+/// the replies to `pod -> on-prem` land: they must still pass), and everything the
 /// internet starts (its replies must still pass).
-const RULES: &str = "nsg:\n  - { name: deny-onprem-17001, priority: 100, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n  - { name: deny-internet, priority: 110, access: Deny, protocol: \"*\", sourceAddressPrefix: 203.0.113.0/24 }\n";
+const RULES: &str = "nsg:\n  - { name: deny-onprem-17001, priority: 100, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n  - { name: deny-internet, priority: 110, access: Deny, protocol: \"*\", sourceAddressPrefix: 203.0.113.0/24 }\n  - { name: deny-onprem-high, priority: 120, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"30000-65535\" }\n";
 
 fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag: &str) {
     require_privileges();
@@ -30,6 +31,11 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     assert_eq!(
         internet["connected"], true,
         "replies from a denied prefix pass: {internet}"
+    );
+    let on_prem = probe(&results, "pod -> on-prem");
+    assert_eq!(
+        on_prem["connected"], true,
+        "replies landing on denied ports pass: {on_prem}"
     );
     let state = ClusterState::require(&name).expect("cluster state");
     assert_eq!(
@@ -63,7 +69,7 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     );
 
     // The fabric counted the SYNs the deny rule dropped, and nothing for the internet's
-    // rule: the replies of pod -> internet never reach a rule.
+    // rule or the high ports: replies never reach a rule.
     let rows = json(&["inspect", "nsg", "--cluster", &name, "--json"]);
     let row = |rule: &str| -> Value {
         rows.as_array()
@@ -80,6 +86,7 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     let from_internet = row("deny-internet");
     assert_eq!(from_internet["source"], "203.0.113.0/24");
     assert_eq!(from_internet["packets"], 0, "{rows}");
+    assert_eq!(row("deny-onprem-high")["packets"], 0, "{rows}");
 
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
