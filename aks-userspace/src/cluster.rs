@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use crate::cluster_lock::{self, ClusterLock};
 use crate::datapath::iptables;
 use crate::datapath::{self, Datapath};
+use crate::fabric;
 use crate::netns;
 use crate::plan::Plan;
 use crate::state::{ClusterState, Record};
@@ -30,27 +31,47 @@ pub struct RunningCluster {
 ///   load balancer: connections the internet host starts are dropped, replies pass;
 /// - kubenet's route table is associated with the node subnet only, so on-prem (over
 ///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
+/// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above;
+/// - egress per `outboundType` (`fabric::egress`): a NAT gateway's SNAT, or none;
+/// - the cluster's load balancer (`fabric::loadbalancer`), whose admitted flows come
+///   first: a public frontend is the inbound path the first rule speaks of.
 ///
-/// Only the first needs connection state, and only for traffic that crosses the internet
-/// link. Everything else (pod and node traffic inside the VNet, on-prem) is exempted
-/// from conntrack in the `raw` table: Azure's fabric is offloaded hardware that costs a
-/// node nothing, and a conntrack lookup and entry per forwarded packet here cost the host
+/// Only these need connection state: traffic that crosses the internet link, and the
+/// flows NSG rules and load-balanced frontends apply to (each module says which).
+/// Everything else (pod and node traffic inside the VNet, on-prem) is exempted from
+/// conntrack in the `raw` table: Azure's fabric is offloaded hardware that costs a node
+/// nothing, and a conntrack lookup and entry per forwarded packet here cost the host
 /// more than a node's whole datapath did (see the README's benchmark section).
 fn fabric_rules(plan: &Plan) -> String {
     let (internet_link, _) = layout::link_for(plan.external_hosts.internet);
+    let balancing = fabric::loadbalancer::rules(plan);
+    let tracked = fabric::nsg::raw_rules(&plan.nsg) + &fabric::loadbalancer::raw_rules(&balancing);
     let mut rules = format!(
         "*raw\n\
          -A PREROUTING -i internet -m comment --comment \"aksnet: the internet link keeps conntrack (no inbound without a public IP)\" -j RETURN\n\
          -A PREROUTING -d {internet_link} -m comment --comment \"aksnet: so does traffic toward it\" -j RETURN\n\
+         {tracked}\
          -A PREROUTING -m comment --comment \"aksnet: the rest of the VNet fabric is stateless, as Azure's\" -j NOTRACK\n\
-         COMMIT\n*filter\n"
+         COMMIT\n"
     );
+    let nat =
+        fabric::loadbalancer::nat_rules(&balancing) + &fabric::egress::nat_rules(&plan.outbound);
+    if !nat.is_empty() {
+        rules.push_str(&format!("*nat\n{nat}COMMIT\n"));
+    }
+    rules.push_str("*filter\n");
+    rules.push_str(&fabric::nsg::filter_chains(&plan.nsg));
+    rules.push_str(&fabric::loadbalancer::filter_chains(&balancing));
+    let nsg_chain = (!plan.nsg.is_empty()).then_some(fabric::nsg::CHAIN);
+    rules.push_str(&fabric::loadbalancer::filter_rules(&balancing, nsg_chain));
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
             "-A FORWARD -i onprem -d {pod_cidr} -m comment --comment \"aksnet: kubenet pod addresses are not routable from on-prem\" -j DROP\n"
         ));
     }
+    rules.push_str(&fabric::nsg::filter_rules(&plan.nsg));
+    rules.push_str(&fabric::egress::filter_rules(&plan.outbound));
     rules.push_str("COMMIT\n");
     rules
 }
@@ -146,6 +167,8 @@ pub fn create_described(
             .map(|c| c.to_string())
             .collect(),
         services: plan.services.clone(),
+        exposures: plan.exposures.clone(),
+        outbound: plan.outbound,
         conntrack: Some(plan.conntrack.clone()),
     };
     // Recorded before anything exists, so `down` can always find what to remove.

@@ -99,6 +99,11 @@ enum Command {
         /// connections from the first pod, which backend answered each and what it saw.
         #[arg(long, conflicts_with = "expect")]
         services: bool,
+        /// Probe the LoadBalancer frontends instead: 60 connections from the internet
+        /// and the on-prem host each, who answered and what the backend saw, judged by
+        /// externalTrafficPolicy and loadBalancerSourceRanges.
+        #[arg(long, conflicts_with_all = ["expect", "services"])]
+        frontends: bool,
         /// Check your own assertions instead of the standard matrix: a YAML list of
         /// `{ from, to, port, protocol, expect: reachable|blocked, source: pod|node|ADDRESS }`.
         #[arg(long, value_name = "FILE")]
@@ -188,7 +193,14 @@ enum Inspect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
-    /// The NSG rules each node's XDP program enforces (`NSG`), in evaluation order.
+    /// managedNATGateway: the public ports each node holds in the NAT gateway's shared
+    /// pool, from the fabric's connection table (empty for other outbound types).
+    Egress {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// The node subnet's NSG rules as the fabric enforces them (stateful), in evaluation
+    /// order, with the packets of new flows each rule decided (any datapath; --node is ignored).
     Nsg {
         #[command(flatten)]
         target: TargetArgs,
@@ -238,6 +250,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
         Inspect::Endpoints { target, ip } => cli::inspect::endpoints(&target.target(), ip),
         Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
         Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
+        Inspect::Egress { target } => cli::inspect::egress(&target.target()),
         Inspect::Stats {
             target,
             reason,
@@ -276,12 +289,14 @@ fn main() -> ExitCode {
             name,
             json,
             services,
+            frontends,
             expect,
         } => {
-            let mode = match (&expect, services) {
-                (Some(file), _) => cli::check::Mode::Expect(file),
-                (None, true) => cli::check::Mode::Services,
-                (None, false) => cli::check::Mode::Matrix,
+            let mode = match (&expect, services, frontends) {
+                (Some(file), _, _) => cli::check::Mode::Expect(file),
+                (None, true, _) => cli::check::Mode::Services,
+                (None, false, true) => cli::check::Mode::Frontends,
+                (None, false, false) => cli::check::Mode::Matrix,
             };
             cli::check::run(name.as_deref(), json, mode)
         }

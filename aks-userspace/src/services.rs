@@ -131,7 +131,7 @@ fn program(
         Datapath::Iptables => {
             let mut rules = 0;
             for node in &state.nodes {
-                rules = reprogram_node(plan, &node.namespace)
+                rules = reprogram_node(plan, &node.name, &node.namespace)
                     .with_context(|| format!("reprogramming the rules of node {}", node.name))?;
             }
             Ok(format!("iptables-restore of {rules} rules on each node"))

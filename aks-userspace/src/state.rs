@@ -47,6 +47,12 @@ pub struct ClusterState {
     /// Absent in records written before services were recorded.
     #[serde(default)]
     pub services: Vec<ServicePlan>,
+    /// NodePort and LoadBalancer services: node ports, frontends, policies.
+    #[serde(default)]
+    pub exposures: Vec<crate::model::loadbalancer::Exposure>,
+    /// Egress to the internet (`outboundType`); `loadBalancer` in older records.
+    #[serde(default)]
+    pub outbound: crate::model::outbound::Outbound,
 }
 
 impl ClusterState {

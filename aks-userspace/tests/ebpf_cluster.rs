@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 
 use aks_ebpf_common::Reason;
-use aks_userspace::check::{self, Probe};
 use aks_userspace::datapath::ebpf::{read_pinned, ReasonTotals};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
@@ -113,73 +112,31 @@ fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
 }
 
 #[test]
-fn an_nsg_rule_blocks_one_port_and_leaves_another_open() {
-    require_privileges();
-    let name = cluster_name("bn");
-    let _down = Down(name.clone());
-    let nsg = "nsg:\n  - { name: deny-17002, priority: 100, access: Deny, protocol: Tcp, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17002\" }\n";
-    up_keep(&description_with(&name, "azure", "ebpf", 1, 1, nsg));
-    let state = ClusterState::require(&name).expect("cluster state");
-    let (endpoints, _) = check::cluster_matrix(&state);
-    let pod = endpoints
-        .iter()
-        .position(|e| e.label == "nodepool1-0-pod0")
-        .expect("pod endpoint");
-    let on_prem = endpoints
-        .iter()
-        .position(|e| e.label == "on-prem")
-        .expect("on-prem endpoint");
-    let open = Probe::new(on_prem, pod, "on-prem -> pod, open port");
-    let blocked = Probe {
-        port: 17002,
-        ..Probe::new(on_prem, pod, "on-prem -> pod, denied port")
-    };
-    let before = node_stats(&name, "nodepool1-0")
-        .get(Reason::DropNsgDenied)
-        .packets;
-    let results = check::run(&endpoints, &[open, blocked]).expect("probes");
-    print!("{}", check::render_table(&results));
-    assert!(
-        results[0].connected,
-        "port 17001 is open: {:?}",
-        results[0].error
-    );
-    assert!(!results[1].connected, "port 17002 is denied by the NSG");
-    let after = node_stats(&name, "nodepool1-0")
-        .get(Reason::DropNsgDenied)
-        .packets;
-    assert!(
-        after > before,
-        "the denied SYNs are counted under drop-nsg-denied"
-    );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
-}
-
-#[test]
 fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
     use std::time::Duration;
 
     require_privileges();
     let name = cluster_name("bl");
     let _down = Down(name.clone());
-    let nsg = "nsg:\n  - { name: deny-check, priority: 100, access: Deny, protocol: Tcp, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n";
-    let file = description_with(&name, "azure", "ebpf", 1, 1, nsg);
+    let file = description_with(&name, "azure", "ebpf", 1, 1, "");
     let up = ForegroundUp::start(&file, &["--log-level", "debug"], "[nodepool1-0]");
-    // On-prem reaching for a pod on the denied port: the NSG drops it at the uplink.
+    // A datagram a pod sends with TTL 1 cannot be forwarded: from_pod drops it.
     let state = ClusterState::require(&name).expect("state");
-    let (endpoints, probes) = check::cluster_matrix(&state);
-    let to_pod: Vec<Probe> = probes
-        .into_iter()
-        .filter(|p| p.path == "on-prem -> pod")
-        .collect();
-    check::run(&endpoints, &to_pod).expect("probe");
+    let pod = &state.nodes[0].pods[0];
+    let on_prem = std::net::SocketAddr::from((state.on_prem.address, 17001));
+    aks_userspace::netns::run_in(&pod.namespace, || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_ttl(1)?;
+        socket.send_to(b"ttl 1", on_prem)?;
+        Ok(())
+    })
+    .expect("sending from the pod");
     let line = up
         .lines
         .recv_timeout(Duration::from_secs(10))
         .expect("a datapath log line within 10 s");
     assert!(
-        line.contains("nsg: drop-nsg-denied"),
+        line.contains("from_pod: drop-ttl-exceeded"),
         "the drop reason is named: {line}"
     );
     up.interrupt();

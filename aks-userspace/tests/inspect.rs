@@ -1,12 +1,12 @@
 //! Privileged: `aksnet inspect` and `aksnet monitor` against running clusters. Traffic
-//! is driven first (`check`, a connection the NSG denies), then the JSON output must show
+//! is driven first (`check`, a datagram sent with TTL 1), then the JSON output must show
 //! what that traffic must have left behind: the pods, the routes it took, counters that
 //! grew, the drop as an event within a second, and on iptables the translated flows.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use common::require_privileges;
 use serde_json::Value;
 
 const NODE0: &str = "nodepool1-0";
-const DENIED_PORT: u16 = 17002;
+const DROPPED_PORT: u16 = 17002;
 
 /// stderr of a command that must fail.
 fn failure(args: &[&str]) -> String {
@@ -44,27 +44,25 @@ fn counter(stats: &Value, node: &str, reason: &str) -> u64 {
         .expect("a packet count")
 }
 
-/// One SYN from the on-prem host to `pod:port`; the NSG drops it, so the connect
-/// times out (quickly: nothing will answer).
-fn syn_from_on_prem(state: &ClusterState, pod: Ipv4Addr, port: u16) {
-    let target = SocketAddr::from((pod, port));
-    let _ = netns::run_in(&state.on_prem.namespace, || {
-        Ok(TcpStream::connect_timeout(
-            &target,
-            Duration::from_millis(300),
-        ))
-    });
+/// One datagram from `pod` to the on-prem host with TTL 1: `from_pod` cannot forward it
+/// and drops it (`drop-ttl-exceeded`).
+fn datagram_with_ttl_1(pod_namespace: &str, to: Ipv4Addr, port: u16) {
+    let target = SocketAddr::from((to, port));
+    netns::run_in(pod_namespace, || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_ttl(1)?;
+        socket.send_to(b"ttl 1", target)?;
+        Ok(())
+    })
+    .expect("sending from the pod");
 }
 
 #[test]
-fn ebpf_maps_counters_and_a_denied_syn_read_back() {
+fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     require_privileges();
     let name = cluster_name("ie");
     let _down = Down(name.clone());
-    let nsg = format!(
-        "nsg:\n  - {{ name: deny-{DENIED_PORT}, priority: 100, access: Deny, protocol: Tcp, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"{DENIED_PORT}\" }}\n"
-    );
-    up_keep(&description_with(&name, "azure", "ebpf", 2, 2, &nsg));
+    up_keep(&description(&name, "azure", "ebpf", 2, 2));
     let state = ClusterState::require(&name).expect("cluster state");
     let cluster = ["--cluster", name.as_str()];
 
@@ -163,7 +161,6 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
     assert_eq!(map("ENDPOINTS")["entries"], 2);
     assert_eq!(map("ENDPOINTS")["mapType"], "hash");
     assert_eq!(map("ROUTES")["mapType"], "lpm_trie");
-    assert_eq!(map("NSG")["entries"], 1);
     assert_eq!(map("EVENTS")["mapType"], "ringbuf");
     // Every hash-like map is counted: a map added without a count shows here.
     for m in maps.as_array().expect("map rows") {
@@ -176,7 +173,7 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
         }
     }
 
-    // Monitor: a SYN the NSG denies shows as a drop event within a second.
+    // Monitor: a datagram from_pod drops shows as a drop event within a second.
     let mut monitor = Command::new(AKSNET)
         .args(["monitor", "--cluster", &name, "--node", NODE0, "--json"])
         .stdout(Stdio::piped())
@@ -200,11 +197,11 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
         }
     });
     let ready = rx.recv_timeout(Duration::from_secs(10));
-    let pod = state.nodes[0].pods[0].address;
-    let denied_before = counter(&json(&stats_args), NODE0, "drop-nsg-denied");
+    let pod = &state.nodes[0].pods[0];
+    let dropped_before = counter(&json(&stats_args), NODE0, "drop-ttl-exceeded");
     let sent = Instant::now();
     std::thread::scope(|s| {
-        s.spawn(|| syn_from_on_prem(&state, pod, DENIED_PORT));
+        s.spawn(|| datagram_with_ttl_1(&pod.namespace, state.on_prem.address, DROPPED_PORT));
         let event = loop {
             let left = Duration::from_secs(1).saturating_sub(sent.elapsed());
             match rx.recv_timeout(left) {
@@ -219,16 +216,16 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
         assert!(ready.is_ok(), "monitor never said it was monitoring");
         let event: Value = serde_json::from_str(&event.expect("a drop event within a second"))
             .expect("one JSON object per line");
-        assert_eq!(event["reason"], "drop-nsg-denied", "{event}");
+        assert_eq!(event["reason"], "drop-ttl-exceeded", "{event}");
         assert_eq!(event["verdict"], "dropped");
-        assert_eq!(event["program"], "nsg");
-        assert_eq!(event["interface"], "eth0");
-        assert_eq!(event["protocol"], "tcp");
-        assert_eq!(event["src"], state.on_prem.address.to_string());
-        assert_eq!(event["dst"], pod.to_string());
-        assert_eq!(event["dport"], DENIED_PORT);
+        assert_eq!(event["program"], "from_pod");
+        assert_eq!(event["interface"], pod.host_interface.as_str());
+        assert_eq!(event["protocol"], "udp");
+        assert_eq!(event["src"], pod.address.to_string());
+        assert_eq!(event["dst"], state.on_prem.address.to_string());
+        assert_eq!(event["dport"], DROPPED_PORT);
     });
-    let denied = json(
+    let dropped = json(
         &[
             &[
                 "inspect",
@@ -237,17 +234,21 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
                 "--node",
                 NODE0,
                 "--reason",
-                "drop-nsg-denied",
+                "drop-ttl-exceeded",
             ][..],
             &cluster,
         ]
         .concat(),
     );
     assert!(
-        counter(&denied, NODE0, "drop-nsg-denied") > denied_before,
-        "{denied}"
+        counter(&dropped, NODE0, "drop-ttl-exceeded") > dropped_before,
+        "{dropped}"
     );
-    assert_eq!(denied.as_array().map(Vec::len), Some(1), "--reason filters");
+    assert_eq!(
+        dropped.as_array().map(Vec::len),
+        Some(1),
+        "--reason filters"
+    );
 
     // Bad input: each message names the thing and the way out.
     let err = failure(

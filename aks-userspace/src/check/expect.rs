@@ -19,6 +19,9 @@
 //!    overlay with the node's tunnel address (the first address of its pod /24).
 //! 4. kubenet and Overlay: a pod that keeps its private address towards on-prem or the
 //!    internet gets no reply: neither has a route back to the pod CIDR.
+//!    The internet, per `outboundType`: `none` has no egress (blocked);
+//!    `managedNATGateway` sees the NAT gateway's public address (the fabric SNATs after
+//!    the node's masquerade); `loadBalancer` as rule 3 says (see `model::outbound`).
 //! 5. The NSG of the node subnet: inbound rules, evaluated where a packet enters a node
 //!    from the VNet (so not between pods of one node), on the address the node sees, in
 //!    priority order, first match decides, no match allows. Azure's NSGs are stateful:
@@ -48,6 +51,8 @@ pub struct NetworkModel {
     /// Inbound NSG rules in priority order.
     pub nsg: Vec<SecurityRule>,
     pub nodes: Vec<ModelNode>,
+    /// Egress to the internet (`outboundType`).
+    pub outbound: crate::model::outbound::Outbound,
 }
 
 /// A node: its address, and (kubenet) the address of its pod bridge.
@@ -70,6 +75,7 @@ impl NetworkModel {
             pod_cidr: plan.pod_cidr,
             non_masquerade_cidrs: plan.non_masquerade_cidrs.clone(),
             nsg: plan.nsg.clone(),
+            outbound: plan.outbound,
             nodes: plan
                 .nodes
                 .iter()
@@ -176,7 +182,7 @@ pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
             .into(),
         };
     }
-    let (seen, why) = seen_source(model, source, destination);
+    let (mut seen, mut why) = seen_source(model, source, destination);
     let external = matches!(
         destination.kind,
         EndpointKind::OnPrem | EndpointKind::Internet
@@ -189,6 +195,24 @@ pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
                 destination.label
             ),
         };
+    }
+    if destination.kind == EndpointKind::Internet {
+        use crate::model::outbound::OutboundType;
+        match (model.outbound.outbound_type, model.outbound.public_ip) {
+            (OutboundType::None, _) => {
+                return Expectation::Blocked {
+                    reason: "outboundType none: no egress to the internet".into(),
+                }
+            }
+            (OutboundType::ManagedNatGateway, Some(address)) => {
+                why = format!("{why}, then the NAT gateway SNATs to its public address");
+                seen = ExpectedSource {
+                    address,
+                    who: "NAT gateway".into(),
+                };
+            }
+            _ => {}
+        }
     }
     if crosses_node_uplink(source, destination) {
         if let Some(rule) = first_nsg_match(model, seen.address, destination.address, flow) {
@@ -343,7 +367,7 @@ fn crosses_node_uplink(source: &Endpoint, destination: &Endpoint) -> bool {
     }
 }
 
-fn first_nsg_match<'m>(
+pub(crate) fn first_nsg_match<'m>(
     model: &'m NetworkModel,
     source: Ipv4Addr,
     destination: Ipv4Addr,

@@ -13,6 +13,7 @@
 
 pub mod expect;
 pub mod expect_file;
+mod frontend;
 mod listener;
 mod matrix;
 mod probe;
@@ -24,14 +25,15 @@ use anyhow::Result;
 use serde::Serialize;
 
 pub use expect::{Expectation, NetworkModel};
+pub use frontend::{check_frontends, FrontendCheck, FrontendExpectation, FRONTEND_ATTEMPT_TIMEOUT};
 pub use matrix::{cluster_endpoints, cluster_matrix};
 pub use probe::{
     run, Endpoint, EndpointKind, Probe, ProbeResult, BLOCKED_TIMEOUT, CHECK_PORT, REACHABLE_TIMEOUT,
 };
-pub use report::{render_checked, render_service_checks, render_table};
+pub use report::{render_checked, render_frontend_checks, render_service_checks, render_table};
 pub use service::{
-    probe_service, probe_services, BackendAnswers, BackendListener, ServiceProbeResult,
-    DEFAULT_ATTEMPTS,
+    backend_listeners, probe_service, probe_service_at, probe_services, BackendAnswers,
+    BackendListener, ServiceProbeResult, DEFAULT_ATTEMPTS,
 };
 pub use verdict::{Outcome, Verdict};
 

@@ -109,6 +109,36 @@ pub fn render_service_checks(checks: &[ServiceCheck]) -> String {
     finish(table)
 }
 
+/// `check --frontends`: one row per frontend and client.
+pub fn render_frontend_checks(checks: &[super::FrontendCheck]) -> String {
+    let mut table = Table::new(&[
+        "FRONTEND",
+        "POLICY",
+        "CLIENT",
+        ">ANSWERS",
+        "BACKEND SAW",
+        "EXPECTED",
+        "VERDICT",
+    ]);
+    for c in checks {
+        let saw: Vec<String> = c.seen_sources.iter().map(|a| a.to_string()).collect();
+        table.row(vec![
+            format!("{} {}", c.service, c.frontend),
+            format!("{:?}", c.policy),
+            format!("{} {}", c.client, c.client_address),
+            format!("{}/{}", c.answered, c.attempts),
+            if saw.is_empty() {
+                "-".into()
+            } else {
+                saw.join(", ")
+            },
+            c.expected.to_string(),
+            c.verdict.to_string(),
+        ]);
+    }
+    finish(table)
+}
+
 fn service_and_client(r: &ServiceProbeResult) -> (String, String) {
     (
         format!("{} {}:{}/{}", r.service, r.cluster_ip, r.port, r.protocol),

@@ -103,31 +103,39 @@ pub fn probe_services(state: &ClusterState, attempts: usize) -> Result<Vec<Servi
         .services
         .iter()
         .map(|service| {
-            let backends = service
-                .backends
-                .iter()
-                .map(|b| {
-                    let namespace = state
-                        .nodes
-                        .iter()
-                        .flat_map(|n| &n.pods)
-                        .find(|p| p.name == b.pod)
-                        .map(|p| p.namespace.clone())
-                        .with_context(|| {
-                            format!(
-                                "backend {} of service {} is not a pod of the cluster",
-                                b.pod, service.name
-                            )
-                        })?;
-                    Ok(BackendListener {
-                        pod: b.pod.clone(),
-                        namespace,
-                        address: b.ip,
-                        port: b.port,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let backends = backend_listeners(state, service)?;
             probe_service(service, &backends, &client, attempts)
+        })
+        .collect()
+}
+
+/// Where each backend of `service` listens: its pod's namespace, address and port.
+pub fn backend_listeners(
+    state: &ClusterState,
+    service: &ServicePlan,
+) -> Result<Vec<BackendListener>> {
+    service
+        .backends
+        .iter()
+        .map(|b| {
+            let namespace = state
+                .nodes
+                .iter()
+                .flat_map(|n| &n.pods)
+                .find(|p| p.name == b.pod)
+                .map(|p| p.namespace.clone())
+                .with_context(|| {
+                    format!(
+                        "backend {} of service {} is not a pod of the cluster",
+                        b.pod, service.name
+                    )
+                })?;
+            Ok(BackendListener {
+                pod: b.pod.clone(),
+                namespace,
+                address: b.ip,
+                port: b.port,
+            })
         })
         .collect()
 }
@@ -140,11 +148,27 @@ pub fn probe_service(
     client: &Endpoint,
     attempts: usize,
 ) -> Result<ServiceProbeResult> {
+    let target = SocketAddr::from((service.cluster_ip, service.port));
+    probe_service_at(service, target, backends, client, attempts, ATTEMPT_TIMEOUT)
+}
+
+/// As [`probe_service`], through `target` instead of the ClusterIP: a node's NodePort
+/// or a load balancer frontend, each attempt waiting up to `timeout`.
+pub fn probe_service_at(
+    service: &ServicePlan,
+    target: SocketAddr,
+    backends: &[BackendListener],
+    client: &Endpoint,
+    attempts: usize,
+    timeout: Duration,
+) -> Result<ServiceProbeResult> {
     let listeners = backends
         .iter()
         .map(|b| Listener::open(&b.namespace, b.port, service.protocol, &b.pod))
         .collect::<Result<Vec<_>>>()?;
-    let outcomes = listener::serve(&listeners, || connect_repeatedly(service, client, attempts))?;
+    let outcomes = listener::serve(&listeners, || {
+        connect_repeatedly(service, target, client, attempts, timeout)
+    })?;
 
     let mut by_pod: BTreeMap<String, (usize, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
     let mut answered = 0;
@@ -195,18 +219,19 @@ type Answer = std::result::Result<(String, Ipv4Addr), String>;
 /// choice), from a thread inside the client's namespace.
 fn connect_repeatedly(
     service: &ServicePlan,
+    target: SocketAddr,
     client: &Endpoint,
     attempts: usize,
+    timeout: Duration,
 ) -> Result<Vec<Answer>> {
-    let target = SocketAddr::from((service.cluster_ip, service.port));
     netns::run_in(&client.namespace, || {
         let mut outcomes = Vec::with_capacity(attempts);
         for _ in 0..attempts {
             let outcome = match service.protocol {
-                Protocol::Tcp => ask_tcp(target, ATTEMPT_TIMEOUT),
-                Protocol::Udp => ask_udp(target, ATTEMPT_TIMEOUT),
+                Protocol::Tcp => ask_tcp(target, timeout),
+                Protocol::Udp => ask_udp(target, timeout),
             }
-            .map_err(|e| describe_error(&e, ATTEMPT_TIMEOUT))
+            .map_err(|e| describe_error(&e, timeout))
             .and_then(|line| {
                 listener::parse_answer(&line).map_err(|e| format!("{:#}", e.root_cause()))
             });

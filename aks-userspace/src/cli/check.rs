@@ -1,4 +1,4 @@
-//! `aksnet check [NAME] [--json] [--services] [--expect FILE]`.
+//! `aksnet check [NAME] [--json] [--services | --frontends] [--expect FILE]`.
 //!
 //! Exit status: 0 when every row matches what the cluster model expects, 1 when any row
 //! does not (or the cluster is incomplete), 2 for bad input (an unknown cluster, a bad
@@ -22,6 +22,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub enum Mode<'a> {
     Matrix,
     Services,
+    Frontends,
     Expect(&'a Path),
 }
 
@@ -62,6 +63,7 @@ pub fn run(name: Option<&str>, json: bool, mode: Mode) -> Result<ExitCode> {
     };
     let passed = match (mode, assertions) {
         (Mode::Services, _) => services(&state, &model, json)?,
+        (Mode::Frontends, _) => frontends(&state, &model, json)?,
         (_, Some(checks)) => {
             let endpoints = check::cluster_endpoints(&state);
             report(&state, &check::run_checked(&endpoints, checks)?, json)?
@@ -147,32 +149,84 @@ fn summary(total: usize, failed: &[&str], what: &str) {
     }
 }
 
-fn services(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
-    let checks = check::check_services(state, model, check::DEFAULT_ATTEMPTS)?;
-    let failed: Vec<&str> = checks
+fn frontends(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
+    let checks = check::check_frontends(state, model, check::DEFAULT_ATTEMPTS)?;
+    let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.verdict.passed())
-        .map(|c| c.observed.service.as_str())
+        .map(|c| format!("{} from {}", c.service, c.client))
         .collect();
-    if json {
+    let table = Probed {
+        per: "frontend and client",
+        none: "no LoadBalancer services in the description",
+        what: "frontend probes",
+    };
+    table.print(state, json, &checks, &failed, || {
+        check::render_frontend_checks(&checks)
+    })?;
+    Ok(failed.is_empty())
+}
+
+fn services(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
+    let checks = check::check_services(state, model, check::DEFAULT_ATTEMPTS)?;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.verdict.passed())
+        .map(|c| c.observed.service.clone())
+        .collect();
+    let table = Probed {
+        per: "service",
+        none: "no services in the description",
+        what: "services",
+    };
+    table.print(state, json, &checks, &failed, || {
+        check::render_service_checks(&checks)
+    })?;
+    Ok(failed.is_empty())
+}
+
+/// How a report of repeated probes (services, frontends) is worded.
+struct Probed {
+    /// What each batch of `DEFAULT_ATTEMPTS` connections is for.
+    per: &'static str,
+    /// Said when there is nothing to probe.
+    none: &'static str,
+    /// The rows, in the summary line.
+    what: &'static str,
+}
+
+impl Probed {
+    fn print<T: serde::Serialize>(
+        &self,
+        state: &ClusterState,
+        json: bool,
+        checks: &[T],
+        failed: &[String],
+        render: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(checks)
+                    .context("while encoding the results as JSON")?
+            );
+            return Ok(());
+        }
         println!(
-            "{}",
-            serde_json::to_string_pretty(&checks).context("while encoding the results as JSON")?
-        );
-    } else {
-        println!(
-            "cluster {}: {}/{}, {} connections per service",
+            "cluster {}: {}/{}, {} connections per {}",
             state.name,
             state.network_plugin,
             state.datapath,
-            check::DEFAULT_ATTEMPTS
+            check::DEFAULT_ATTEMPTS,
+            self.per
         );
         if checks.is_empty() {
-            println!("no services in the description");
+            println!("{}", self.none);
         } else {
-            print!("{}", check::render_service_checks(&checks));
-            summary(checks.len(), &failed, "services");
+            print!("{}", render());
+            let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
+            summary(checks.len(), &failed, self.what);
         }
+        Ok(())
     }
-    Ok(failed.is_empty())
 }

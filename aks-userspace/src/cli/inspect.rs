@@ -140,25 +140,53 @@ pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
 
 pub fn nsg(target: &Target) -> Result<ExitCode> {
     let state = target.state("aksnet inspect nsg")?;
-    let rows = inspect::nsg_rules(&state, target.node)?;
+    let rows = inspect::nsg_rules(&state)?;
     let mut table = Table::new(&[
-        "NODE",
-        ">ORDER",
+        ">PRIORITY",
+        "NAME",
         "ACTION",
         "PROTOCOL",
         "SOURCE",
         "DESTINATION",
         "PORTS",
+        ">PACKETS",
+        ">BYTES",
     ]);
     for r in &rows {
         table.row(vec![
-            r.node.clone(),
-            r.order.to_string(),
+            r.priority.to_string(),
+            r.name.clone(),
             r.action.clone(),
             r.protocol.clone(),
             r.source.clone(),
             r.destination.clone(),
             r.ports.clone(),
+            r.packets.to_string(),
+            r.bytes.to_string(),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn egress(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect egress")?;
+    let rows = inspect::egress(&state)?;
+    if rows.is_empty() && !target.json {
+        println!(
+            "cluster {}: outboundType {}: no NAT gateway flows",
+            state.name, state.outbound.outbound_type
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["NODE", "PUBLIC IP", ">FLOWS", ">PORTS IN USE", ">POOL"]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.public_ip.to_string(),
+            r.flows.to_string(),
+            r.ports_in_use.to_string(),
+            r.pool.to_string(),
         ]);
     }
     target.print(&state, &rows, table)?;

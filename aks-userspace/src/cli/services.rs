@@ -83,6 +83,13 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
                 target_port,
                 protocol: Some(protocol),
                 backends,
+                // `services add` makes ClusterIP services; external access is described
+                // in the cluster's YAML.
+                service_type: None,
+                node_port: None,
+                external_traffic_policy: None,
+                load_balancer_source_ranges: Vec::new(),
+                load_balancer_ip: None,
             }),
         ),
         ServicesAction::Remove { name, cluster } => (cluster, ServiceChange::Remove(name)),

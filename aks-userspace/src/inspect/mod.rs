@@ -9,6 +9,7 @@ mod attachments;
 mod bpf_conntrack;
 mod conntrack;
 mod conntrack_tool;
+mod egress;
 mod endpoints;
 mod flow;
 mod maps;
@@ -33,6 +34,7 @@ use crate::topology::layout::NodeLayout;
 
 pub use attachments::{attachments, AttachmentRow};
 pub use conntrack::{conntrack, nat};
+pub use egress::{egress, EgressRow};
 pub use endpoints::{endpoints, EndpointRow};
 pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};

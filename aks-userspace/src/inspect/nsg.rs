@@ -1,101 +1,111 @@
-//! `inspect nsg`: the NSG rules each node's XDP program enforces, in priority order.
+//! `inspect nsg`: the node subnet's NSG rules as the fabric enforces them (the vnet
+//! namespace's `AKSNET-NSG` chain, see `fabric::nsg`), in evaluation order, with how
+//! many packets of new flows each rule decided.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use aks_ebpf_common::nsg::{NSG_ALLOW, NSG_DENY};
-use aks_ebpf_common::{addr, NsgRule, NSG_MAP};
-use aya::maps::{Array, MapData};
-
-use super::{ip, protocol_name, select_nodes, NodePins};
+use crate::datapath::iptables;
+use crate::fabric::nsg::{CHAIN, COMMENT_PREFIX};
 use crate::state::ClusterState;
 
-/// One rule; `order` is its position (0 is evaluated first; the first match decides).
-#[derive(Clone, Debug, Serialize)]
+/// One rule; the first match decides, replies of allowed flows never reach a rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NsgRow {
-    pub node: String,
-    pub order: u32,
+    pub priority: u32,
+    pub name: String,
     /// `allow` or `deny`.
     pub action: String,
+    /// `tcp`, `udp`, `icmp` or `*`.
     pub protocol: String,
     /// `a.b.c.d/len`, or `*` for any.
     pub source: String,
     pub destination: String,
     /// `lo-hi`, one port, or `*`.
     pub ports: String,
+    /// Packets (of flows not yet established) the rule matched, and their bytes.
+    pub packets: u64,
+    pub bytes: u64,
 }
 
-/// The rules in force on `node` (every node when `None`): the first `nsg_rules` slots
-/// of `NSG`, as `CONFIG` says; slots beyond are unused.
-pub fn nsg_rules(state: &ClusterState, node: Option<&str>) -> Result<Vec<NsgRow>> {
-    let mut rows = Vec::new();
-    for layout in select_nodes(state, node)? {
-        let pins = NodePins::open(state, layout)?;
-        let in_force = pins.config()?.nsg_rules;
-        let map = pins.map(NSG_MAP)?;
-        let rules: Array<&MapData, NsgRule> = Array::try_from(&map)?;
-        for order in 0..in_force.min(rules.len()) {
-            let rule = rules
-                .get(&order, 0)
-                .with_context(|| format!("reading {NSG_MAP}[{order}] of node {}", layout.name))?;
-            rows.push(row(&layout.name, order, &rule));
-        }
-    }
-    Ok(rows)
+/// The rules in force in `state`'s fabric; none when the description has no NSG.
+pub fn nsg_rules(state: &ClusterState) -> Result<Vec<NsgRow>> {
+    let saved = iptables::save_with_counters(&state.vnet, "filter")?;
+    Ok(saved.lines().filter_map(parse_rule).collect())
 }
 
-fn row(node: &str, order: u32, rule: &NsgRule) -> NsgRow {
-    NsgRow {
-        node: node.to_owned(),
-        order,
-        action: match rule.action {
-            NSG_ALLOW => "allow".to_owned(),
-            NSG_DENY => "deny".to_owned(),
-            other => format!("action {other}"),
+/// One `iptables-save -c` line of the NSG chain, when it is a rule (not the reply pass).
+fn parse_rule(line: &str) -> Option<NsgRow> {
+    let (counters, spec) = line.strip_prefix('[')?.split_once("] ")?;
+    let (packets, bytes) = counters.split_once(':')?;
+    let spec = spec.strip_prefix(&format!("-A {CHAIN} "))?;
+    let (before, comment) = spec.split_once("--comment \"")?;
+    let (comment, after) = comment.split_once('"')?;
+    let (priority, name) = comment
+        .strip_prefix(COMMENT_PREFIX)?
+        .trim_start()
+        .split_once(' ')?;
+    let tokens: Vec<&str> = before.split_whitespace().collect();
+    let value = |flag: &str| {
+        tokens
+            .windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].to_owned())
+    };
+    let any = || "*".to_owned();
+    Some(NsgRow {
+        priority: priority.parse().ok()?,
+        name: name.to_owned(),
+        action: match after.split_whitespace().last()? {
+            "ACCEPT" => "allow".to_owned(),
+            "DROP" => "deny".to_owned(),
+            other => other.to_lowercase(),
         },
-        protocol: protocol_name(rule.protocol),
-        source: prefix(rule.src_addr, rule.src_mask),
-        destination: prefix(rule.dst_addr, rule.dst_mask),
-        ports: match (rule.port_lo, rule.port_hi) {
-            (0, u16::MAX) => "*".to_owned(),
-            (lo, hi) if lo == hi => lo.to_string(),
-            (lo, hi) => format!("{lo}-{hi}"),
-        },
-    }
-}
-
-/// An address and mask in map form as `a.b.c.d/len` (`*` for the empty mask).
-fn prefix(address: u32, mask: u32) -> String {
-    if mask == 0 {
-        return "*".to_owned();
-    }
-    // Masks come from prefix lengths, so the ones are contiguous from the top.
-    let len = u32::from_be_bytes(addr::octets(mask)).leading_ones();
-    format!("{}/{len}", ip(address))
+        protocol: value("-p").unwrap_or_else(any),
+        source: value("-s").unwrap_or_else(any),
+        destination: value("-d").unwrap_or_else(any),
+        ports: value("--dport")
+            .map(|p| p.replace(':', "-"))
+            .unwrap_or_else(any),
+        packets: packets.parse().ok()?,
+        bytes: bytes.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aks_ebpf_common::addr::{ipv4, netmask};
 
     #[test]
-    fn a_deny_rule_reads_back_in_azure_terms() {
-        let rule = NsgRule {
-            dst_addr: ipv4([10, 224, 0, 0]),
-            dst_mask: netmask(24),
-            port_lo: 17002,
-            port_hi: 17002,
-            protocol: 6,
-            action: NSG_DENY,
-            ..Default::default()
-        };
-        let row = row("n0", 0, &rule);
-        assert_eq!(row.action, "deny");
-        assert_eq!(row.protocol, "tcp");
-        assert_eq!(row.source, "*");
-        assert_eq!(row.destination, "10.224.0.0/24");
-        assert_eq!(row.ports, "17002");
+    fn a_saved_rule_reads_back_in_azure_terms() {
+        let row = parse_rule("[3:180] -A AKSNET-NSG -s 192.168.100.0/24 -d 10.224.0.0/24 -p tcp -m tcp --dport 17002 -m comment --comment \"nsg 100 deny-17002\" -j DROP")
+            .expect("a rule");
+        assert_eq!(
+            row,
+            NsgRow {
+                priority: 100,
+                name: "deny-17002".into(),
+                action: "deny".into(),
+                protocol: "tcp".into(),
+                source: "192.168.100.0/24".into(),
+                destination: "10.224.0.0/24".into(),
+                ports: "17002".into(),
+                packets: 3,
+                bytes: 180,
+            }
+        );
+        let range = parse_rule("[0:0] -A AKSNET-NSG -p udp -m udp --dport 53:54 -m comment --comment \"nsg 4096 allow-dns\" -j ACCEPT").expect("a rule");
+        assert_eq!(
+            (range.ports.as_str(), range.action.as_str()),
+            ("53-54", "allow")
+        );
+        assert_eq!(range.source, "*");
+    }
+
+    #[test]
+    fn the_reply_pass_and_other_chains_are_not_rules() {
+        assert!(parse_rule("[9:900] -A AKSNET-NSG -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"aksnet: NSGs are stateful, replies pass\" -j ACCEPT").is_none());
+        assert!(parse_rule("[1:60] -A FORWARD -o node+ -m comment --comment \"aksnet: the node subnet's NSG (inbound)\" -j AKSNET-NSG").is_none());
     }
 }

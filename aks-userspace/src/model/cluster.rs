@@ -30,6 +30,10 @@ pub struct Cluster {
     pub external_hosts: ExternalHosts,
     /// NSG rules in priority order.
     pub nsg: Vec<super::nsg::SecurityRule>,
+    /// NodePort and LoadBalancer services: node ports, frontends, policies.
+    pub exposures: Vec<super::loadbalancer::Exposure>,
+    /// Egress to the internet (`outboundType`).
+    pub outbound: super::outbound::Outbound,
     pub conntrack: super::conntrack::ConntrackSettings,
 }
 

@@ -42,12 +42,16 @@ pub struct ClusterDescription {
     pub services: Vec<ServiceDescription>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_hosts: Option<ExternalHostsDescription>,
-    /// Inbound NSG rules of the node subnet (enforced at each node's uplink).
+    /// Inbound NSG rules of the node subnet (enforced statefully in the fabric).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nsg: Vec<super::nsg::SecurityRuleDescription>,
     /// Conntrack and SNAT settings of the eBPF datapath.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<super::conntrack::ConntrackDescription>,
+    /// How the cluster reaches the internet: `loadBalancer` (the default),
+    /// `managedNATGateway`, `userDefinedRouting` or `none`, as in AKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_type: Option<super::outbound::OutboundType>,
 }
 
 /// `name: null` (also `name: ~` or `name:` with nothing after it) is a missing name, not
@@ -121,7 +125,8 @@ pub enum Protocol {
     Udp,
 }
 
-/// A ClusterIP service; its backends are the first `backends` pods, round-robin over nodes.
+/// A service; its backends are the first `backends` pods, round-robin over nodes. The
+/// external fields are checked and allocated in `model::loadbalancer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceDescription {
@@ -136,6 +141,25 @@ pub struct ServiceDescription {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
     pub backends: u32,
+    /// `ClusterIP` (the default), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<super::loadbalancer::ServiceType>,
+    /// NodePort/LoadBalancer: a port in 30000–32767; allocated when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u32>,
+    /// NodePort/LoadBalancer: `Cluster` (the default) or `Local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<super::loadbalancer::ExternalTrafficPolicy>,
+    /// LoadBalancer: the only client prefixes allowed (AKS writes them as NSG rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<Ipv4Cidr>,
+    /// LoadBalancer: a fixed public frontend address; allocated when left out.
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balancer_ip: Option<Ipv4Addr>,
 }
 
 /// Hosts outside the cluster that pods talk to.

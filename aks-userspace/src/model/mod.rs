@@ -7,7 +7,9 @@ pub mod conntrack;
 pub mod defaults;
 mod description;
 mod error;
+pub mod loadbalancer;
 pub mod nsg;
+pub mod outbound;
 mod validate;
 
 pub use cluster::{Cluster, ExternalHosts, NodePool, Service};

@@ -1,6 +1,7 @@
 //! Network security group rules for the node subnet, as Azure writes them: a priority
 //! (lower wins), allow or deny, protocol, source and destination prefixes, destination
-//! ports. Only inbound rules: the datapath enforces them at each node's uplink (XDP).
+//! ports. Only inbound rules: the fabric enforces them, statefully, on packets towards
+//! a node (`fabric::nsg`).
 //! No matching rule allows, as Azure's default rules do inside the VNet.
 
 use serde::{Deserialize, Serialize};

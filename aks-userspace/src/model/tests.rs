@@ -36,6 +36,7 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         external_hosts: None,
         nsg: Vec::new(),
         conntrack: None,
+        outbound_type: None,
     }
 }
 
@@ -50,6 +51,11 @@ fn pool(name: &str, count: u32) -> NodePoolDescription {
 
 fn service(name: &str, cluster_ip: &str, backends: u32) -> ServiceDescription {
     ServiceDescription {
+        service_type: None,
+        node_port: None,
+        external_traffic_policy: None,
+        load_balancer_source_ranges: Vec::new(),
+        load_balancer_ip: None,
         name: name.into(),
         cluster_ip: ip(cluster_ip),
         port: 80,

@@ -47,6 +47,10 @@ pub struct Plan {
     pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
     /// Inbound NSG rules in priority order.
     pub nsg: Vec<crate::model::nsg::SecurityRule>,
+    /// NodePort and LoadBalancer services (node ports, frontends, policies).
+    pub exposures: Vec<crate::model::loadbalancer::Exposure>,
+    /// Egress to the internet (`outboundType`).
+    pub outbound: crate::model::outbound::Outbound,
     /// Conntrack and SNAT settings (eBPF datapath).
     pub conntrack: crate::model::conntrack::ConntrackSettings,
     /// Sizes of the eBPF datapath's maps per node (the compiled ones unless the
@@ -204,6 +208,8 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         external_hosts: cluster.external_hosts.clone(),
         non_masquerade_cidrs: cluster.non_masquerade_cidrs.clone(),
         nsg: cluster.nsg.clone(),
+        exposures: cluster.exposures.clone(),
+        outbound: cluster.outbound,
         conntrack: cluster.conntrack.clone(),
         maps,
         subnet_usage,

@@ -125,6 +125,10 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
         }
         writeln!(out, "{services}")?;
     }
+    if !plan.exposures.is_empty() {
+        writeln!(out, "{}", exposures_table(plan))?;
+    }
+    writeln!(out, "{}\n", egress_line(plan))?;
 
     let hosts = &plan.external_hosts;
     let mut external = Table::new(&["EXTERNAL HOST", "ADDRESS", "NETWORK"]);
@@ -205,4 +209,63 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
         writeln!(out)?;
     }
     Ok(())
+}
+
+/// NodePort and LoadBalancer services: what `plan` allocated and how traffic lands.
+fn exposures_table(plan: &Plan) -> Table {
+    let mut table = Table::new(&[
+        "EXPOSED SERVICE",
+        "TYPE",
+        ">NODE PORT",
+        "POLICY",
+        ">HEALTH PORT",
+        "FRONTEND",
+        "SOURCE RANGES",
+    ]);
+    for e in &plan.exposures {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let ranges: Vec<String> = e.source_ranges.iter().map(|c| c.to_string()).collect();
+        table.row(vec![
+            e.service.clone(),
+            format!("{:?}", e.service_type),
+            e.node_port.to_string(),
+            format!("{:?}", e.external_traffic_policy),
+            or_dash(e.health_check_node_port.map(|p| p.to_string())),
+            or_dash(
+                e.frontend
+                    .map(|f| format!("{f}:{}", port_of(plan, &e.service))),
+            ),
+            if ranges.is_empty() {
+                if e.frontend.is_some() {
+                    "any".into()
+                } else {
+                    "-".into()
+                }
+            } else {
+                ranges.join(", ")
+            },
+        ]);
+    }
+    table
+}
+
+fn port_of(plan: &Plan, service: &str) -> u16 {
+    plan.services
+        .iter()
+        .find(|s| s.name == service)
+        .map_or(0, |s| s.port)
+}
+
+/// `outboundType` and what the internet sees.
+fn egress_line(plan: &Plan) -> String {
+    use crate::model::outbound::{OutboundType, NAT_GATEWAY_PORTS};
+    let what = match (plan.outbound.outbound_type, plan.outbound.public_ip) {
+        (OutboundType::ManagedNatGateway, Some(ip)) => format!(
+            "managedNATGateway: the internet sees {ip} (ports {}-{}, shared by the VNet)",
+            NAT_GATEWAY_PORTS.0, NAT_GATEWAY_PORTS.1
+        ),
+        (OutboundType::None, _) => "none: no egress to the internet".to_owned(),
+        _ => "loadBalancer: the internet sees the node address (masqueraded on the node; per-node SNAT ports at a public address are not emulated)".to_owned(),
+    };
+    format!("EGRESS (outboundType) {what}")
 }

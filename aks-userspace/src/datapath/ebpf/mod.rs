@@ -1,5 +1,5 @@
 //! The eBPF datapath: one loaded object per node; `from_pod` on every pod veth,
-//! `from_vnet` and the `nsg` XDP program on the uplink; maps filled from the plan and
+//! `from_vnet` on the uplink (NSG rules are the fabric's); maps filled from the plan and
 //! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
 //!
 //! Submodules: the embedded object, loading and attaching it in a node's namespace
@@ -24,13 +24,13 @@ pub use services::{protocol_number, ServiceMaps};
 pub use stats::{read_pinned, ReasonTotals};
 
 use aks_ebpf_common::{
-    addr, nsg, Endpoint, NodeConfig, NsgRule, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
+    addr, Endpoint, NodeConfig, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
 };
 use anyhow::{Context, Result};
 
 use super::Datapath;
 use crate::cidr::Ipv4Cidr;
-use crate::model::{self, nsg::Access, nsg::SecurityRule, PodNetwork};
+use crate::model::{self, PodNetwork};
 use crate::netns;
 use crate::plan::Plan;
 use crate::state::ClusterState;
@@ -43,13 +43,11 @@ pub struct EbpfDatapath {
     logs: Vec<NodeLogStream>,
     pods: usize,
     routes_per_node: usize,
-    nsg_rules: usize,
 }
 
 impl EbpfDatapath {
     pub fn install(plan: &Plan, layout: &Layout) -> Result<Self> {
         let pin_root = ClusterState::pin_dir(&plan.name);
-        let nsg_rules: Vec<NsgRule> = plan.nsg.iter().map(nsg_rule).collect();
         let mut nodes = Vec::with_capacity(layout.nodes.len());
         let mut logs = Vec::with_capacity(layout.nodes.len());
         let seconds = |s: u32| u64::from(s) * 1_000_000_000;
@@ -70,7 +68,6 @@ impl EbpfDatapath {
             .with_context(|| format!("loading the eBPF datapath for node {}", node.name))?;
             logs.push(datapath.take_log_stream(&node.name)?);
             datapath.set_config(node_config(plan, node)?)?;
-            datapath.set_nsg_rules(&nsg_rules)?;
             let routes = node_routes(plan, node);
             routes_per_node = routes.len();
             for (cidr, route) in routes {
@@ -103,12 +100,8 @@ impl EbpfDatapath {
                     .attach_overlay(crate::topology::overlay::OVERLAY_DEVICE)
                     .with_context(|| format!("attaching to the overlay of node {}", node.name))?;
             }
-            // An empty NSG allows everything; see `attach_nsg` for what XDP would cost.
-            if !nsg_rules.is_empty() {
-                datapath.attach_nsg(&node.uplink).with_context(|| {
-                    format!("attaching the NSG to the uplink of node {}", node.name)
-                })?;
-            }
+            // NSG rules are the fabric's (`fabric::nsg`), enforced statefully outside
+            // the node as Azure does: `nsg` (XDP, stateless) stays unattached.
             for pod in &node.pods {
                 datapath
                     .attach_from_pod(&pod.host_interface)
@@ -126,7 +119,6 @@ impl EbpfDatapath {
             logs,
             pods,
             routes_per_node,
-            nsg_rules: nsg_rules.len(),
         })
     }
 }
@@ -151,15 +143,10 @@ impl Datapath for EbpfDatapath {
 
     fn summary(&self) -> String {
         format!(
-            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink (TC attached as {}), {}, {} routes per node",
+            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink (TC attached as {}), {} routes per node",
             self.nodes.len(),
             self.pods,
             self.tc_attach_mode(),
-            if self.nsg_rules == 0 {
-                "no NSG rules (nsg XDP not attached)".to_owned()
-            } else {
-                format!("nsg (XDP) with {} rules", self.nsg_rules)
-            },
             self.routes_per_node
         )
     }
@@ -262,34 +249,4 @@ fn node_routes(plan: &Plan, node: &NodeLayout) -> Vec<(Ipv4Cidr, Route)> {
         routes.push(route(host(pod.address), RouteKind::LocalPod, 0));
     }
     routes
-}
-
-fn nsg_rule(rule: &SecurityRule) -> NsgRule {
-    let (src_addr, src_mask) = prefix(rule.source);
-    let (dst_addr, dst_mask) = prefix(rule.destination);
-    NsgRule {
-        src_addr,
-        src_mask,
-        dst_addr,
-        dst_mask,
-        port_lo: rule.ports.0,
-        port_hi: rule.ports.1,
-        protocol: rule.protocol.unwrap_or(nsg::NSG_ANY_PROTOCOL),
-        action: match rule.access {
-            Access::Allow => nsg::NSG_ALLOW,
-            Access::Deny => nsg::NSG_DENY,
-        },
-        _pad: [0; 2],
-    }
-}
-
-/// An optional prefix as address and mask in map form; `None` matches everything.
-fn prefix(cidr: Option<Ipv4Cidr>) -> (u32, u32) {
-    match cidr {
-        Some(c) => {
-            let mask = addr::netmask(u32::from(c.prefix()));
-            (map_addr(c.network()) & mask, mask)
-        }
-        None => (0, 0),
-    }
 }

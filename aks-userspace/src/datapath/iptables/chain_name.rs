@@ -41,6 +41,17 @@ pub fn service_chain(service: &ServicePlan) -> String {
     )
 }
 
+/// `KUBE-EXT-<hash>`: where a service's external traffic (NodePort, load balancer)
+/// enters; the hash is the service chain's.
+pub fn external_chain(service: &ServicePlan) -> String {
+    service_chain(service).replacen("KUBE-SVC-", "KUBE-EXT-", 1)
+}
+
+/// `KUBE-SVL-<hash>`: the service's node-local endpoints (`externalTrafficPolicy: Local`).
+pub fn local_chain(service: &ServicePlan) -> String {
+    service_chain(service).replacen("KUBE-SVC-", "KUBE-SVL-", 1)
+}
+
 /// `KUBE-SEP-<hash of service port, protocol and endpoint address>`.
 pub fn endpoint_chain(service: &ServicePlan, backend: &Backend) -> String {
     format!(

@@ -5,6 +5,7 @@
 //!
 //! - `render_masq`: ip-masq-agent's `IP-MASQ-AGENT` chain.
 //! - `render_services`: kube-proxy's `KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*`.
+//! - `render_nodeports`: `KUBE-NODEPORTS` → `KUBE-EXT-*` → `KUBE-SVC-*` / `KUBE-SVL-*`.
 //! - `chain_name`: chain names derived from the service, as kube-proxy derives them.
 //! - `ruleset`: the tables/chains/rules model, its restore payload and its parser.
 //! - `inspect`: a running node's rules read back (`aksnet inspect rules`).
@@ -14,6 +15,7 @@
 mod chain_name;
 mod inspect;
 mod render_masq;
+mod render_nodeports;
 mod render_services;
 mod restore;
 pub mod ruleset;
@@ -30,7 +32,7 @@ pub use chain_name::{endpoint_chain, service_chain};
 pub use inspect::{node_rules, NodeRules};
 pub use render_masq::{render_masquerade, MASQ_CHAIN};
 pub use render_services::{ProxyOptions, MASQ_MARK, SERVICES_CHAIN};
-pub use restore::{replace, restore, save};
+pub use restore::{replace, restore, save, save_with_counters};
 pub use ruleset::{ChainCount, Ruleset};
 
 /// The sysctl that sends bridged IPv4 through iptables (and conntrack). It exists only
@@ -64,6 +66,22 @@ pub fn render_node(plan: &Plan, options: ProxyOptions) -> Ruleset {
     ruleset
 }
 
+/// As [`render_node`], plus the NodePort chains of node `node` (with
+/// `externalTrafficPolicy: Local` they differ per node: each lists its own backends).
+pub fn render_node_for(plan: &Plan, node: &str, options: ProxyOptions) -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    render_services::add_services(&mut ruleset, &plan.services, options);
+    render_nodeports::add_node_ports(
+        &mut ruleset,
+        &plan.services,
+        &plan.exposures,
+        node,
+        options.cluster_cidr,
+    );
+    render_masq::add_masquerade(&mut ruleset, &plan.non_masquerade_cidrs);
+    ruleset
+}
+
 /// Turns bridged traffic through iptables in `namespace` if br_netfilter is there, and
 /// says whether it is.
 ///
@@ -84,9 +102,9 @@ fn enable_bridge_netfilter(namespace: &str) -> Result<bool> {
 
 /// Replaces a node's whole ruleset with the one `plan` renders (services added,
 /// changed or removed), as one atomic restore. Returns the number of rules.
-pub fn reprogram_node(plan: &Plan, namespace: &str) -> Result<usize> {
+pub fn reprogram_node(plan: &Plan, node: &str, namespace: &str) -> Result<usize> {
     let bridge_netfilter = enable_bridge_netfilter(namespace)?;
-    let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
+    let ruleset = render_node_for(plan, node, proxy_options(plan, !bridge_netfilter));
     restore::replace(namespace, &ruleset.to_restore())?;
     Ok(ruleset.rule_count())
 }
@@ -99,7 +117,7 @@ impl IptablesDatapath {
             let bridge_netfilter = enable_bridge_netfilter(&node.namespace)
                 .with_context(|| format!("checking br_netfilter on node {}", node.name))?;
             masquerade_all |= !bridge_netfilter;
-            let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
+            let ruleset = render_node_for(plan, &node.name, proxy_options(plan, !bridge_netfilter));
             rules_per_node = ruleset.rule_count();
             restore::restore(&node.namespace, &ruleset.to_restore()).with_context(|| {
                 format!(

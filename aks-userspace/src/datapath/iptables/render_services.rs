@@ -39,7 +39,7 @@ pub struct ProxyOptions {
     pub masquerade_all: bool,
 }
 
-fn protocol_match(protocol: Protocol) -> &'static str {
+pub(super) fn protocol_match(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::Tcp => "-p tcp -m tcp",
         Protocol::Udp => "-p udp -m udp",
@@ -55,7 +55,7 @@ fn service_match(cluster_ip: Ipv4Addr, protocol: Protocol, port: u16) -> String 
 }
 
 /// kube-proxy writes probabilities with ten decimals.
-fn probability(remaining: usize) -> String {
+pub(super) fn probability(remaining: usize) -> String {
     format!("{:.10}", 1.0 / remaining as f64)
 }
 

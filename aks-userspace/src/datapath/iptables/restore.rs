@@ -51,8 +51,18 @@ fn run_restore(namespace: &str, payload: &str, noflush: bool) -> Result<()> {
 
 /// The rules `namespace` holds, as `iptables-save` prints them (without counters).
 pub fn save(namespace: &str) -> Result<String> {
+    run_save(namespace, &[])
+}
+
+/// The rules of `table` in `namespace` with each rule's `[packets:bytes]` in front.
+pub fn save_with_counters(namespace: &str, table: &str) -> Result<String> {
+    run_save(namespace, &["-c", "-t", table])
+}
+
+fn run_save(namespace: &str, args: &[&str]) -> Result<String> {
     netns::run_in(namespace, || {
         let out = Command::new("iptables-save")
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .context(
