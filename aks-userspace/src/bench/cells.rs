@@ -1,9 +1,9 @@
 //! The cells a benchmark compares: the six matrix clusters (Azure CNI with pods in the
 //! node subnet, kubenet, Azure CNI Overlay, each on the eBPF or the iptables datapath) on
-//! identical topologies, and the "limit": two
-//! namespaces joined by one veth pair, no datapath at all. Each cell knows where its
-//! workloads run (client, server, internet host, service) and removes itself when dropped,
-//! so an error or Ctrl-C anywhere leaves nothing behind.
+//! identical topologies, and the "limit": two namespaces joined by one veth pair, no
+//! datapath at all. Each cell knows where its workloads run (client, server, internet
+//! host, service) and removes itself when dropped, so an error or Ctrl-C anywhere leaves
+//! nothing behind.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -105,7 +105,7 @@ impl CellKind {
     }
 
     /// The plan of this cell's cluster named `name`, with `services` ClusterIP services
-    /// (see [`cluster_description`]); the limit is no cluster.
+    /// (see `cluster_description`); the limit is no cluster.
     pub fn plan(self, name: &str, services: usize) -> Result<Plan> {
         let Some((plugin, mode, datapath)) = self.network() else {
             bail!("the {self} cell is no cluster and has no plan");
