@@ -278,6 +278,10 @@ fn a_detached_program_fails_the_masquerade_row() {
     // forwards the pod's packets, but nothing masquerades them any more.
     let link = format!("/sys/fs/bpf/aksnet/{name}/nodepool1-0/from_pod_lxc0");
     std::fs::remove_file(&link).expect("removing the pinned link");
+    // The kernel frees a link whose last reference was its pin a little later, not at
+    // the unlink: wait (bounded) until it no longer reports a program on that veth, so
+    // every probe below meets the detached datapath.
+    wait_until_detached(&name, "nodepool1-0", "lxc0");
 
     let out = aksnet(&["check", &name, "--json"]);
     assert_eq!(code(&out), 1, "{}", text(&out));
@@ -299,4 +303,26 @@ fn a_detached_program_fails_the_masquerade_row() {
     }
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
+}
+
+/// Waits until `inspect attach` (read from the kernel) shows no program on `interface`
+/// of `node`; panics after 10 s.
+fn wait_until_detached(cluster: &str, node: &str, interface: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = aksnet_ok(&["inspect", "attach", "--cluster", cluster, "--json"]);
+        let rows: Vec<Value> =
+            serde_json::from_slice(&out.stdout).expect("inspect attach --json prints JSON");
+        let attached = rows
+            .iter()
+            .any(|r| r["node"] == node && r["interface"] == interface);
+        if !attached {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node}/{interface} still has a program 10 s after its link's pin was removed: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
