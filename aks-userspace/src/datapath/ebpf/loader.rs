@@ -9,7 +9,7 @@ use aks_ebpf_common::{Program, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, ROUTES_MAP
 use anyhow::{Context, Result};
 use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
-use aya::programs::{SchedClassifier, Xdp, XdpMode};
+use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::attach::{self, TcAttachMode, TcAttachment};
@@ -139,29 +139,6 @@ impl NodeDatapath {
     /// other nodes are translated back, as on the uplink.
     pub fn attach_overlay(&mut self, interface: &str) -> Result<()> {
         self.attach_tc(FROM_VNET, interface)
-    }
-
-    /// Attaches `nsg` (XDP) to the node's uplink.
-    ///
-    /// Only worth it with rules to enforce: any native XDP program on a veth moves its
-    /// receive path off the fast skb path (measured here: 5.7 Gbit/s pod to pod across
-    /// nodes with an empty `nsg` attached against 17.6 without it).
-    pub fn attach_nsg(&mut self, interface: &str) -> Result<()> {
-        let ebpf = &mut self.ebpf;
-        let pin_dir = &self.pin_dir;
-        netns::run_in(&self.namespace, move || {
-            let nsg: &mut Xdp = ebpf.program_mut(NSG).context("nsg vanished")?.try_into()?;
-            // Native XDP: veth supports it, and it runs before an skb is built.
-            let link_id = nsg
-                .attach(interface, XdpMode::default())
-                .with_context(|| format!("attaching {NSG} (XDP) to {interface}"))?;
-            if let Some(dir) = pin_dir {
-                let link: FdLink = nsg.take_link(link_id)?.try_into()?;
-                pin_link(link, &dir.join(format!("{NSG}_{interface}")))?;
-            }
-            Ok(())
-        })
-        .with_context(|| format!("in network namespace {}", self.namespace))
     }
 
     /// How this node's TC programs are attached; `None` before the first TC attach.
