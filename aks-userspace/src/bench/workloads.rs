@@ -88,16 +88,49 @@ impl View {
 }
 
 /// What one workload run measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Measured {
     /// The workload's rate in its unit (Gbit/s, transactions/s, connections/s).
     pub rate: f64,
+    /// How long the rate was measured over, seconds.
+    pub seconds: f64,
     /// What the CPU cost is divided by: bytes (stream), transactions, connections.
     pub work: f64,
-    /// Latency percentiles, µs, where the workload times single operations.
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
+    /// Every single operation timed, µs (round trips; connects), or none.
+    pub latencies_us: Vec<f64>,
     pub failures: usize,
+}
+
+impl Measured {
+    /// One measurement out of slices of it taken in turn with other cells' (a round's
+    /// slices): the rate over their summed time, their work, latencies and failures
+    /// together. `None` without slices.
+    pub fn merged(slices: Vec<Measured>) -> Option<Measured> {
+        if slices.is_empty() {
+            return None;
+        }
+        let seconds: f64 = slices.iter().map(|m| m.seconds).sum();
+        let mut merged = Measured {
+            rate: slices.iter().map(|m| m.rate * m.seconds).sum::<f64>() / seconds,
+            seconds,
+            work: slices.iter().map(|m| m.work).sum(),
+            latencies_us: Vec::new(),
+            failures: slices.iter().map(|m| m.failures).sum(),
+        };
+        for slice in slices {
+            merged.latencies_us.extend(slice.latencies_us);
+        }
+        Some(merged)
+    }
+
+    /// The median single operation, µs, if operations were timed.
+    pub fn p50_us(&self) -> Option<f64> {
+        stats::percentile(&self.latencies_us, 50.0)
+    }
+
+    pub fn p99_us(&self) -> Option<f64> {
+        stats::percentile(&self.latencies_us, 99.0)
+    }
 }
 
 /// Pins the calling thread to `cpu`, if given.
@@ -164,13 +197,14 @@ pub fn stream(client: &Place, server: &Place, seconds: u64, view: View) -> Resul
         let bytes = received["bytes"]
             .as_f64()
             .context("iperf3's JSON has no end.sum_received.bytes")?;
+        let measured_seconds = received["seconds"].as_f64().unwrap_or(seconds as f64);
         // Reaped here, so its CPU time is in the caller's children's usage.
         server_child.wait_bounded(Duration::from_secs(5));
         return Ok(Measured {
             rate: bits / 1e9,
+            seconds: measured_seconds,
             work: bytes,
-            p50_us: None,
-            p99_us: None,
+            latencies_us: Vec::new(),
             failures: 0,
         });
     }
@@ -343,9 +377,9 @@ pub fn request_response(
     .with_context(|| format!("request/response from {} to {target}", client.namespace))?;
     Ok(Measured {
         rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        seconds: elapsed.as_secs_f64(),
         work: latencies.len() as f64,
-        p50_us: stats::percentile(&latencies, 50.0),
-        p99_us: stats::percentile(&latencies, 99.0),
+        latencies_us: latencies,
         failures: 0,
     })
 }
@@ -430,9 +464,9 @@ pub fn connection_rate(
     }
     Ok(Measured {
         rate: connections as f64 / elapsed.as_secs_f64(),
+        seconds: elapsed.as_secs_f64(),
         work: connections as f64,
-        p50_us: None,
-        p99_us: None,
+        latencies_us: Vec::new(),
         failures,
     })
 }
@@ -501,9 +535,9 @@ pub fn first_packet_latency(target: &ConnectTarget, count: usize) -> Result<Meas
     }
     Ok(Measured {
         rate: f64::NAN,
+        seconds: f64::NAN,
         work: samples.len() as f64,
-        p50_us: stats::percentile(&samples, 50.0),
-        p99_us: stats::percentile(&samples, 99.0),
+        latencies_us: samples,
         failures,
     })
 }
