@@ -80,13 +80,14 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    /// The full run: 7 rounds keep the ratios of medians within ±5 % from run to run
-    /// here (see the README).
+    /// The full run: 9 rounds of 4 slices, so the median of the per-round ratios moves
+    /// by less than ±5 % from run to run on a quiet machine (see the README's
+    /// "Stability").
     pub fn full(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
             quick: false,
-            rounds: 7,
+            rounds: 9,
             duration: Duration::from_secs(1),
             max_connections: 20_000,
             sweep_services: vec![10, 1_000, 10_000, 100_000],
@@ -214,10 +215,8 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
             let slices = options.slices_of(workload);
             let slice = options.duration.div_f64(slices as f64);
             let mut taken: Vec<Vec<Sample>> = vec![Vec::new(); cells.len()];
-            let n = cells.len();
             for s in 0..slices {
-                let first = (round * slices + s) % n;
-                for c in (0..n).map(|i| (first + i) % n) {
+                for c in stats::turn_order(round * slices + s, cells.len()) {
                     let cell = &mut cells[c];
                     interrupt::check()?;
                     if !workload.is_request_response() && workload != Workload::Stream {
@@ -282,16 +281,16 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
                 rounds[c].iter().flatten().filter_map(f).collect()
             };
             // Ratios round by round, each from measurements taken side by side.
+            let per_round = |i: usize, f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<Option<f64>> {
+                rounds[i].iter().map(|s| s.as_ref().and_then(f)).collect()
+            };
             let ratio_to = |reference: Option<usize>, f: &dyn Fn(&Sample) -> Option<f64>, inverse| {
-                let reference = &rounds[reference?];
-                let ratios: Vec<f64> = rounds[c]
-                    .iter()
-                    .zip(reference)
-                    .filter_map(|(mine, theirs)| {
-                        let (mine, theirs) = (f(mine.as_ref()?)?, f(theirs.as_ref()?)?);
-                        Some(if inverse { theirs / mine } else { mine / theirs })
-                    })
-                    .collect();
+                let (mine, theirs) = (per_round(c, f), per_round(reference?, f));
+                let ratios = if inverse {
+                    stats::paired_ratios(&theirs, &mine)
+                } else {
+                    stats::paired_ratios(&mine, &theirs)
+                };
                 Summary::of(&ratios)
             };
             let rate_samples = of(&rate);

@@ -541,3 +541,32 @@ pub fn first_packet_latency(target: &ConnectTarget, count: usize) -> Result<Meas
         failures,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(rate: f64, seconds: f64, latencies_us: Vec<f64>) -> Measured {
+        Measured {
+            rate,
+            seconds,
+            work: rate * seconds,
+            latencies_us,
+            failures: 1,
+        }
+    }
+
+    #[test]
+    fn slices_merge_into_the_rate_over_their_summed_time() {
+        let merged = Measured::merged(vec![
+            slice(1000.0, 0.25, vec![3.0, 1.0]),
+            slice(3000.0, 0.75, vec![2.0]),
+        ])
+        .expect("two slices");
+        // 250 + 2250 operations in one second.
+        assert_eq!(merged.rate, 2500.0);
+        assert_eq!((merged.seconds, merged.work, merged.failures), (1.0, 2500.0, 2));
+        assert_eq!(merged.p50_us(), Some(2.0), "latencies pooled");
+        assert_eq!(Measured::merged(Vec::new()), None);
+    }
+}

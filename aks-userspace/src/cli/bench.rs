@@ -17,7 +17,7 @@ pub struct BenchArgs {
     /// A short run (0.3 s per workload, view and cell, 2 rounds, sweep to 1,000).
     #[arg(long)]
     pub quick: bool,
-    /// Rounds per workload, view and cell (default 7, quick 2).
+    /// Rounds per workload, view and cell (default 9, quick 2).
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Seconds per workload, view, cell and round (default 1, quick 0.3).
