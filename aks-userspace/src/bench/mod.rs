@@ -146,7 +146,8 @@ impl BenchOptions {
                 self.duration
             );
         }
-        if !(1..=10).contains(&self.slices) || self.duration.div_f64(self.slices as f64) < MIN_SLICE {
+        if !(1..=10).contains(&self.slices) || self.duration.div_f64(self.slices as f64) < MIN_SLICE
+        {
             bail!(
                 "--slices {}: use 1 to 10, and at most one per {:?} of --duration ({:?})",
                 self.slices,
@@ -228,11 +229,8 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
                     match measured {
                         Ok(Some(m)) => {
                             if m.failures > 0 {
-                                notes[p][c] = Some(format!(
-                                    "{} failed in round {}",
-                                    m.failures,
-                                    round + 1
-                                ));
+                                notes[p][c] =
+                                    Some(format!("{} failed in round {}", m.failures, round + 1));
                             }
                             taken[c].push(Sample { measured: m, cost });
                         }
@@ -284,15 +282,16 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
             let per_round = |i: usize, f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<Option<f64>> {
                 rounds[i].iter().map(|s| s.as_ref().and_then(f)).collect()
             };
-            let ratio_to = |reference: Option<usize>, f: &dyn Fn(&Sample) -> Option<f64>, inverse| {
-                let (mine, theirs) = (per_round(c, f), per_round(reference?, f));
-                let ratios = if inverse {
-                    stats::paired_ratios(&theirs, &mine)
-                } else {
-                    stats::paired_ratios(&mine, &theirs)
+            let ratio_to =
+                |reference: Option<usize>, f: &dyn Fn(&Sample) -> Option<f64>, inverse| {
+                    let (mine, theirs) = (per_round(c, f), per_round(reference?, f));
+                    let ratios = if inverse {
+                        stats::paired_ratios(&theirs, &mine)
+                    } else {
+                        stats::paired_ratios(&mine, &theirs)
+                    };
+                    Summary::of(&ratios)
                 };
-                Summary::of(&ratios)
-            };
             let rate_samples = of(&rate);
             let cost_samples = of(&cost);
             results.push(CellResult {
@@ -346,7 +345,9 @@ struct Sample {
 impl Sample {
     /// A round's slices as one measurement.
     fn merged(slices: Vec<Sample>) -> Option<Sample> {
-        let cost = slices.iter().fold(cost::Cost::default(), |a, s| a.plus(s.cost));
+        let cost = slices
+            .iter()
+            .fold(cost::Cost::default(), |a, s| a.plus(s.cost));
         let measured = Measured::merged(slices.into_iter().map(|s| s.measured).collect())?;
         Some(Sample { measured, cost })
     }
@@ -367,9 +368,12 @@ fn measure(
         listen_port: workloads::CONNECT_PORT,
         address: SocketAddr::from((cell.internet.address, workloads::CONNECT_PORT)),
     };
-    let connect = |target: &ConnectTarget, clients| {
-        workloads::connection_rate(target, clients, d, options.max_connections, view)
-    };
+    // The cap holds for the round: its slices share it.
+    let cap = options
+        .max_connections
+        .div_ceil(options.slices_of(workload));
+    let connect =
+        |target: &ConnectTarget, clients| workloads::connection_rate(target, clients, d, cap, view);
     let service = || {
         cell.service.as_ref().map(|s| ConnectTarget {
             client: &s.client,

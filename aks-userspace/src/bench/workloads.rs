@@ -565,7 +565,10 @@ mod tests {
         .expect("two slices");
         // 250 + 2250 operations in one second.
         assert_eq!(merged.rate, 2500.0);
-        assert_eq!((merged.seconds, merged.work, merged.failures), (1.0, 2500.0, 2));
+        assert_eq!(
+            (merged.seconds, merged.work, merged.failures),
+            (1.0, 2500.0, 2)
+        );
         assert_eq!(merged.p50_us(), Some(2.0), "latencies pooled");
         assert_eq!(Measured::merged(Vec::new()), None);
     }
