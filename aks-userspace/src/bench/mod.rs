@@ -80,9 +80,9 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    /// The full run: 9 rounds of 4 slices, so the median of the per-round ratios moves
-    /// by less than ±5 % from run to run on a quiet machine (see the README's
-    /// "Stability").
+    /// The full run: 9 rounds of 4 slices; the medians of the per-round ratios held
+    /// about ±5 % between two runs even on the loaded shared machine (the README's
+    /// "Stability of the ratios").
     pub fn full(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
