@@ -199,7 +199,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         .collect();
     // samples[workload and view][cell][round]: `None` where the round measured nothing.
     let mut samples: Vec<Vec<Vec<Option<Sample>>>> =
-        vec![vec![vec![None; options.rounds]; cells.len()]; plan.len()];
+        vec![vec![Vec::with_capacity(options.rounds); cells.len()]; plan.len()];
     let mut notes: Vec<Vec<Option<String>>> = vec![vec![None; cells.len()]; plan.len()];
     for round in 0..options.rounds {
         for (p, &(workload, view)) in plan.iter().enumerate() {
@@ -240,7 +240,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
                 }
             }
             for (c, slices) in taken.into_iter().enumerate() {
-                samples[p][c][round] = Sample::merged(slices);
+                samples[p][c].push(Sample::merged(slices));
             }
         }
     }
