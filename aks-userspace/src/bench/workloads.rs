@@ -360,7 +360,8 @@ pub fn request_response(
             let mut answer = [0u8; RR_MESSAGE];
             let mut latencies = Vec::with_capacity(400_000);
             let started = Instant::now();
-            while started.elapsed() < duration {
+            // At least one round trip, however late a busy machine runs this.
+            while latencies.is_empty() || started.elapsed() < duration {
                 let sent = Instant::now();
                 stream.write_all(&message)?;
                 stream
@@ -421,7 +422,12 @@ pub fn connection_rate(
                             scope.spawn(move || -> Result<(usize, usize)> {
                                 pin(cpu)?;
                                 let (mut done, mut failed) = (0usize, 0usize);
-                                while started.elapsed() < duration && done + failed < budget {
+                                // At least one attempt each, however late a busy
+                                // machine starts this thread (a short slice can be
+                                // over before it runs).
+                                while done + failed == 0
+                                    || (started.elapsed() < duration && done + failed < budget)
+                                {
                                     match one_connection(address) {
                                         Ok(()) => done += 1,
                                         Err(_) => failed += 1,
