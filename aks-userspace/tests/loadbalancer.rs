@@ -4,6 +4,7 @@
 //! pick a backend. `externalTrafficPolicy: Cluster`: every node carries traffic and the
 //! backend sees a node address; `Local`: only the backend's node carries traffic and the
 //! backend sees the client. `loadBalancerSourceRanges` admit only their prefixes.
+//! Both datapaths: kube-proxy's chains (iptables) and `from_vnet`'s node ports (eBPF).
 
 mod common;
 
@@ -123,6 +124,26 @@ fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) 
     };
 
     // Cluster: every node forwards (both answer the probe), the backend sees a node.
+    // The eBPF datapath SNATs only towards another node's backend (as Cilium): the
+    // backend's own node hands it the client's address.
+    let web_backends = &state
+        .services
+        .iter()
+        .find(|s| s.name == "web")
+        .expect("web recorded")
+        .backends;
+    let per_node: Vec<BTreeSet<Ipv4Addr>> = per_node
+        .into_iter()
+        .zip(&state.nodes)
+        .map(|(addresses, node)| {
+            let hosts_backend = web_backends.iter().any(|b| b.node == node.name);
+            if datapath == "ebpf" && hosts_backend {
+                BTreeSet::from([state.internet.address])
+            } else {
+                addresses
+            }
+        })
+        .collect();
     let web = probe(&state, "web", frontend("web"), &internet);
     assert_eq!(web.answered, ATTEMPTS, "{web:?}");
     let seen_web = seen(&web);
@@ -191,4 +212,14 @@ fn azure_cni_iptables() {
 #[test]
 fn kubenet_iptables() {
     load_balancer_services_from_outside("kubenet", "iptables", "lb");
+}
+
+#[test]
+fn azure_cni_ebpf() {
+    load_balancer_services_from_outside("azure", "ebpf", "lc");
+}
+
+#[test]
+fn kubenet_ebpf() {
+    load_balancer_services_from_outside("kubenet", "ebpf", "ld");
 }

@@ -3,13 +3,14 @@
 //! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
 //!
 //! Submodules: the embedded object, loading and attaching it in a node's namespace
-//! (`loader`, with `attach` for the TC attach modes), and reading and writing its maps (`conntrack`, `services`, `stats`, `maps`).
+//! (`loader`, with `attach` for the TC attach modes), and reading and writing its maps (`conntrack`, `services`, `nodeports`, `stats`, `maps`).
 
 mod attach;
 mod conntrack;
 mod loader;
 mod logs;
 mod maps;
+mod nodeports;
 mod object;
 mod services;
 mod stats;
@@ -19,6 +20,7 @@ pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
 pub use maps::{map_addr, open_pinned};
+pub use nodeports::NodePortMaps;
 pub use object::object_bytes;
 pub use services::{protocol_number, ServiceMaps};
 pub use stats::{read_pinned, ReasonTotals};
@@ -89,6 +91,19 @@ impl EbpfDatapath {
             for service in &plan.services {
                 services.upsert(service).with_context(|| {
                     format!("programming service {} on node {}", service.name, node.name)
+                })?;
+            }
+            let mut node_ports = datapath.node_port_maps(&node.name)?;
+            for exposure in &plan.exposures {
+                let Some(service) = plan.services.iter().find(|s| s.name == exposure.service)
+                else {
+                    continue;
+                };
+                node_ports.upsert(exposure, service).with_context(|| {
+                    format!(
+                        "programming the node port of service {} on node {}",
+                        service.name, node.name
+                    )
                 })?;
             }
             // Maps first, programs second: no packet ever meets a half-filled datapath.
