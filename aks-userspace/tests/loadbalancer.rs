@@ -77,18 +77,33 @@ fn seen(result: &ServiceProbeResult) -> BTreeSet<Ipv4Addr> {
 }
 
 fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) {
+    load_balancer_services_in(plugin, "", datapath, tag);
+}
+
+/// As above, with `mode` (e.g. `networkPluginMode: overlay`) in the description.
+fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str) {
     require_privileges();
     let name = cluster_name(tag);
     let _down = Down(name.clone());
-    let file = description_with(&name, plugin, datapath, 2, 1, SERVICES);
+    let extra = format!("{mode}{SERVICES}");
+    let file = description_with(&name, plugin, datapath, 2, 1, &extra);
     up_keep(&file);
-    // What a node masquerades to: its address, or (kubenet, towards a pod on its own
-    // bridge) cbr0's, as kube-proxy's MASQUERADE picks the outgoing interface's address.
+    // What a node masquerades to: its address, or (kubenet, Overlay: towards a pod on its
+    // own bridge) the bridge's, as kube-proxy's MASQUERADE picks the outgoing
+    // interface's address.
     let plan = json(&["plan", file.to_str().expect("utf-8 path"), "--json"]);
+    // On the Overlay a node masquerades towards another node's pod to its tunnel
+    // device's address, the network address of its pod range.
+    let overlay = mode.contains("overlay");
     let node_addresses = |node: &serde_json::Value| -> BTreeSet<Ipv4Addr> {
+        let tunnel = node["podCidr"]
+            .as_str()
+            .filter(|_| overlay)
+            .and_then(|c| c.split('/').next()?.parse().ok());
         ["ip", "podGateway"]
             .iter()
             .filter_map(|k| node[k].as_str()?.parse().ok())
+            .chain(tunnel)
             .collect()
     };
     let per_node: Vec<BTreeSet<Ipv4Addr>> = plan["nodes"]
@@ -222,4 +237,16 @@ fn azure_cni_ebpf() {
 #[test]
 fn kubenet_ebpf() {
     load_balancer_services_from_outside("kubenet", "ebpf", "ld");
+}
+
+#[test]
+fn azure_overlay_ebpf() {
+    // A backend on another node sits behind the tunnel: the SNATed flow is routed into
+    // it by the node's kernel.
+    load_balancer_services_in("azure", "networkPluginMode: overlay\n", "ebpf", "le");
+}
+
+#[test]
+fn azure_overlay_iptables() {
+    load_balancer_services_in("azure", "networkPluginMode: overlay\n", "iptables", "lf");
 }

@@ -25,7 +25,7 @@ use super::{Endpoint, EndpointKind};
 use crate::fabric::loadbalancer::answering_nodes;
 use crate::model::loadbalancer::{Exposure, ExternalTrafficPolicy, ServiceType};
 use crate::model::nsg::Access;
-use crate::model::{Datapath, NetworkPlugin};
+use crate::model::{Datapath, NetworkPlugin, PodNetwork};
 use crate::plan::ServicePlan;
 use crate::state::ClusterState;
 
@@ -211,15 +211,22 @@ pub fn expect_frontend(
                         return BTreeSet::from([client.address, *address]);
                     }
                     let mut seen = BTreeSet::from([*address]);
-                    let bridge = model
-                        .nodes
-                        .iter()
-                        .find(|n| &n.name == name)
-                        .and_then(|n| n.pod_gateway);
-                    if let (NetworkPlugin::Kubenet, true, Some(cbr0)) =
-                        (model.network_plugin, hosts_backend, bridge)
-                    {
-                        seen.insert(cbr0);
+                    let node = model.nodes.iter().find(|n| &n.name == name);
+                    let overlay = model.pod_network == PodNetwork::AzureOverlay;
+                    // kube-proxy's MASQUERADE takes the address of the interface the
+                    // flow leaves by: the pod bridge (kubenet, Overlay) towards a
+                    // backend of this node, the tunnel device (Overlay) towards one of
+                    // another node.
+                    let bridge = node.and_then(|n| n.pod_gateway);
+                    if let (true, Some(bridge)) = (
+                        hosts_backend
+                            && (model.network_plugin == NetworkPlugin::Kubenet || overlay),
+                        bridge,
+                    ) {
+                        seen.insert(bridge);
+                    }
+                    if let (true, Some(tunnel)) = (overlay, node.and_then(|n| n.tunnel_address)) {
+                        seen.insert(tunnel);
                     }
                     seen
                 })

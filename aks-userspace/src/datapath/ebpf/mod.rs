@@ -114,6 +114,8 @@ impl EbpfDatapath {
                 datapath
                     .attach_overlay(crate::topology::overlay::OVERLAY_DEVICE)
                     .with_context(|| format!("attaching to the overlay of node {}", node.name))?;
+                accept_own_source_on_uplink(&node.namespace, &node.uplink)
+                    .with_context(|| format!("preparing the uplink of node {}", node.name))?;
             }
             // NSG rules are the fabric's (`fabric::nsg`), enforced statefully outside
             // the node as Azure does: `nsg` (XDP, stateless) stays unattached.
@@ -183,6 +185,17 @@ impl Datapath for EbpfDatapath {
             stream.flush();
         }
     }
+}
+
+/// A node port flow to a backend behind the Overlay is SNATed to the node address in
+/// `from_vnet` (uplink ingress) and then routed into the tunnel by the node's kernel,
+/// which refuses a packet arriving with one of its own addresses as the source unless
+/// the interface accepts it (`accept_local`). Set in the node's namespace only.
+fn accept_own_source_on_uplink(namespace: &str, uplink: &str) -> Result<()> {
+    let key = format!("/proc/sys/net/ipv4/conf/{uplink}/accept_local");
+    netns::run_in(namespace, || {
+        std::fs::write(&key, "1").with_context(|| format!("writing 1 to {key}"))
+    })
 }
 
 fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
