@@ -250,3 +250,133 @@ fn azure_overlay_ebpf() {
 fn azure_overlay_iptables() {
     load_balancer_services_in("azure", "networkPluginMode: overlay\n", "iptables", "lf");
 }
+
+/// `aksnet services add|remove` on a running cluster reprograms the fabric's load
+/// balancer (frontend, rule, the nodes its health probe admits) and the nodes' node
+/// ports, on either datapath.
+fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
+    require_privileges();
+    let name = cluster_name(tag);
+    let _down = Down(name.clone());
+    let base = "services:\n  - { name: base, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1 }\n";
+    let file = description_with(&name, "azure", datapath, 2, 1, base);
+    up_keep(&file);
+    let add = |policy: &str| {
+        aksnet_ok(&[
+            "services",
+            "add",
+            "web",
+            "--cluster",
+            &name,
+            "--cluster-ip",
+            "10.0.0.30",
+            "--port",
+            "80",
+            "--target-port",
+            "17001",
+            "--backends",
+            "1",
+            "--type",
+            "LoadBalancer",
+            "--external-traffic-policy",
+            policy,
+        ])
+    };
+    let state_now = || ClusterState::require(&name).expect("cluster state");
+    let internet = |state: &ClusterState| {
+        host(
+            "internet",
+            &state.internet.namespace,
+            state.internet.address,
+            EndpointKind::Internet,
+        )
+    };
+
+    // Added as Local: the frontend answers, the backend sees the client.
+    let out = add("Local");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("load balancer"),
+        "says what it programmed: {said}"
+    );
+    let state = state_now();
+    let exposure = state
+        .exposures
+        .iter()
+        .find(|e| e.service == "web")
+        .expect("web exposed")
+        .clone();
+    let frontend = SocketAddr::from((exposure.frontend.expect("a frontend"), 80));
+    let local = probe(&state, "web", frontend, &internet(&state));
+    assert_eq!(local.answered, ATTEMPTS, "{local:?}");
+    assert_eq!(seen(&local), BTreeSet::from([state.internet.address]));
+    let rows = json(&["check", &name, "--frontends", "--json"]);
+    for row in rows.as_array().expect("frontend rows") {
+        assert_eq!(row["verdict"], "pass", "{row}");
+    }
+
+    // Changed to Cluster: both nodes take traffic now; node 1 has no backend, so its
+    // share reaches the backend SNATed to node 1's address.
+    add("Cluster");
+    let state = state_now();
+    let cluster = probe(&state, "web", frontend, &internet(&state));
+    assert_eq!(cluster.answered, ATTEMPTS, "{cluster:?}");
+    assert!(
+        seen(&cluster).contains(&state.nodes[1].address),
+        "node 1 carries traffic after the change: {cluster:?}"
+    );
+    let rows = json(&["check", &name, "--frontends", "--json"]);
+    for row in rows.as_array().expect("frontend rows") {
+        assert_eq!(row["verdict"], "pass", "{row}");
+    }
+
+    // Removed: the frontend and the node ports are gone (the backend still listens,
+    // so an answer would mean a leftover rule or map entry).
+    let web = state
+        .services
+        .iter()
+        .find(|s| s.name == "web")
+        .expect("web recorded")
+        .clone();
+    let listeners = check::backend_listeners(&state, &web).expect("backend pods");
+    aksnet_ok(&["services", "delete", "web", "--cluster", &name]);
+    let state = state_now();
+    assert!(state.exposures.iter().all(|e| e.service != "web"));
+    let on_prem = host(
+        "on-prem",
+        &state.on_prem.namespace,
+        state.on_prem.address,
+        EndpointKind::OnPrem,
+    );
+    for (target, client) in [
+        (frontend, internet(&state)),
+        (
+            SocketAddr::from((state.nodes[0].address, exposure.node_port)),
+            on_prem,
+        ),
+    ] {
+        let gone = check::probe_service_at(
+            &web,
+            target,
+            &listeners,
+            &client,
+            3,
+            check::FRONTEND_ATTEMPT_TIMEOUT,
+        )
+        .expect("probing a removed service");
+        assert_eq!(gone.answered, 0, "{target} is gone: {gone:?}");
+    }
+
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn services_add_and_remove_reprogram_the_load_balancer_ebpf() {
+    services_reprogram_the_load_balancer("ebpf", "lg");
+}
+
+#[test]
+fn services_add_and_remove_reprogram_the_load_balancer_iptables() {
+    services_reprogram_the_load_balancer("iptables", "lh");
+}

@@ -56,7 +56,8 @@ pub enum ServicesAction {
         #[arg(long)]
         cluster: Option<String>,
     },
-    /// Remove a service.
+    /// Remove a service (its node port and load balancer frontend with it).
+    #[command(alias = "delete")]
     Remove {
         name: String,
         #[arg(long)]
