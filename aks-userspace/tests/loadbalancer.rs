@@ -202,6 +202,22 @@ fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str
     let denied = probe(&state, "onprem-only", frontend("onprem-only"), &internet);
     assert_eq!(denied.answered, 0, "outside the source ranges: {denied:?}");
 
+    // The eBPF datapath counts each step under its own reason.
+    if datapath == "ebpf" {
+        let out = aksnet_ok(&["inspect", "stats", "--cluster", &name, "--json"]);
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        for reason in [
+            "nodeport-dnat",
+            "nodeport-dnat-snat",
+            "nodeport-rev-dnat",
+            "nodeport-rev-snat",
+            "drop-nodeport-no-local-backend",
+        ] {
+            let counted = find_packets(&stats, reason);
+            assert!(counted >= 1, "{reason} counted {counted} times");
+        }
+    }
+
     // `check --frontends` judges each frontend from both hosts against the model.
     let rows = json(&["check", &name, "--frontends", "--json"]);
     let rows = rows.as_array().expect("frontend rows");
