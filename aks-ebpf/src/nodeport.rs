@@ -11,6 +11,7 @@
 use aks_ebpf_common::{
     conntrack::NAT_PORT_RETRIES,
     nodeport::{NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORT_LOCAL},
+    wire::{PROTO_TCP, TCP_ACK, TCP_SYN},
     FlowKey, NodeConfig, Reason, ROUTE_OVERLAY,
 };
 use aya_ebpf::{
@@ -35,8 +36,24 @@ pub fn to_node_port(
     l4: &Transport,
 ) -> Option<Decision> {
     let chosen = match NODEPORT_FLOWS.get_ptr(flow) {
-        // SAFETY: a valid pointer into the map, copied at once.
-        Some(existing) => unsafe { *existing },
+        Some(existing) => {
+            // SAFETY: a valid pointer into the map, copied at once.
+            let chosen = unsafe { *existing };
+            // A new connection on a tuple used before (the client reuses its port) keeps
+            // the backend, but its reply entry is written again: with a local backend
+            // the reply tuple is the client's own, which another node port's flow from
+            // the same client port may have taken over since.
+            if is_new_connection(flow, l4) {
+                let answer = reply_for(flow);
+                if NODEPORT_REPLIES
+                    .insert(&chosen.reply_key(flow), &answer, 0)
+                    .is_err()
+                {
+                    return Some((Reason::DropConntrackFull, TC_ACT_SHOT));
+                }
+            }
+            chosen
+        }
         None => {
             // SAFETY: as above.
             let master = NODEPORTS
@@ -101,6 +118,22 @@ pub fn holds(reply: &FlowKey) -> bool {
     NODEPORT_REPLIES.get_ptr(reply).is_some()
 }
 
+/// Where the replies of the client flow `flow` go back to.
+#[inline(always)]
+fn reply_for(flow: &FlowKey) -> NodePortReply {
+    NodePortReply {
+        client_addr: flow.src,
+        client_port: flow.src_port,
+        node_port: flow.dst_port,
+    }
+}
+
+/// A TCP SYN without ACK: a client opening a connection.
+#[inline(always)]
+fn is_new_connection(flow: &FlowKey, l4: &Transport) -> bool {
+    flow.protocol == PROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
 #[inline(always)]
 fn reply_of(flow: &FlowKey) -> Option<NodePortReply> {
     // SAFETY: a valid pointer into the map, copied at once.
@@ -136,11 +169,7 @@ fn new_flow(
         backend_port: slot.backend_port,
         snat_port: 0,
     };
-    let answer = NodePortReply {
-        client_addr: flow.src,
-        client_port: flow.src_port,
-        node_port: flow.dst_port,
-    };
+    let answer = reply_for(flow);
     if maps::endpoint(slot.backend_addr).is_some() {
         // A local backend answers the client directly; nothing to claim.
         if NODEPORT_REPLIES
