@@ -15,6 +15,18 @@ use crate::services::web_service;
 
 const NODE_PORT: u16 = 30080;
 
+fn exposure(service: &str, node_port: u16, policy: ExternalTrafficPolicy) -> Exposure {
+    Exposure {
+        service: service.into(),
+        service_type: ServiceType::LoadBalancer,
+        node_port,
+        external_traffic_policy: policy,
+        health_check_node_port: None,
+        frontend: Some(Ipv4Addr::new(198, 51, 100, 10)),
+        source_ranges: Vec::new(),
+    }
+}
+
 impl Harness {
     /// A LoadBalancer service with `backends` (placed on this node, "n", unless
     /// `elsewhere`) behind `NODE_PORT`, under `policy`.
@@ -30,15 +42,7 @@ impl Harness {
                 backend.node = "other".into();
             }
         }
-        let exposure = Exposure {
-            service: service.name.clone(),
-            service_type: ServiceType::LoadBalancer,
-            node_port: NODE_PORT,
-            external_traffic_policy: policy,
-            health_check_node_port: None,
-            frontend: Some(Ipv4Addr::new(198, 51, 100, 10)),
-            source_ranges: Vec::new(),
-        };
+        let exposure = exposure(&service.name, NODE_PORT, policy);
         h.datapath
             .node_port_maps("n")
             .expect("NODEPORTS")
@@ -143,4 +147,36 @@ fn a_cluster_node_port_without_backends_drops_and_other_ports_reach_the_node() {
     let other = FrameSpec::tcp(INTERNET, NODE, 22).bytes();
     let (verdict, _) = h.run("from_vnet", &other, Reason::PassedToStack);
     assert_eq!(verdict, TC_ACT_OK);
+}
+
+#[test]
+fn a_new_connection_on_a_reused_client_port_gets_its_own_node_port_back() {
+    // Two node ports, one local backend: a client port used towards one and then the
+    // other leaves one reply tuple (backend → client) for both.
+    let h = Harness::with_node_port(&[LOCAL_POD], ExternalTrafficPolicy::Local, false);
+    let other = 30081;
+    h.datapath
+        .node_port_maps("n")
+        .expect("NODEPORTS")
+        .upsert(
+            &exposure("other", other, ExternalTrafficPolicy::Local),
+            &web_service(&[LOCAL_POD]),
+        )
+        .expect("programming the second node port");
+    let reply = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
+        .ports(8080, 40000)
+        .bytes();
+    let back_from = |h: &Harness| {
+        let (_, out) = h.run("from_pod", &reply, Reason::NodePortRevDnat);
+        endpoint_of(&out, true)
+    };
+    let syn = |port| FrameSpec::tcp(INTERNET, NODE, port).bytes();
+    h.run("from_vnet", &syn(NODE_PORT), Reason::NodePortDnat);
+    assert_eq!(back_from(&h), (NODE, NODE_PORT));
+    h.run("from_vnet", &syn(other), Reason::NodePortDnat);
+    assert_eq!(back_from(&h), (NODE, other));
+    // The first node port's flow is known (the same backend), but a new SYN on it
+    // takes the reply tuple back.
+    h.run("from_vnet", &syn(NODE_PORT), Reason::NodePortDnat);
+    assert_eq!(back_from(&h), (NODE, NODE_PORT));
 }
