@@ -46,7 +46,7 @@ pub fn to_node_port(
             if is_new_connection(flow, l4) {
                 let answer = reply_for(flow);
                 if NODEPORT_REPLIES
-                    .insert(&chosen.reply_key(flow), &answer, 0)
+                    .insert(chosen.reply_key(flow), answer, 0)
                     .is_err()
                 {
                     return Some((Reason::DropConntrackFull, TC_ACT_SHOT));
@@ -57,7 +57,7 @@ pub fn to_node_port(
         None => {
             // SAFETY: as above.
             let master = NODEPORTS
-                .get_ptr(&NodePortKey::new(flow.dst_port, flow.protocol, 0))
+                .get_ptr(NodePortKey::new(flow.dst_port, flow.protocol, 0))
                 .map(|p| unsafe { *p })?;
             match new_flow(config, flow, &master) {
                 Ok(chosen) => chosen,
@@ -161,7 +161,7 @@ fn new_flow(
     let slot_key = NodePortKey::new(flow.dst_port, flow.protocol, pick as u16 + 1);
     // SAFETY: a valid pointer into the map, copied at once.
     let slot = NODEPORTS
-        .get_ptr(&slot_key)
+        .get_ptr(slot_key)
         .map(|p| unsafe { *p })
         .ok_or(Reason::DropNodePortNoBackend)?;
     let mut chosen = NodePortFlow {
@@ -173,7 +173,7 @@ fn new_flow(
     if maps::endpoint(slot.backend_addr).is_some() {
         // A local backend answers the client directly; nothing to claim.
         if NODEPORT_REPLIES
-            .insert(&chosen.reply_key(flow), &answer, 0)
+            .insert(chosen.reply_key(flow), answer, 0)
             .is_err()
         {
             return Err(Reason::DropConntrackFull);
@@ -185,8 +185,8 @@ fn new_flow(
         }
         chosen.snat_port = claim_snat_port(config, flow, &mut chosen, &answer)?;
     }
-    if NODEPORT_FLOWS.insert(flow, &chosen, 0).is_err() {
-        let _ = NODEPORT_REPLIES.remove(&chosen.reply_key(flow));
+    if NODEPORT_FLOWS.insert(flow, chosen, 0).is_err() {
+        let _ = NODEPORT_REPLIES.remove(chosen.reply_key(flow));
         return Err(Reason::DropConntrackFull);
     }
     Ok(chosen)
@@ -215,9 +215,9 @@ fn claim_snat_port(
     for _ in 0..=NAT_PORT_RETRIES {
         chosen.snat_port = port;
         let reply = chosen.reply_key(flow);
-        if NAT.get_ptr(&reply).is_none()
+        if NAT.get_ptr(reply).is_none()
             && NODEPORT_REPLIES
-                .insert(&reply, answer, u64::from(BPF_NOEXIST))
+                .insert(reply, answer, u64::from(BPF_NOEXIST))
                 .is_ok()
         {
             return Ok(port);

@@ -48,11 +48,8 @@ fn node_ports_and_frontends_are_allocated_around_the_ones_asked_for() {
         external_traffic_policy: Some(ExternalTrafficPolicy::Local),
         ..service("local", Some(ServiceType::LoadBalancer))
     };
-    let exposures = resolve(
-        &[service("np", Some(ServiceType::NodePort)), asked, local],
-        Datapath::Iptables,
-    )
-    .expect("valid");
+    let exposures =
+        resolve(&[service("np", Some(ServiceType::NodePort)), asked, local]).expect("valid");
     assert_eq!(exposures.len(), 3);
     // The explicit 30000 was reserved before allocation started.
     assert_eq!(exposures[0].node_port, 30001);
