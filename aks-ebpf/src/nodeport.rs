@@ -5,8 +5,8 @@
 //! back through this node; the replies are translated back on their way out.
 //!
 //! Entry points for the TC programs, each `None` when the packet is not theirs:
-//! [`to_node_port`] and [`remote_reply`] in `from_vnet` (packets for the node address),
-//! [`local_reply`] in `from_pod`.
+//! [`to_node_port`] and [`reply`] in `from_vnet` (packets for the node address),
+//! [`reply`] in `from_pod`.
 
 use aks_ebpf_common::{
     conntrack::NAT_PORT_RETRIES,
@@ -68,48 +68,21 @@ pub fn to_node_port(
     Some(forward_to_backend(ctx, config, ip, flow, l4, &chosen))
 }
 
-/// A backend's reply arriving from the VNet for a SNATed node port flow
-/// (`backend → nodeIP:snatPort`): back to the client, out of the uplink.
+/// A backend's reply to a node port flow, translated to `nodeIP:nodePort → client` and
+/// sent out of the uplink: from a local backend (`backend → client`, in `from_pod`:
+/// `NodePortRevDnat`) or from another node's (`backend → nodeIP:snatPort`, in
+/// `from_vnet`: `NodePortRevSnat`), counted under `reason`.
 #[inline(always)]
-pub fn remote_reply(
+pub fn reply(
     ctx: &TcContext,
     config: &NodeConfig,
     ip: &Ipv4Frame,
     flow: &FlowKey,
     l4: &Transport,
+    reason: Reason,
 ) -> Option<Decision> {
     let reply = reply_of(flow)?;
-    Some(reply_out(
-        ctx,
-        config,
-        ip,
-        flow,
-        l4,
-        &reply,
-        Reason::NodePortRevSnat,
-    ))
-}
-
-/// A local backend's reply to a node port flow (`backend → client`): its source back
-/// to `nodeIP:nodePort`, out of the uplink.
-#[inline(always)]
-pub fn local_reply(
-    ctx: &TcContext,
-    config: &NodeConfig,
-    ip: &Ipv4Frame,
-    flow: &FlowKey,
-    l4: &Transport,
-) -> Option<Decision> {
-    let reply = reply_of(flow)?;
-    Some(reply_out(
-        ctx,
-        config,
-        ip,
-        flow,
-        l4,
-        &reply,
-        Reason::NodePortRevDnat,
-    ))
+    Some(reply_out(ctx, config, ip, flow, l4, &reply, reason))
 }
 
 /// Whether a node port flow holds `reply` (a tuple SNAT may not hand out again).

@@ -121,7 +121,8 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
         if let Some(decision) = service_reply(ctx, ip, flow, l4) {
             return decision;
         }
-        if let Some(decision) = nodeport::local_reply(ctx, config, ip, flow, l4) {
+        if let Some(decision) = nodeport::reply(ctx, config, ip, flow, l4, Reason::NodePortRevDnat)
+        {
             return decision;
         }
         if let Some(master) = lb::frontend(flow) {
@@ -216,7 +217,7 @@ fn for_the_node(ctx: &TcContext, config: &NodeConfig, frame: &Frame, packet: &Pa
     let Some((l4, flow)) = packet.translatable() else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
-    if let Some(decision) = nodeport::remote_reply(ctx, config, ip, &flow, l4) {
+    if let Some(decision) = nodeport::reply(ctx, config, ip, &flow, l4, Reason::NodePortRevSnat) {
         return decision;
     }
     let Some(target) = nat::reply_target(&flow, l4.tcp_flags, frame.len()) else {
