@@ -85,8 +85,9 @@ pub fn apply(state: &mut ClusterState, change: ServiceChange) -> Result<ServiceU
             }
         }
     }
-    let cluster = model::validate(&description).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plan = plan::plan(&cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Kept typed: the command exits 2 on a change that does not plan (bad input).
+    let cluster = model::validate(&description)?;
+    let plan = plan::plan(&cluster)?;
     let started = Instant::now();
     let now = plan.services.iter().find(|s| s.name == name);
     let mut how = program(state, &plan, previous.as_ref(), now)?;

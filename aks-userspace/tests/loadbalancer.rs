@@ -331,6 +331,29 @@ fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
         assert_eq!(row["verdict"], "pass", "{row}");
     }
 
+    // A change that does not plan is bad input: exit 2, naming the field, nothing changed.
+    let bad = aksnet(&[
+        "services",
+        "add",
+        "bad",
+        "--cluster",
+        &name,
+        "--cluster-ip",
+        "10.0.0.31",
+        "--port",
+        "80",
+        "--backends",
+        "1",
+        "--type",
+        "NodePort",
+        "--node-port",
+        "80",
+    ]);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{said}");
+    assert!(said.contains("nodePort"), "names the field: {said}");
+    assert!(state_now().services.iter().all(|s| s.name != "bad"));
+
     // Changed to Cluster: both nodes take traffic now; node 1 has no backend, so its
     // share reaches the backend SNATed to node 1's address.
     add("Cluster");

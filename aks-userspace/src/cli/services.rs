@@ -149,7 +149,19 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
         )
     })?;
     let mut state = ClusterState::require(&name)?;
-    let update = services::apply(&mut state, change)?;
+    let update = match services::apply(&mut state, change) {
+        Ok(update) => update,
+        Err(err) => {
+            return match err.downcast_ref::<aks_userspace::model::PlanError>() {
+                // The change itself is bad input (field, value, fix): exit 2, as `plan`.
+                Some(invalid) => {
+                    errln!("error: cluster {name}: {invalid}");
+                    Ok(ExitCode::from(super::EXIT_INVALID_DESCRIPTION))
+                }
+                None => Err(err),
+            };
+        }
+    };
     println!(
         "service {} programmed on {} nodes in {:.3} ms ({}); the cluster has {} services",
         update.service,
@@ -177,9 +189,13 @@ fn list(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
         "PORT",
         "TARGET",
         "PROTO",
+        "TYPE",
+        "NODE PORT",
+        "FRONTEND",
         "BACKENDS",
     ]);
     for s in &state.services {
+        let exposure = state.exposures.iter().find(|e| e.service == s.name);
         let backends: Vec<String> = s
             .backends
             .iter()
@@ -191,6 +207,14 @@ fn list(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
             s.port.to_string(),
             s.target_port.to_string(),
             format!("{:?}", s.protocol).to_uppercase(),
+            exposure.map_or_else(
+                || "ClusterIP".to_owned(),
+                |e| format!("{:?}/{:?}", e.service_type, e.external_traffic_policy),
+            ),
+            exposure.map_or_else(|| "-".to_owned(), |e| e.node_port.to_string()),
+            exposure
+                .and_then(|e| e.frontend)
+                .map_or_else(|| "-".to_owned(), |f| f.to_string()),
             backends.join(", "),
         ]);
     }
