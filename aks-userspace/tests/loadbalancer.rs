@@ -195,6 +195,26 @@ fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str
     let direct = probe(&state, "web-local", backend_node, &on_prem);
     assert_eq!(direct.answered, ATTEMPTS, "{direct:?}");
     assert_eq!(seen(&direct), BTreeSet::from([state.on_prem.address]));
+    // A pod of node 1 reaching node 0's node port arrives there from the VNet like any
+    // client: with its own address on Azure CNI, masqueraded to node 1 where pod
+    // addresses stay inside the node (kubenet, Overlay).
+    let pod = &state.nodes[1].pods[0];
+    let from_pod = host(
+        &pod.name,
+        &pod.namespace,
+        pod.address,
+        EndpointKind::Pod {
+            node: state.nodes[1].name.clone(),
+        },
+    );
+    let via_pod = probe(&state, "web-local", backend_node, &from_pod);
+    assert_eq!(via_pod.answered, ATTEMPTS, "{via_pod:?}");
+    let pod_source = if plugin == "kubenet" || mode.contains("overlay") {
+        state.nodes[1].address
+    } else {
+        pod.address
+    };
+    assert_eq!(seen(&via_pod), BTreeSet::from([pod_source]), "{via_pod:?}");
 
     // loadBalancerSourceRanges: on-prem's prefix is admitted, the internet is not.
     let ranged = probe(&state, "onprem-only", frontend("onprem-only"), &on_prem);
