@@ -26,6 +26,8 @@ crate::names::named_enum! {
         FromVnet = 1 => "from_vnet",
         /// XDP on the node uplink.
         Nsg = 2 => "nsg",
+        /// TC ingress on the vnet namespace's end of a node link: the fabric forwarder.
+        Fabric = 3 => "fabric",
     }
 }
 

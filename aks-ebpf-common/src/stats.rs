@@ -114,6 +114,15 @@ crate::names::named_enum! {
         /// SNAT for a node port flow to a backend on another node found no free port
         /// after its retries: dropped.
         DropNodePortNoSnatPort = 33 => "drop-nodeport-no-snat-port",
+        /// The fabric forwarder (vnet namespace) routed a packet from one node link to
+        /// another itself: TTL decremented, MACs rewritten, `bpf_redirect_peer` into the
+        /// destination node.
+        FabricForwarded = 34 => "fabric-forwarded",
+        /// The fabric forwarder handed a packet to the vnet namespace's stack: not to a
+        /// VNet route behind another node link, or a case the stack must handle (TTL
+        /// about to expire, IP options, a fragment, a bad header, a reply from a node
+        /// port the load balancer may have translated).
+        FabricPassed = 35 => "fabric-passed",
     }
 }
 

@@ -6,11 +6,15 @@
 //!   through `bpf_redirect_peer`, everything else leaves through the uplink.
 //! - `from_vnet` (TC ingress, node uplink): frames for local pods go straight into them,
 //!   the rest to the node's stack.
+//! - `fabric` (TC ingress, the vnet namespace's end of each node link): node-to-node
+//!   traffic inside the VNet routed straight into the destination node, the rest to the
+//!   vnet namespace's stack.
 //! - `nsg` (XDP, node uplink): NSG rules, before anything else sees the frame.
 #![no_std]
 #![no_main]
 
 mod events;
+mod fabric;
 mod forward;
 mod icmp_error;
 mod lb;
@@ -110,6 +114,17 @@ pub fn from_vnet(ctx: TcContext) -> i32 {
     };
     let (reason, verdict) = routing::from_vnet(&ctx, &frame);
     account(&ctx, Seen::tc(&ctx, Program::FromVnet), reason, ctx.len());
+    verdict
+}
+
+#[classifier]
+pub fn fabric(ctx: TcContext) -> i32 {
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let (reason, verdict) = fabric::forward(&ctx, &frame);
+    account(&ctx, Seen::tc(&ctx, Program::Fabric), reason, ctx.len());
     verdict
 }
 

@@ -193,6 +193,8 @@ pub fn create_described(
         crate::stop::check()?;
         iptables::restore(&layout.vnet, &fabric_rules(plan))
             .context("programming the VNet fabric")?;
+        fabric::forwarder::install(plan, &layout)
+            .context("loading the VNet fabric's forwarder")?;
         let datapath = datapath::install(plan, &layout)?;
         crate::stop::check()?;
         Ok(datapath)
@@ -234,9 +236,9 @@ fn create_checks(plan: &Plan) -> Result<()> {
             strays.join(", ")
         );
     }
-    if plan.datapath == crate::model::Datapath::Ebpf {
-        crate::state::prepare_pin_root(Path::new(crate::state::PIN_ROOT))?;
-    }
+    // Every cluster pins: the fabric's forwarder (`fabric::forwarder`), and the eBPF
+    // datapath's maps and links.
+    crate::state::prepare_pin_root(Path::new(crate::state::PIN_ROOT))?;
     Ok(())
 }
 

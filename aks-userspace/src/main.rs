@@ -193,6 +193,16 @@ enum Inspect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
+    /// The VNet fabric's BPF forwarder (vnet namespace): its route table
+    /// (`FABRIC_ROUTES`: prefix, node link, MACs) and its counters.
+    Fabric {
+        /// The cluster; may be left out when exactly one exists.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print JSON: `{"routes": [...], "counters": {...}}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// managedNATGateway: the public ports each node holds in the NAT gateway's shared
     /// pool, from the fabric's connection table (empty for other outbound types).
     Egress {
@@ -249,6 +259,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
         } => cli::inspect::rules(node.as_deref(), cluster.as_deref(), json),
         Inspect::Endpoints { target, ip } => cli::inspect::endpoints(&target.target(), ip),
         Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
+        Inspect::Fabric { cluster, json } => cli::inspect::fabric(cluster.as_deref(), json),
         Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
         Inspect::Egress { target } => cli::inspect::egress(&target.target()),
         Inspect::Stats {
