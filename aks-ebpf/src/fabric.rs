@@ -6,10 +6,7 @@
 //! the iptables fabric (internet, on-prem, load balancer, NAT gateway, NSG) still applies.
 
 use aks_ebpf_common::{fabric::is_tracked_source_port, Reason};
-use aya_ebpf::{
-    bindings::TC_ACT_OK,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 
 use crate::{
     forward, maps,

@@ -11,8 +11,8 @@ use aks_ebpf_common::{
         NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORTS_CAPACITY,
         NODEPORT_FLOWS_CAPACITY,
     },
-    CtEntry, Endpoint, FabricHop, FlowKey, NatTarget, NodeConfig, NsgRule, Route, ENDPOINTS_CAPACITY,
-    FABRIC_ROUTES_CAPACITY, NSG_CAPACITY, ROUTES_CAPACITY,
+    CtEntry, Endpoint, FabricHop, FlowKey, NatTarget, NodeConfig, NsgRule, Route,
+    ENDPOINTS_CAPACITY, FABRIC_ROUTES_CAPACITY, NSG_CAPACITY, ROUTES_CAPACITY,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -31,8 +31,7 @@ static ROUTES: LpmTrie<u32, Route, { ROUTES_CAPACITY as usize }> = LpmTrie::new(
 
 /// The VNet's route table for the fabric forwarder (vnet namespace only).
 #[btf_map]
-static FABRIC_ROUTES: LpmTrie<u32, FabricHop, { FABRIC_ROUTES_CAPACITY as usize }> =
-    LpmTrie::new();
+static FABRIC_ROUTES: LpmTrie<u32, FabricHop, { FABRIC_ROUTES_CAPACITY as usize }> = LpmTrie::new();
 
 #[btf_map]
 static NSG: Array<NsgRule, { NSG_CAPACITY as usize }> = Array::new();

@@ -193,8 +193,7 @@ pub fn create_described(
         crate::stop::check()?;
         iptables::restore(&layout.vnet, &fabric_rules(plan))
             .context("programming the VNet fabric")?;
-        fabric::forwarder::install(plan, &layout)
-            .context("loading the VNet fabric's forwarder")?;
+        fabric::forwarder::install(plan, &layout).context("loading the VNet fabric's forwarder")?;
         let datapath = datapath::install(plan, &layout)?;
         crate::stop::check()?;
         Ok(datapath)

@@ -19,14 +19,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use aks_ebpf_common::{
-    FabricHop, Program, FABRIC_ROUTES_CAPACITY, FABRIC_ROUTES_MAP, STATS_MAP,
-};
+use aks_ebpf_common::{FabricHop, Program, FABRIC_ROUTES_CAPACITY, FABRIC_ROUTES_MAP, STATS_MAP};
 use anyhow::{Context, Result};
 use aya::maps::lpm_trie::Key;
 use aya::maps::{LpmTrie, MapData};
 use aya::programs::SchedClassifier;
-use aya::EbpfLoader;
+use aya::{Ebpf, EbpfLoader};
 
 use crate::cidr::Ipv4Cidr;
 use crate::datapath::ebpf::{attach_ingress, map_addr, object_bytes, TcAttachMode, TcAttachment};
@@ -86,6 +84,68 @@ pub fn routes(plan: &Plan) -> Vec<FabricRoute> {
     routes
 }
 
+/// The loaded object of the forwarder: `fabric` verified, `FABRIC_ROUTES` created (not
+/// attached, not pinned). `install` makes one per cluster; tests run it on frames.
+pub struct FabricProgram {
+    ebpf: Ebpf,
+}
+
+impl FabricProgram {
+    /// Loads the embedded object with room for `capacity` routes and verifies `fabric`.
+    pub fn load(capacity: u32) -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FABRIC_ROUTES_MAP, capacity)
+            .load(object_bytes())
+            .context("loading the aksnet eBPF object for the fabric")?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .with_context(|| format!("the eBPF object has no program {PROGRAM}"))?
+            .try_into()
+            .with_context(|| format!("{PROGRAM} is not a TC classifier"))?;
+        program
+            .load()
+            .with_context(|| format!("the verifier rejected {PROGRAM}"))?;
+        Ok(Self { ebpf })
+    }
+
+    /// The `fabric` classifier (for `BPF_PROG_TEST_RUN`, and to attach).
+    pub fn classifier(&self) -> Result<&SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program(PROGRAM)
+            .with_context(|| format!("the eBPF object has no program {PROGRAM}"))?
+            .try_into()?)
+    }
+
+    /// Writes one route of the table.
+    pub fn upsert_route(&mut self, prefix: Ipv4Cidr, hop: FabricHop) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(FABRIC_ROUTES_MAP)
+            .with_context(|| format!("the eBPF object has no map {FABRIC_ROUTES_MAP}"))?;
+        let mut table: LpmTrie<&mut MapData, u32, FabricHop> = LpmTrie::try_from(map)?;
+        table
+            .insert(
+                &Key::new(u32::from(prefix.prefix()), map_addr(prefix.network())),
+                hop,
+                0,
+            )
+            .with_context(|| format!("writing {prefix} to {FABRIC_ROUTES_MAP}"))?;
+        Ok(())
+    }
+
+    /// The `STATS` counters, summed over CPUs.
+    pub fn stats(&self) -> Result<crate::datapath::ebpf::ReasonTotals> {
+        let map = self
+            .ebpf
+            .map(STATS_MAP)
+            .with_context(|| format!("the eBPF object has no map {STATS_MAP}"))?;
+        let stats: aya::maps::PerCpuArray<&MapData, aks_ebpf_common::ReasonCounter> =
+            aya::maps::PerCpuArray::try_from(map)?;
+        crate::datapath::ebpf::ReasonTotals::read(&stats)
+    }
+}
+
 /// Loads the forwarder for the cluster of `plan` into its vnet namespace: fills the
 /// table, pins it, then attaches the program to every node link (maps first, so no
 /// packet meets a half-filled table).
@@ -93,25 +153,12 @@ pub fn install(plan: &Plan, layout: &Layout) -> Result<()> {
     let dir = pin_dir(&plan.name);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating pin directory {}", dir.display()))?;
-    // Room for the table as planned, and as `update` may make it (never larger).
-    let capacity = u32::try_from((plan.nodes.len() + plan.route_table.len()).max(16))
+    // Room for the table as planned (`update` only ever shrinks it).
+    let capacity = u32::try_from(plan.nodes.len() + plan.route_table.len())
         .unwrap_or(u32::MAX)
         .max(FABRIC_ROUTES_CAPACITY);
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(FABRIC_ROUTES_MAP, capacity)
-        .load(object_bytes())
-        .context("loading the aksnet eBPF object for the fabric")?;
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(PROGRAM)
-        .with_context(|| format!("the eBPF object has no program {PROGRAM}"))?
-        .try_into()
-        .with_context(|| format!("{PROGRAM} is not a TC classifier"))?;
-    program
-        .load()
-        .with_context(|| format!("the verifier rejected {PROGRAM}"))?;
-    program
-        .pin(dir.join(PROGRAM_PIN))
-        .with_context(|| format!("pinning {PROGRAM}"))?;
+    let mut loaded = FabricProgram::load(capacity)?;
+    let ebpf = &mut loaded.ebpf;
     for name in [FABRIC_ROUTES_MAP, STATS_MAP] {
         let map = ebpf
             .map(name)
@@ -124,9 +171,18 @@ pub fn install(plan: &Plan, layout: &Layout) -> Result<()> {
         .program_mut(PROGRAM)
         .context("the fabric program vanished from the loaded object")?
         .try_into()?;
+    program
+        .pin(dir.join(PROGRAM_PIN))
+        .with_context(|| format!("pinning {PROGRAM}"))?;
     let mut mode = None;
     for index in 0..layout.nodes.len() {
-        mode = Some(attach(program, &layout.vnet, &node_link(index), &dir, mode)?);
+        mode = Some(attach(
+            program,
+            &layout.vnet,
+            &node_link(index),
+            &dir,
+            mode,
+        )?);
     }
     Ok(())
 }
@@ -224,7 +280,8 @@ fn sync_except(plan: &Plan, layout: &Layout, skip: Option<usize>) -> Result<()> 
         .collect();
     let data = MapData::from_pin(&path)
         .with_context(|| format!("opening the fabric's table at {}", path.display()))?;
-    let mut table: LpmTrie<MapData, u32, FabricHop> = LpmTrie::try_from(aya::maps::Map::LpmTrie(data))?;
+    let mut table: LpmTrie<MapData, u32, FabricHop> =
+        LpmTrie::try_from(aya::maps::Map::LpmTrie(data))?;
     let present: Vec<Key<u32>> = table.keys().collect::<Result<_, _>>()?;
     for ((network, prefix_len), hop) in &wanted {
         table

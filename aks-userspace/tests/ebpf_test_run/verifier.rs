@@ -3,6 +3,7 @@
 //! copied on every drop path) fails here, not on a kernel with a lower limit.
 
 use aks_ebpf_common::Program;
+use aks_userspace::fabric::forwarder::FabricProgram;
 
 use crate::harness::Harness;
 
@@ -17,6 +18,11 @@ fn every_program_verifies_within_its_budget() {
     for program in Program::ALL {
         let info = match program {
             Program::Nsg => h.datapath.nsg_program().expect("nsg").info(),
+            Program::Fabric => FabricProgram::load(64)
+                .expect("loading the fabric program")
+                .classifier()
+                .expect("fabric")
+                .info(),
             _ => h
                 .datapath
                 .classifier(program.name())
