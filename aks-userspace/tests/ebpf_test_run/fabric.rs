@@ -11,7 +11,7 @@ use aya::programs::{TestRun, TestRunOptions};
 
 use crate::common::require_privileges;
 use crate::frames::*;
-use crate::harness::{TC_ACT_OK, TC_ACT_REDIRECT, TEST_RUN_IFINDEX};
+use crate::harness::{assert_counted_once, TC_ACT_OK, TC_ACT_REDIRECT, TEST_RUN_IFINDEX};
 
 const NODE_A: [u8; 4] = [10, 224, 0, 4];
 const NODE_B: [u8; 4] = [10, 224, 0, 5];
@@ -70,18 +70,7 @@ impl Fabric {
             .unwrap_or_else(|e| panic!("test_run of fabric: {e:?}"));
         out.truncate(result.data_size_out as usize);
         let after = self.program.stats().expect("STATS");
-        let counted: Vec<&str> = after
-            .iter()
-            .zip(before.iter())
-            .filter(|((_, a), (_, b))| a.packets != b.packets)
-            .map(|((r, _), _)| r.name())
-            .collect();
-        assert_eq!(
-            counted,
-            [reason.name()],
-            "fabric: counted once, under {}",
-            reason.name()
-        );
+        assert_counted_once("fabric", &before, &after, reason);
         (result.return_value, out)
     }
 
