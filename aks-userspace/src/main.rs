@@ -193,8 +193,9 @@ enum Inspect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
-    /// managedNATGateway: the public ports each node holds in the NAT gateway's shared
-    /// pool, from the fabric's connection table (empty for other outbound types).
+    /// Egress SNAT per node: the load balancer's outbound rule (each node's port block,
+    /// flows, the most to one destination, new flows dropped once its ports are in use)
+    /// or the NAT gateway's shared pool, from the fabric (empty for `none`).
     Egress {
         #[command(flatten)]
         target: TargetArgs,

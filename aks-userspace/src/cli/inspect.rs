@@ -174,19 +174,32 @@ pub fn egress(target: &Target) -> Result<ExitCode> {
     let rows = inspect::egress(&state)?;
     if rows.is_empty() && !target.json {
         println!(
-            "cluster {}: outboundType {}: no NAT gateway flows",
+            "cluster {}: outboundType {}: no SNAT at the load balancer or a NAT gateway",
             state.name, state.outbound.outbound_type
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["NODE", "PUBLIC IP", ">FLOWS", ">PORTS IN USE", ">POOL"]);
+    let mut table = Table::new(&[
+        "NODE",
+        "PUBLIC IP",
+        "PORTS",
+        ">FLOWS",
+        ">PORTS IN USE",
+        ">BUSIEST",
+        ">POOL",
+        ">EXHAUSTED DROPS",
+    ]);
     for r in &rows {
         table.row(vec![
             r.node.clone(),
             r.public_ip.to_string(),
+            r.port_range.clone(),
             r.flows.to_string(),
             r.ports_in_use.to_string(),
+            r.busiest.to_string(),
             r.pool.to_string(),
+            r.exhausted_drops
+                .map_or_else(|| "-".to_owned(), |d| d.to_string()),
         ]);
     }
     target.print(&state, &rows, table)?;

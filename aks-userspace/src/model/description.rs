@@ -52,6 +52,10 @@ pub struct ClusterDescription {
     /// `managedNATGateway`, `userDefinedRouting` or `none`, as in AKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_type: Option<super::outbound::OutboundType>,
+    /// The load balancer's outbound rule (`allocatedOutboundPorts`,
+    /// `idleTimeoutInMinutes`), as AKS's `networkProfile.loadBalancerProfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_profile: Option<super::outbound::LoadBalancerProfileDescription>,
 }
 
 /// `name: null` (also `name: ~` or `name:` with nothing after it) is a missing name, not

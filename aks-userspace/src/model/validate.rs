@@ -149,7 +149,11 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         external_hosts,
         nsg: super::nsg::resolve(&description.nsg)?,
         exposures: super::loadbalancer::resolve(&description.services, description.datapath)?,
-        outbound: super::outbound::resolve(description.outbound_type)?,
+        outbound: super::outbound::resolve(
+            description.outbound_type,
+            description.load_balancer_profile.as_ref(),
+            node_count,
+        )?,
         conntrack: super::conntrack::resolve(description.conntrack.as_ref(), node_count)?,
     })
 }
