@@ -1,14 +1,24 @@
-//! Privileged: `outboundType` on whole clusters. `managedNATGateway`: the internet sees
-//! the NAT gateway's public address, on either datapath (the fabric SNATs after the
-//! node's masquerade); `none`: nothing reaches the internet. `check` judges every row
-//! against the model (exit 0), and the rows asserted here show the model said so.
+//! Privileged: `outboundType` on whole clusters. `loadBalancer` (the default): the
+//! internet sees the load balancer's outbound address, each node from its own port
+//! block, and a node whose ports to a destination are all in use gets no new flow there
+//! while its open ones go on. `managedNATGateway`: the internet sees the NAT gateway's
+//! public address, on either datapath (the fabric SNATs after the node's masquerade);
+//! `none`: nothing reaches the internet. `check` judges every row against the model
+//! (exit 0), and the rows asserted here show the model said so.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use aks_userspace::netns;
+use aks_userspace::state::ClusterState;
 use common::cluster::*;
 use common::require_privileges;
 
 const NAT_GATEWAY: &str = "198.51.100.5";
+const LB_OUTBOUND: &str = "198.51.100.4";
 
 fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json::Value {
     require_privileges();
@@ -22,19 +32,35 @@ fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json
     // from the first node's pod holds one port (its flow lingers in TIME_WAIT).
     let egress = json(&["inspect", "egress", "--cluster", &name, "--json"]);
     let rows = egress.as_array().expect("egress rows");
-    if outbound == "managedNATGateway" {
-        let first = rows
-            .iter()
-            .find(|r| r["node"] == "nodepool1-0")
-            .unwrap_or_else(|| panic!("the first node holds a port: {egress}"));
-        assert_eq!(first["publicIp"], NAT_GATEWAY);
-        assert!(
-            first["portsInUse"].as_u64().expect("a count") >= 1,
-            "{egress}"
-        );
-        assert_eq!(first["pool"], 64_512);
-    } else {
-        assert!(rows.is_empty(), "no NAT gateway, no rows: {egress}");
+    match outbound {
+        "managedNATGateway" => {
+            let first = rows
+                .iter()
+                .find(|r| r["node"] == "nodepool1-0")
+                .unwrap_or_else(|| panic!("the first node holds a port: {egress}"));
+            assert_eq!(first["publicIp"], NAT_GATEWAY);
+            assert!(
+                first["portsInUse"].as_u64().expect("a count") >= 1,
+                "{egress}"
+            );
+            assert_eq!(first["pool"], 64_512);
+        }
+        "loadBalancer" => {
+            // Every node is listed with its own block of 1,024 ports (two nodes: Azure's
+            // default allocation), the probe's flow on the first node's.
+            let ranges: Vec<&str> = rows
+                .iter()
+                .map(|r| r["portRange"].as_str().expect("a range"))
+                .collect();
+            assert_eq!(ranges, ["1024-2047", "2048-3071"], "{egress}");
+            for row in rows {
+                assert_eq!(row["publicIp"], LB_OUTBOUND, "{row}");
+                assert_eq!(row["pool"], 1024, "{row}");
+                assert_eq!(row["exhaustedDrops"], 0, "{row}");
+            }
+            assert!(rows[0]["flows"].as_u64().expect("a count") >= 1, "{egress}");
+        }
+        _ => assert!(rows.is_empty(), "no SNAT, no rows: {egress}"),
     }
     // Egress rules touch only the internet: on-prem is reached as before.
     assert_eq!(probe(&results, "pod -> on-prem")["connected"], true);
@@ -55,6 +81,132 @@ fn nat_gateway_is_what_the_internet_sees_on_iptables() {
     let row = egress("kubenet", "iptables", "managedNATGateway", "ob");
     assert_eq!(row["connected"], true, "{row}");
     assert_eq!(row["seenSource"], NAT_GATEWAY, "{row}");
+}
+
+#[test]
+fn the_load_balancer_is_what_the_internet_sees_on_both_datapaths() {
+    for (plugin, datapath, tag) in [("azure", "ebpf", "of"), ("kubenet", "iptables", "og")] {
+        let row = egress(plugin, datapath, "loadBalancer", tag);
+        assert_eq!(row["connected"], true, "{plugin}/{datapath}: {row}");
+        assert_eq!(row["seenSource"], LB_OUTBOUND, "{plugin}/{datapath}: {row}");
+    }
+}
+
+/// The internet host's server for the exhaustion test: answers each connection with
+/// `<address> <port>` it saw, then echoes lines until the client closes.
+fn echo_server(namespace: &str, port: u16, connections: usize) {
+    let listener = netns::run_in(namespace, || {
+        Ok(TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?)
+    })
+    .expect("listening on the internet host");
+    std::thread::spawn(move || {
+        for _ in 0..connections {
+            let Ok((mut stream, peer)) = listener.accept() else {
+                return;
+            };
+            std::thread::spawn(move || {
+                writeln!(stream, "{} {}", peer.ip(), peer.port())?;
+                let mut lines = BufReader::new(stream.try_clone()?).lines();
+                while let Some(Ok(line)) = lines.next() {
+                    writeln!(stream, "{line}")?;
+                }
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+}
+
+/// A connection from `namespace` to `target`, and the `<address> <port>` the server saw.
+fn connect(
+    namespace: &str,
+    target: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<(TcpStream, String)> {
+    netns::run_in(namespace, || {
+        let stream = TcpStream::connect_timeout(&target, timeout)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut seen = String::new();
+        BufReader::new(stream.try_clone()?).read_line(&mut seen)?;
+        Ok((stream, seen.trim().to_owned()))
+    })
+    .map_err(|e| std::io::Error::other(format!("{e:#}")))
+}
+
+fn port_of(seen: &str) -> u16 {
+    let (address, port) = seen.split_once(' ').expect("`<address> <port>`");
+    assert_eq!(address, LB_OUTBOUND, "{seen}");
+    port.parse().expect("a port")
+}
+
+fn exhaustion(plugin: &str, datapath: &str, tag: &str) {
+    require_privileges();
+    const PORTS: usize = 8;
+    const SERVER_PORT: u16 = 18100;
+    let name = cluster_name(tag);
+    let _down = Down(name.clone());
+    let profile = format!("loadBalancerProfile: {{ allocatedOutboundPorts: {PORTS} }}\n");
+    up_keep(&description_with(&name, plugin, datapath, 2, 1, &profile));
+    let state = ClusterState::require(&name).expect("state");
+    let internet = &state.internet;
+    let target = SocketAddr::from((internet.address, SERVER_PORT));
+    echo_server(&internet.namespace, SERVER_PORT, PORTS + 1);
+    let first_pod = &state.nodes[0].pods[0].namespace;
+
+    // The first node's 8 ports to this destination, each from its own block 1024-1031.
+    let mut open = Vec::new();
+    for i in 0..PORTS {
+        let (stream, seen) = connect(first_pod, target, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("{plugin}/{datapath}: flow {i} of {PORTS}: {e}"));
+        let port = port_of(&seen);
+        assert!((1024..=1031).contains(&port), "{plugin}/{datapath}: {seen}");
+        open.push(stream);
+    }
+    // The ninth finds every port in use: its SYN is dropped (no answer, no reset).
+    let refused = connect(first_pod, target, Duration::from_millis(700));
+    assert!(
+        refused.is_err(),
+        "{plugin}/{datapath}: a ninth flow got through: {:?}",
+        refused.map(|(_, seen)| seen)
+    );
+    // The open flows go on.
+    for (i, stream) in open.iter_mut().enumerate() {
+        writeln!(stream, "still here {i}").expect("writing on an open flow");
+        let mut echo = String::new();
+        BufReader::new(&*stream)
+            .read_line(&mut echo)
+            .unwrap_or_else(|e| panic!("{plugin}/{datapath}: open flow {i} broke: {e}"));
+        assert_eq!(echo.trim(), format!("still here {i}"));
+    }
+    // The other node has its own block.
+    let other_pod = &state.nodes[1].pods[0].namespace;
+    let (_other, seen) = connect(other_pod, target, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{plugin}/{datapath}: the second node: {e}"));
+    assert!((1032..=1039).contains(&port_of(&seen)), "{seen}");
+
+    let egress = json(&["inspect", "egress", "--cluster", &name, "--json"]);
+    let rows = egress.as_array().expect("egress rows");
+    assert_eq!(rows[0]["node"], "nodepool1-0", "{egress}");
+    assert_eq!(rows[0]["busiest"], PORTS, "{egress}");
+    assert_eq!(rows[0]["pool"], PORTS, "{egress}");
+    assert!(
+        rows[0]["exhaustedDrops"].as_u64().expect("a count") >= 1,
+        "the refused SYN is counted: {egress}"
+    );
+    assert_eq!(rows[1]["portRange"], "1032-1039", "{egress}");
+    assert_eq!(rows[1]["exhaustedDrops"], 0, "{egress}");
+    drop(open);
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn exhausted_snat_ports_refuse_new_flows_on_ebpf() {
+    exhaustion("azure", "ebpf", "ox");
+}
+
+#[test]
+fn exhausted_snat_ports_refuse_new_flows_on_iptables() {
+    exhaustion("kubenet", "iptables", "oy");
 }
 
 #[test]
