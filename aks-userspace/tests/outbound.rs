@@ -236,3 +236,66 @@ fn user_defined_routing_is_refused_naming_the_field() {
         "{err}"
     );
 }
+
+/// `update --outbound-type` on a running cluster: each move AKS supports changes what the
+/// internet sees and `check` passes after it; the one it does not support is refused
+/// (exit 2) and changes nothing.
+fn change_in_place(plugin: &str, datapath: &str, tag: &str) {
+    require_privileges();
+    let name = cluster_name(tag);
+    let _down = Down(name.clone());
+    up_keep(&description(&name, plugin, datapath, 2, 1));
+    let seen = |what: &str| {
+        let results = check(&name);
+        let row = probe(&results, "pod -> internet").clone();
+        assert_eq!(
+            probe(&results, "pod -> on-prem")["connected"],
+            true,
+            "{plugin}/{datapath} after {what}"
+        );
+        row
+    };
+    assert_eq!(seen("up")["seenSource"], LB_OUTBOUND);
+    for (to, expected) in [
+        ("managedNATGateway", Some(NAT_GATEWAY)),
+        ("none", None),
+        ("loadBalancer", Some(LB_OUTBOUND)),
+        ("managedNATGateway", Some(NAT_GATEWAY)),
+    ] {
+        let out = aksnet_ok(&["update", &name, "--outbound-type", to]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(&format!("-> {to}")), "{said}");
+        let row = seen(to);
+        match expected {
+            Some(address) => assert_eq!(row["seenSource"], address, "{to}: {row}"),
+            None => assert_eq!(row["connected"], false, "{to}: {row}"),
+        }
+        let state = json(&["inspect", "egress", "--cluster", &name, "--json"]);
+        let rows = state.as_array().expect("rows");
+        assert_eq!(rows.is_empty(), expected.is_none(), "{to}: {state}");
+    }
+    // Not supported by AKS in either VNet kind: refused, the NAT gateway stays.
+    let out = aksnet(&["update", &name, "--outbound-type", "userDefinedRouting"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--outbound-type") && err.contains("does not support migrating"),
+        "{err}"
+    );
+    assert_eq!(seen("the refusal")["seenSource"], NAT_GATEWAY);
+    // The same type again is nothing to do.
+    let out = aksnet_ok(&["update", &name, "--outbound-type", "managedNATGateway"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn outbound_type_changes_in_place_on_iptables() {
+    change_in_place("kubenet", "iptables", "ou");
+}
+
+#[test]
+fn outbound_type_changes_in_place_on_ebpf() {
+    change_in_place("azure", "ebpf", "ov");
+}
