@@ -67,6 +67,7 @@ pub(crate) fn fabric_rules(plan: &Plan) -> String {
     rules.push_str(&fabric::egress::filter_chains(&plan.outbound, &backends));
     let nsg_chain = (!plan.nsg.is_empty()).then_some(fabric::nsg::CHAIN);
     rules.push_str(&fabric::loadbalancer::filter_rules(&balancing, nsg_chain));
+    rules.push_str(&fabric::firewall::admit_rules(plan));
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
@@ -171,7 +172,7 @@ pub fn create_described(
             .collect(),
         services: plan.services.clone(),
         exposures: plan.exposures.clone(),
-        outbound: plan.outbound,
+        outbound: plan.outbound.clone(),
         conntrack: Some(plan.conntrack.clone()),
     };
     // Recorded before anything exists, so `down` can always find what to remove.
@@ -189,6 +190,7 @@ pub fn create_described(
         iptables::restore(&layout.vnet, &fabric_rules(plan))
             .context("programming the VNet fabric")?;
         fabric::egress::apply_idle_timeout(&layout.vnet, &plan.outbound)?;
+        fabric::firewall::install(plan, &layout.vnet)?;
         let datapath = datapath::install(plan, &layout)?;
         crate::stop::check()?;
         Ok(datapath)

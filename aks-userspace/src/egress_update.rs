@@ -93,7 +93,7 @@ pub fn change(name: &str, to: OutboundType) -> Result<Outcome> {
         forget_translated_flows(&state.vnet, &old_plan)?;
         ClusterState::save_description(name, &new_description)?;
         let changed = ClusterState {
-            outbound: new_plan.outbound,
+            outbound: new_plan.outbound.clone(),
             ..state.clone()
         };
         changed.save()

@@ -23,7 +23,8 @@
 //!    `managedNATGateway` sees the NAT gateway's public address (the fabric SNATs after
 //!    the node's masquerade); `loadBalancer` sees the load balancer's outbound address
 //!    when the flow leaves with a node's address (its outbound rule serves the nodes'
-//!    primary addresses), the address of rule 3 otherwise.
+//!    primary addresses), the address of rule 3 otherwise; `userDefinedRouting` sees
+//!    the firewall's public address (0.0.0.0/0 leads to it, it SNATs).
 //! 5. The NSG of the node subnet: inbound rules, evaluated where a packet enters a node
 //!    from the VNet (so not between pods of one node), on the address the node sees, in
 //!    priority order, first match decides, no match allows. Azure's NSGs are stateful:
@@ -77,7 +78,7 @@ impl NetworkModel {
             pod_cidr: plan.pod_cidr,
             non_masquerade_cidrs: plan.non_masquerade_cidrs.clone(),
             nsg: plan.nsg.clone(),
-            outbound: plan.outbound,
+            outbound: plan.outbound.clone(),
             nodes: plan
                 .nodes
                 .iter()
@@ -216,6 +217,15 @@ pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
                 seen = ExpectedSource {
                     address,
                     who: "load balancer outbound".into(),
+                };
+            }
+            (OutboundType::UserDefinedRouting, Some(address)) => {
+                why = format!(
+                    "{why}, then the route table sends it to the firewall, which SNATs to its public address"
+                );
+                seen = ExpectedSource {
+                    address,
+                    who: "firewall".into(),
                 };
             }
             (OutboundType::ManagedNatGateway, Some(address)) => {

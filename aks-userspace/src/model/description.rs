@@ -56,6 +56,9 @@ pub struct ClusterDescription {
     /// `idleTimeoutInMinutes`), as AKS's `networkProfile.loadBalancerProfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_profile: Option<super::outbound::LoadBalancerProfileDescription>,
+    /// userDefinedRouting: the firewall's DNAT rules (`natRules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<super::outbound::FirewallDescription>,
 }
 
 /// `name: null` (also `name: ~` or `name:` with nothing after it) is a missing name, not

@@ -9,14 +9,19 @@
 //! - `managedNATGateway`: the fabric SNATs everything the VNet sends to the internet to
 //!   the NAT gateway's public address, from one pool of 64,512 ports (1024–65535).
 //! - `none`: no egress: the fabric drops new flows towards the internet.
-//! - `userDefinedRouting` (a firewall as the next hop of 0.0.0.0/0) is refused until
-//!   the firewall namespace exists.
+//! - `userDefinedRouting`: the node subnet's route table sends 0.0.0.0/0 to a firewall
+//!   (an "Azure Firewall" in its own `AzureFirewallSubnet`, the last /26 of the VNet),
+//!   which SNATs to its own public address (egress-udr.md, limit-egress-traffic.md).
+//!   `firewall.natRules` are its DNAT rules, public address and port to a LoadBalancer
+//!   service's frontend, the fix AKS documents for the asymmetric routing that breaks
+//!   LoadBalancer inbound under such a route.
 
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 use super::PlanError;
+use crate::cidr::Ipv4Cidr;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +72,11 @@ pub const SNAT_PORTS_PER_IP: u32 = 64_000;
 /// accepts.
 pub const DEFAULT_IDLE_TIMEOUT_MINUTES: u32 = 30;
 pub const IDLE_TIMEOUT_MINUTES: (u32, u32) = (4, 100);
+
+/// The firewall's public address (userDefinedRouting).
+pub const FIREWALL_PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 6);
+/// Azure requires a /26 named `AzureFirewallSubnet` for the firewall.
+pub const FIREWALL_SUBNET_PREFIX: u8 = 26;
 
 /// Azure's default port allocation by backend pool size, for one frontend address:
 /// (largest pool, ports per instance). Larger pools have no default allocation.
@@ -120,8 +130,39 @@ impl OutboundRule {
     }
 }
 
+/// `firewall` as written: the firewall's DNAT rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FirewallDescription {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_rules: Vec<FirewallNatRule>,
+}
+
+/// A DNAT rule of the firewall: its public address, at the service's port, to the
+/// frontend of LoadBalancer service `service` (as `az network firewall nat-rule create
+/// --translated-address <service IP>` in limit-egress-traffic.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FirewallNatRule {
+    pub name: String,
+    pub service: String,
+}
+
+/// The firewall of `userDefinedRouting`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Firewall {
+    /// `AzureFirewallSubnet`: the last /26 of the VNet's address space.
+    pub subnet: Ipv4Cidr,
+    /// Its private address: the next hop of 0.0.0.0/0 (the subnet's first host Azure
+    /// hands out, .4).
+    pub private_ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_rules: Vec<FirewallNatRule>,
+}
+
 /// The resolved egress of a cluster.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outbound {
     #[serde(rename = "outboundType")]
@@ -133,6 +174,9 @@ pub struct Outbound {
     /// loadBalancer: ports per node and idle timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_rule: Option<OutboundRule>,
+    /// userDefinedRouting: the firewall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<Firewall>,
 }
 
 impl Outbound {
@@ -145,10 +189,19 @@ impl Outbound {
     }
 }
 
+/// What the VNet looks like, for the firewall's subnet.
+pub struct VnetRanges {
+    pub address_space: Ipv4Cidr,
+    /// The node subnet, the pod subnet: what the firewall's subnet must not overlap.
+    pub subnets: Vec<Ipv4Cidr>,
+}
+
 pub fn resolve(
     outbound_type: Option<OutboundType>,
     profile: Option<&LoadBalancerProfileDescription>,
+    firewall: Option<&FirewallDescription>,
     nodes: u64,
+    vnet: &VnetRanges,
 ) -> Result<Outbound, PlanError> {
     let outbound_type = outbound_type.unwrap_or_default();
     if profile.is_some() && outbound_type != OutboundType::LoadBalancer {
@@ -157,27 +210,88 @@ pub fn resolve(
             format!("configures the load balancer's outbound rule, which outboundType {outbound_type} does not use; drop it or use outboundType loadBalancer"),
         ));
     }
+    if firewall.is_some() && outbound_type != OutboundType::UserDefinedRouting {
+        return Err(PlanError::invalid(
+            "firewall",
+            format!("configures the firewall of outboundType userDefinedRouting, not {outbound_type}; drop it or use outboundType userDefinedRouting"),
+        ));
+    }
+    let none = Outbound {
+        outbound_type,
+        ..Outbound::default()
+    };
     match outbound_type {
-        OutboundType::UserDefinedRouting => Err(PlanError::invalid(
-            "outboundType",
-            "userDefinedRouting needs a firewall as the next hop of 0.0.0.0/0, which this emulation does not build yet; use loadBalancer, managedNATGateway or none".to_owned(),
-        )),
+        OutboundType::UserDefinedRouting => Ok(Outbound {
+            public_ip: Some(FIREWALL_PUBLIC_IP),
+            firewall: Some(resolve_firewall(
+                firewall.cloned().unwrap_or_default(),
+                vnet,
+            )?),
+            ..none
+        }),
         OutboundType::ManagedNatGateway => Ok(Outbound {
-            outbound_type,
             public_ip: Some(NAT_GATEWAY_IP),
-            outbound_rule: None,
+            ..none
         }),
         OutboundType::LoadBalancer => Ok(Outbound {
-            outbound_type,
             public_ip: Some(LOAD_BALANCER_OUTBOUND_IP),
             outbound_rule: Some(outbound_rule(profile.copied().unwrap_or_default(), nodes)?),
+            ..none
         }),
-        OutboundType::None => Ok(Outbound {
-            outbound_type,
-            public_ip: None,
-            outbound_rule: None,
-        }),
+        OutboundType::None => Ok(none),
     }
+}
+
+/// Every firewall NAT rule must name a LoadBalancer service (`is_load_balancer`), as its
+/// translated address is that service's frontend.
+pub fn check_nat_rules(
+    outbound: &Outbound,
+    is_load_balancer: impl Fn(&str) -> bool,
+) -> Result<(), PlanError> {
+    let rules = outbound.firewall.iter().flat_map(|f| &f.nat_rules);
+    for (i, rule) in rules.enumerate() {
+        if !is_load_balancer(&rule.service) {
+            return Err(PlanError::invalid(
+                format!("firewall.natRules[{i}].service"),
+                format!("{:?} is not a LoadBalancer service; a NAT rule translates the firewall's public address to a LoadBalancer frontend", rule.service),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The firewall's subnet (the last /26 of the address space) and address.
+fn resolve_firewall(
+    description: FirewallDescription,
+    vnet: &VnetRanges,
+) -> Result<Firewall, PlanError> {
+    let count = vnet.address_space.subnet_count(FIREWALL_SUBNET_PREFIX);
+    let subnet = count
+        .checked_sub(1)
+        .and_then(|last| vnet.address_space.subnet(FIREWALL_SUBNET_PREFIX, last))
+        .ok_or_else(|| {
+            PlanError::invalid(
+                "vnet.addressSpace",
+                format!("{} has no room for the firewall's /26 (AzureFirewallSubnet); use a larger address space", vnet.address_space),
+            )
+        })?;
+    if let Some(taken) = vnet.subnets.iter().find(|s| s.overlaps(&subnet)) {
+        return Err(PlanError::invalid(
+            "vnet.addressSpace",
+            format!("the firewall's subnet (AzureFirewallSubnet) is the last /26 of the address space, {subnet}, and {taken} overlaps it; leave the end of the address space free"),
+        ));
+    }
+    let private_ip = subnet.nth(4).ok_or_else(|| {
+        PlanError::invalid(
+            "vnet.addressSpace",
+            format!("{subnet} has no .4 for the firewall"),
+        )
+    })?;
+    Ok(Firewall {
+        subnet,
+        private_ip,
+        nat_rules: description.nat_rules,
+    })
 }
 
 /// Checks `profile` as AKS does: ports a multiple of 8, at most 64,000, and enough for
@@ -232,6 +346,21 @@ fn outbound_rule(
 mod tests {
     use super::*;
 
+    fn vnet() -> VnetRanges {
+        VnetRanges {
+            address_space: "10.224.0.0/12".parse().expect("cidr"),
+            subnets: vec!["10.224.0.0/24".parse().expect("cidr")],
+        }
+    }
+
+    fn resolve(
+        outbound_type: Option<OutboundType>,
+        profile: Option<&LoadBalancerProfileDescription>,
+        nodes: u64,
+    ) -> Result<Outbound, PlanError> {
+        super::resolve(outbound_type, profile, None, nodes, &vnet())
+    }
+
     fn profile(ports: Option<u32>, timeout: Option<u32>) -> LoadBalancerProfileDescription {
         LoadBalancerProfileDescription {
             allocated_outbound_ports: ports,
@@ -240,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_load_balancer_and_udr_is_refused_by_field() {
+    fn the_default_is_load_balancer_and_udr_has_a_firewall_at_the_end_of_the_vnet() {
         let lb = resolve(None, None, 2).expect("default");
         assert_eq!(lb.outbound_type, OutboundType::LoadBalancer);
         assert_eq!(
@@ -256,8 +385,27 @@ mod tests {
         let nat = resolve(Some(OutboundType::ManagedNatGateway), None, 2).expect("nat gateway");
         assert_eq!(nat.public_ip, Some(NAT_GATEWAY_IP));
         assert_eq!(nat.load_balancer(), None);
-        let udr = resolve(Some(OutboundType::UserDefinedRouting), None, 2).expect_err("not built");
-        assert_eq!(udr.field(), Some("outboundType"));
+        let udr = resolve(Some(OutboundType::UserDefinedRouting), None, 2).expect("a firewall");
+        let firewall = udr.firewall.expect("a firewall");
+        assert_eq!(firewall.subnet.to_string(), "10.239.255.192/26");
+        assert_eq!(firewall.private_ip, Ipv4Addr::new(10, 239, 255, 196));
+        assert_eq!(udr.public_ip, Some(FIREWALL_PUBLIC_IP));
+        let crowded = VnetRanges {
+            address_space: "10.224.0.0/24".parse().expect("cidr"),
+            subnets: vec!["10.224.0.0/24".parse().expect("cidr")],
+        };
+        let err = super::resolve(
+            Some(OutboundType::UserDefinedRouting),
+            None,
+            None,
+            2,
+            &crowded,
+        )
+        .expect_err("no room");
+        assert_eq!(err.field(), Some("vnet.addressSpace"));
+        let stray = FirewallDescription::default();
+        let err = super::resolve(None, None, Some(&stray), 2, &vnet()).expect_err("no firewall");
+        assert_eq!(err.field(), Some("firewall"));
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         conntrack: None,
         outbound_type: None,
         load_balancer_profile: None,
+        firewall: None,
     }
 }
 

@@ -265,6 +265,15 @@ fn egress_line(plan: &Plan) -> String {
             NAT_GATEWAY_PORTS.0, NAT_GATEWAY_PORTS.1
         ),
         (OutboundType::None, _) => "none: no egress to the internet".to_owned(),
+        (OutboundType::UserDefinedRouting, Some(ip)) => match &plan.outbound.firewall {
+            Some(firewall) => format!(
+                "userDefinedRouting: 0.0.0.0/0 goes to the firewall {} (AzureFirewallSubnet {}); the internet sees {ip}; {} NAT rules",
+                firewall.private_ip,
+                firewall.subnet,
+                firewall.nat_rules.len()
+            ),
+            None => format!("userDefinedRouting: the internet sees {ip}"),
+        },
         _ => match plan.outbound.load_balancer() {
             Some((ip, rule)) => format!(
                 "loadBalancer: the internet sees {ip}, {} SNAT ports per node (ports {}-{} for the first), idle timeout {} min",
