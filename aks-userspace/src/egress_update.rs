@@ -1,9 +1,10 @@
 //! `aksnet update NAME --outbound-type TYPE`: changing a running cluster's egress, as
 //! `az aks update --outbound-type` does (egress-outboundtype.md, "Updating `outboundType`
 //! after cluster creation"). Egress lives in the fabric only, so the change is one
-//! replacement of the vnet namespace's rules and its idle timeout; the nodes are not
-//! touched. Flows the old type translated are removed from the fabric's connection table:
-//! AKS warns the change is disruptive and changes the egress address.
+//! replacement of the vnet namespace's rules and its idle timeout, and to or from
+//! userDefinedRouting the firewall's namespace and route table made or removed; the nodes
+//! are not touched. Flows the old type translated are removed from the fabric's
+//! connection table: AKS warns the change is disruptive and changes the egress address.
 //!
 //! AKS's migration tables (managed VNet and bring-your-own VNet) allow every move between
 //! `loadBalancer`, `managedNATGateway`, `userDefinedRouting` and `none` except between
@@ -21,8 +22,9 @@ use crate::model::outbound::OutboundType;
 use crate::model::{self, ClusterDescription};
 use crate::plan::{self, Plan};
 use crate::state::ClusterState;
+use crate::topology::{self, layout};
 use crate::upgrade::Refused;
-use crate::{cluster, datapath::iptables, fabric};
+use crate::{cluster, datapath::iptables, fabric, netns};
 
 /// What a change did.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,20 +90,50 @@ pub fn change(name: &str, to: OutboundType) -> Result<Outcome> {
         .map_err(|e| Refused(format!("the cluster cannot use outboundType {to}: {e:#}")))?;
     crate::stop::check()?;
 
-    apply(&state.vnet, &new_plan)?;
-    let recorded = (|| -> Result<()> {
+    let firewall_ns = layout::firewall_namespace_name(&layout::prefix(name));
+    let adds_firewall = new_plan.outbound.firewall.is_some();
+    let removes_firewall = old_plan.outbound.firewall.is_some();
+    let mut changed = ClusterState {
+        outbound: new_plan.outbound.clone(),
+        ..state.clone()
+    };
+    if adds_firewall {
+        // Recorded before it exists, so `down` finds it whatever happens next.
+        let mut recorded = state.clone();
+        recorded.namespaces.push(firewall_ns.clone());
+        recorded.save()?;
+        changed.namespaces = recorded.namespaces;
+    }
+    if removes_firewall {
+        changed.namespaces.retain(|n| n != &firewall_ns);
+    }
+    let done = (|| -> Result<()> {
+        if adds_firewall {
+            build_firewall(&new_plan, &firewall_ns)?;
+        }
+        if removes_firewall {
+            fabric::firewall::uninstall(&old_plan, &state.vnet)?;
+        }
+        apply(&state.vnet, &new_plan)?;
+        fabric::firewall::install(&new_plan, &state.vnet)?;
         forget_translated_flows(&state.vnet, &old_plan)?;
         ClusterState::save_description(name, &new_description)?;
-        let changed = ClusterState {
-            outbound: new_plan.outbound.clone(),
-            ..state.clone()
-        };
         changed.save()
     })();
-    if let Err(err) = recorded {
-        let undone = apply(&state.vnet, &old_plan)
-            .and_then(|()| ClusterState::save_description(name, &old_description))
-            .and_then(|()| state.save());
+    if let Err(err) = done {
+        let undone = (|| -> Result<()> {
+            if adds_firewall {
+                netns::delete(&firewall_ns)?;
+            }
+            if removes_firewall {
+                // Its rules may be gone; put them back, once (never twice).
+                let _ = fabric::firewall::uninstall(&old_plan, &state.vnet);
+                fabric::firewall::route_to_firewall(&old_plan, &state.vnet)?;
+            }
+            apply(&state.vnet, &old_plan)?;
+            ClusterState::save_description(name, &old_description)?;
+            state.save()
+        })();
         return Err(match undone {
             Ok(()) => err.context(format!(
                 "changing the outbound type of {name:?} failed; it is back on {from}"
@@ -111,11 +143,33 @@ pub fn change(name: &str, to: OutboundType) -> Result<Outcome> {
             )),
         });
     }
+    if removes_firewall {
+        netns::delete(&firewall_ns)?;
+    }
     Ok(Outcome::Changed {
         from,
         to,
         public_ip: new_plan.outbound.public_ip,
     })
+}
+
+/// Creates the firewall's namespace and its link from the vnet namespace (built as a
+/// new cluster of `plan` would have it).
+fn build_firewall(plan: &Plan, firewall_ns: &str) -> Result<()> {
+    let layout = layout::layout(plan);
+    let spec = layout
+        .namespaces
+        .iter()
+        .find(|n| n.name == firewall_ns)
+        .context("the plan has no firewall namespace")?;
+    let vnet = layout
+        .namespaces
+        .iter()
+        .find(|n| n.name == layout.vnet)
+        .context("the layout has no vnet namespace")?;
+    let side = crate::upgrade::vnet_side(vnet, firewall_ns);
+    topology::rebuild(std::slice::from_ref(spec), &[side])
+        .context("building the firewall's namespace")
 }
 
 fn plan_of(description: &ClusterDescription) -> Result<Plan> {

@@ -207,6 +207,13 @@ enum Inspect {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// userDefinedRouting: the firewall's log, each rule with the packets it decided
+    /// (NAT rules, egress SNAT, packets of unknown sessions dropped: asymmetric routing)
+    /// and the sessions in its connection table (--node is ignored).
+    Firewall {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// The node subnet's NSG rules as the fabric enforces them (stateful), in evaluation
     /// order, with the packets of new flows each rule decided (any datapath; --node is ignored).
     Nsg {
@@ -259,6 +266,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
         Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
         Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
         Inspect::Egress { target } => cli::inspect::egress(&target.target()),
+        Inspect::Firewall { target } => cli::inspect::firewall(&target.target()),
         Inspect::Stats {
             target,
             reason,

@@ -274,8 +274,9 @@ fn wait_until_gone(namespace: &str, link: &str) -> Result<()> {
 
 /// The part of the vnet namespace's spec that serves `node_namespace`: the veth into it,
 /// its address, and the routes and neighbours over it (kubenet's UDR for the node's pod
-/// /24 with the old plan; only the node's host route with Overlay).
-fn vnet_side(vnet: &NamespaceSpec, node_namespace: &str) -> NamespaceSpec {
+/// /24 with the old plan; only the node's host route with Overlay). Also serves the
+/// firewall's namespace (`egress_update`).
+pub(crate) fn vnet_side(vnet: &NamespaceSpec, node_namespace: &str) -> NamespaceSpec {
     let mut side = NamespaceSpec::new(&vnet.name, vnet.forwarding);
     side.veths = vnet
         .veths

@@ -206,6 +206,65 @@ pub fn egress(target: &Target) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn firewall(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect firewall")?;
+    let Some(log) = inspect::firewall(&state)? else {
+        if target.json {
+            println!("null");
+        } else {
+            println!(
+                "cluster {}: outboundType {} has no firewall (userDefinedRouting has)",
+                state.name, state.outbound.outbound_type
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if target.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&log).context("while encoding the firewall log")?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rules = Table::new(&["TABLE", "RULE", "ACTION", ">PACKETS", ">BYTES"]);
+    for r in &log.rules {
+        rules.row(vec![
+            r.table.clone(),
+            r.rule.clone(),
+            r.action.clone(),
+            r.packets.to_string(),
+            r.bytes.to_string(),
+        ]);
+    }
+    let mut flows = Table::new(&["PROTO", "STATE", "ORIGINAL", "REPLY", "NAT", ">EXPIRES S"]);
+    let tuple = |t: &FlowTuple| {
+        let port = |p: Option<u16>| p.map_or_else(String::new, |p| format!(":{p}"));
+        format!("{}{} -> {}{}", t.src, port(t.sport), t.dst, port(t.dport))
+    };
+    for f in &log.flows {
+        flows.row(vec![
+            f.protocol.clone(),
+            f.state.clone().unwrap_or_else(|| "-".into()),
+            tuple(&f.original),
+            tuple(&f.reply),
+            f.nat.clone().unwrap_or_else(|| "-".into()),
+            f.timeout_secs.to_string(),
+        ]);
+    }
+    println!(
+        "cluster {}: firewall {} ({} flows)",
+        state.name,
+        log.namespace,
+        log.flows.len()
+    );
+    print!("{rules}");
+    if !log.flows.is_empty() {
+        println!();
+        print!("{flows}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitCode> {
     let state = target.state("aksnet inspect stats")?;
     let only = reason.map(inspect::reason_by_name).transpose()?;

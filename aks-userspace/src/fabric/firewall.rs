@@ -128,14 +128,22 @@ pub fn install(plan: &Plan, vnet_namespace: &str) -> Result<()> {
         }
         Ok(())
     })?;
-    iptables::restore(&namespace, &firewall_rules(plan, firewall))
+    iptables::replace(&namespace, &firewall_rules(plan, firewall))
         .context("programming the firewall")?;
+    route_to_firewall(plan, vnet_namespace)
+}
+
+/// Adds the route table's rules and routes to the vnet namespace.
+pub fn route_to_firewall(plan: &Plan, vnet_namespace: &str) -> Result<()> {
+    let Some(firewall) = &plan.outbound.firewall else {
+        return Ok(());
+    };
     ip_batch(vnet_namespace, &route_table_commands(plan, firewall))
         .context("routing 0.0.0.0/0 of the node subnet to the firewall")
 }
 
-/// Removes the route table's rules and routes from the vnet namespace (the firewall's
-/// namespace goes with the topology).
+/// Removes the route table's rules from the vnet namespace (its route goes with the
+/// firewall's link, when the firewall's namespace is removed).
 pub fn uninstall(plan: &Plan, vnet_namespace: &str) -> Result<()> {
     let Some(firewall) = &plan.outbound.firewall else {
         return Ok(());
