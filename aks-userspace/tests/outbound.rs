@@ -19,6 +19,7 @@ use common::require_privileges;
 
 const NAT_GATEWAY: &str = "198.51.100.5";
 const LB_OUTBOUND: &str = "198.51.100.4";
+const FIREWALL: &str = "198.51.100.6";
 
 fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json::Value {
     require_privileges();
@@ -217,24 +218,121 @@ fn none_has_no_egress() {
     }
 }
 
-#[test]
-fn user_defined_routing_is_refused_naming_the_field() {
-    let name = cluster_name("oe");
-    let file = description_with(
-        &name,
-        "azure",
-        "iptables",
-        1,
-        1,
-        "outboundType: userDefinedRouting\n",
-    );
-    let out = aksnet(&["plan", file.to_str().expect("utf-8 path")]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+/// userDefinedRouting: egress goes through the firewall, which SNATs to its public
+/// address and logs the flow.
+fn through_the_firewall(plugin: &str, datapath: &str, tag: &str) {
+    require_privileges();
+    let name = cluster_name(tag);
+    let _down = Down(name.clone());
+    let extra = "outboundType: userDefinedRouting\n";
+    up_keep(&description_with(&name, plugin, datapath, 2, 1, extra));
+    let results = check(&name);
+    let row = probe(&results, "pod -> internet");
+    assert_eq!(row["seenSource"], FIREWALL, "{plugin}/{datapath}: {row}");
+    assert_eq!(probe(&results, "pod -> on-prem")["connected"], true);
+    assert_eq!(probe(&results, "pod -> pod, other node")["connected"], true);
+    let log = json(&["inspect", "firewall", "--cluster", &name, "--json"]);
+    let flows = log["flows"].as_array().expect("flows");
     assert!(
-        err.contains("outboundType") && err.contains("userDefinedRouting"),
-        "{err}"
+        flows
+            .iter()
+            .any(|f| f["original"]["src"] == "10.224.0.4" && f["reply"]["dst"] == FIREWALL),
+        "the probe's flow is in the firewall's log: {log}"
     );
+    let allowed = log["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["rule"] == "network rule allows the VNet to the internet")
+        .unwrap_or_else(|| panic!("the network rule is listed: {log}"));
+    assert!(allowed["packets"].as_u64().expect("a count") >= 1, "{log}");
+    // Only the internet goes through it: nothing of the VNet or on-prem.
+    assert!(
+        flows.iter().all(|f| f["original"]["dst"] == "203.0.113.10"),
+        "{log}"
+    );
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn udr_egress_goes_through_the_firewall_on_ebpf() {
+    through_the_firewall("azure", "ebpf", "ow");
+}
+
+#[test]
+fn udr_egress_goes_through_the_firewall_on_iptables() {
+    through_the_firewall("kubenet", "iptables", "oz");
+}
+
+/// limit-egress-traffic.md: with 0.0.0.0/0 through the firewall, a LoadBalancer frontend
+/// reached from the internet gets no answer (the reply goes to the firewall, which drops
+/// a session it never saw); the firewall's NAT rule to the frontend is the fix. The
+/// eBPF datapath has no LoadBalancer services yet (`plan` refuses them).
+#[test]
+fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule() {
+    require_privileges();
+    let name = cluster_name("oa2");
+    let _down = Down(name.clone());
+    let extra = "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\noutboundType: userDefinedRouting\nfirewall:\n  natRules:\n    - { name: inboundrule, service: web }\n";
+    up_keep(&description_with(&name, "kubenet", "iptables", 2, 1, extra));
+    // check --frontends expects the internet blocked (asymmetric routing), on-prem served.
+    let out = aksnet(&["check", &name, "--frontends", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let internet = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["client"] == "internet")
+        .unwrap_or_else(|| panic!("an internet row: {text}"));
+    assert_eq!(internet["answered"], 0, "{internet}");
+    assert!(
+        internet["expected"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("asymmetric routing")),
+        "{internet}"
+    );
+    let log = json(&["inspect", "firewall", "--cluster", &name, "--json"]);
+    let dropped = log["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["rule"] == "no session for this packet (asymmetric route)")
+        .unwrap_or_else(|| panic!("the drop rule is listed: {log}"));
+    assert!(
+        dropped["packets"].as_u64().expect("a count") >= 1,
+        "the firewall dropped the replies: {log}"
+    );
+
+    // The fix: the firewall's public address, DNATed to the frontend.
+    let state = ClusterState::require(&name).expect("state");
+    let backend = state
+        .nodes
+        .iter()
+        .flat_map(|n| &n.pods)
+        .find(|p| p.address.to_string() == "10.244.0.2")
+        .expect("the backend pod");
+    echo_server(&backend.namespace, 17001, 1);
+    let target = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 6), 80));
+    let (_stream, seen) = connect(&state.internet.namespace, target, Duration::from_secs(2))
+        .expect("the firewall's NAT rule reaches the service");
+    assert!(!seen.is_empty(), "the backend answered");
+    let log = json(&["inspect", "firewall", "--cluster", &name, "--json"]);
+    let nat = log["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| {
+            r["rule"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("NAT rule inboundrule to web"))
+        })
+        .unwrap_or_else(|| panic!("the NAT rule is listed: {log}"));
+    assert_eq!(nat["packets"], 1, "{log}");
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
 }
 
 /// `update --outbound-type` on a running cluster: each move AKS supports changes what the
@@ -256,9 +354,11 @@ fn change_in_place(plugin: &str, datapath: &str, tag: &str) {
         row
     };
     assert_eq!(seen("up")["seenSource"], LB_OUTBOUND);
+    let firewall = format!("aks-{name}-firewall");
     for (to, expected) in [
         ("managedNATGateway", Some(NAT_GATEWAY)),
         ("none", None),
+        ("userDefinedRouting", Some(FIREWALL)),
         ("loadBalancer", Some(LB_OUTBOUND)),
         ("managedNATGateway", Some(NAT_GATEWAY)),
     ] {
@@ -272,7 +372,14 @@ fn change_in_place(plugin: &str, datapath: &str, tag: &str) {
         }
         let state = json(&["inspect", "egress", "--cluster", &name, "--json"]);
         let rows = state.as_array().expect("rows");
-        assert_eq!(rows.is_empty(), expected.is_none(), "{to}: {state}");
+        let translated = matches!(to, "managedNATGateway" | "loadBalancer");
+        assert_eq!(!rows.is_empty(), translated, "{to}: {state}");
+        // The firewall's namespace exists exactly while userDefinedRouting is in force.
+        assert_eq!(
+            namespaces_of(&name).contains(&firewall),
+            to == "userDefinedRouting",
+            "{to}"
+        );
     }
     // Not supported by AKS in either VNet kind: refused, the NAT gateway stays.
     let out = aksnet(&["update", &name, "--outbound-type", "userDefinedRouting"]);
