@@ -146,7 +146,9 @@ pub fn idle_timeout_seconds(outbound: &Outbound) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::outbound::{resolve, LoadBalancerProfileDescription};
+    use crate::model::outbound::{
+        resolve_in_default_vnet as resolve, LoadBalancerProfileDescription,
+    };
 
     fn nodes() -> Vec<BackendNode> {
         vec![

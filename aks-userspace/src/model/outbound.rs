@@ -342,24 +342,29 @@ fn outbound_rule(
     })
 }
 
+/// `resolve` in the default VNet (10.224.0.0/12, node subnet 10.224.0.0/24), no firewall
+/// rules: what unit tests of other modules need.
+#[cfg(test)]
+pub(crate) fn resolve_in_default_vnet(
+    outbound_type: Option<OutboundType>,
+    profile: Option<&LoadBalancerProfileDescription>,
+    nodes: u64,
+) -> Result<Outbound, PlanError> {
+    resolve(outbound_type, profile, None, nodes, &tests::vnet())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vnet() -> VnetRanges {
+    pub(super) fn vnet() -> VnetRanges {
         VnetRanges {
             address_space: "10.224.0.0/12".parse().expect("cidr"),
             subnets: vec!["10.224.0.0/24".parse().expect("cidr")],
         }
     }
 
-    fn resolve(
-        outbound_type: Option<OutboundType>,
-        profile: Option<&LoadBalancerProfileDescription>,
-        nodes: u64,
-    ) -> Result<Outbound, PlanError> {
-        super::resolve(outbound_type, profile, None, nodes, &vnet())
-    }
+    use super::resolve_in_default_vnet as resolve;
 
     fn profile(ports: Option<u32>, timeout: Option<u32>) -> LoadBalancerProfileDescription {
         LoadBalancerProfileDescription {
