@@ -17,7 +17,6 @@
 
 use anyhow::{Context, Result};
 
-use crate::cluster_lock::ClusterLock;
 use crate::model::outbound::OutboundType;
 use crate::model::{self, ClusterDescription};
 use crate::plan::{self, Plan};
@@ -68,13 +67,7 @@ pub fn with_outbound_type(
 
 /// Changes the outbound type of cluster `name` to `to`.
 pub fn change(name: &str, to: OutboundType) -> Result<Outcome> {
-    let _lock = ClusterLock::existing(name, |holder| {
-        crate::errln!(
-            "cluster {name}: waiting for another aksnet command{} that is changing it",
-            holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
-        )
-    })?
-    .ok_or_else(|| Refused(format!("there is no cluster {name:?}; see `aksnet up`")))?;
+    let _lock = crate::upgrade::change_lock(name)?;
     let state = ClusterState::require(name)?;
     let old_description = ClusterState::load_description(name)?;
     let from = old_description.outbound_type.unwrap_or_default();

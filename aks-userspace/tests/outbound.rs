@@ -133,6 +133,17 @@ fn connect(
     .map_err(|e| std::io::Error::other(format!("{e:#}")))
 }
 
+/// The rule of `inspect firewall --json` whose name `matches`, and its packet count.
+fn firewall_rule(log: &serde_json::Value, matches: impl Fn(&str) -> bool) -> u64 {
+    let rule = log["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["rule"].as_str().is_some_and(&matches))
+        .unwrap_or_else(|| panic!("the rule is listed: {log}"));
+    rule["packets"].as_u64().expect("a count")
+}
+
 fn port_of(seen: &str) -> u16 {
     let (address, port) = seen.split_once(' ').expect("`<address> <port>`");
     assert_eq!(address, LB_OUTBOUND, "{seen}");
@@ -239,13 +250,10 @@ fn through_the_firewall(plugin: &str, datapath: &str, tag: &str) {
             .any(|f| f["original"]["src"] == "10.224.0.4" && f["reply"]["dst"] == FIREWALL),
         "the probe's flow is in the firewall's log: {log}"
     );
-    let allowed = log["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .find(|r| r["rule"] == "network rule allows the VNet to the internet")
-        .unwrap_or_else(|| panic!("the network rule is listed: {log}"));
-    assert!(allowed["packets"].as_u64().expect("a count") >= 1, "{log}");
+    let allowed = firewall_rule(&log, |r| {
+        r == "network rule allows the VNet to the internet"
+    });
+    assert!(allowed >= 1, "{log}");
     // Only the internet goes through it: nothing of the VNet or on-prem.
     assert!(
         flows.iter().all(|f| f["original"]["dst"] == "203.0.113.10"),
@@ -295,16 +303,10 @@ fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule() {
         "{internet}"
     );
     let log = json(&["inspect", "firewall", "--cluster", &name, "--json"]);
-    let dropped = log["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .find(|r| r["rule"] == "no session for this packet (asymmetric route)")
-        .unwrap_or_else(|| panic!("the drop rule is listed: {log}"));
-    assert!(
-        dropped["packets"].as_u64().expect("a count") >= 1,
-        "the firewall dropped the replies: {log}"
-    );
+    let dropped = firewall_rule(&log, |r| {
+        r == "no session for this packet (asymmetric route)"
+    });
+    assert!(dropped >= 1, "the firewall dropped the replies: {log}");
 
     // The fix: the firewall's public address, DNATed to the frontend.
     let state = ClusterState::require(&name).expect("state");
@@ -320,17 +322,8 @@ fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule() {
         .expect("the firewall's NAT rule reaches the service");
     assert!(!seen.is_empty(), "the backend answered");
     let log = json(&["inspect", "firewall", "--cluster", &name, "--json"]);
-    let nat = log["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .find(|r| {
-            r["rule"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("NAT rule inboundrule to web"))
-        })
-        .unwrap_or_else(|| panic!("the NAT rule is listed: {log}"));
-    assert_eq!(nat["packets"], 1, "{log}");
+    let nat = firewall_rule(&log, |r| r.starts_with("NAT rule inboundrule to web"));
+    assert_eq!(nat, 1, "{log}");
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
 }

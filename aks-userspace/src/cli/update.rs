@@ -43,16 +43,7 @@ pub fn run(name: Option<&str>, pod_cidr: Option<Ipv4Cidr>) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(err) => {
-            errln!("error: {err:#}");
-            if err.downcast_ref::<Refused>().is_some() {
-                return Ok(ExitCode::from(super::EXIT_INVALID_DESCRIPTION));
-            }
-            match err.chain().find_map(|e| e.downcast_ref::<Stopped>()) {
-                Some(stopped) => Ok(ExitCode::from(stopped.exit_code())),
-                None => Ok(ExitCode::FAILURE),
-            }
-        }
+        Err(err) => Ok(failed(&err)),
     }
 }
 
@@ -77,15 +68,19 @@ pub fn run_outbound(name: Option<&str>, to: OutboundType) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(err) => {
-            errln!("error: {err:#}");
-            if err.downcast_ref::<Refused>().is_some() {
-                return Ok(ExitCode::from(super::EXIT_INVALID_DESCRIPTION));
-            }
-            match err.chain().find_map(|e| e.downcast_ref::<Stopped>()) {
-                Some(stopped) => Ok(ExitCode::from(stopped.exit_code())),
-                None => Ok(ExitCode::FAILURE),
-            }
-        }
+        Err(err) => Ok(failed(&err)),
+    }
+}
+
+/// Prints `err` and chooses the exit status: 2 for what AKS refuses too, the signal's
+/// status after a stop signal, 1 otherwise.
+fn failed(err: &anyhow::Error) -> ExitCode {
+    errln!("error: {err:#}");
+    if err.downcast_ref::<Refused>().is_some() {
+        return ExitCode::from(super::EXIT_INVALID_DESCRIPTION);
+    }
+    match err.chain().find_map(|e| e.downcast_ref::<Stopped>()) {
+        Some(stopped) => ExitCode::from(stopped.exit_code()),
+        None => ExitCode::FAILURE,
     }
 }
