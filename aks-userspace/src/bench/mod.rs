@@ -15,6 +15,7 @@ pub mod cost;
 pub mod interrupt;
 pub mod plot;
 pub mod report;
+pub mod snat;
 pub mod stats;
 pub mod sweep;
 pub mod workloads;
