@@ -399,3 +399,34 @@ fn outbound_type_changes_in_place_on_iptables() {
 fn outbound_type_changes_in_place_on_ebpf() {
     change_in_place("azure", "ebpf", "ov");
 }
+
+/// `bench --snat-exhaustion`: each cell's pod opens exactly its node's ports to one
+/// destination, then is refused; the clusters are gone afterwards.
+#[test]
+fn the_snat_exhaustion_bench_opens_exactly_the_budget() {
+    require_privileges();
+    let prefix = format!("q{}", std::process::id() % 100);
+    let out = aksnet_ok(&[
+        "bench",
+        "--snat-exhaustion",
+        "--rounds",
+        "2",
+        "--snat-ports",
+        "64",
+        "--prefix",
+        &prefix,
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for cell in ["kubenet/iptables", "azure/ebpf"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(cell))
+            .unwrap_or_else(|| panic!("a row for {cell}: {table}"));
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(words[1..3], ["64", "64-64"], "{row}");
+        assert_eq!(words.last(), Some(&"yes"), "{row}");
+    }
+    for i in 0..2 {
+        assert_gone(&format!("{prefix}s{i}"));
+    }
+}

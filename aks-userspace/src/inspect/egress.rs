@@ -93,6 +93,20 @@ pub fn egress(state: &ClusterState) -> Result<Vec<EgressRow>> {
     Ok(rows(&state.nodes, public_ip, &flows, pool))
 }
 
+/// Flows the egress translated that still count against a node's ports: every one but
+/// TCP flows already closed (TIME_WAIT, CLOSE), which the budget no longer counts.
+pub fn open_flows(state: &ClusterState) -> Result<usize> {
+    let Some(public_ip) = state.outbound.public_ip else {
+        return Ok(0);
+    };
+    let flows = conntrack_tool::read(&state.vnet, "fabric")?;
+    Ok(flows
+        .iter()
+        .filter(|f| f.reply.dst == public_ip)
+        .filter(|f| !matches!(f.state.as_deref(), Some("TIME_WAIT" | "CLOSE")))
+        .count())
+}
+
 /// A public port handed out: protocol and port (none for ICMP).
 type PublicPort = (String, Option<u16>);
 

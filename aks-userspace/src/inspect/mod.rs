@@ -36,7 +36,7 @@ use crate::topology::layout::NodeLayout;
 pub use attachments::{attachments, AttachmentRow};
 pub use conntrack::{conntrack, nat};
 pub use conntrack_tool::delete_flows_to;
-pub use egress::{egress, EgressRow};
+pub use egress::{egress, open_flows, EgressRow};
 pub use endpoints::{endpoints, EndpointRow};
 pub use firewall::{firewall, FirewallLog, FirewallRuleRow};
 pub use flow::{Flow, FlowTuple};
