@@ -8,7 +8,14 @@
 //!   with `connlimit`); a new flow past that is dropped and counted, as Azure fails new
 //!   outbound flows of an exhausted backend instance while its existing ones go on. Idle
 //!   TCP flows are forgotten after `idleTimeoutInMinutes` (the fabric's conntrack
-//!   timeout), which gives their ports back.
+//!   timeout), which gives their ports back. Two limits of the kernel's NAT show: it
+//!   looks for a free port by probing at most 128 ports from a random offset (then 64,
+//!   32, 16), so a nearly full block larger than 128 ports can fail a flow before the
+//!   budget is reached, dropped uncounted (conntrack's `insert_failed`); and a closed
+//!   flow holds its port for the fabric's TIME_WAIT (120 s), so churn to one destination
+//!   runs out of ports too. (Sub-blocks of 128 behind `connlimit --connlimit-upto` made a
+//!   first burst exact but failed churn after 128 flows, `connlimit` counting no closed
+//!   flow: not kept.)
 //! - `managedNATGateway`: everything leaving towards the internet is SNATed to the NAT
 //!   gateway's public address from one shared port pool.
 //! - `none`: new flows towards the internet are dropped.
@@ -55,16 +62,12 @@ pub fn nat_rules(outbound: &Outbound, nodes: &[BackendNode]) -> String {
                 "-m comment --comment \"aksnet: load balancer outbound rule, {name} ({} ports)\"",
                 rule.allocated_outbound_ports
             );
-            let matches = format!("-s {address}/32 {comment}");
-            for protocol in ["tcp", "udp"] {
-                for (a, b) in sub_blocks((lo, hi)) {
-                    let size = u32::from(b) - u32::from(a) + 1;
-                    out.push_str(&format!(
-                        "-A POSTROUTING -o internet -p {protocol} {matches} -m connlimit --connlimit-upto {size} --connlimit-mask 32 --connlimit-daddr -j SNAT --to-source {ip}:{a}-{b}\n"
-                    ));
-                }
-            }
-            snat_lines(&mut out, &matches, ip, (lo, hi));
+            snat_lines(
+                &mut out,
+                &format!("-s {address}/32 {comment}"),
+                ip,
+                (lo, hi),
+            );
         }
         return out;
     }
@@ -77,27 +80,6 @@ pub fn nat_rules(outbound: &Outbound, nodes: &[BackendNode]) -> String {
     let comment = format!("-m comment --comment \"aksnet: managed NAT gateway ({ports} ports)\"");
     snat_lines(&mut out, &comment, ip, (lo, hi));
     out
-}
-
-/// The kernel's NAT looks for a free port by probing at most 128 ports from a random
-/// offset (then 64, 32, 16 from new ones): in a larger, nearly full block it gives up
-/// while ports are still free (at about 92–98 % of 1,024 here), and the flow is dropped
-/// uncounted. So a block of more than 128 ports is handed out in sub-blocks of at most
-/// 128, each taking flows to a destination while it holds fewer than its size
-/// (`connlimit --connlimit-upto`, whose count is the flows that reached its rule), where
-/// the search is exhaustive. Empty for blocks of 128 ports or fewer (one search covers
-/// them). The whole block's rule stays behind them for what they do not take.
-fn sub_blocks((lo, hi): (u16, u16)) -> Vec<(u16, u16)> {
-    const PROBES: u32 = 128;
-    let (lo, hi) = (u32::from(lo), u32::from(hi));
-    if hi - lo < PROBES {
-        return Vec::new();
-    }
-    (lo..=hi)
-        .step_by(PROBES as usize)
-        .map(|a| (a, (a + PROBES - 1).min(hi)))
-        .filter_map(|(a, b)| Some((u16::try_from(a).ok()?, u16::try_from(b).ok()?)))
-        .collect()
 }
 
 fn snat_lines(out: &mut String, matches: &str, ip: Ipv4Addr, (lo, hi): (u16, u16)) {
@@ -219,22 +201,5 @@ mod tests {
         assert_eq!(idle_timeout_seconds(&lb), 240);
         let default = resolve(None, None, 2).expect("default");
         assert_eq!(idle_timeout_seconds(&default), 1800);
-        // 1,024 ports: 8 sub-blocks of 128 per protocol, then the whole block.
-        let nat = nat_rules(&default, &nodes()[..1]);
-        assert_eq!(nat.matches("--connlimit-upto 128").count(), 16, "{nat}");
-        assert!(nat.contains("-p tcp -s 10.224.0.4/32 -m comment --comment \"aksnet: load balancer outbound rule, np-0 (1024 ports)\" -m connlimit --connlimit-upto 128 --connlimit-mask 32 --connlimit-daddr -j SNAT --to-source 198.51.100.4:1920-2047\n"), "{nat}");
-        assert!(nat.contains("-j SNAT --to-source 198.51.100.4:1024-2047\n"));
-    }
-
-    #[test]
-    fn blocks_past_128_ports_are_handed_out_in_sub_blocks() {
-        assert!(sub_blocks((1024, 1031)).is_empty());
-        assert!(sub_blocks((1024, 1151)).is_empty(), "128 ports: one search");
-        assert_eq!(sub_blocks((1024, 1175)), [(1024, 1151), (1152, 1175)]);
-        assert_eq!(sub_blocks((1024, 2047)).len(), 8);
-        assert_eq!(
-            sub_blocks((65023 - 199, 65023)).last(),
-            Some(&(64952, 65023))
-        );
     }
 }
