@@ -110,6 +110,10 @@ pub fn change(name: &str, to: OutboundType) -> Result<Outcome> {
         apply(&state.vnet, &new_plan)?;
         fabric::firewall::install(&new_plan, &state.vnet)?;
         forget_translated_flows(&state.vnet, &old_plan)?;
+        if removes_firewall {
+            // Still in the record until it is gone, so `down` would find it.
+            netns::delete(&firewall_ns)?;
+        }
         ClusterState::save_description(name, &new_description)?;
         changed.save()
     })();
@@ -135,9 +139,6 @@ pub fn change(name: &str, to: OutboundType) -> Result<Outcome> {
                 "and putting {from} back failed too ({undo:#}); remove the cluster with `aksnet down {name}`"
             )),
         });
-    }
-    if removes_firewall {
-        netns::delete(&firewall_ns)?;
     }
     Ok(Outcome::Changed {
         from,
