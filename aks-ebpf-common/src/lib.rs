@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod event;
 pub mod lb;
 mod names;
+pub mod nodeport;
 pub mod nsg;
 pub mod route;
 pub mod stats;
@@ -29,7 +30,7 @@ pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE,
 pub use stats::{Reason, ReasonCounter, STATS_MAP};
 
 /// Every map the kernel object declares, by name (each one's pin file too).
-pub const MAPS: [&str; 15] = [
+pub const MAPS: [&str; 18] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     ROUTES_MAP,
@@ -41,6 +42,9 @@ pub const MAPS: [&str; 15] = [
     lb::REV_NAT_MAP,
     lb::LB_FLOWS_MAP,
     lb::LB_REPLIES_MAP,
+    nodeport::NODEPORTS_MAP,
+    nodeport::NODEPORT_FLOWS_MAP,
+    nodeport::NODEPORT_REPLIES_MAP,
     STATS_MAP,
     EVENTS_MAP,
     MONITOR_MAP,

@@ -171,14 +171,10 @@ fn plan_of(description: &ClusterDescription) -> Result<Plan> {
     Ok(plan::plan(&cluster)?)
 }
 
-/// Replaces the fabric's rules with `plan`'s (every table, `nat` too when the plan has
-/// none) and sets its idle timeout.
+/// Replaces the fabric's rules with `plan`'s (every table) and sets its idle timeout.
 fn apply(vnet: &str, plan: &Plan) -> Result<()> {
-    let mut rules = cluster::fabric_rules(plan);
-    if !rules.contains("*nat\n") {
-        rules.push_str("*nat\nCOMMIT\n");
-    }
-    iptables::replace(vnet, &rules).context("reprogramming the VNet fabric")?;
+    iptables::replace(vnet, &cluster::fabric_rules(plan))
+        .context("reprogramming the VNet fabric")?;
     fabric::egress::apply_idle_timeout(vnet, &plan.outbound)
 }
 

@@ -148,7 +148,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         services,
         external_hosts,
         nsg: super::nsg::resolve(&description.nsg)?,
-        exposures: super::loadbalancer::resolve(&description.services, description.datapath)?,
+        exposures: super::loadbalancer::resolve(&description.services)?,
         outbound: super::outbound::resolve(
             description.outbound_type,
             description.load_balancer_profile.as_ref(),
