@@ -275,15 +275,13 @@ fn udr_egress_goes_through_the_firewall_on_iptables() {
 
 /// limit-egress-traffic.md: with 0.0.0.0/0 through the firewall, a LoadBalancer frontend
 /// reached from the internet gets no answer (the reply goes to the firewall, which drops
-/// a session it never saw); the firewall's NAT rule to the frontend is the fix. The
-/// eBPF datapath has no LoadBalancer services yet (`plan` refuses them).
-#[test]
-fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule() {
+/// a session it never saw); the firewall's NAT rule to the frontend is the fix.
+fn asymmetric_routing(plugin: &str, datapath: &str, tag: &str) {
     require_privileges();
-    let name = cluster_name("oa2");
+    let name = cluster_name(tag);
     let _down = Down(name.clone());
     let extra = "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\noutboundType: userDefinedRouting\nfirewall:\n  natRules:\n    - { name: inboundrule, service: web }\n";
-    up_keep(&description_with(&name, "kubenet", "iptables", 2, 1, extra));
+    up_keep(&description_with(&name, plugin, datapath, 2, 1, extra));
     // check --frontends expects the internet blocked (asymmetric routing), on-prem served.
     let out = aksnet(&["check", &name, "--frontends", "--json"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -310,12 +308,8 @@ fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule() {
 
     // The fix: the firewall's public address, DNATed to the frontend.
     let state = ClusterState::require(&name).expect("state");
-    let backend = state
-        .nodes
-        .iter()
-        .flat_map(|n| &n.pods)
-        .find(|p| p.address.to_string() == "10.244.0.2")
-        .expect("the backend pod");
+    // The service's one backend is the first pod of the first node.
+    let backend = &state.nodes[0].pods[0];
     echo_server(&backend.namespace, 17001, 1);
     let target = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 6), 80));
     let (_stream, seen) = connect(&state.internet.namespace, target, Duration::from_secs(2))
@@ -326,6 +320,16 @@ fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule() {
     assert_eq!(nat, 1, "{log}");
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
+}
+
+#[test]
+fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule_on_iptables() {
+    asymmetric_routing("kubenet", "iptables", "oa2");
+}
+
+#[test]
+fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule_on_ebpf() {
+    asymmetric_routing("azure", "ebpf", "ob2");
 }
 
 /// `update --outbound-type` on a running cluster: each move AKS supports changes what the
