@@ -17,6 +17,7 @@ pub mod frontends;
 pub mod interrupt;
 pub mod plot;
 pub mod report;
+pub mod snat;
 pub mod stats;
 pub mod sweep;
 pub mod workloads;

@@ -3,6 +3,7 @@
 //! outside the node, whatever datapath the node runs.
 
 pub mod egress;
+pub mod firewall;
 pub mod forwarder;
 pub mod loadbalancer;
 pub mod nsg;
