@@ -409,6 +409,66 @@ mod tests {
     use super::*;
     use aks_ebpf_common::fabric::FABRIC_TRACKED_SOURCE_PORTS;
 
+    fn plan(yaml: &str) -> Plan {
+        let description = crate::model::parse(yaml).expect("a description");
+        let cluster = crate::model::validate(&description).expect("a valid cluster");
+        crate::plan::plan(&cluster).expect("a plan")
+    }
+
+    fn table(plan: &Plan) -> Vec<(String, usize)> {
+        routes(plan)
+            .iter()
+            .map(|r| (r.prefix.to_string(), r.node))
+            .collect()
+    }
+
+    #[test]
+    fn the_table_is_the_vnets_route_table_for_each_model() {
+        let base = "datapath: ebpf\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - { name: nodepool1, count: 2 }\n";
+        let kubenet = plan(&format!("name: k\nnetworkPlugin: kubenet\n{base}"));
+        assert_eq!(
+            table(&kubenet),
+            [
+                ("10.224.0.4/32".to_owned(), 0),
+                ("10.224.0.5/32".to_owned(), 1),
+                ("10.244.0.0/24".to_owned(), 0),
+                ("10.244.1.0/24".to_owned(), 1),
+            ]
+        );
+        let azure = plan(&format!("name: a\nnetworkPlugin: azure\n{base}"));
+        let rows = table(&azure);
+        assert_eq!(rows.len(), 2 + azure.route_table.len());
+        for entry in &azure.route_table {
+            assert_eq!(
+                entry.destination.prefix(),
+                32,
+                "Azure CNI routes pod addresses"
+            );
+            assert!(rows.contains(&(
+                entry.destination.to_string(),
+                rows_node(&azure, &entry.node)
+            )));
+        }
+    }
+
+    fn rows_node(plan: &Plan, name: &str) -> usize {
+        plan.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("a planned node")
+    }
+
+    #[test]
+    fn nsg_rules_leave_the_table_empty() {
+        let base = "name: n\nnetworkPlugin: kubenet\ndatapath: ebpf\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - { name: nodepool1, count: 2 }\n";
+        assert_eq!(routes(&plan(base)).len(), 4);
+        let with_rules = plan(&format!(
+            "{base}nsg:\n  - {{ name: deny-web, priority: 100, access: Deny, protocol: Tcp, destinationPortRange: '80' }}\n"
+        ));
+        assert_eq!(with_rules.nsg.len(), 1);
+        assert!(routes(&with_rules).is_empty());
+    }
+
     #[test]
     fn the_tracked_source_ports_are_the_node_port_range() {
         let range = crate::model::loadbalancer::NODE_PORT_RANGE;
