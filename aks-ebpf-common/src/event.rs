@@ -91,7 +91,7 @@ mod tests {
         for p in Program::ALL {
             assert_eq!(Program::from_u8(p as u8), Some(p));
         }
-        assert_eq!(Program::from_u8(3), None);
+        assert_eq!(Program::from_u8(Program::ALL.len() as u8), None);
     }
 
     #[test]
