@@ -4,42 +4,30 @@
 
 mod common;
 
-use std::path::Path;
-
 use aks_ebpf_common::Reason;
 use aks_userspace::datapath::ebpf::{read_pinned, ReasonTotals};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 
 fn node_stats(cluster: &str, node: &str) -> ReasonTotals {
-    let path = Path::new("/sys/fs/bpf/aksnet")
-        .join(cluster)
-        .join(node)
-        .join("STATS");
-    read_pinned(&path).expect("reading pinned STATS")
+    read_pinned(&node_pins(cluster, node).join("STATS")).expect("reading pinned STATS")
 }
 
 #[test]
 fn azure_cni_routes_pods_in_bpf_with_their_own_addresses() {
-    require_privileges();
-    let name = cluster_name("bz");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    let cluster = TestCluster::up("bz", "azure", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     let before = node_stats(&name, "nodepool1-0");
     let results = check(&name);
-    for path in [
-        "pod -> pod, same node",
-        "pod -> pod, other node",
-        "on-prem -> pod",
-    ] {
-        let r = probe(&results, path);
-        assert_eq!(r["connected"], true, "{path}: {r}");
-        assert_eq!(
-            r["seenSource"], r["sourceAddress"],
-            "{path}: the original pod address, no NAT"
-        );
-    }
+    assert_connected_unnatted(
+        &results,
+        &[
+            "pod -> pod, same node",
+            "pod -> pod, other node",
+            "on-prem -> pod",
+        ],
+        "the original pod address, no NAT",
+    );
     let after = node_stats(&name, "nodepool1-0");
     let grew = |reason: Reason| after.get(reason).packets - before.get(reason).packets;
     // Each probe that touches node 0's pods is a TCP handshake, a data segment and a
@@ -59,30 +47,24 @@ fn azure_cni_routes_pods_in_bpf_with_their_own_addresses() {
         0,
         "Azure CNI pod addresses are VNet addresses"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
-    require_privileges();
-    let name = cluster_name("bk");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "ebpf", 2, 2));
+    let cluster = TestCluster::up("bk", "kubenet", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     let before = node_stats(&name, "nodepool1-0");
     let results = check(&name);
-    for path in [
-        "pod -> pod, same node",
-        "pod -> pod, other node",
-        "node -> pod, other node",
-    ] {
-        let r = probe(&results, path);
-        assert_eq!(r["connected"], true, "{path}: {r}");
-        assert_eq!(
-            r["seenSource"], r["sourceAddress"],
-            "{path}: inside the non-masquerade CIDRs"
-        );
-    }
+    assert_connected_unnatted(
+        &results,
+        &[
+            "pod -> pod, same node",
+            "pod -> pod, other node",
+            "node -> pod, other node",
+        ],
+        "inside the non-masquerade CIDRs",
+    );
     for path in ["pod -> internet", "pod -> on-prem"] {
         let r = probe(&results, path);
         assert_eq!(
@@ -107,17 +89,15 @@ fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
         "replies reverse-NATed: {}",
         grew(Reason::RedirectedPeerRevSnat)
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn up_streams_datapath_drops_at_debug_level_with_the_node_name() {
     use std::time::Duration;
 
-    require_privileges();
-    let name = cluster_name("bl");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("bl");
+    let name = cluster.name.clone();
     let file = description_with(&name, "azure", "ebpf", 1, 1, "");
     let up = ForegroundUp::start(&file, &["--log-level", "debug"], "[nodepool1-0]");
     // A datagram a pod sends with TTL 1 cannot be forwarded: from_pod drops it.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::{ip, require_privileges};
+use common::ip;
 
 const LINK_MTU: u32 = 1200;
 
@@ -61,10 +61,8 @@ fn path_mtu(socket: &UdpSocket) -> u32 {
 
 #[test]
 fn a_frag_needed_for_a_masqueraded_flow_reaches_the_pod() {
-    require_privileges();
-    let name = cluster_name("im");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "ebpf", 1, 1));
+    let cluster = TestCluster::up("im", "kubenet", "ebpf", 1, 1);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("state");
     let pod = state.nodes[0].pods[0].namespace.clone();
     let internet = state.internet.address;
@@ -113,8 +111,7 @@ fn a_frag_needed_for_a_masqueraded_flow_reaches_the_pod() {
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let counted = find_packets(&stats, "redirected-peer-icmp-error");
     assert!(counted >= 1, "counted {counted} times: {text}");
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 /// The packets counted under `reason` anywhere in `inspect stats --json` output (summed

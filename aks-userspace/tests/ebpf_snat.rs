@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
 use aks_userspace::datapath::ebpf::read_pinned_flows;
@@ -16,21 +15,15 @@ use common::cluster::*;
 use common::require_privileges;
 
 fn flows(cluster: &str, node: &str) -> usize {
-    let path = Path::new("/sys/fs/bpf/aksnet")
-        .join(cluster)
-        .join(node)
-        .join("CONNTRACK");
-    read_pinned_flows(&path)
+    read_pinned_flows(&node_pins(cluster, node).join("CONNTRACK"))
         .expect("reading pinned CONNTRACK")
         .len()
 }
 
 #[test]
 fn azure_cni_node_subnet_masquerades_outside_the_vnet() {
-    require_privileges();
-    let name = cluster_name("sa");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 1));
+    let cluster = TestCluster::up("sa", "azure", "ebpf", 2, 1);
+    let name = cluster.name.clone();
     let results = check(&name);
     let internet = probe(&results, "pod -> internet");
     assert_eq!(internet["connected"], true, "{internet}");
@@ -42,31 +35,18 @@ fn azure_cni_node_subnet_masquerades_outside_the_vnet() {
     let on_prem = probe(&results, "pod -> on-prem");
     assert_eq!(on_prem["connected"], true, "{on_prem}");
     assert_eq!(on_prem["seenAs"], "nodepool1-0", "{on_prem}");
-    for path in ["pod -> pod, other node", "pod -> node, other node"] {
-        let r = probe(&results, path);
-        assert_eq!(r["connected"], true, "{path}: {r}");
-        assert_eq!(
-            r["seenSource"], r["sourceAddress"],
-            "{path}: the VNet sees the pod"
-        );
-    }
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    assert_connected_unnatted(
+        &results,
+        &["pod -> pod, other node", "pod -> node, other node"],
+        "the VNet sees the pod",
+    );
+    cluster.down();
 }
 
 #[test]
 fn an_empty_non_masquerade_list_masquerades_pod_to_pod_across_nodes() {
-    require_privileges();
-    let name = cluster_name("sn");
-    let _down = Down(name.clone());
-    up_keep(&description_with(
-        &name,
-        "kubenet",
-        "ebpf",
-        2,
-        1,
-        "nonMasqueradeCidrs: []\n",
-    ));
+    let cluster = TestCluster::up_with("sn", "kubenet", "ebpf", 2, 1, "nonMasqueradeCidrs: []\n");
+    let name = cluster.name.clone();
     let results = check(&name);
     let cross = probe(&results, "pod -> pod, other node");
     assert_eq!(
@@ -77,8 +57,7 @@ fn an_empty_non_masquerade_list_masquerades_pod_to_pod_across_nodes() {
         cross["seenAs"], "nodepool1-0",
         "the study-notes variant: the peer pod sees the node"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 const FLOWS: usize = 3000;
@@ -95,9 +74,8 @@ fn raise_open_files(limit: u64) {
 fn thousands_of_concurrent_flows_through_snat_all_complete() {
     require_privileges();
     raise_open_files(4 * FLOWS as u64 + 256);
-    let name = cluster_name("sc");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "ebpf", 1, 1));
+    let cluster = TestCluster::up("sc", "kubenet", "ebpf", 1, 1);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("state");
     let pod = state.nodes[0].pods[0].namespace.clone();
     let internet = state.internet.clone();
@@ -154,15 +132,13 @@ fn thousands_of_concurrent_flows_through_snat_all_complete() {
     );
     drop(clients);
     drop(held);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn the_gc_in_up_removes_closed_flows() {
-    require_privileges();
-    let name = cluster_name("sg");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("sg");
+    let name = cluster.name.clone();
     let settings = "conntrack: { tcpClosingTimeoutSeconds: 1, gcIntervalSeconds: 1 }\n";
     let file = description_with(&name, "kubenet", "ebpf", 1, 1, settings);
     let up = ForegroundUp::start(&file, &[], "conntrack gc");

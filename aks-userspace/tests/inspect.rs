@@ -15,7 +15,6 @@ use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use aks_userspace::topology::spec::format_mac;
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 const NODE0: &str = "nodepool1-0";
@@ -59,15 +58,13 @@ fn datagram_with_ttl_1(pod_namespace: &str, to: Ipv4Addr, port: u16) {
 
 #[test]
 fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
-    require_privileges();
-    let name = cluster_name("ie");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    let cluster = TestCluster::up("ie", "azure", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("cluster state");
-    let cluster = ["--cluster", name.as_str()];
+    let on_cluster = ["--cluster", name.as_str()];
 
     // Endpoints: every pod of every node, with the addresses and MACs of the layout.
-    let endpoints = json(&[&["inspect", "endpoints", "--json"][..], &cluster].concat());
+    let endpoints = json(&[&["inspect", "endpoints", "--json"][..], &on_cluster].concat());
     let rows = endpoints.as_array().expect("endpoint rows");
     let pods: Vec<_> = state
         .nodes
@@ -95,7 +92,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
                 "--ip",
                 &pods[0].1.address.to_string(),
             ][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
@@ -105,7 +102,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     let remote_pod = state.nodes[1].pods[0].address.to_string();
     let route_to = |ip: &str| {
         let args = ["inspect", "routes", "--json", "--node", NODE0, "--ip", ip];
-        json(&[&args[..], &cluster].concat())
+        json(&[&args[..], &on_cluster].concat())
     };
     let route = route_to(&remote_pod);
     assert_eq!(route[0]["kind"], "remote-pods", "{route}");
@@ -116,7 +113,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     assert_eq!(route[0]["masquerade"], true);
 
     // Counters: the check matrix delivers into pods of node 0 through the BPF path.
-    let stats_args = [&["inspect", "stats", "--json"][..], &cluster].concat();
+    let stats_args = [&["inspect", "stats", "--json"][..], &on_cluster].concat();
     let before = json(&stats_args);
     check(&name);
     let after = json(&stats_args);
@@ -146,7 +143,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     let maps = json(
         &[
             &["inspect", "maps", "--json", "--node", NODE0][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
@@ -236,7 +233,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
                 "--reason",
                 "drop-ttl-exceeded",
             ][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
@@ -254,7 +251,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     let err = failure(
         &[
             &["inspect", "endpoints", "--node", "nodepool9-9"][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
@@ -268,7 +265,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         "{err}"
     );
     // The eBPF datapath's own conntrack: the check's probe to the internet, masqueraded.
-    let flows = json(&[&["inspect", "nat", "--json"][..], &cluster].concat());
+    let flows = json(&[&["inspect", "nat", "--json"][..], &on_cluster].concat());
     let to_internet = flows
         .as_array()
         .expect("rows")
@@ -276,26 +273,35 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         .find(|f| f["original"]["dst"] == "203.0.113.10")
         .unwrap_or_else(|| panic!("the masqueraded probe is listed: {flows}"));
     assert_eq!(to_internet["nat"], "snat");
-    let err = failure(&[&["inspect", "stats", "--reason", "dropped"][..], &cluster].concat());
+    let err = failure(
+        &[
+            &["inspect", "stats", "--reason", "dropped"][..],
+            &on_cluster,
+        ]
+        .concat(),
+    );
     assert!(
         err.contains("drop-nsg-denied"),
         "the reasons are listed: {err}"
     );
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn iptables_conntrack_shows_masquerade_and_maps_are_missing() {
-    require_privileges();
-    let name = cluster_name("ii");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "iptables", 1, 1));
+    let cluster = TestCluster::up("ii", "kubenet", "iptables", 1, 1);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("cluster state");
     check(&name);
-    let cluster = ["--cluster", name.as_str()];
-    let flows = json(&[&["inspect", "nat", "--json", "--node", NODE0][..], &cluster].concat());
+    let on_cluster = ["--cluster", name.as_str()];
+    let flows = json(
+        &[
+            &["inspect", "nat", "--json", "--node", NODE0][..],
+            &on_cluster,
+        ]
+        .concat(),
+    );
     let pod = state.nodes[0].pods[0].address.to_string();
     let internet = state.internet.address.to_string();
     let to_internet = flows
@@ -312,14 +318,13 @@ fn iptables_conntrack_shows_masquerade_and_maps_are_missing() {
         "the internet answers the node address: {to_internet}"
     );
 
-    let err = failure(&[&["inspect", "maps"][..], &cluster].concat());
+    let err = failure(&[&["inspect", "maps"][..], &on_cluster].concat());
     assert!(
         err.contains("iptables datapath") && err.contains("inspect rules"),
         "{err}"
     );
-    let err = failure(&[&["monitor"][..], &cluster].concat());
+    let err = failure(&[&["monitor"][..], &on_cluster].concat());
     assert!(err.contains("iptables datapath"), "{err}");
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 /// 2 nodes × 2 pods; `web` (TCP, 3 backends: node 0 pod 0 (the probing client itself,
@@ -31,18 +30,15 @@ fn assert_common_matrix(results: &[Value], plugin: &str) {
     for r in results {
         eprintln!("{plugin}: {r}");
     }
-    for path in [
-        "pod -> pod, same node",
-        "pod -> pod, other node",
-        "node -> pod, other node",
-    ] {
-        let r = probe(results, path);
-        assert_eq!(r["connected"], true, "{plugin} {path}: {r}");
-        assert_eq!(
-            r["seenSource"], r["sourceAddress"],
-            "{plugin} {path}: no NAT between pods and from nodes"
-        );
-    }
+    assert_connected_unnatted(
+        results,
+        &[
+            "pod -> pod, same node",
+            "pod -> pod, other node",
+            "node -> pod, other node",
+        ],
+        &format!("{plugin}: no NAT between pods and from nodes"),
+    );
     // kubenet's ip-masq-agent keeps only the pod CIDR (configure-kubenet.md): another
     // node sees the pod's node; Azure CNI pods are VNet addresses and keep them.
     let to_node = probe(results, "pod -> node, other node");
@@ -172,9 +168,8 @@ fn assert_hairpin_on_bridge_ports(name: &str, node: &str, bridge: &str) {
 
 #[test]
 fn kubenet_iptables_bridges_pods_and_balances_services() {
-    require_privileges();
-    let name = cluster_name("ik");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("ik");
+    let name = cluster.name.clone();
     aksnet_ok(&[
         "up",
         services_description(&name, "kubenet")
@@ -201,15 +196,13 @@ fn kubenet_iptables_bridges_pods_and_balances_services() {
     assert_services_reach_every_backend(&name, "10.244.0.1");
     assert_rules_in_place(&name);
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn azure_iptables_keeps_vnet_addresses_and_balances_services() {
-    require_privileges();
-    let name = cluster_name("ia");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("ia");
+    let name = cluster.name.clone();
     aksnet_ok(&[
         "up",
         services_description(&name, "azure")
@@ -234,6 +227,5 @@ fn azure_iptables_keeps_vnet_addresses_and_balances_services() {
     assert_services_reach_every_backend(&name, "10.224.0.4");
     assert_rules_in_place(&name);
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

@@ -87,9 +87,8 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, what: &str, limit: Duration) {
 
 #[test]
 fn ctrl_c_and_a_hangup_with_the_output_pipe_closed_still_remove_the_cluster() {
-    require_privileges();
-    let name = cluster_name("sp");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("sp");
+    let name = cluster.name.clone();
     let (mut up, lines) = up_into_one_pipe(&description(&name, "azure", "ebpf", 2, 2), &[]);
     wait_for_line(&lines, " is up", Duration::from_secs(120));
     // `tee` is gone: the read end of the pipe is closed, every write fails with EPIPE.
@@ -108,9 +107,8 @@ fn ctrl_c_and_a_hangup_with_the_output_pipe_closed_still_remove_the_cluster() {
 
 #[test]
 fn a_hangup_removes_a_running_cluster() {
-    require_privileges();
-    let name = cluster_name("hu");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("hu");
+    let name = cluster.name.clone();
     let mut up = ForegroundUp::start(&description(&name, "kubenet", "iptables", 1, 2), &[], "\0");
     signal(&up.child, Signal::SIGHUP);
     let status = wait_at_most(&mut up.child, Duration::from_secs(60));
@@ -121,9 +119,8 @@ fn a_hangup_removes_a_running_cluster() {
 /// A 2 × 110-pod cluster takes seconds to build: a stop signal during the build must be
 /// honoured within a step, not after the build, and leave nothing, also with --keep.
 fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let mut up = Command::new(AKSNET)
         .arg("up")
         .arg(description(&name, "kubenet", "iptables", 2, 110))
@@ -184,9 +181,8 @@ fn a_hangup_during_a_build_stops_it_and_leaves_nothing() {
 
 #[test]
 fn two_ups_of_one_name_leave_the_winner_untouched() {
-    require_privileges();
-    let name = cluster_name("tu");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("tu");
+    let name = cluster.name.clone();
     let file = description(&name, "kubenet", "iptables", 2, 2);
     let start = || {
         Command::new(AKSNET)
@@ -218,15 +214,13 @@ fn two_ups_of_one_name_leave_the_winner_untouched() {
     );
     let results = check(&name);
     assert_eq!(probe(&results, "pod -> pod, other node")["connected"], true);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn two_concurrent_downs_of_a_running_up_both_succeed() {
-    require_privileges();
-    let name = cluster_name("td");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("td");
+    let name = cluster.name.clone();
     let mut up = ForegroundUp::start(&description(&name, "azure", "ebpf", 1, 2), &[], "\0");
     let downs: Vec<_> = (0..2)
         .map(|_| {
@@ -257,10 +251,8 @@ fn two_concurrent_downs_of_a_running_up_both_succeed() {
 
 #[test]
 fn concurrent_services_add_loses_no_update() {
-    require_privileges();
-    let name = cluster_name("cs");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    let cluster = TestCluster::up("cs", "azure", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     const ADDS: usize = 8;
     let adds: Vec<_> = (0..ADDS)
         .map(|i| {
@@ -316,8 +308,7 @@ fn concurrent_services_add_loses_no_update() {
     )
     .expect("the saved description");
     assert_eq!(saved.matches("clusterIP").count(), ADDS, "{saved}");
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 /// A namespace outside every cluster prefix, made the way aksnet makes them (not with
@@ -357,9 +348,8 @@ fn down_removes_only_what_carries_the_prefix_of_a_tampered_record() {
     let mut bystander = Command::new("sleep").arg("60").spawn().expect("sleep");
 
     // 1. Extra namespaces (a decoy, a relative path) and a foreign PID in the record.
-    let name = cluster_name("tn");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "iptables", 1, 1));
+    let cluster = TestCluster::up("tn", "kubenet", "iptables", 1, 1);
+    let name = cluster.name.clone();
     edit_record(&name, |r| {
         let list = r["namespaces"].as_array_mut().expect("namespaces");
         list.push(decoy.0.clone().into());
@@ -424,10 +414,8 @@ fn a_refused_name_is_not_a_path() {
 
 #[test]
 fn monitor_stops_with_an_error_when_its_cluster_is_removed() {
-    require_privileges();
-    let name = cluster_name("mo");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 1, 1));
+    let cluster = TestCluster::up("mo", "azure", "ebpf", 1, 1);
+    let name = cluster.name.clone();
     let mut monitor = Command::new(AKSNET)
         .args(["monitor", "--cluster", &name])
         .stdout(Stdio::piped())

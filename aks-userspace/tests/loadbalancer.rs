@@ -13,7 +13,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use aks_userspace::check::{self, Endpoint, EndpointKind, ServiceProbeResult};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 
 /// Three services, one backend each (placed on the first node).
 const SERVICES: &str = "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\n  - { name: web-local, clusterIP: 10.0.0.21, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer, externalTrafficPolicy: Local }\n  - { name: onprem-only, clusterIP: 10.0.0.22, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer, loadBalancerSourceRanges: [192.168.100.0/24] }\n";
@@ -76,9 +75,8 @@ fn seen(result: &ServiceProbeResult) -> BTreeSet<Ipv4Addr> {
 }
 
 fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let file = description_with(&name, plugin, datapath, 2, 1, SERVICES);
     up_keep(&file);
     // What a node masquerades to: its address, or (kubenet, towards a pod on its own
@@ -179,8 +177,7 @@ fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) 
         .count();
     assert_eq!(blocked, 1, "only the internet to onprem-only: {rows:?}");
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]

@@ -9,7 +9,6 @@ mod common;
 use aks_userspace::check::{self, Probe};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 /// Deny on-prem → the node subnet on 17001 (the check port) and on 30000-65535 (where
@@ -18,10 +17,8 @@ use serde_json::Value;
 const RULES: &str = "nsg:\n  - { name: deny-onprem-17001, priority: 100, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n  - { name: deny-internet, priority: 110, access: Deny, protocol: \"*\", sourceAddressPrefix: 203.0.113.0/24 }\n  - { name: deny-onprem-high, priority: 120, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"30000-65535\" }\n";
 
 fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
-    up_keep(&description_with(&name, plugin, datapath, 2, 1, RULES));
+    let cluster = TestCluster::up_with(tag, plugin, datapath, 2, 1, RULES);
+    let name = cluster.name.clone();
 
     // `check` exits 0 only when every row matches the model, NSG rows included.
     let results = check(&name);
@@ -88,8 +85,7 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     assert_eq!(from_internet["packets"], 0, "{rows}");
     assert_eq!(row("deny-onprem-high")["packets"], 0, "{rows}");
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]

@@ -6,14 +6,12 @@
 mod common;
 
 use common::cluster::*;
-use common::require_privileges;
 
 const NAT_GATEWAY: &str = "198.51.100.5";
 
 fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json::Value {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let extra = format!("outboundType: {outbound}\n");
     up_keep(&description_with(&name, plugin, datapath, 2, 1, &extra));
     let results = check(&name);
@@ -38,8 +36,7 @@ fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json
     }
     // Egress rules touch only the internet: on-prem is reached as before.
     assert_eq!(probe(&results, "pod -> on-prem")["connected"], true);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
     row
 }
 

@@ -10,7 +10,6 @@ use std::process::Command;
 use aks_userspace::cidr::Ipv4Cidr;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 const POD_CIDR: &str = "10.244.0.0/16";
@@ -35,17 +34,12 @@ fn destination(route: &Value) -> Ipv4Cidr {
 }
 
 fn overlay_cluster(datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
-    up_keep(&description_with(
-        &name,
-        "azure",
+    let cluster = TestCluster::up_with(tag, "azure",
         datapath,
         2,
         2,
-        "networkPluginMode: overlay\nservices:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, backends: 4 }\n",
-    ));
+        "networkPluginMode: overlay\nservices:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, backends: 4 }\n");
+    let name = cluster.name.clone();
     let state = ClusterState::load(&name)
         .expect("reading the cluster record")
         .expect("the cluster is recorded");
@@ -161,8 +155,7 @@ fn overlay_cluster(datapath: &str, tag: &str) {
         );
     }
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]

@@ -46,9 +46,8 @@ fn assert_every_row_passes(name: &str) -> Vec<Value> {
 fn kubenet_upgrades_to_overlay_node_by_node_and_passes_its_check() {
     require_privileges();
     for datapath in ["iptables", "ebpf"] {
-        let name = cluster_name(&format!("uk{}", &datapath[..1]));
-        let _down = Down(name.clone());
-        up_keep(&description(&name, "kubenet", datapath, 2, 2));
+        let cluster = TestCluster::up(&format!("uk{}", &datapath[..1]), "kubenet", datapath, 2, 2);
+        let name = cluster.name.clone();
         assert_eq!(pod_routes(&name).len(), 2, "kubenet: one UDR per node");
 
         let out = aksnet_ok(&["update", &name, "--network-plugin-mode", "overlay"]);
@@ -83,17 +82,14 @@ fn kubenet_upgrades_to_overlay_node_by_node_and_passes_its_check() {
         let again = aksnet_ok(&["update", &name, "--network-plugin-mode", "overlay"]);
         assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
 
-        aksnet_ok(&["down", &name]);
-        assert_gone(&name);
+        cluster.down();
     }
 }
 
 #[test]
 fn node_subnet_needs_a_pod_cidr_and_moves_pods_out_of_the_vnet() {
-    require_privileges();
-    let name = cluster_name("un");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    let cluster = TestCluster::up("un", "azure", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     let before = ClusterState::require(&name).expect("the record");
 
     let refused = aksnet(&["update", &name, "--network-plugin-mode", "overlay"]);
@@ -121,8 +117,7 @@ fn node_subnet_needs_a_pod_cidr_and_moves_pods_out_of_the_vnet() {
         .iter()
         .all(|r| !r.starts_with("10.224.0.3")));
     assert_every_row_passes(&name);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 /// Runs `aksnet update`, sends it `signal` once node 0 is upgraded, and returns how it
@@ -162,9 +157,8 @@ fn interrupt_update_after_first_node(
 fn a_stop_signal_mid_upgrade_rolls_back_and_a_kill_leaves_what_down_removes() {
     require_privileges();
     // Three nodes of 40 pods: reimaging one takes far longer than a signal takes to land.
-    let name = cluster_name("us");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "iptables", 3, 40));
+    let cluster = TestCluster::up("us", "kubenet", "iptables", 3, 40);
+    let name = cluster.name.clone();
     let (status, rest) =
         interrupt_update_after_first_node(&name, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(status.code(), Some(143), "stopped by SIGTERM: {rest}");
@@ -183,6 +177,5 @@ fn a_stop_signal_mid_upgrade_rolls_back_and_a_kill_leaves_what_down_removes() {
     // SIGKILL after the first node: no rollback is possible, but `down` removes it all.
     let (status, _) = interrupt_update_after_first_node(&name, nix::sys::signal::Signal::SIGKILL);
     assert_eq!(status.signal(), Some(9));
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

@@ -94,6 +94,11 @@ pub fn probe<'a>(results: &'a [Value], path: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no probe {path:?} in the check results"))
 }
 
+/// Where the eBPF datapath pins node `node`'s maps and links of cluster `name`.
+pub fn node_pins(name: &str, node: &str) -> PathBuf {
+    aks_userspace::state::ClusterState::pin_dir(name).join(node)
+}
+
 pub fn namespaces_of(name: &str) -> Vec<String> {
     aks_userspace::netns::list_with_prefix(&format!("aks-{name}-")).expect("listing namespaces")
 }
@@ -110,7 +115,7 @@ pub fn assert_gone(name: &str) {
         "state of {name} left behind"
     );
     assert!(
-        !Path::new("/sys/fs/bpf/aksnet").join(name).exists(),
+        !aks_userspace::state::ClusterState::pin_dir(name).exists(),
         "pins of {name} left behind"
     );
 }
@@ -121,6 +126,68 @@ pub struct Down(pub String);
 impl Drop for Down {
     fn drop(&mut self) {
         let _ = aksnet(&["down", &self.0]);
+    }
+}
+
+/// One test's cluster: the privilege check, a name unique to this process, and `down`
+/// when the test ends, whether it passed or panicked. [`TestCluster::down`] is the
+/// checked end: `down` must succeed and leave nothing behind.
+pub struct TestCluster {
+    pub name: String,
+    _down: Down,
+}
+
+impl TestCluster {
+    /// A name for a cluster the test brings up itself (foreground `up`, its own file).
+    pub fn new(tag: &str) -> Self {
+        super::require_privileges();
+        let name = cluster_name(tag);
+        Self {
+            _down: Down(name.clone()),
+            name,
+        }
+    }
+
+    /// `up --keep` of a one-pool description.
+    pub fn up(tag: &str, plugin: &str, datapath: &str, nodes: u32, pods_per_node: u32) -> Self {
+        Self::up_with(tag, plugin, datapath, nodes, pods_per_node, "")
+    }
+
+    /// `up --keep` of a one-pool description with `extra` YAML fields.
+    pub fn up_with(
+        tag: &str,
+        plugin: &str,
+        datapath: &str,
+        nodes: u32,
+        pods_per_node: u32,
+        extra: &str,
+    ) -> Self {
+        let cluster = Self::new(tag);
+        up_keep(&description_with(
+            &cluster.name,
+            plugin,
+            datapath,
+            nodes,
+            pods_per_node,
+            extra,
+        ));
+        cluster
+    }
+
+    /// `down`, which must succeed and leave no namespace, record or pin behind.
+    pub fn down(self) {
+        aksnet_ok(&["down", &self.name]);
+        assert_gone(&self.name);
+    }
+}
+
+/// Asserts that every probe in `paths` connected and that its peer saw the pod's own
+/// address (no NAT on the way); `why` says which rule of the model that is.
+pub fn assert_connected_unnatted(results: &[Value], paths: &[&str], why: &str) {
+    for path in paths {
+        let r = probe(results, path);
+        assert_eq!(r["connected"], true, "{path}: {r}");
+        assert_eq!(r["seenSource"], r["sourceAddress"], "{path}: {why}: {r}");
     }
 }
 
