@@ -19,14 +19,12 @@ fn kubenet_iptables_hides_pods_behind_the_node_outside_the_vnet() {
         cross["seenSource"], cross["sourceAddress"],
         "inside the non-masquerade CIDRs pods keep their address"
     );
-    for outside in ["pod -> internet", "pod -> on-prem"] {
-        let r = probe(&results, outside);
-        assert_eq!(r["connected"], true, "{outside}");
-        assert_eq!(
-            r["seenAs"], "nodepool1-0",
-            "{outside}: kubenet SNATs to the node address"
-        );
-    }
+    assert_connected_as(
+        &results,
+        &["pod -> internet", "pod -> on-prem"],
+        "nodepool1-0",
+        "kubenet SNATs to the node address",
+    );
     assert_eq!(
         probe(&results, "on-prem -> pod")["connected"],
         false,
@@ -69,9 +67,12 @@ fn azure_ebpf_keeps_pod_addresses_in_the_vnet_and_on_prem() {
         "Azure CNI does not NAT inside the VNet",
     );
     // Node Subnet: systems outside the VNet see the node (concepts-network-legacy-cni.md).
-    let outbound = probe(&results, "pod -> on-prem");
-    assert_eq!(outbound["connected"], true, "{outbound}");
-    assert_eq!(outbound["seenAs"], "nodepool1-0", "{outbound}");
+    assert_connected_as(
+        &results,
+        &["pod -> on-prem"],
+        "nodepool1-0",
+        "outside the VNet",
+    );
     let on_prem = probe(&results, "on-prem -> pod");
     assert_eq!(
         on_prem["connected"], true,

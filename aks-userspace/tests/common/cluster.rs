@@ -181,6 +181,16 @@ impl TestCluster {
     }
 }
 
+/// Asserts that every probe in `paths` connected and that its peer saw the source as
+/// the node `node` (masqueraded); `why` says which rule of the model that is.
+pub fn assert_connected_as(results: &[Value], paths: &[&str], node: &str, why: &str) {
+    for path in paths {
+        let r = probe(results, path);
+        assert_eq!(r["connected"], true, "{path}: {r}");
+        assert_eq!(r["seenAs"], node, "{path}: {why}: {r}");
+    }
+}
+
 /// Asserts that every probe in `paths` connected and that its peer saw the pod's own
 /// address (no NAT on the way); `why` says which rule of the model that is.
 pub fn assert_connected_unnatted(results: &[Value], paths: &[&str], why: &str) {
