@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use aks_userspace::datapath::iptables_rules::{node_rules, NodeRules};
@@ -18,14 +18,7 @@ pub fn rules(node: Option<&str>, cluster: Option<&str>, json: bool) -> Result<Ex
     super::require_root("aksnet inspect rules")?;
     let state = super::resolve_cluster(cluster)?;
     let rules = node_rules(&state, node)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rules).context("while encoding the rules as JSON")?
-        );
-    } else {
-        print!("{}", render(&rules));
-    }
+    super::print_json_or(json, &rules, || render(&rules))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -67,23 +60,17 @@ impl Target<'_> {
 
     /// Prints `rows` as a JSON array, or as `table` under a one-line heading.
     fn print<T: Serialize>(&self, state: &ClusterState, rows: &[T], table: Table) -> Result<()> {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(rows).context("while encoding the rows as JSON")?
-            );
-        } else {
-            println!(
-                "cluster {}: {}/{}",
+        super::print_json_or(self.json, rows, || {
+            let heading = format!(
+                "cluster {}: {}/{}\n",
                 state.name, state.network_plugin, state.datapath
             );
             if table.is_empty() {
-                println!("(none)");
+                heading + "(none)\n"
             } else {
-                print!("{table}");
+                heading + &table.to_string()
             }
-        }
-        Ok(())
+        })
     }
 }
 
