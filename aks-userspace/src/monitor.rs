@@ -196,7 +196,7 @@ fn verdict(reason: Reason) -> &'static str {
         Reason::RedirectedPeer | Reason::RedirectedPeerRevSnat => "to-pod",
         Reason::RedirectedUplink | Reason::RedirectedUplinkSnat => "to-vnet",
         Reason::PassedToStack | Reason::PassedNonIpv4 => "to-stack",
-        Reason::NsgAllowed => "allowed",
+        Reason::ToOverlay => "to-overlay",
         // Reasons added later read by their kind until named here.
         other if other.is_drop() => "dropped",
         _ => "forwarded",

@@ -1,8 +1,8 @@
 //! The datapaths `up` loads into the node namespaces. Both implement [`Datapath`], so
 //! `up`, `check` and `bench` never care which one runs.
 //!
-//! - `ebpf` attaches `from_pod` to every pod veth, `from_vnet` and the NSG's XDP program
-//!   to the uplink: routing (an LPM trie), ClusterIP services, masquerade (SNAT) and its
+//! - `ebpf` attaches `from_pod` to every pod veth and `from_vnet` to the uplink (NSG
+//!   rules are the fabric's): routing (an LPM trie), ClusterIP services, masquerade (SNAT) and its
 //!   own conntrack run in the programs, every packet counted by reason; the maps are
 //!   pinned so `inspect` and `services` reach them from another process.
 //! - `iptables` is the baseline: pods bridged (`cbr0` / `azure0`, built by the

@@ -81,8 +81,8 @@ mod tests {
     #[test]
     fn reasons_are_found_by_their_printed_name() {
         assert_eq!(
-            reason_by_name("drop-nsg-denied").ok(),
-            Some(Reason::DropNsgDenied)
+            reason_by_name("drop-spoofed-source").ok(),
+            Some(Reason::DropSpoofedSource)
         );
         let err = reason_by_name("dropped")
             .expect_err("no such reason")

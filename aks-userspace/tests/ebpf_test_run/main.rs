@@ -13,7 +13,6 @@ mod events;
 mod frames;
 mod harness;
 mod icmp_errors;
-mod nsg;
 mod refused;
 mod routing;
 mod services;

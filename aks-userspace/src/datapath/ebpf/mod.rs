@@ -101,7 +101,7 @@ impl EbpfDatapath {
                     .with_context(|| format!("attaching to the overlay of node {}", node.name))?;
             }
             // NSG rules are the fabric's (`fabric::nsg`), enforced statefully outside
-            // the node as Azure does: `nsg` (XDP, stateless) stays unattached.
+            // the node as Azure does: nothing on the node filters by NSG rule.
             for pod in &node.pods {
                 datapath
                     .attach_from_pod(&pod.host_interface)
@@ -174,7 +174,6 @@ fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
     Ok(NodeConfig {
         node_ip: map_addr(node.address),
         uplink_ifindex: netns::interface_index(&node.namespace, &node.uplink)?,
-        nsg_rules: 0,
         uplink_mac: node.uplink_mac,
         gateway_mac: node.gateway_mac,
         ready: 1,
