@@ -39,6 +39,34 @@ pub fn write_svg(report: &BenchReport, path: &Path) -> Result<()> {
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// One bar of a cell's group: a workload's median in one view.
+type Metric = (Workload, View);
+
+/// The bar panels, in order: the two metrics side by side in each cell's group (the
+/// first solid, the second lighter) and the caption that says which is which.
+const BAR_PANELS: [(Metric, Metric, &str); 4] = [
+    (
+        (Workload::RrPodToPod, View::User),
+        (Workload::RrPodToPod, View::Datapath),
+        "request/response pod → pod (trans/s): user | pinned",
+    ),
+    (
+        (Workload::ConnectSnat, View::Datapath),
+        (Workload::ConnectSnatConcurrent, View::Datapath),
+        "new conn/s through SNAT, pinned: 1-by-1 | ×4",
+    ),
+    (
+        (Workload::ConnectService, View::Datapath),
+        (Workload::ConnectServiceConcurrent, View::Datapath),
+        "new conn/s to a ClusterIP, pinned: 1-by-1 | ×4",
+    ),
+    (
+        (Workload::Stream, View::User),
+        (Workload::Stream, View::Datapath),
+        "TCP stream pod → pod (Gbit/s): user | pinned",
+    ),
+];
+
 fn draw(report: &BenchReport, root: &Area) -> DrawResult {
     root.fill(&WHITE)?;
     let title = format!(
@@ -47,37 +75,9 @@ fn draw(report: &BenchReport, root: &Area) -> DrawResult {
     );
     let root = root.titled(&title, ("sans-serif", 22))?;
     let panels = root.split_evenly((2, 3));
-    let both = |w| [(w, View::User), (w, View::Datapath)];
-    bars(
-        report,
-        &panels[0],
-        &both(Workload::RrPodToPod),
-        "request/response pod → pod (trans/s): user | pinned",
-    )?;
-    bars(
-        report,
-        &panels[1],
-        &[
-            (Workload::ConnectSnat, View::Datapath),
-            (Workload::ConnectSnatConcurrent, View::Datapath),
-        ],
-        "new conn/s through SNAT, pinned: 1-by-1 | ×4",
-    )?;
-    bars(
-        report,
-        &panels[2],
-        &[
-            (Workload::ConnectService, View::Datapath),
-            (Workload::ConnectServiceConcurrent, View::Datapath),
-        ],
-        "new conn/s to a ClusterIP, pinned: 1-by-1 | ×4",
-    )?;
-    bars(
-        report,
-        &panels[3],
-        &both(Workload::Stream),
-        "TCP stream pod → pod (Gbit/s): user | pinned",
-    )?;
+    for (panel, (first, second, caption)) in panels.iter().zip(BAR_PANELS) {
+        bars(report, panel, &[first, second], caption)?;
+    }
     sweep(report, &panels[4], SweepValue::ConnectRate)?;
     sweep(report, &panels[5], SweepValue::FirstPacket)?;
     Ok(())
