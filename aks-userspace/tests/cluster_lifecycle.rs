@@ -41,54 +41,6 @@ fn kubenet_iptables_hides_pods_behind_the_node_outside_the_vnet() {
 }
 
 #[test]
-fn azure_ebpf_keeps_pod_addresses_in_the_vnet_and_on_prem() {
-    let cluster = TestCluster::up("ae", "azure", "ebpf", 2, 2);
-    let name = cluster.name.clone();
-    // The eBPF datapath pins its counters and links per node.
-    let pins = node_pins(&name, "nodepool1-0");
-    assert!(
-        pins.join("STATS").exists(),
-        "STATS is pinned under {}",
-        pins.display()
-    );
-    assert!(
-        pins.join("from_pod_lxc0").exists(),
-        "the from_pod link is pinned"
-    );
-
-    let results = check(&name);
-    assert_connected_unnatted(
-        &results,
-        &[
-            "pod -> pod, same node",
-            "pod -> pod, other node",
-            "node -> pod, other node",
-        ],
-        "Azure CNI does not NAT inside the VNet",
-    );
-    // Node Subnet: systems outside the VNet see the node (concepts-network-legacy-cni.md).
-    assert_connected_as(
-        &results,
-        &["pod -> on-prem"],
-        "nodepool1-0",
-        "outside the VNet",
-    );
-    let on_prem = probe(&results, "on-prem -> pod");
-    assert_eq!(
-        on_prem["connected"], true,
-        "on-prem reaches Azure CNI pods directly"
-    );
-    assert_eq!(on_prem["seenSource"], on_prem["sourceAddress"]);
-
-    cluster.down();
-    let again = aksnet_ok(&["down", &name]);
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("nothing to remove"),
-        "down is idempotent"
-    );
-}
-
-#[test]
 fn down_removes_a_cluster_whose_up_was_killed() {
     let cluster = TestCluster::new("kk");
     let name = cluster.name.clone();

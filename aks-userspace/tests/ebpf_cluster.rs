@@ -26,22 +26,47 @@ fn node_stats(cluster: &str, node: &str) -> ReasonTotals {
     read_pinned(&node_pins(cluster, node).join("STATS")).expect("reading pinned STATS")
 }
 
+/// `check --json` of cluster `name`, with nodepool1-0's counters before and after it.
+fn check_counted(name: &str) -> (Vec<serde_json::Value>, ReasonTotals, ReasonTotals) {
+    let before = node_stats(name, "nodepool1-0");
+    let results = check(name);
+    (results, before, node_stats(name, "nodepool1-0"))
+}
+
 #[test]
 fn azure_cni_routes_pods_in_bpf_with_their_own_addresses() {
     let cluster = TestCluster::up("bz", "azure", "ebpf", 2, 2);
     let name = cluster.name.clone();
-    let before = node_stats(&name, "nodepool1-0");
-    let results = check(&name);
+    // The eBPF datapath pins its counters and links per node.
+    let pins = node_pins(&name, "nodepool1-0");
+    assert!(
+        pins.join("STATS").exists(),
+        "STATS is pinned under {}",
+        pins.display()
+    );
+    assert!(
+        pins.join("from_pod_lxc0").exists(),
+        "the from_pod link is pinned"
+    );
+
+    let (results, before, after) = check_counted(&name);
     assert_connected_unnatted(
         &results,
         &[
             "pod -> pod, same node",
             "pod -> pod, other node",
+            "node -> pod, other node",
             "on-prem -> pod",
         ],
-        "the original pod address, no NAT",
+        "the original pod address: Azure CNI does not NAT inside the VNet, and on-prem reaches pods directly",
     );
-    let after = node_stats(&name, "nodepool1-0");
+    // Node Subnet: systems outside the VNet see the node (concepts-network-legacy-cni.md).
+    assert_connected_as(
+        &results,
+        &["pod -> on-prem"],
+        "nodepool1-0",
+        "outside the VNet",
+    );
     // Each probe that touches node 0's pods is a TCP handshake, a data segment and a
     // teardown: several packets per direction, all through the BPF programs.
     assert_grew(
@@ -64,14 +89,18 @@ fn azure_cni_routes_pods_in_bpf_with_their_own_addresses() {
         "Azure CNI pod addresses are VNet addresses"
     );
     cluster.down();
+    let again = aksnet_ok(&["down", &name]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to remove"),
+        "down is idempotent"
+    );
 }
 
 #[test]
 fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
     let cluster = TestCluster::up("bk", "kubenet", "ebpf", 2, 2);
     let name = cluster.name.clone();
-    let before = node_stats(&name, "nodepool1-0");
-    let results = check(&name);
+    let (results, before, after) = check_counted(&name);
     assert_connected_unnatted(
         &results,
         &[
@@ -89,7 +118,6 @@ fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
         "kubenet pods leave as their node",
     );
     assert_eq!(probe(&results, "on-prem -> pod")["connected"], false);
-    let after = node_stats(&name, "nodepool1-0");
     assert_grew(
         &before,
         &after,

@@ -281,7 +281,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         .concat(),
     );
     assert!(
-        err.contains("drop-nsg-denied"),
+        err.contains("drop-spoofed-source"),
         "the reasons are listed: {err}"
     );
 
