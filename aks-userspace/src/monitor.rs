@@ -12,7 +12,9 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use aks_ebpf_common::{DatapathEvent, Program, Reason, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
+use aks_ebpf_common::{
+    DatapathEvent, Program, Reason, EVENTS_LOST_MAP, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE,
+};
 use aya::maps::{Array, Map, MapData, RingBuf};
 use nix::time::ClockId;
 
@@ -39,7 +41,8 @@ pub struct MonitorEvent {
     pub program: String,
     pub reason: String,
     pub drop: bool,
-    /// What became of the packet: `dropped`, `to-pod`, `to-vnet`, `to-stack`, `allowed`.
+    /// What became of the packet: `dropped`, `to-pod`, `to-vnet`, `to-stack`,
+    /// `to-overlay`, `forwarded`.
     pub verdict: &'static str,
     pub ifindex: u32,
     /// The interface name in the node namespace, when it still exists.
@@ -58,6 +61,9 @@ struct NodeEvents {
     ring: RingBuf<MapData>,
     /// Set when this monitor turned tracing on, to turn it off again.
     trace_switch: Option<Map>,
+    /// The node's `EVENTS_LOST` and its total when last read.
+    events_lost: Map,
+    lost_seen: u64,
     interfaces: HashMap<u32, Option<String>>,
 }
 
@@ -83,11 +89,15 @@ impl Monitor {
                 EventKind::Trace => Some(set_tracing(pins.map(MONITOR_MAP)?, true, &layout.name)?),
                 EventKind::Drop => None,
             };
+            let events_lost = pins.map(EVENTS_LOST_MAP)?;
+            let lost_seen = crate::datapath::ebpf::events_lost(&events_lost)?;
             nodes.push(NodeEvents {
                 node: layout.name.clone(),
                 namespace: layout.namespace.clone(),
                 ring,
                 trace_switch,
+                events_lost,
+                lost_seen,
                 interfaces: HashMap::new(),
             });
         }
@@ -138,6 +148,24 @@ impl Monitor {
             }
         }
         events
+    }
+}
+
+impl Monitor {
+    /// Per node, the events lost since the last call (since `open` the first time): the
+    /// ring buffer was full, so those verdicts will never be reported. Nodes that lost
+    /// none are left out.
+    pub fn newly_lost(&mut self) -> Result<Vec<(String, u64)>> {
+        let mut lost = Vec::new();
+        for node in &mut self.nodes {
+            let total = crate::datapath::ebpf::events_lost(&node.events_lost)
+                .with_context(|| format!("node {}", node.node))?;
+            if total > node.lost_seen {
+                lost.push((node.node.clone(), total - node.lost_seen));
+            }
+            node.lost_seen = node.lost_seen.max(total);
+        }
+        Ok(lost)
     }
 }
 

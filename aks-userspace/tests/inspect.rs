@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use aks_ebpf_common::{event::EVENTS_BYTES, DatapathEvent};
+use aks_userspace::monitor::{EventKind, Monitor};
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use aks_userspace::topology::spec::format_mac;
@@ -41,6 +43,19 @@ fn counter(stats: &Value, node: &str, reason: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {reason} row for {node}: {stats}"))["packets"]
         .as_u64()
         .expect("a packet count")
+}
+
+/// The `monitorEventsLost` row of `node` in `inspect stats --json`.
+fn events_lost(stats: &Value, node: &str) -> u64 {
+    stats
+        .as_array()
+        .expect("stats rows")
+        .iter()
+        .find(|r| r["node"] == node && r.get("monitorEventsLost").is_some())
+        .unwrap_or_else(|| panic!("no monitorEventsLost row for {node}: {stats}"))
+        ["monitorEventsLost"]
+        .as_u64()
+        .expect("a count")
 }
 
 /// One datagram from `pod` to the on-prem host with TTL 1: `from_pod` cannot forward it
@@ -130,7 +145,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         .as_array()
         .expect("rows")
         .iter()
-        .filter(|r| r["node"] == NODE0)
+        .filter(|r| r["node"] == NODE0 && r.get("reason").is_some())
         .map(|r| r["reason"].as_str().expect("name"))
         .collect();
     let every: Vec<&str> = aks_ebpf_common::Reason::ALL
@@ -283,6 +298,36 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     assert!(
         err.contains("drop-spoofed-source"),
         "the reasons are listed: {err}"
+    );
+
+    // Lost monitor events: a tracing monitor that does not read while a pod sends more
+    // datagrams than node 0's ring buffer holds. `inspect stats` lists the loss and the
+    // monitor reports it.
+    let stats_args = [&["inspect", "stats", "--json"][..], &on_cluster].concat();
+    let lost_before = events_lost(&json(&stats_args), NODE0);
+    let mut tracer = Monitor::open(&state, Some(NODE0), EventKind::Trace).expect("tracing node 0");
+    let fits = EVENTS_BYTES as usize / std::mem::size_of::<DatapathEvent>();
+    let peer = SocketAddr::from((state.nodes[0].pods[1].address, DROPPED_PORT + 1));
+    netns::run_in(&state.nodes[0].pods[0].namespace, || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        for _ in 0..fits + 2000 {
+            socket.send_to(b"x", peer)?;
+        }
+        Ok(())
+    })
+    .expect("sending from the pod");
+    let reported = tracer.newly_lost().expect("reading EVENTS_LOST");
+    drop(tracer);
+    let lost_after = events_lost(&json(&stats_args), NODE0);
+    assert!(
+        lost_after > lost_before,
+        "inspect stats shows the lost events: {lost_before} -> {lost_after}"
+    );
+    assert!(
+        reported
+            .iter()
+            .any(|(node, lost)| node == NODE0 && *lost > 0 && *lost <= lost_after - lost_before),
+        "the monitor reports what its node lost: {reported:?}"
     );
 
     cluster.down();

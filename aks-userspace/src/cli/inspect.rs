@@ -186,6 +186,12 @@ pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitC
     let rows = inspect::stats(&state, target.node, |r| {
         only.is_none_or(|o| o == r) && (!drops || r.is_drop())
     })?;
+    // Lost events are no reason: listed only when every reason is.
+    let lost = if only.is_none() && !drops {
+        inspect::events_lost(&state, target.node)?
+    } else {
+        Vec::new()
+    };
     let mut table = Table::new(&["NODE", "REASON", ">PACKETS", ">BYTES"]);
     for r in &rows {
         table.row(vec![
@@ -195,7 +201,20 @@ pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitC
             r.bytes.to_string(),
         ]);
     }
-    target.print(&state, &rows, table)?;
+    for l in &lost {
+        table.row(vec![
+            l.node.clone(),
+            "(monitor events lost)".to_owned(),
+            l.monitor_events_lost.to_string(),
+            "-".to_owned(),
+        ]);
+    }
+    let lines: Vec<inspect::StatsLine> = rows
+        .into_iter()
+        .map(inspect::StatsLine::Reason)
+        .chain(lost.into_iter().map(inspect::StatsLine::EventsLost))
+        .collect();
+    target.print(&state, &lines, table)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -46,6 +46,12 @@ pub fn run(
             for event in monitor.poll() {
                 print_event(&event, json)?;
             }
+            // On stderr in both formats: stdout stays one event per line.
+            for (node, lost) in monitor.newly_lost()? {
+                errln!(
+                    "[{node}] {lost} events lost: the ring buffer was full (this monitor fell behind); their packets are still counted (`aksnet inspect stats`)"
+                );
+            }
             if stop::requested().is_some() {
                 return anyhow::Ok(false);
             }

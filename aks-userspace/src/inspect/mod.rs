@@ -40,7 +40,7 @@ pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};
 pub use nsg::{nsg_rules, NsgRow};
 pub use routes::{longest_prefix_match, routes, RouteRow};
-pub use stats::{reason_by_name, stats, StatsRow, TOTAL};
+pub use stats::{events_lost, reason_by_name, stats, EventsLostRow, StatsLine, StatsRow, TOTAL};
 
 /// The nodes a command looks at: the one named, or every node of the cluster. An
 /// unknown name is an error listing the nodes there are.

@@ -21,7 +21,7 @@ pub use logs::{NodeLog, NodeLogStream};
 pub use maps::{map_addr, open_pinned};
 pub use object::object_bytes;
 pub use services::{protocol_number, ServiceMaps};
-pub use stats::{read_pinned, ReasonTotals};
+pub use stats::{events_lost, read_pinned, ReasonTotals};
 
 use aks_ebpf_common::{
     addr, Endpoint, NodeConfig, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
