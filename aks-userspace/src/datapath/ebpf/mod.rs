@@ -59,6 +59,9 @@ impl EbpfDatapath {
         let mut pods = 0;
         let mut routes_per_node = 0;
         for node in &layout.nodes {
+            // A stop signal is honoured between steps (see `stop`): loading and filling
+            // the maps of every node takes seconds with thousands of services.
+            crate::stop::check()?;
             let mut datapath = NodeDatapath::load_sized(
                 &node.namespace,
                 Some(&pin_root.join(&node.name)),
@@ -87,6 +90,7 @@ impl EbpfDatapath {
             }
             let mut services = datapath.service_maps()?;
             for service in &plan.services {
+                crate::stop::check()?;
                 services.upsert(service).with_context(|| {
                     format!("programming service {} on node {}", service.name, node.name)
                 })?;

@@ -114,6 +114,7 @@ impl IptablesDatapath {
         let mut rules_per_node = 0;
         let mut masquerade_all = false;
         for node in &layout.nodes {
+            crate::stop::check()?;
             let bridge_netfilter = enable_bridge_netfilter(&node.namespace)
                 .with_context(|| format!("checking br_netfilter on node {}", node.name))?;
             masquerade_all |= !bridge_netfilter;
