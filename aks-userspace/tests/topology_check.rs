@@ -57,6 +57,7 @@ fn specs(prefix: &str) -> (Names, Vec<NamespaceSpec>) {
             peer_namespace: names.client.clone(),
             peer_name: "eth0".into(),
             peer_mac: [2, 0, 0, 0, 1, 2],
+            mtu: None,
         },
         VethSpec {
             name: "to-server".into(),
@@ -64,6 +65,7 @@ fn specs(prefix: &str) -> (Names, Vec<NamespaceSpec>) {
             peer_namespace: names.server.clone(),
             peer_name: "eth0".into(),
             peer_mac: [2, 0, 0, 0, 2, 2],
+            mtu: None,
         },
     ];
     router.interfaces = vec![
