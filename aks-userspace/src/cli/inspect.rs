@@ -60,17 +60,7 @@ impl Target<'_> {
 
     /// Prints `rows` as a JSON array, or as `table` under a one-line heading.
     fn print<T: Serialize>(&self, state: &ClusterState, rows: &[T], table: Table) -> Result<()> {
-        super::print_json_or(self.json, rows, || {
-            let heading = format!(
-                "cluster {}: {}/{}\n",
-                state.name, state.network_plugin, state.datapath
-            );
-            if table.is_empty() {
-                heading + "(none)\n"
-            } else {
-                heading + &table.to_string()
-            }
-        })
+        super::print_cluster_rows(state, self.json, rows, table)
     }
 }
 

@@ -145,6 +145,27 @@ pub fn print_json_or<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// Prints `rows` as JSON, or `table` under a `cluster NAME: PLUGIN/DATAPATH` heading
+/// (`(none)` for an empty table).
+pub fn print_cluster_rows<T: Serialize>(
+    state: &ClusterState,
+    json: bool,
+    rows: &[T],
+    table: aks_userspace::table::Table,
+) -> Result<()> {
+    print_json_or(json, rows, || {
+        let heading = format!(
+            "cluster {}: {}/{}\n",
+            state.name, state.network_plugin, state.datapath
+        );
+        if table.is_empty() {
+            heading + "(none)\n"
+        } else {
+            heading + &table.to_string()
+        }
+    })
+}
+
 /// Fails with a clear message unless running as root.
 pub fn require_root(what: &str) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {

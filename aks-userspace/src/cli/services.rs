@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 
 use aks_userspace::cluster_lock::ClusterLock;
@@ -11,7 +11,6 @@ use aks_userspace::errln;
 use aks_userspace::model::{Protocol, ServiceDescription};
 use aks_userspace::services::{self, ServiceChange};
 use aks_userspace::state::ClusterState;
-use aks_userspace::table::Table;
 
 #[derive(Subcommand)]
 pub enum ServicesAction {
@@ -118,41 +117,8 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
 
 fn list(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
     let state = super::resolve_cluster(cluster)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&state.services)
-                .context("while encoding the services as JSON")?
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut table = Table::new(&[
-        "SERVICE",
-        "CLUSTER IP",
-        "PORT",
-        "TARGET",
-        "PROTO",
-        "BACKENDS",
-    ]);
-    for s in &state.services {
-        let backends: Vec<String> = s
-            .backends
-            .iter()
-            .map(|b| format!("{} ({})", b.ip, b.pod))
-            .collect();
-        table.row(vec![
-            s.name.clone(),
-            s.cluster_ip.to_string(),
-            s.port.to_string(),
-            s.target_port.to_string(),
-            format!("{:?}", s.protocol).to_uppercase(),
-            backends.join(", "),
-        ]);
-    }
-    println!(
-        "cluster {}: {}/{}",
-        state.name, state.network_plugin, state.datapath
-    );
-    print!("{table}");
+    let table =
+        aks_userspace::plan::services_table(&state.services, |b| format!("{} ({})", b.ip, b.pod));
+    super::print_cluster_rows(&state, json, &state.services, table)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,7 @@ use crate::model::{
 };
 
 pub use maps::MapCapacities;
-pub use render::render;
+pub use render::{render, services_table};
 pub use usage::{PodCidrUsage, PoolUsage, SubnetUsage, Warning};
 
 /// Everything later stages need to build the cluster, derived only from the `Cluster`.
