@@ -166,39 +166,35 @@ fn summary(total: usize, failed: &[&str], what: &str) -> String {
 
 fn frontends(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
     let checks = check::check_frontends(state, model, check::DEFAULT_ATTEMPTS)?;
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.verdict.passed())
-        .map(|c| format!("{} from {}", c.service, c.client))
-        .collect();
-    let table = Probed {
-        per: "frontend and client",
-        none: "no LoadBalancer services in the description",
-        what: "frontend probes",
-    };
-    table.print(state, model, json, &checks, &failed, || {
-        check::render_frontend_checks(&checks)
-    })?;
-    Ok(failed.is_empty())
+    FRONTEND_PROBES.report(
+        (state, model, json),
+        &checks,
+        |c| (!c.verdict.passed()).then(|| format!("{} from {}", c.service, c.client)),
+        || check::render_frontend_checks(&checks),
+    )
 }
 
 fn services(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
     let checks = check::check_services(state, model, check::DEFAULT_ATTEMPTS)?;
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.verdict.passed())
-        .map(|c| c.observed.service.clone())
-        .collect();
-    let table = Probed {
-        per: "service",
-        none: "no services in the description",
-        what: "services",
-    };
-    table.print(state, model, json, &checks, &failed, || {
-        check::render_service_checks(&checks)
-    })?;
-    Ok(failed.is_empty())
+    SERVICE_PROBES.report(
+        (state, model, json),
+        &checks,
+        |c| (!c.verdict.passed()).then(|| c.observed.service.clone()),
+        || check::render_service_checks(&checks),
+    )
 }
+
+const FRONTEND_PROBES: Probed = Probed {
+    per: "frontend and client",
+    none: "no LoadBalancer services in the description",
+    what: "frontend probes",
+};
+
+const SERVICE_PROBES: Probed = Probed {
+    per: "service",
+    none: "no services in the description",
+    what: "services",
+};
 
 /// How a report of repeated probes (services, frontends) is worded.
 struct Probed {
@@ -211,15 +207,16 @@ struct Probed {
 }
 
 impl Probed {
-    fn print<T: serde::Serialize>(
+    /// Prints `checks` (JSON, or a table `render` builds with a summary) and says whether
+    /// all passed; `failure` names a check that failed, `None` for one that passed.
+    fn report<T: serde::Serialize>(
         &self,
-        state: &ClusterState,
-        model: &NetworkModel,
-        json: bool,
+        (state, model, json): (&ClusterState, &NetworkModel, bool),
         checks: &[T],
-        failed: &[String],
+        failure: impl Fn(&T) -> Option<String>,
         render: impl FnOnce() -> String,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let failed: Vec<String> = checks.iter().filter_map(failure).collect();
         super::print_json_or(json, checks, || {
             let heading = format!(
                 "{}, {} connections per {}\n",
@@ -233,7 +230,8 @@ impl Probed {
                 let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
                 heading + &render() + &summary(checks.len(), &failed, self.what)
             }
-        })
+        })?;
+        Ok(failed.is_empty())
     }
 }
 
