@@ -32,11 +32,7 @@ fn assert_common_matrix(results: &[Value], plugin: &str) {
     }
     assert_connected_unnatted(
         results,
-        &[
-            "pod -> pod, same node",
-            "pod -> pod, other node",
-            "node -> pod, other node",
-        ],
+        &INSIDE_THE_CLUSTER,
         &format!("{plugin}: no NAT between pods and from nodes"),
     );
     // kubenet's ip-masq-agent keeps only the pod CIDR (configure-kubenet.md): another

@@ -191,6 +191,14 @@ pub fn assert_connected_as(results: &[Value], paths: &[&str], node: &str, why: &
     }
 }
 
+/// The probes that stay inside the cluster's own addresses: pod to pod on one node and
+/// across nodes, and a node to another node's pod. No model NATs them.
+pub const INSIDE_THE_CLUSTER: [&str; 3] = [
+    "pod -> pod, same node",
+    "pod -> pod, other node",
+    "node -> pod, other node",
+];
+
 /// Asserts that every probe in `paths` connected and that its peer saw the pod's own
 /// address (no NAT on the way); `why` says which rule of the model that is.
 pub fn assert_connected_unnatted(results: &[Value], paths: &[&str], why: &str) {
