@@ -53,18 +53,7 @@ pub fn select_nodes<'a>(
     };
     match state.nodes.iter().find(|n| n.name == name) {
         Some(found) => Ok(vec![found]),
-        None => {
-            let known: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
-            bail!(
-                "cluster {} has no node {name:?}; its nodes are: {} (pass one with --node)",
-                state.name,
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )
-        }
+        None => Err(state.no_such_node(name)),
     }
 }
 
