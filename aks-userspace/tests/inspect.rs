@@ -162,14 +162,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         ]
         .concat(),
     );
-    let map = |name: &str| {
-        maps.as_array()
-            .expect("map rows")
-            .iter()
-            .find(|m| m["name"] == name)
-            .unwrap_or_else(|| panic!("no map {name}: {maps}"))
-            .clone()
-    };
+    let map = |name: &str| row_where(&maps, "name", name);
     assert_eq!(map("ENDPOINTS")["entries"], 2);
     assert_eq!(map("ENDPOINTS")["mapType"], "hash");
     assert_eq!(map("ROUTES")["mapType"], "lpm_trie");

@@ -168,9 +168,7 @@ fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) 
     let rows = json(&["check", &name, "--frontends", "--json"]);
     let rows = rows.as_array().expect("frontend rows");
     assert_eq!(rows.len(), 6, "3 frontends x 2 clients: {rows:?}");
-    for row in rows {
-        assert_eq!(row["verdict"], "pass", "{row}");
-    }
+    assert_all_pass(rows);
     let blocked = rows
         .iter()
         .filter(|r| r["expected"]["outcome"] == "blocked")

@@ -9,7 +9,6 @@ mod common;
 use aks_userspace::check::{self, Probe};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use serde_json::Value;
 
 /// Deny on-prem → the node subnet on 17001 (the check port) and on 30000-65535 (where
 /// the replies to `pod -> on-prem` land: they must still pass), and everything the
@@ -68,14 +67,7 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     // The fabric counted the SYNs the deny rule dropped, and nothing for the internet's
     // rule or the high ports: replies never reach a rule.
     let rows = json(&["inspect", "nsg", "--cluster", &name, "--json"]);
-    let row = |rule: &str| -> Value {
-        rows.as_array()
-            .expect("rows")
-            .iter()
-            .find(|r| r["name"] == rule)
-            .unwrap_or_else(|| panic!("no rule {rule}: {rows}"))
-            .clone()
-    };
+    let row = |rule: &str| row_where(&rows, "name", rule);
     let onprem = row("deny-onprem-17001");
     assert_eq!(onprem["action"], "deny");
     assert_eq!(onprem["ports"], "17001");

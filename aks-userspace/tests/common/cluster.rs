@@ -86,6 +86,31 @@ pub fn check(name: &str) -> Vec<Value> {
     results
 }
 
+/// `check --json` of cluster `name`, every row of which must pass (match what the
+/// model expects).
+pub fn check_passing(name: &str) -> Vec<Value> {
+    let results = check(name);
+    assert_all_pass(&results);
+    results
+}
+
+/// Every row (of `check`, `check --frontends` …) matched what the model expects.
+pub fn assert_all_pass(rows: &[Value]) {
+    for row in rows {
+        assert_eq!(row["verdict"], "pass", "{row}");
+    }
+}
+
+/// The row of a JSON array whose `key` is `value` (a map, a rule …).
+pub fn row_where(rows: &Value, key: &str, value: &str) -> Value {
+    rows.as_array()
+        .expect("an array of rows")
+        .iter()
+        .find(|r| r[key] == value)
+        .unwrap_or_else(|| panic!("no row with {key} {value:?}: {rows}"))
+        .clone()
+}
+
 /// The result of the probe with `path` ("pod -> internet", …).
 pub fn probe<'a>(results: &'a [Value], path: &str) -> &'a Value {
     results
