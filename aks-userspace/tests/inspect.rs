@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -187,20 +186,9 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         .expect("starting aksnet monitor");
     let (tx, rx) = mpsc::channel();
     let stdout = monitor.stdout.take().expect("stdout");
-    let events = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = events.send(line);
-        }
-    });
+    forward_lines(stdout, tx.clone(), |_| true);
     let stderr = monitor.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("monitoring") {
-                let _ = tx.send(line);
-            }
-        }
-    });
+    forward_lines(stderr, tx, |line| line.starts_with("monitoring"));
     let ready = rx.recv_timeout(Duration::from_secs(10));
     let pod = &state.nodes[0].pods[0];
     let dropped_before = counter(&json(&stats_args), NODE0, "drop-ttl-exceeded");

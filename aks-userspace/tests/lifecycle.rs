@@ -131,11 +131,7 @@ fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
         .expect("starting aksnet up");
     let stderr = up.stderr.take().expect("piped stderr");
     let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    forward_lines(stderr, tx, |_| true);
     wait_for_line(&lines, "building namespaces: ", Duration::from_secs(60));
     let built_some = namespaces_of(&name).len();
     assert!(

@@ -234,6 +234,23 @@ pub fn assert_connected_unnatted(results: &[Value], paths: &[&str], why: &str) {
     }
 }
 
+/// Sends every line of `reader` that `keep` accepts to `to`, from a thread of its own:
+/// a child's stdout or stderr, read while the test goes on.
+pub fn forward_lines<R: std::io::Read + Send + 'static>(
+    reader: R,
+    to: std::sync::mpsc::Sender<String>,
+    keep: impl Fn(&str) -> bool + Send + 'static,
+) {
+    use std::io::{BufRead, BufReader};
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if keep(&line) {
+                let _ = to.send(line);
+            }
+        }
+    });
+}
+
 /// `aksnet up` running in the foreground (a child of the test), once it said the
 /// cluster is up; stderr lines that contain `watch` arrive on `lines`.
 pub struct ForegroundUp {
@@ -243,7 +260,6 @@ pub struct ForegroundUp {
 
 impl ForegroundUp {
     pub fn start(file: &Path, extra: &[&str], watch: &'static str) -> Self {
-        use std::io::{BufRead, BufReader};
         use std::process::Stdio;
         use std::sync::mpsc;
         let mut child = Command::new(AKSNET)
@@ -256,22 +272,10 @@ impl ForegroundUp {
             .expect("starting aksnet up");
         let (ready_tx, ready) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains(" is up") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
+        forward_lines(stdout, ready_tx, |line| line.contains(" is up"));
         let (tx, lines) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(watch) {
-                    let _ = tx.send(line);
-                }
-            }
-        });
+        forward_lines(stderr, tx, move |line| line.contains(watch));
         if ready
             .recv_timeout(std::time::Duration::from_secs(60))
             .is_err()
