@@ -204,25 +204,25 @@ fn expectations_from_a_file_pass_fail_or_are_refused() {
         rows[0]
     );
 
-    let bad = file(
+    // A bad file is refused with exit 2; what it says is returned.
+    let refused = |tag: &str, yaml: &str| {
+        let out = aksnet(&["check", &name, "--expect", &file(tag, yaml)]);
+        assert_eq!(code(&out), 2, "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(
         "bad",
         "- from: nodepool1-0-pod0\n  to: internet\n  expect: reachable\n  sorce: node\n",
     );
-    let out = aksnet(&["check", &name, "--expect", &bad]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("unknown field `sorce`") && err.contains("line 4 column 3"),
         "{err}"
     );
 
-    let unknown = file(
+    let err = refused(
         "unknown",
         "- { from: nodepool1-7-pod0, to: internet, expect: blocked }\n",
     );
-    let out = aksnet(&["check", &name, "--expect", &unknown]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("no endpoint named \"nodepool1-7-pod0\"")
             && err.contains("nodepool1-0-pod0, nodepool1-1-pod0"),
