@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -178,12 +177,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     }
 
     // Monitor: a datagram from_pod drops shows as a drop event within a second.
-    let mut monitor = Command::new(AKSNET)
-        .args(["monitor", "--cluster", &name, "--node", NODE0, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet monitor");
+    let mut monitor = spawn_aksnet(["monitor", "--cluster", &name, "--node", NODE0, "--json"]);
     let (tx, rx) = mpsc::channel();
     let stdout = monitor.stdout.take().expect("stdout");
     forward_lines(stdout, tx.clone(), |_| true);

@@ -121,14 +121,9 @@ fn a_hangup_removes_a_running_cluster() {
 fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
     let cluster = TestCluster::new(tag);
     let name = cluster.name.clone();
-    let mut up = Command::new(AKSNET)
-        .arg("up")
-        .arg(description(&name, "kubenet", "iptables", 2, 110))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet up");
+    let file = description(&name, "kubenet", "iptables", 2, 110);
+    let file = file.to_str().expect("utf-8 path");
+    let mut up = spawn_aksnet([&["up", file][..], extra].concat());
     let stderr = up.stderr.take().expect("piped stderr");
     let (tx, lines) = mpsc::channel();
     forward_lines(stderr, tx, |_| true);
@@ -181,14 +176,11 @@ fn two_ups_of_one_name_leave_the_winner_untouched() {
     let name = cluster.name.clone();
     let file = description(&name, "kubenet", "iptables", 2, 2);
     let start = || {
-        Command::new(AKSNET)
-            .arg("up")
-            .arg(&file)
-            .arg("--keep")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting aksnet up")
+        spawn_aksnet([
+            std::ffi::OsStr::new("up"),
+            file.as_os_str(),
+            "--keep".as_ref(),
+        ])
     };
     let (a, b) = (start(), start());
     let outs: Vec<Output> = [a, b]
@@ -218,25 +210,8 @@ fn two_concurrent_downs_of_a_running_up_both_succeed() {
     let cluster = TestCluster::new("td");
     let name = cluster.name.clone();
     let mut up = ForegroundUp::start(&description(&name, "azure", "ebpf", 1, 2), &[], "\0");
-    let downs: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(AKSNET)
-                .args(["down", &name])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("starting aksnet down")
-        })
-        .collect();
-    for down in downs {
-        let out = down.wait_with_output().expect("waiting for down");
-        assert!(
-            out.status.success(),
-            "each down succeeds: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let down = vec!["down".to_owned(), name.clone()];
+    aksnet_concurrently(&[down.clone(), down]);
     let status = wait_at_most(&mut up.child, Duration::from_secs(30));
     assert!(
         status.success(),
@@ -250,36 +225,15 @@ fn concurrent_services_add_loses_no_update() {
     let cluster = TestCluster::up("cs", "azure", "ebpf", 2, 2);
     let name = cluster.name.clone();
     const ADDS: usize = 8;
-    let adds: Vec<_> = (0..ADDS)
+    let adds: Vec<Vec<String>> = (0..ADDS)
         .map(|i| {
-            Command::new(AKSNET)
-                .args([
-                    "services",
-                    "add",
-                    &format!("svc{i}"),
-                    "--cluster-ip",
-                    &format!("10.0.0.{}", 100 + i),
-                    "--port",
-                    "80",
-                    "--backends",
-                    "2",
-                    "--cluster",
-                    &name,
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("starting services add")
+            let ip = format!("10.0.0.{}", 100 + i);
+            let args = ["services", "add", &format!("svc{i}"), "--cluster-ip", &ip];
+            let rest = ["--port", "80", "--backends", "2", "--cluster", &name];
+            args.iter().chain(&rest).map(|a| a.to_string()).collect()
         })
         .collect();
-    for add in adds {
-        let out = add.wait_with_output().expect("waiting for services add");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    aksnet_concurrently(&adds);
     let listed = aksnet_ok(&["services", "list", "--cluster", &name, "--json"]);
     let services: serde_json::Value =
         serde_json::from_slice(&listed.stdout).expect("services list --json");
@@ -412,12 +366,7 @@ fn a_refused_name_is_not_a_path() {
 fn monitor_stops_with_an_error_when_its_cluster_is_removed() {
     let cluster = TestCluster::up("mo", "azure", "ebpf", 1, 1);
     let name = cluster.name.clone();
-    let mut monitor = Command::new(AKSNET)
-        .args(["monitor", "--cluster", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet monitor");
+    let mut monitor = spawn_aksnet(["monitor", "--cluster", &name]);
     std::thread::sleep(Duration::from_millis(500));
     aksnet_ok(&["down", &name]);
     let status = wait_at_most(&mut monitor, Duration::from_secs(10));

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use aks_userspace::model::NetworkPlugin;
 use aks_userspace::state::ClusterState;
@@ -117,12 +117,7 @@ fn interrupt_update_after_first_node(
     name: &str,
     signal: nix::sys::signal::Signal,
 ) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(AKSNET)
-        .args(["update", name, "--network-plugin-mode", "overlay"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet update");
+    let mut child = spawn_aksnet(["update", name, "--network-plugin-mode", "overlay"]);
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     let mut first_node_done = false;

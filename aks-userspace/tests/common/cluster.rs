@@ -61,6 +61,35 @@ pub fn aksnet_ok(args: &[&str]) -> Output {
     out
 }
 
+/// Starts `aksnet args` with its stdout and stderr piped to the test.
+pub fn spawn_aksnet<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new(AKSNET)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting aksnet")
+}
+
+/// Runs `aksnet` once per argument list, all at the same time, and asserts that each
+/// run succeeded.
+pub fn aksnet_concurrently(runs: &[Vec<String>]) {
+    let children: Vec<_> = runs.iter().map(spawn_aksnet).collect();
+    for (child, args) in children.into_iter().zip(runs) {
+        let out = child.wait_with_output().expect("waiting for aksnet");
+        assert!(
+            out.status.success(),
+            "each `aksnet {}` succeeds: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The JSON `aksnet args` prints (it must succeed).
 pub fn json(args: &[&str]) -> Value {
     let out = aksnet_ok(args);
@@ -260,16 +289,9 @@ pub struct ForegroundUp {
 
 impl ForegroundUp {
     pub fn start(file: &Path, extra: &[&str], watch: &'static str) -> Self {
-        use std::process::Stdio;
         use std::sync::mpsc;
-        let mut child = Command::new(AKSNET)
-            .arg("up")
-            .arg(file)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting aksnet up");
+        let up = [std::ffi::OsStr::new("up"), file.as_os_str()];
+        let mut child = spawn_aksnet(up.into_iter().chain(extra.iter().map(std::ffi::OsStr::new)));
         let (ready_tx, ready) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         forward_lines(stdout, ready_tx, |line| line.contains(" is up"));
