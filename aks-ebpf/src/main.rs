@@ -75,26 +75,31 @@ impl Seen {
     }
 }
 
-#[classifier]
-pub fn from_pod(ctx: TcContext) -> i32 {
+/// Hands the frame to `decide` (the module that owns the program's concern), counts
+/// and reports the reason it came back with, and returns its verdict.
+#[inline(always)]
+fn classify(
+    ctx: &TcContext,
+    program: Program,
+    decide: impl Fn(&TcContext, &Frame) -> (Reason, i32),
+) -> i32 {
     let frame = Frame {
         start: ctx.data(),
         end: ctx.data_end(),
     };
-    let (reason, verdict) = routing::from_pod(&ctx, &frame);
-    account(&ctx, Seen::tc(&ctx, Program::FromPod), reason, ctx.len());
+    let (reason, verdict) = decide(ctx, &frame);
+    account(ctx, Seen::tc(ctx, program), reason, ctx.len());
     verdict
 }
 
 #[classifier]
+pub fn from_pod(ctx: TcContext) -> i32 {
+    classify(&ctx, Program::FromPod, routing::from_pod)
+}
+
+#[classifier]
 pub fn from_vnet(ctx: TcContext) -> i32 {
-    let frame = Frame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    let (reason, verdict) = routing::from_vnet(&ctx, &frame);
-    account(&ctx, Seen::tc(&ctx, Program::FromVnet), reason, ctx.len());
-    verdict
+    classify(&ctx, Program::FromVnet, routing::from_vnet)
 }
 
 #[cfg(not(test))]

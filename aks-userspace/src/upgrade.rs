@@ -284,24 +284,17 @@ fn vnet_side(vnet: &NamespaceSpec, node_namespace: &str) -> NamespaceSpec {
         .cloned()
         .collect();
     let links: HashSet<&str> = side.veths.iter().map(|v| v.name.as_str()).collect();
-    side.interfaces = vnet
-        .interfaces
-        .iter()
-        .filter(|i| links.contains(i.name.as_str()))
-        .cloned()
-        .collect();
-    side.routes = vnet
-        .routes
-        .iter()
-        .filter(|r| links.contains(r.device.as_str()))
-        .cloned()
-        .collect();
-    side.neighbours = vnet
-        .neighbours
-        .iter()
-        .filter(|n| links.contains(n.device.as_str()))
-        .cloned()
-        .collect();
+    // What of `items` sits on one of those links (`device` names its link).
+    fn on_links<T: Clone>(items: &[T], links: &HashSet<&str>, device: fn(&T) -> &str) -> Vec<T> {
+        items
+            .iter()
+            .filter(|item| links.contains(device(item)))
+            .cloned()
+            .collect()
+    }
+    side.interfaces = on_links(&vnet.interfaces, &links, |i| &i.name);
+    side.routes = on_links(&vnet.routes, &links, |r| &r.device);
+    side.neighbours = on_links(&vnet.neighbours, &links, |n| &n.device);
     side
 }
 
