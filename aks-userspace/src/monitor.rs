@@ -7,7 +7,6 @@
 //! events between them rather than each seeing all of them.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -18,7 +17,7 @@ use aks_ebpf_common::{
 use aya::maps::{Array, Map, MapData, RingBuf};
 use nix::time::ClockId;
 
-use crate::inspect::{ip, protocol_name, select_nodes, NodePins};
+use crate::inspect::{ip, protocol_name, select_nodes, FlowTuple, NodePins};
 use crate::netns;
 use crate::state::ClusterState;
 
@@ -48,10 +47,9 @@ pub struct MonitorEvent {
     /// The interface name in the node namespace, when it still exists.
     pub interface: Option<String>,
     pub protocol: String,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
+    /// Addresses and ports (`src`, `dst`, `sport`, `dport` in the JSON).
+    #[serde(flatten)]
+    pub packet: FlowTuple,
     pub len: u32,
 }
 
@@ -139,10 +137,12 @@ impl Monitor {
                     ifindex: event.ifindex,
                     interface,
                     protocol: protocol_name(event.protocol),
-                    src: ip(event.src_addr),
-                    dst: ip(event.dst_addr),
-                    sport: has_ports(event.protocol).then_some(event.src_port),
-                    dport: has_ports(event.protocol).then_some(event.dst_port),
+                    packet: FlowTuple {
+                        src: ip(event.src_addr),
+                        dst: ip(event.dst_addr),
+                        sport: has_ports(event.protocol).then_some(event.src_port),
+                        dport: has_ports(event.protocol).then_some(event.dst_port),
+                    },
                     len: event.len,
                 });
             }

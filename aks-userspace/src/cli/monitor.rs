@@ -93,8 +93,8 @@ fn print_event(event: &MonitorEvent, json: bool) -> Result<()> {
         event.interface.as_deref().unwrap_or("?"),
         event.ifindex,
         event.protocol,
-        endpoint(event.src, event.sport),
-        endpoint(event.dst, event.dport),
+        endpoint(event.packet.src, event.packet.sport),
+        endpoint(event.packet.dst, event.packet.dport),
         event.len,
         event.verdict.to_uppercase()
     );
