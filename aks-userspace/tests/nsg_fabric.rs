@@ -80,22 +80,10 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     cluster.down();
 }
 
-#[test]
-fn azure_cni_ebpf() {
-    nsg_is_stateful_and_enforced_in_the_fabric("azure", "ebpf", "na");
-}
-
-#[test]
-fn azure_cni_iptables() {
-    nsg_is_stateful_and_enforced_in_the_fabric("azure", "iptables", "nb");
-}
-
-#[test]
-fn kubenet_ebpf() {
-    nsg_is_stateful_and_enforced_in_the_fabric("kubenet", "ebpf", "nc");
-}
-
-#[test]
-fn kubenet_iptables() {
-    nsg_is_stateful_and_enforced_in_the_fabric("kubenet", "iptables", "nd");
-}
+// One test per cell, so the four run in parallel and a failure names its cell.
+cell_tests!(nsg_is_stateful_and_enforced_in_the_fabric:
+    azure_cni_ebpf("azure", "ebpf", "na"),
+    azure_cni_iptables("azure", "iptables", "nb"),
+    kubenet_ebpf("kubenet", "ebpf", "nc"),
+    kubenet_iptables("kubenet", "iptables", "nd"),
+);

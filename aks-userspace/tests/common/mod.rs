@@ -8,6 +8,20 @@
 
 pub mod cluster;
 
+/// One `#[test]` per cell of the matrix, each calling `$check(plugin, datapath, tag)`:
+/// the cells run in parallel, and a failure names its cell.
+#[macro_export]
+macro_rules! cell_tests {
+    ($check:ident: $($test:ident($plugin:literal, $datapath:literal, $tag:literal)),+ $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                $check($plugin, $datapath, $tag);
+            }
+        )+
+    };
+}
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
