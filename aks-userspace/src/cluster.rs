@@ -193,7 +193,7 @@ pub fn create_described(
             layout.nodes.len(),
             plan.services.len()
         );
-        let datapath = datapath::install(plan, &layout)?;
+        let datapath = datapath::install(plan, &layout, datapath::OnStop::Stop)?;
         crate::stop::check()?;
         Ok(datapath)
     })();

@@ -1,9 +1,10 @@
 //! A stop signal (Ctrl-C, `aksnet down`'s SIGTERM) is honoured inside
 //! `datapath::install` too, not only while namespaces are built: loading every node
 //! and programming thousands of services is work between whose steps `up` must be able
-//! to stop. Its own test binary: the signal it raises is this process's.
+//! to stop. A rollback's install (`OnStop::Finish`, `aksnet update` undoing a node)
+//! is not stopped. Its own test binary: the signal it raises is this process's.
 
-use aks_userspace::datapath;
+use aks_userspace::datapath::{self, OnStop};
 use aks_userspace::stop::{self, Stopped};
 use aks_userspace::topology::layout;
 use aks_userspace::{model, plan};
@@ -26,13 +27,19 @@ fn install_stops_before_its_first_node_once_a_stop_was_requested() {
         // The layout names namespaces that were never built: any step install took
         // before looking for the stop would fail on them with another error.
         let layout = layout::layout(&plan);
-        let err = match datapath::install(&plan, &layout) {
-            Ok(_) => panic!("{datapath}: install went on after the stop"),
-            Err(err) => err,
+        let stopped = |on_stop| match datapath::install(&plan, &layout, on_stop) {
+            Ok(_) => panic!("{datapath}: install of namespaces that do not exist succeeded"),
+            Err(err) => err.chain().any(|e| e.downcast_ref::<Stopped>().is_some()),
         };
         assert!(
-            err.chain().any(|e| e.downcast_ref::<Stopped>().is_some()),
-            "{datapath}: stopped, not failed otherwise: {err:#}"
+            stopped(OnStop::Stop),
+            "{datapath}: stopped before its first node"
+        );
+        // A rollback's install (`OnStop::Finish`) goes on: here it fails on the first
+        // namespace instead, for another reason than the stop.
+        assert!(
+            !stopped(OnStop::Finish),
+            "{datapath}: a rollback is not stopped"
         );
     }
 }

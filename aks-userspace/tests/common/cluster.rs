@@ -188,17 +188,25 @@ impl Drop for Down {
 /// checked end: `down` must succeed and leave nothing behind.
 pub struct TestCluster {
     pub name: String,
-    _down: Down,
+    /// Set once [`TestCluster::down`] removed it: nothing left to remove on drop.
+    removed: bool,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = aksnet(&["down", &self.name]);
+        }
+    }
 }
 
 impl TestCluster {
     /// A name for a cluster the test brings up itself (foreground `up`, its own file).
     pub fn new(tag: &str) -> Self {
         super::require_privileges();
-        let name = cluster_name(tag);
         Self {
-            _down: Down(name.clone()),
-            name,
+            name: cluster_name(tag),
+            removed: false,
         }
     }
 
@@ -229,9 +237,10 @@ impl TestCluster {
     }
 
     /// `down`, which must succeed and leave no namespace, record or pin behind.
-    pub fn down(self) {
+    pub fn down(mut self) {
         aksnet_ok(&["down", &self.name]);
         assert_gone(&self.name);
+        self.removed = true;
     }
 }
 

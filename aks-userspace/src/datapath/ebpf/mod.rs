@@ -46,7 +46,7 @@ pub struct EbpfDatapath {
 }
 
 impl EbpfDatapath {
-    pub fn install(plan: &Plan, layout: &Layout) -> Result<Self> {
+    pub fn install(plan: &Plan, layout: &Layout, on_stop: super::OnStop) -> Result<Self> {
         let pin_root = ClusterState::pin_dir(&plan.name);
         let mut nodes = Vec::with_capacity(layout.nodes.len());
         let mut logs = Vec::with_capacity(layout.nodes.len());
@@ -61,7 +61,7 @@ impl EbpfDatapath {
         for node in &layout.nodes {
             // A stop signal is honoured between steps (see `stop`): loading and filling
             // the maps of every node takes seconds with thousands of services.
-            crate::stop::check()?;
+            on_stop.check()?;
             let mut datapath = NodeDatapath::load_sized(
                 &node.namespace,
                 Some(&pin_root.join(&node.name)),
@@ -90,7 +90,7 @@ impl EbpfDatapath {
             }
             let mut services = datapath.service_maps()?;
             for service in &plan.services {
-                crate::stop::check()?;
+                on_stop.check()?;
                 services.upsert(service).with_context(|| {
                     format!("programming service {} on node {}", service.name, node.name)
                 })?;
