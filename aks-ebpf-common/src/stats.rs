@@ -90,10 +90,33 @@ crate::names::named_enum! {
         /// about a masqueraded flow: the outer destination and the quoted packet's source
         /// translated back to the pod, every checksum fixed, delivered into the pod.
         RedirectedPeerIcmpError = 26 => "redirected-peer-icmp-error",
+        /// To a node port from outside: translated to a backend on this node and
+        /// delivered into it, the client's address kept.
+        NodePortDnat = 27 => "nodeport-dnat",
+        /// To a node port from outside, `externalTrafficPolicy: Cluster`: translated to
+        /// a backend on another node, SNATed to the node address (so the reply comes
+        /// back here) and sent on.
+        NodePortDnatSnat = 28 => "nodeport-dnat-snat",
+        /// A local backend's reply to a node port flow: its source translated back to
+        /// `nodeIP:nodePort`, sent out of the uplink.
+        NodePortRevDnat = 29 => "nodeport-rev-dnat",
+        /// A remote backend's reply to a SNATed node port flow: translated back to
+        /// `nodeIP:nodePort → client`, sent out of the uplink.
+        NodePortRevSnat = 30 => "nodeport-rev-snat",
+        /// A new flow to the node port of an `externalTrafficPolicy: Local` service with
+        /// no backend on this node: dropped (kube-proxy's KUBE-EXTERNAL-SERVICES does the
+        /// same; the load balancer's health probe keeps traffic away from such a node).
+        DropNodePortNoLocalBackend = 31 => "drop-nodeport-no-local-backend",
+        /// A new flow to the node port of a `Cluster` service without backends, or a
+        /// backend slot missing while userspace rewrites the service: dropped.
+        DropNodePortNoBackend = 32 => "drop-nodeport-no-backend",
+        /// SNAT for a node port flow to a backend on another node found no free port
+        /// after its retries: dropped.
+        DropNodePortNoSnatPort = 33 => "drop-nodeport-no-snat-port",
         /// Azure CNI Overlay: to another node's pods, handed to the kernel, which routes
         /// it into the node's tunnel device (keeping the pod address). Not
         /// `passed-to-stack`: the packet is forwarded, not delivered to the node.
-        ToOverlay = 27 => "to-overlay",
+        ToOverlay = 34 => "to-overlay",
     }
 }
 

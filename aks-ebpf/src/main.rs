@@ -18,6 +18,7 @@ mod icmp_error;
 mod lb;
 mod maps;
 mod nat;
+mod nodeport;
 mod packet;
 mod rewrite;
 mod routing;

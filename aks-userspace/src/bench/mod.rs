@@ -7,11 +7,13 @@
 //!   as a user sees it and pinned to one CPU (the datapath's own cost);
 //! - `cost`: CPU time and the BPF programs' run time around each measurement;
 //! - `sweep`: the service-count sweep;
+//! - `frontends`: connection rate through a LoadBalancer frontend (`--frontends`);
 //! - `stats`: medians and percentiles; `report`: table, JSON, CSV; `plot`: the SVG;
 //! - `interrupt`: Ctrl-C turns into an error, so the cells' guards clean up.
 
 pub mod cells;
 pub mod cost;
+pub mod frontends;
 pub mod interrupt;
 pub mod plot;
 pub mod report;
