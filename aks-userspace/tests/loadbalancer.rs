@@ -250,25 +250,13 @@ fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str
     cluster.down();
 }
 
-#[test]
-fn azure_cni_iptables() {
-    load_balancer_services_from_outside("azure", "iptables", "la");
-}
-
-#[test]
-fn kubenet_iptables() {
-    load_balancer_services_from_outside("kubenet", "iptables", "lb");
-}
-
-#[test]
-fn azure_cni_ebpf() {
-    load_balancer_services_from_outside("azure", "ebpf", "lc");
-}
-
-#[test]
-fn kubenet_ebpf() {
-    load_balancer_services_from_outside("kubenet", "ebpf", "ld");
-}
+// One test per cell, so they run in parallel and a failure names its cell.
+cell_tests!(load_balancer_services_from_outside:
+    azure_cni_iptables("azure", "iptables", "la"),
+    kubenet_iptables("kubenet", "iptables", "lb"),
+    azure_cni_ebpf("azure", "ebpf", "lc"),
+    kubenet_ebpf("kubenet", "ebpf", "ld"),
+);
 
 #[test]
 fn azure_overlay_ebpf() {
