@@ -21,10 +21,14 @@ fn kubenet_iptables_hides_pods_behind_the_node_outside_the_vnet() {
     );
     assert_connected_as(
         &results,
-        &["pod -> internet", "pod -> on-prem"],
+        &["pod -> on-prem"],
         "nodepool1-0",
         "kubenet SNATs to the node address",
     );
+    // The internet: the node's address, SNATed again by the load balancer's outbound rule.
+    let r = probe(&results, "pod -> internet");
+    assert_eq!(r["connected"], true, "{r}");
+    assert_eq!(r["seenSource"], "198.51.100.4", "{r}");
     assert_eq!(
         probe(&results, "on-prem -> pod")["connected"],
         false,

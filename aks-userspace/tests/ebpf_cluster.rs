@@ -101,13 +101,21 @@ fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
         &INSIDE_THE_CLUSTER,
         "inside the non-masquerade CIDRs",
     );
-    // Connected: the reply came back through reverse SNAT.
-    assert_connected_as(
-        &results,
-        &["pod -> internet", "pod -> on-prem"],
-        "nodepool1-0",
-        "kubenet pods leave as their node",
-    );
+    for (path, seen) in [
+        // The node's address, SNATed again by the load balancer's outbound rule.
+        ("pod -> internet", "198.51.100.4"),
+        ("pod -> on-prem", "10.224.0.4"),
+    ] {
+        let r = probe(&results, path);
+        assert_eq!(
+            r["connected"], true,
+            "{path}: the reply came back through reverse SNAT: {r}"
+        );
+        assert_eq!(
+            r["seenSource"], seen,
+            "{path}: kubenet pods leave as their node"
+        );
+    }
     assert_eq!(probe(&results, "on-prem -> pod")["connected"], false);
     assert_grew(
         &before,

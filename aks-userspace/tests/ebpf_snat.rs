@@ -12,7 +12,6 @@ use aks_userspace::datapath::ebpf::read_pinned_flows;
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 
 fn flows(cluster: &str, node: &str) -> usize {
     read_pinned_flows(&node_pins(cluster, node).join("CONNTRACK"))
@@ -25,11 +24,16 @@ fn azure_cni_node_subnet_masquerades_outside_the_vnet() {
     let cluster = TestCluster::up("sa", "azure", "ebpf", 2, 1);
     let name = cluster.name.clone();
     let results = check(&name);
-    // Outside the VNet, the internet and on-prem see the node
-    // (concepts-network-legacy-cni.md).
+    // The internet sees the load balancer's outbound address (outboundType
+    // loadBalancer), which SNATs what the node sends: the node's own masquerade is what
+    // on-prem sees.
+    let internet = probe(&results, "pod -> internet");
+    assert_eq!(internet["connected"], true, "{internet}");
+    assert_eq!(internet["seenSource"], "198.51.100.4", "{internet}");
+    // Outside the VNet, on-prem too, sees the node (concepts-network-legacy-cni.md).
     assert_connected_as(
         &results,
-        &["pod -> internet", "pod -> on-prem"],
+        &["pod -> on-prem"],
         "nodepool1-0",
         "outside the VNet the node is seen",
     );
@@ -70,10 +74,12 @@ fn raise_open_files(limit: u64) {
 
 #[test]
 fn thousands_of_concurrent_flows_through_snat_all_complete() {
-    require_privileges();
-    raise_open_files(4 * FLOWS as u64 + 256);
-    let cluster = TestCluster::up("sc", "kubenet", "ebpf", 1, 1);
+    // Every flow goes to one destination: the load balancer's outbound rule must give
+    // the node more than FLOWS ports to it (its default 1,024 would refuse the rest).
+    let ports = "loadBalancerProfile: { allocatedOutboundPorts: 64000 }\n";
+    let cluster = TestCluster::up_with("sc", "kubenet", "ebpf", 1, 1, ports);
     let name = cluster.name.clone();
+    raise_open_files(4 * FLOWS as u64 + 256);
     let state = ClusterState::require(&name).expect("state");
     let pod = state.nodes[0].pods[0].namespace.clone();
     let internet = state.internet.clone();
@@ -107,14 +113,19 @@ fn thousands_of_concurrent_flows_through_snat_all_complete() {
         Ok(clients)
     })
     .expect("connecting from the pod");
-    let node_ip = state.nodes[0].address.to_string();
+    // The node's masquerade, then the load balancer's outbound rule.
+    let outbound_ip = "198.51.100.4";
     let mut answered = 0;
     for stream in &clients {
         let mut line = String::new();
         BufReader::new(stream)
             .read_line(&mut line)
             .expect("reading the answer");
-        assert_eq!(line.trim(), node_ip, "the internet host sees the node");
+        assert_eq!(
+            line.trim(),
+            outbound_ip,
+            "the internet host sees the outbound address"
+        );
         answered += 1;
     }
     let held = server.join().expect("server thread");
