@@ -14,6 +14,7 @@ mod endpoints;
 mod flow;
 mod maps;
 mod nsg;
+mod probes;
 mod routes;
 mod stats;
 
@@ -39,6 +40,7 @@ pub use endpoints::{endpoints, EndpointRow};
 pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};
 pub use nsg::{nsg_rules, NsgRow};
+pub use probes::{probes, ProbeRow};
 pub use routes::{longest_prefix_match, routes, RouteRow};
 pub use stats::{reason_by_name, stats, StatsRow, TOTAL};
 
