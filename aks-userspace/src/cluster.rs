@@ -133,6 +133,7 @@ pub fn create_described(
                 existing.pid,
                 existing.namespaces.len()
             );
+            crate::probes::stop(&plan.name)?;
             remove_recorded(&existing)?;
             // The record directory went, with the lock in it: start again.
             drop(change);

@@ -85,7 +85,7 @@ pub fn run(cluster: &str, settings: ProbeSettings) -> Result<()> {
                 }
             }
         }
-        wait_until(started + settings.interval);
+        wait_until(started + settings.interval, &mut servers);
     }
     drop(servers);
     Ok(())
@@ -151,9 +151,11 @@ fn reprogram(cluster: &str, vnet: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Sleeps until `deadline`, waking early for a stop signal.
-fn wait_until(deadline: Instant) {
+/// Sleeps until `deadline`, waking early for a stop signal, and meanwhile closes the
+/// health servers of node namespaces that went (see `HealthServers::close_gone`).
+fn wait_until(deadline: Instant, servers: &mut HealthServers) {
     while crate::stop::requested().is_none() {
+        servers.close_gone();
         let now = Instant::now();
         if now >= deadline {
             return;

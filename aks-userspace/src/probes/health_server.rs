@@ -117,6 +117,15 @@ impl HealthServers {
         errors
     }
 
+    /// Closes the sockets of namespaces that were deleted (or made again) since they
+    /// were opened: a socket keeps its namespace, and with it the node's veths, alive,
+    /// which `aksnet update` (reimaging a node) waits for to go. Cheap: one `stat` per
+    /// node and port; the agent calls it many times a second.
+    pub fn close_gone(&mut self) {
+        self.servers
+            .retain(|key, server| namespace_inode(&key.0) == Some(server.namespace_inode));
+    }
+
     fn open(&self, namespace: &str, port: u16) -> Result<Server> {
         let namespace_inode = namespace_inode(namespace)
             .with_context(|| format!("namespace {namespace} is not there"))?;
