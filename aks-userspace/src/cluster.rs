@@ -254,6 +254,8 @@ pub struct Removal {
     pub removed_by_owner: Option<u32>,
     /// Why the record was not trusted, when what carries the prefix was removed instead.
     pub untrusted_record: Option<String>,
+    /// The cluster's probe agent, stopped first (SIGTERM).
+    pub probe_agent: Option<u32>,
 }
 
 /// How long `down` waits for a running `up` it asked to stop.
@@ -306,12 +308,13 @@ pub fn remove_waiting(name: &str, mut waiting: impl FnMut(Option<u32>)) -> Resul
         // The probe agent has sockets in the node namespaces (which would keep them
         // alive past `ip netns del`) and writes the fabric: it goes first. It never waits
         // for the change lock held here.
-        crate::probes::stop(name)?;
-        return match ClusterState::read(name) {
+        let probe_agent = crate::probes::stop(name)?;
+        let removal = match ClusterState::read(name) {
             Record::Valid(state) => remove_recorded(&state),
             Record::Missing => remove_by_prefix(name, "it has no state.json".to_owned()),
             Record::Untrusted(why) => remove_by_prefix(name, why),
         };
+        return removal.map(|r| Removal { probe_agent, ..r });
     }
 }
 

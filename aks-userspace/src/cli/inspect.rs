@@ -140,7 +140,7 @@ pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
 
 pub fn probes(target: &Target) -> Result<ExitCode> {
     let state = target.state("aksnet inspect probes")?;
-    let (rows, settings) = inspect::probes(&state, target.node)?;
+    let inspect::RecordedProbes { rows, settings } = inspect::probes(&state, target.node)?;
     if !target.json {
         let agent = aks_userspace::cluster_lock::agent_pid(&state.name).map_or_else(
             || "no probe agent runs".to_owned(),

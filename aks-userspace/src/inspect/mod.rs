@@ -40,7 +40,7 @@ pub use endpoints::{endpoints, EndpointRow};
 pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};
 pub use nsg::{nsg_rules, NsgRow};
-pub use probes::{probes, ProbeRow};
+pub use probes::{probes, ProbeRow, RecordedProbes};
 pub use routes::{longest_prefix_match, routes, RouteRow};
 pub use stats::{reason_by_name, stats, StatsRow, TOTAL};
 

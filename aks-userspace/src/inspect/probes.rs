@@ -33,17 +33,23 @@ pub struct ProbeRow {
     pub consecutive: u32,
 }
 
-/// The probe rows of `state`'s cluster (of `node` only, when given), and the agent's
-/// settings (interval ms, threshold) when it has written a record.
-pub fn probes(
-    state: &ClusterState,
-    node: Option<&str>,
-) -> Result<(Vec<ProbeRow>, Option<(u64, u32)>)> {
+/// What the probe record holds, as rows.
+pub struct RecordedProbes {
+    pub rows: Vec<ProbeRow>,
+    /// The agent's interval (ms) and threshold, once it has written a record.
+    pub settings: Option<(u64, u32)>,
+}
+
+/// The probe rows of `state`'s cluster (of `node` only, when given).
+pub fn probes(state: &ClusterState, node: Option<&str>) -> Result<RecordedProbes> {
     if let Some(node) = node {
         super::select_nodes(state, Some(node))?;
     }
     let Some(record) = ProbeRecord::load(&state.name)? else {
-        return Ok((Vec::new(), None));
+        return Ok(RecordedProbes {
+            rows: Vec::new(),
+            settings: None,
+        });
     };
     let now = crate::probes::prober::now_ms();
     let rows = record
@@ -73,5 +79,8 @@ pub fn probes(
                 })
         })
         .collect();
-    Ok((rows, Some((record.interval_ms, record.threshold))))
+    Ok(RecordedProbes {
+        rows,
+        settings: Some((record.interval_ms, record.threshold)),
+    })
 }
