@@ -47,18 +47,7 @@ pub fn frontends(state: &ClusterState) -> Vec<FrontendProbes> {
                 nodes: state
                     .nodes
                     .iter()
-                    .map(|n| NodeProbe {
-                        node: n.name.clone(),
-                        address: n.address,
-                        state: ProbeState::Unknown,
-                        last_result: None,
-                        last_probe_unix_ms: None,
-                        changed_unix_ms: None,
-                        probes: 0,
-                        successes: 0,
-                        failures: 0,
-                        consecutive: 0,
-                    })
+                    .map(|n| NodeProbe::new(&n.name, n.address))
                     .collect(),
             })
         })
@@ -242,18 +231,7 @@ mod tests {
     use super::*;
 
     fn node() -> NodeProbe {
-        NodeProbe {
-            node: "n0".into(),
-            address: Ipv4Addr::new(10, 224, 0, 4),
-            state: ProbeState::Unknown,
-            last_result: None,
-            last_probe_unix_ms: None,
-            changed_unix_ms: None,
-            probes: 0,
-            successes: 0,
-            failures: 0,
-            consecutive: 0,
-        }
+        NodeProbe::new("n0", Ipv4Addr::new(10, 224, 0, 4))
     }
 
     #[test]

@@ -44,6 +44,24 @@ pub struct NodeProbe {
     pub consecutive: u32,
 }
 
+impl NodeProbe {
+    /// A node not probed yet.
+    pub fn new(node: &str, address: Ipv4Addr) -> Self {
+        Self {
+            node: node.to_owned(),
+            address,
+            state: ProbeState::Unknown,
+            last_result: None,
+            last_probe_unix_ms: None,
+            changed_unix_ms: None,
+            probes: 0,
+            successes: 0,
+            failures: 0,
+            consecutive: 0,
+        }
+    }
+}
+
 /// The probe of one load-balancing rule, and its nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

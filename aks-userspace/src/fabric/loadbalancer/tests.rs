@@ -80,16 +80,8 @@ fn the_probe_record_decides_which_nodes_are_in_rotation() {
         .find(|e| e.service == "web-local")
         .expect("web-local exposed");
     let node = |i: usize, state: ProbeState| NodeProbe {
-        node: plan.nodes[i].name.clone(),
-        address: plan.nodes[i].ip,
         state,
-        last_result: None,
-        last_probe_unix_ms: None,
-        changed_unix_ms: None,
-        probes: 0,
-        successes: 0,
-        failures: 0,
-        consecutive: 0,
+        ..NodeProbe::new(&plan.nodes[i].name, plan.nodes[i].ip)
     };
     let frontend = |service: &str, port: u16, nodes: Vec<NodeProbe>| FrontendProbes {
         service: service.into(),
