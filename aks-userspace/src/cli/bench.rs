@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use aks_userspace::bench::cells::CellKind;
+use aks_userspace::bench::report::Workload;
+use aks_userspace::bench::workloads::View;
 use aks_userspace::bench::{self, interrupt, BenchOptions};
 
 /// What the command line asked for.
@@ -14,7 +17,7 @@ pub struct BenchArgs {
     /// A short run (0.3 s per workload, view and cell, 2 rounds, sweep to 1,000).
     #[arg(long)]
     pub quick: bool,
-    /// Rounds per workload, view and cell (default 7, quick 2).
+    /// Rounds per workload, view and cell (default 9, quick 2).
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Seconds per workload, view, cell and round (default 1, quick 0.3).
@@ -28,6 +31,21 @@ pub struct BenchArgs {
     /// `stateful` (every forwarded packet tracked, as before) to measure what that costs.
     #[arg(long, value_enum, default_value_t = FabricArg::Stateless)]
     pub fabric: FabricArg,
+    /// Slices each round of a workload is cut into, every cell measured in turn in
+    /// each (default 4, quick 2; stream is not cut).
+    #[arg(long)]
+    pub slices: Option<usize>,
+    /// Only these cells, comma-separated (e.g. azure/ebpf,kubenet/iptables,limit);
+    /// ratios need kubenet/iptables (and the limit) among them.
+    #[arg(long, value_delimiter = ',', value_parser = parse_cell)]
+    pub cells: Option<Vec<CellKind>>,
+    /// Only these workloads, comma-separated, by their JSON names (e.g.
+    /// rr-pod-to-pod,connect-snat).
+    #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
+    pub workloads: Option<Vec<Workload>>,
+    /// Only these views: user, pinned.
+    #[arg(long, value_delimiter = ',', value_parser = parse_view)]
+    pub views: Option<Vec<View>>,
     /// Measure only the connection rate from the internet host to a LoadBalancer
     /// frontend (externalTrafficPolicy Cluster and Local, eBPF and iptables), on its own
     /// two clusters; --rounds and --duration apply, --json writes its report.
@@ -45,6 +63,43 @@ pub struct BenchArgs {
     /// Also draw the results as an SVG plot into this file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Instead of the matrix: the connection rate from one pod to the internet until its
+    /// node's load balancer SNAT ports run out (kubenet/iptables and azure/ebpf
+    /// clusters, `--rounds` rounds, default 3).
+    #[arg(long)]
+    pub snat_exhaustion: bool,
+    /// `allocatedOutboundPorts` of the --snat-exhaustion clusters (a multiple of 8, at
+    /// most 32,000 for their two nodes; default 1024, AKS's for up to 50 nodes).
+    #[arg(long, default_value_t = 1024, requires = "snat_exhaustion")]
+    pub snat_ports: u32,
+}
+
+fn parse_cell(name: &str) -> Result<CellKind, String> {
+    CellKind::ALL
+        .into_iter()
+        .find(|k| k.to_string() == name)
+        .ok_or_else(|| format!("no cell {name:?}; cells: {}", names(CellKind::ALL)))
+}
+
+fn parse_workload(name: &str) -> Result<Workload, String> {
+    Workload::from_key(name).ok_or_else(|| {
+        let keys = Workload::ALL.map(Workload::key);
+        format!("no workload {name:?}; workloads: {}", keys.join(", "))
+    })
+}
+
+fn parse_view(name: &str) -> Result<View, String> {
+    View::ALL
+        .into_iter()
+        .find(|v| v.name() == name)
+        .ok_or_else(|| format!("no view {name:?}; views: user, pinned"))
+}
+
+fn names<T: std::fmt::Display>(all: impl IntoIterator<Item = T>) -> String {
+    all.into_iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -55,6 +110,14 @@ pub enum FabricArg {
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     super::require_root("aksnet bench")?;
+    if args.snat_exhaustion {
+        return super::bench_snat::run(
+            &args.prefix,
+            args.snat_ports,
+            args.rounds,
+            args.json.as_deref(),
+        );
+    }
     let mut options = if args.quick {
         BenchOptions::quick(&args.prefix)
     } else {
@@ -77,6 +140,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if let Some(sweep) = args.sweep {
         options.sweep_services = sweep;
     }
+    if let Some(slices) = args.slices {
+        options.slices = slices;
+    }
+    if let Some(cells) = args.cells {
+        options.cells = cells;
+    }
+    if let Some(workloads) = args.workloads {
+        options.workloads = workloads;
+    }
+    if let Some(views) = args.views {
+        options.views = views;
+    }
     options.validate()?;
     // From here Ctrl-C and SIGTERM end the run through the cells' guards.
     interrupt::install()?;
@@ -84,9 +159,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         return frontends(&options, args.json.as_deref());
     }
     eprintln!(
-        "aksnet bench: {} cells × {} workloads × 2 views × {} rounds × {:.1}s{}; clusters named {}*",
-        bench::cells::CellKind::ALL.len(),
-        bench::report::Workload::ALL.len(),
+        "aksnet bench: {} cells × {} workloads × {} views × {} rounds × {:.1}s{}; clusters named {}*",
+        options.cells.len(),
+        options.workloads.len(),
+        options.views.len(),
         options.rounds,
         options.duration.as_secs_f64(),
         if options.sweep_services.is_empty() {

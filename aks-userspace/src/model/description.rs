@@ -52,6 +52,13 @@ pub struct ClusterDescription {
     /// `managedNATGateway`, `userDefinedRouting` or `none`, as in AKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_type: Option<super::outbound::OutboundType>,
+    /// The load balancer's outbound rule (`allocatedOutboundPorts`,
+    /// `idleTimeoutInMinutes`), as AKS's `networkProfile.loadBalancerProfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_profile: Option<super::outbound::LoadBalancerProfileDescription>,
+    /// userDefinedRouting: the firewall's DNAT rules (`natRules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<super::outbound::FirewallDescription>,
 }
 
 /// `name: null` (also `name: ~` or `name:` with nothing after it) is a missing name, not

@@ -37,6 +37,8 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         nsg: Vec::new(),
         conntrack: None,
         outbound_type: None,
+        load_balancer_profile: None,
+        firewall: None,
     }
 }
 
