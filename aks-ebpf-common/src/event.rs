@@ -24,8 +24,8 @@ crate::names::named_enum! {
         FromPod = 0 => "from_pod",
         /// TC ingress on the node uplink.
         FromVnet = 1 => "from_vnet",
-        /// XDP on the node uplink.
-        Nsg = 2 => "nsg",
+        // 2 was `nsg` (XDP on the node uplink), retired with NSG rules moving into the
+        // fabric; never reuse it.
     }
 }
 
@@ -104,7 +104,7 @@ mod tests {
             src_port: 40000,
             dst_port: 17002,
             protocol: 6,
-            program: Program::Nsg as u8,
+            program: Program::FromVnet as u8,
             _pad: [0; 6],
         };
         // SAFETY: a plain-old-data struct viewed as its bytes.

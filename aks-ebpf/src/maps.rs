@@ -11,8 +11,7 @@ use aks_ebpf_common::{
         NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORTS_CAPACITY,
         NODEPORT_FLOWS_CAPACITY,
     },
-    CtEntry, Endpoint, FlowKey, NatTarget, NodeConfig, NsgRule, Route, ENDPOINTS_CAPACITY,
-    NSG_CAPACITY, ROUTES_CAPACITY,
+    CtEntry, Endpoint, FlowKey, NatTarget, NodeConfig, Route, ENDPOINTS_CAPACITY, ROUTES_CAPACITY,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -28,9 +27,6 @@ static ENDPOINTS: HashMap<u32, Endpoint, { ENDPOINTS_CAPACITY as usize }> = Hash
 
 #[btf_map]
 static ROUTES: LpmTrie<u32, Route, { ROUTES_CAPACITY as usize }> = LpmTrie::new();
-
-#[btf_map]
-static NSG: Array<NsgRule, { NSG_CAPACITY as usize }> = Array::new();
 
 /// This node's configuration, once userspace has written it.
 #[inline(always)]
@@ -49,12 +45,6 @@ pub fn endpoint(addr: u32) -> Option<Endpoint> {
 #[inline(always)]
 pub fn route(addr: u32) -> Option<Route> {
     ROUTES.get(&Key::new(32, addr)).copied()
-}
-
-/// NSG rule `index` (0-based, in priority order).
-#[inline(always)]
-pub fn nsg_rule(index: u32) -> Option<&'static NsgRule> {
-    NSG.get(index)
 }
 
 /// Masqueraded flows: state and timestamps (see aks-ebpf-common's `conntrack`). Not

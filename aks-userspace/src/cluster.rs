@@ -29,8 +29,10 @@ pub struct RunningCluster {
 /// What Azure's fabric refuses, as `filter` rules in the vnet namespace:
 /// - no inbound path from the internet to private addresses without a public IP or a
 ///   load balancer: connections the internet host starts are dropped, replies pass;
-/// - kubenet's route table is associated with the node subnet only, so on-prem (over
-///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
+/// - a private pod CIDR (kubenet, Azure CNI Overlay) is known to no route outside the
+///   cluster: kubenet's route table is associated with the node subnet only, and the
+///   Overlay's pod ranges are never in the VNet's routes, so on-prem (over ExpressRoute)
+///   has no route to pod addresses: its traffic to the pod CIDR is dropped.
 /// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above;
 /// - egress per `outboundType` (`fabric::egress`): the load balancer's outbound rule
 ///   (per-node SNAT ports), a NAT gateway's SNAT, or none;
@@ -71,7 +73,7 @@ pub(crate) fn fabric_rules(plan: &Plan, probes: Option<&crate::probes::ProbeReco
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
-            "-A FORWARD -i onprem -d {pod_cidr} -m comment --comment \"aksnet: kubenet pod addresses are not routable from on-prem\" -j DROP\n"
+            "-A FORWARD -i onprem -d {pod_cidr} -m comment --comment \"aksnet: private pod addresses (kubenet, Overlay) are not routable from on-prem\" -j DROP\n"
         ));
     }
     rules.push_str(&fabric::nsg::filter_rules(&plan.nsg));
@@ -203,7 +205,13 @@ pub fn create_described(
             .context("programming the VNet fabric")?;
         fabric::egress::apply_idle_timeout(&layout.vnet, &plan.outbound)?;
         fabric::firewall::install(plan, &layout.vnet)?;
-        let datapath = datapath::install(plan, &layout)?;
+        crate::errln!(
+            "loading the {} datapath: {} nodes, {} services",
+            plan.datapath,
+            layout.nodes.len(),
+            plan.services.len()
+        );
+        let datapath = datapath::install(plan, &layout, datapath::OnStop::Stop)?;
         crate::stop::check()?;
         Ok(datapath)
     })();
@@ -378,5 +386,30 @@ fn remove_pins(name: &str) -> Result<bool> {
         Err(e) => {
             Err(e).with_context(|| format!("removing pinned BPF objects in {}", pin_dir.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::plan_of;
+
+    #[test]
+    fn on_prem_is_refused_the_private_pod_cidr_of_kubenet_and_overlay_only() {
+        let node_subnet = crate::model::DEFAULT_DESCRIPTION;
+        let rule = |yaml: &str| {
+            fabric_rules(&plan_of(yaml), None)
+                .lines()
+                .find(|l| l.starts_with("-A FORWARD -i onprem"))
+                .map(str::to_owned)
+        };
+        assert_eq!(rule(node_subnet), None, "Azure CNI pods are VNet addresses");
+        let overlay =
+            format!("{node_subnet}\nnetworkPluginMode: overlay\npodCidr: 10.244.0.0/16\n");
+        let refused = rule(&overlay).expect("Overlay pods are unroutable from on-prem");
+        assert!(
+            refused.contains("-d 10.244.0.0/16") && refused.contains("Overlay"),
+            "{refused}"
+        );
     }
 }

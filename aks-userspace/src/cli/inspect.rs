@@ -18,14 +18,7 @@ pub fn rules(node: Option<&str>, cluster: Option<&str>, json: bool) -> Result<Ex
     super::require_root("aksnet inspect rules")?;
     let state = super::resolve_cluster(cluster)?;
     let rules = node_rules(&state, node)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rules).context("while encoding the rules as JSON")?
-        );
-    } else {
-        print!("{}", render(&rules));
-    }
+    super::print_json_or(json, &rules, || render(&rules))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -67,23 +60,7 @@ impl Target<'_> {
 
     /// Prints `rows` as a JSON array, or as `table` under a one-line heading.
     fn print<T: Serialize>(&self, state: &ClusterState, rows: &[T], table: Table) -> Result<()> {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(rows).context("while encoding the rows as JSON")?
-            );
-        } else {
-            println!(
-                "cluster {}: {}/{}",
-                state.name, state.network_plugin, state.datapath
-            );
-            if table.is_empty() {
-                println!("(none)");
-            } else {
-                print!("{table}");
-            }
-        }
-        Ok(())
+        super::print_cluster_rows(state, self.json, rows, table)
     }
 }
 
@@ -317,6 +294,12 @@ pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitC
     let rows = inspect::stats(&state, target.node, |r| {
         only.is_none_or(|o| o == r) && (!drops || r.is_drop())
     })?;
+    // Lost events are no reason: listed only when every reason is.
+    let lost = if only.is_none() && !drops {
+        inspect::events_lost(&state, target.node)?
+    } else {
+        Vec::new()
+    };
     let mut table = Table::new(&["NODE", "REASON", ">PACKETS", ">BYTES"]);
     for r in &rows {
         table.row(vec![
@@ -326,7 +309,20 @@ pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitC
             r.bytes.to_string(),
         ]);
     }
-    target.print(&state, &rows, table)?;
+    for l in &lost {
+        table.row(vec![
+            l.node.clone(),
+            "(monitor events lost)".to_owned(),
+            l.monitor_events_lost.to_string(),
+            "-".to_owned(),
+        ]);
+    }
+    let lines: Vec<inspect::StatsLine> = rows
+        .into_iter()
+        .map(inspect::StatsLine::Reason)
+        .chain(lost.into_iter().map(inspect::StatsLine::EventsLost))
+        .collect();
+    target.print(&state, &lines, table)?;
     Ok(ExitCode::SUCCESS)
 }
 
