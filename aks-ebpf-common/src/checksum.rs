@@ -61,14 +61,21 @@ mod tests {
         !(sum as u16)
     }
 
-    #[test]
-    fn a_ttl_decrement_gives_the_checksum_a_full_sum_gives() {
+    /// An IPv4 header (no options) from `protocol` and the last octet of its source to
+    /// 203.0.113.10, with its checksum filled in.
+    fn header(protocol: u8, src_last: u8) -> [u8; 20] {
         let mut header = [
-            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 10, 224, 0, 6,
-            203, 0, 113, 10,
+            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, protocol, 0x00, 0x00, 10, 224, 0,
+            src_last, 203, 0, 113, 10,
         ];
         let check = full_checksum(&header);
         header[10..12].copy_from_slice(&check.to_be_bytes());
+        header
+    }
+
+    #[test]
+    fn a_ttl_decrement_gives_the_checksum_a_full_sum_gives() {
+        let mut header = header(0x06, 6);
         for _ in 0..64 {
             let old = u16::from_be_bytes([header[8], header[9]]);
             header[8] -= 1;
@@ -84,12 +91,7 @@ mod tests {
 
     #[test]
     fn an_address_change_gives_the_checksum_a_full_sum_gives_and_verifies() {
-        let mut header = [
-            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 224, 0, 4,
-            203, 0, 113, 10,
-        ];
-        let check = full_checksum(&header);
-        header[10..12].copy_from_slice(&check.to_be_bytes());
+        let mut header = header(0x01, 4);
         let sum = |h: &[u8]| {
             fold(
                 h.chunks(2)
@@ -99,7 +101,7 @@ mod tests {
         assert_eq!(sum(&header), 0xffff, "an intact header verifies");
         let old = crate::addr::ipv4([10, 224, 0, 4]);
         let new = crate::addr::ipv4([10, 244, 1, 17]);
-        let check = replace_u32(check, old, new);
+        let check = replace_u32(u16::from_be_bytes([header[10], header[11]]), old, new);
         header[12..16].copy_from_slice(&[10, 244, 1, 17]);
         header[10..12].copy_from_slice(&check.to_be_bytes());
         let mut zeroed = header;

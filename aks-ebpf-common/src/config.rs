@@ -10,8 +10,6 @@ pub struct NodeConfig {
     pub node_ip: u32,
     /// Index of the uplink (`eth0` of the node namespace).
     pub uplink_ifindex: u32,
-    /// Number of rules in `NSG`, from slot 0 (first match wins).
-    pub nsg_rules: u32,
     /// Source MAC of frames sent out of the uplink.
     pub uplink_mac: [u8; 6],
     /// Destination MAC of frames sent out of the uplink: the VNet gateway.
@@ -27,7 +25,7 @@ pub struct NodeConfig {
     pub service_mask: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 36);
 
 impl NodeConfig {
     /// Whether `addr` (map form) lies in the service CIDR.
@@ -38,6 +36,6 @@ impl NodeConfig {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), no padding (3 × u32, 2 × [u8; 6], u32, 2 × u16, 2 × u32 = 40 bytes);
+// SAFETY: repr(C), no padding (2 × u32, 2 × [u8; 6], u32, 2 × u16, 2 × u32 = 36 bytes);
 // every bit pattern valid.
 unsafe impl aya::Pod for NodeConfig {}

@@ -24,8 +24,8 @@ crate::names::named_enum! {
         FromPod = 0 => "from_pod",
         /// TC ingress on the node uplink.
         FromVnet = 1 => "from_vnet",
-        /// XDP on the node uplink.
-        Nsg = 2 => "nsg",
+        // 2 was `nsg` (XDP on the node uplink), retired with NSG rules moving into the
+        // fabric; never reuse it.
         /// TC ingress on the vnet namespace's end of a node link: the fabric forwarder.
         Fabric = 3 => "fabric",
     }
@@ -91,7 +91,8 @@ mod tests {
         for p in Program::ALL {
             assert_eq!(Program::from_u8(p as u8), Some(p));
         }
-        assert_eq!(Program::from_u8(Program::ALL.len() as u8), None);
+        assert_eq!(Program::from_u8(2), None, "2 was the retired nsg");
+        assert_eq!(Program::from_u8(4), None);
     }
 
     #[test]
@@ -106,7 +107,7 @@ mod tests {
             src_port: 40000,
             dst_port: 17002,
             protocol: 6,
-            program: Program::Nsg as u8,
+            program: Program::FromVnet as u8,
             _pad: [0; 6],
         };
         // SAFETY: a plain-old-data struct viewed as its bytes.

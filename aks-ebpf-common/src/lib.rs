@@ -17,7 +17,6 @@ pub mod fabric;
 pub mod lb;
 mod names;
 pub mod nodeport;
-pub mod nsg;
 pub mod route;
 pub mod stats;
 pub mod wire;
@@ -27,17 +26,15 @@ pub use conntrack::{CtEntry, FlowKey, NatTarget, CONNTRACK_MAP, NAT_MAP};
 pub use endpoint::{Endpoint, ENDPOINTS_CAPACITY, ENDPOINTS_MAP};
 pub use event::{DatapathEvent, Program, EVENTS_LOST_MAP, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
 pub use fabric::{FabricHop, FABRIC_ROUTES_CAPACITY, FABRIC_ROUTES_MAP};
-pub use nsg::{NsgRule, NSG_CAPACITY, NSG_MAP};
 pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE, ROUTE_OVERLAY};
 pub use stats::{Reason, ReasonCounter, STATS_MAP};
 
 /// Every map the kernel object declares, by name (each one's pin file too).
-pub const MAPS: [&str; 19] = [
+pub const MAPS: [&str; 18] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     ROUTES_MAP,
     FABRIC_ROUTES_MAP,
-    NSG_MAP,
     CONNTRACK_MAP,
     NAT_MAP,
     lb::SERVICES_MAP,

@@ -34,10 +34,9 @@ crate::names::named_enum! {
         DropNeedsMasquerade = 5 => "drop-needs-masquerade",
         /// TTL would reach zero on this hop: dropped, as a router does.
         DropTtlExceeded = 6 => "drop-ttl-exceeded",
-        /// Denied by an NSG rule at the uplink (XDP).
-        DropNsgDenied = 7 => "drop-nsg-denied",
-        /// Inspected by the NSG at the uplink (XDP) and allowed: by a rule or by default.
-        NsgAllowed = 8 => "nsg-allowed",
+        // 7 and 8 were the retired XDP NSG's `drop-nsg-denied` and `nsg-allowed` (NSG
+        // rules are the fabric's now). Never reused: a pinned `STATS` of an older
+        // build must not show their counts under another name.
         /// The node's `CONFIG` has not been written: the datapath cannot forward. Dropped.
         DropNoConfig = 9 => "drop-no-config",
         /// Masqueraded (source rewritten to the node address and a NAT port) and sent out
@@ -114,21 +113,39 @@ crate::names::named_enum! {
         /// SNAT for a node port flow to a backend on another node found no free port
         /// after its retries: dropped.
         DropNodePortNoSnatPort = 33 => "drop-nodeport-no-snat-port",
+        /// Azure CNI Overlay: to another node's pods, handed to the kernel, which routes
+        /// it into the node's tunnel device (keeping the pod address). Not
+        /// `passed-to-stack`: the packet is forwarded, not delivered to the node.
+        ToOverlay = 34 => "to-overlay",
         /// The fabric forwarder (vnet namespace) routed a packet from one node link to
         /// another itself: TTL decremented, MACs rewritten, `bpf_redirect_peer` into the
         /// destination node.
-        FabricForwarded = 34 => "fabric-forwarded",
+        FabricForwarded = 35 => "fabric-forwarded",
         /// The fabric forwarder handed a packet to the vnet namespace's stack: not to a
         /// VNet route behind another node link, or a case the stack must handle (TTL
         /// about to expire, IP options, a fragment, a bad header, a reply from a node
         /// port the load balancer may have translated).
-        FabricPassed = 35 => "fabric-passed",
+        FabricPassed = 36 => "fabric-passed",
     }
 }
 
 impl Reason {
-    /// Number of slots in `STATS`.
-    pub const COUNT: u32 = Self::ALL.len() as u32;
+    /// Number of slots in `STATS`: one past the highest number (retired numbers keep
+    /// their unused slot).
+    pub const COUNT: u32 = {
+        let mut count = 0;
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u32 >= count {
+                count = Self::ALL[i] as u32 + 1;
+            }
+            i += 1;
+        }
+        count
+    };
+
+    /// Numbers that once named a reason and must stay unused.
+    pub const RETIRED: [u32; 2] = [7, 8];
 
     /// The index of this reason's slot in `STATS`.
     #[inline(always)]
@@ -145,12 +162,12 @@ impl Reason {
     }
 
     /// `is_drop` of every reason, by index, computed at compile time from the names.
-    const DROPS: [bool; Self::ALL.len()] = {
-        let mut drops = [false; Self::ALL.len()];
+    const DROPS: [bool; Self::COUNT as usize] = {
+        let mut drops = [false; Self::COUNT as usize];
         let mut i = 0;
         while i < Self::ALL.len() {
             let name = Self::ALL[i].name();
-            drops[i] = crate::names::has_prefix(name, "drop-")
+            drops[Self::ALL[i] as usize] = crate::names::has_prefix(name, "drop-")
                 || crate::names::has_prefix(name, "reject-");
             i += 1;
         }
@@ -188,11 +205,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn indices_are_dense_and_round_trip() {
-        for (i, reason) in Reason::ALL.iter().enumerate() {
-            assert_eq!(reason.index(), i as u32, "{reason:?} is out of map order");
-            assert_eq!(Reason::from_index(i as u32), Some(*reason));
+    fn indices_are_dense_but_for_the_retired_ones_and_round_trip() {
+        let mut reasons = Reason::ALL.iter();
+        for i in 0..Reason::COUNT {
+            if Reason::RETIRED.contains(&i) {
+                assert_eq!(Reason::from_index(i), None, "retired number {i} reused");
+                continue;
+            }
+            let reason = reasons.next().expect("a reason for every live slot");
+            assert_eq!(reason.index(), i, "{reason:?} is out of map order");
+            assert_eq!(Reason::from_index(i), Some(*reason));
         }
+        assert_eq!(reasons.next(), None);
         assert_eq!(Reason::from_index(Reason::COUNT), None);
     }
 
@@ -212,7 +236,8 @@ mod tests {
         assert!(Reason::DropSpoofedSource.is_drop());
         assert!(Reason::RejectServiceNoBackend.is_drop());
         assert!(!Reason::RedirectedPeerIcmpError.is_drop());
-        assert!(!Reason::NsgAllowed.is_drop());
+        assert!(!Reason::ToOverlay.is_drop());
+        assert!(Reason::DropVlanTagged.is_drop());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use aya_ebpf::{
 
 use crate::maps::{BACKENDS, LB_FLOWS, LB_REPLIES, REV_NAT, SERVICES};
 use crate::packet::Transport;
-use crate::rewrite::{rewrite_dst, rewrite_src, store_swapped};
+use crate::rewrite::{rewrite, store_swapped, End};
 
 #[inline(always)]
 pub fn hairpin() -> u32 {
@@ -107,9 +107,16 @@ pub fn dnat(
     l4: &Transport,
     backend: &LbFlow,
 ) -> Result<(), Reason> {
-    rewrite_dst(ctx, flow, l4, backend.backend_addr, backend.backend_port)?;
+    rewrite(
+        ctx,
+        flow,
+        l4,
+        End::Destination,
+        backend.backend_addr,
+        backend.backend_port,
+    )?;
     if backend.backend_addr == flow.src {
-        rewrite_src(ctx, flow, l4, hairpin(), flow.src_port)?;
+        rewrite(ctx, flow, l4, End::Source, hairpin(), flow.src_port)?;
     }
     Ok(())
 }
@@ -139,9 +146,9 @@ pub fn rev_dnat(
     frontend: &RevNat,
     client: u32,
 ) -> Result<(), Reason> {
-    rewrite_src(ctx, flow, l4, frontend.vip, frontend.port)?;
+    rewrite(ctx, flow, l4, End::Source, frontend.vip, frontend.port)?;
     if flow.dst == hairpin() {
-        rewrite_dst(ctx, flow, l4, client, flow.dst_port)?;
+        rewrite(ctx, flow, l4, End::Destination, client, flow.dst_port)?;
     }
     Ok(())
 }

@@ -9,7 +9,9 @@
 //! - `fabric` (TC ingress, the vnet namespace's end of each node link): node-to-node
 //!   traffic inside the VNet routed straight into the destination node, the rest to the
 //!   vnet namespace's stack.
-//! - `nsg` (XDP, node uplink): NSG rules, before anything else sees the frame.
+//!
+//! NSG rules are the fabric's (`fabric::nsg` in aks-userspace), enforced statefully
+//! outside the node as Azure does; no program of this crate filters by NSG rule.
 #![no_std]
 #![no_main]
 
@@ -21,18 +23,13 @@ mod lb;
 mod maps;
 mod nat;
 mod nodeport;
-mod nsg;
 mod packet;
 mod rewrite;
 mod routing;
 mod stats;
 
 use aks_ebpf_common::{Program, Reason};
-use aya_ebpf::{
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
-    EbpfContext,
-};
+use aya_ebpf::{macros::classifier, programs::TcContext, EbpfContext};
 use aya_log_ebpf::debug;
 use packet::Frame;
 
@@ -81,65 +78,38 @@ impl Seen {
             ifindex: unsafe { (*ctx.skb.skb).ifindex },
         }
     }
+}
 
-    #[inline(always)]
-    fn xdp(ctx: &XdpContext) -> Self {
-        Seen {
-            frame: Frame {
-                start: ctx.data(),
-                end: ctx.data_end(),
-            },
-            program: Program::Nsg,
-            ifindex: ctx.ingress_ifindex() as u32,
-        }
-    }
+/// Hands the frame to `decide` (the module that owns the program's concern), counts
+/// and reports the reason it came back with, and returns its verdict.
+#[inline(always)]
+fn classify(
+    ctx: &TcContext,
+    program: Program,
+    decide: impl Fn(&TcContext, &Frame) -> (Reason, i32),
+) -> i32 {
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let (reason, verdict) = decide(ctx, &frame);
+    account(ctx, Seen::tc(ctx, program), reason, ctx.len());
+    verdict
 }
 
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
-    let frame = Frame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    let (reason, verdict) = routing::from_pod(&ctx, &frame);
-    account(&ctx, Seen::tc(&ctx, Program::FromPod), reason, ctx.len());
-    verdict
+    classify(&ctx, Program::FromPod, routing::from_pod)
 }
 
 #[classifier]
 pub fn from_vnet(ctx: TcContext) -> i32 {
-    let frame = Frame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    let (reason, verdict) = routing::from_vnet(&ctx, &frame);
-    account(&ctx, Seen::tc(&ctx, Program::FromVnet), reason, ctx.len());
-    verdict
+    classify(&ctx, Program::FromVnet, routing::from_vnet)
 }
 
 #[classifier]
 pub fn fabric(ctx: TcContext) -> i32 {
-    let frame = Frame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    let (reason, verdict) = fabric::forward(&ctx, &frame);
-    account(&ctx, Seen::tc(&ctx, Program::Fabric), reason, ctx.len());
-    verdict
-}
-
-// Declared multi-buffer aware (`xdp.frags`): the NSG reads only the headers, which sit
-// in the first buffer. Without it the kernel turns GSO off on the veth peer (the VNet
-// side), and every large TCP segment reaches the node as MTU-sized packets.
-#[xdp(frags)]
-pub fn nsg(ctx: XdpContext) -> u32 {
-    let frame = Frame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    let (reason, verdict) = nsg::filter(&frame);
-    account(&ctx, Seen::xdp(&ctx), reason, frame.len());
-    verdict
+    classify(&ctx, Program::Fabric, fabric::forward)
 }
 
 #[cfg(not(test))]

@@ -11,8 +11,8 @@ use aks_ebpf_common::{
         NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORTS_CAPACITY,
         NODEPORT_FLOWS_CAPACITY,
     },
-    CtEntry, Endpoint, FabricHop, FlowKey, NatTarget, NodeConfig, NsgRule, Route,
-    ENDPOINTS_CAPACITY, FABRIC_ROUTES_CAPACITY, NSG_CAPACITY, ROUTES_CAPACITY,
+    CtEntry, Endpoint, FabricHop, FlowKey, NatTarget, NodeConfig, Route, ENDPOINTS_CAPACITY,
+    FABRIC_ROUTES_CAPACITY, ROUTES_CAPACITY,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -32,9 +32,6 @@ static ROUTES: LpmTrie<u32, Route, { ROUTES_CAPACITY as usize }> = LpmTrie::new(
 /// The VNet's route table for the fabric forwarder (vnet namespace only).
 #[btf_map]
 static FABRIC_ROUTES: LpmTrie<u32, FabricHop, { FABRIC_ROUTES_CAPACITY as usize }> = LpmTrie::new();
-
-#[btf_map]
-static NSG: Array<NsgRule, { NSG_CAPACITY as usize }> = Array::new();
 
 /// This node's configuration, once userspace has written it.
 #[inline(always)]
@@ -59,12 +56,6 @@ pub fn route(addr: u32) -> Option<Route> {
 #[inline(always)]
 pub fn fabric_route(addr: u32) -> Option<FabricHop> {
     FABRIC_ROUTES.get(&Key::new(32, addr)).copied()
-}
-
-/// NSG rule `index` (0-based, in priority order).
-#[inline(always)]
-pub fn nsg_rule(index: u32) -> Option<&'static NsgRule> {
-    NSG.get(index)
 }
 
 /// Masqueraded flows: state and timestamps (see aks-ebpf-common's `conntrack`). Not

@@ -15,7 +15,7 @@ use aya_ebpf::{
 
 use crate::maps::{CONNTRACK, NAT};
 use crate::packet::Transport;
-use crate::rewrite::{rewrite_dst, rewrite_src};
+use crate::rewrite::{rewrite, End};
 
 /// `-E2BIG` from a map update: the map is full.
 const E2BIG: i32 = 7;
@@ -32,7 +32,7 @@ pub fn snat(
     len: u32,
 ) -> Result<(), Reason> {
     let target = egress_mapping(config, flow, l4.tcp_flags, len)?;
-    rewrite_src(ctx, flow, l4, target.addr, target.port)
+    rewrite(ctx, flow, l4, End::Source, target.addr, target.port)
 }
 
 /// Where `NAT` translates a reply tuple back to (the pod's address and port), without
@@ -65,7 +65,7 @@ pub fn reverse_snat(
     l4: &Transport,
     target: &NatTarget,
 ) -> Result<(), Reason> {
-    rewrite_dst(ctx, flow, l4, target.addr, target.port)
+    rewrite(ctx, flow, l4, End::Destination, target.addr, target.port)
 }
 
 #[inline(always)]

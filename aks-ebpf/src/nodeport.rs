@@ -22,7 +22,7 @@ use aya_ebpf::{
 
 use crate::maps::{self, NAT, NODEPORTS, NODEPORT_FLOWS, NODEPORT_REPLIES};
 use crate::packet::{Ipv4Frame, Transport};
-use crate::rewrite::{rewrite_dst, rewrite_src};
+use crate::rewrite::{rewrite, End};
 use crate::{forward, routing::Decision};
 
 /// A packet from the VNet to `nodeIP:port`: if `port` is a node port, the packet goes
@@ -233,11 +233,18 @@ fn forward_to_backend(
             return (reason, TC_ACT_SHOT);
         }
     }
-    if let Err(reason) = rewrite_dst(ctx, flow, l4, chosen.backend_addr, chosen.backend_port) {
+    if let Err(reason) = rewrite(
+        ctx,
+        flow,
+        l4,
+        End::Destination,
+        chosen.backend_addr,
+        chosen.backend_port,
+    ) {
         return (reason, TC_ACT_SHOT);
     }
     if chosen.snat_port != 0 {
-        if let Err(reason) = rewrite_src(ctx, flow, l4, config.node_ip, chosen.snat_port) {
+        if let Err(reason) = rewrite(ctx, flow, l4, End::Source, config.node_ip, chosen.snat_port) {
             return (reason, TC_ACT_SHOT);
         }
     }
@@ -265,11 +272,18 @@ fn reply_out(
     if let Err(reason) = forward::hop(ip, config.uplink_mac, config.gateway_mac) {
         return (reason, TC_ACT_SHOT);
     }
-    if let Err(reason) = rewrite_src(ctx, flow, l4, config.node_ip, reply.node_port) {
+    if let Err(reason) = rewrite(ctx, flow, l4, End::Source, config.node_ip, reply.node_port) {
         return (reason, TC_ACT_SHOT);
     }
     if (flow.dst, flow.dst_port) != (reply.client_addr, reply.client_port) {
-        if let Err(reason) = rewrite_dst(ctx, flow, l4, reply.client_addr, reply.client_port) {
+        if let Err(reason) = rewrite(
+            ctx,
+            flow,
+            l4,
+            End::Destination,
+            reply.client_addr,
+            reply.client_port,
+        ) {
             return (reason, TC_ACT_SHOT);
         }
     }

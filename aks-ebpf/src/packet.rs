@@ -273,7 +273,7 @@ pub fn ports(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<(u16, u16)>, Reason
 
 /// The transport header of a TCP, UDP or ICMP packet: `Ok(None)` for other protocols
 /// and later fragments; `Err(DropMalformed)` if the header is cut short. The one parser
-/// of L4 headers: NAT, services, the NSG and events all read ports from here.
+/// of L4 headers: NAT, services and events all read ports from here.
 #[inline(always)]
 pub fn transport(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<Transport>, Reason> {
     if ip.is_later_fragment() {

@@ -18,41 +18,35 @@ const IP_CHECKSUM_AT: usize = ETH_HLEN + IPV4_CHECKSUM;
 const IP_SRC_AT: usize = ETH_HLEN + IPV4_SRC;
 const IP_DST_AT: usize = ETH_HLEN + IPV4_DST;
 
-/// Replaces the source address and port (ICMP echo: identifier) of `flow`'s packet.
-#[inline(always)]
-pub fn rewrite_src(
-    ctx: &TcContext,
-    flow: &FlowKey,
-    l4: &Transport,
-    addr: u32,
-    port: u16,
-) -> Result<(), Reason> {
-    let side = Side {
-        addr_offset: IP_SRC_AT,
-        old_addr: flow.src,
-        port_offset: l4.src_port_offset,
-        old_port: flow.src_port,
-    };
-    rewrite(ctx, flow.protocol, l4, &side, addr, port)
+/// Which side of a flow a rewrite replaces.
+#[derive(Clone, Copy)]
+pub enum End {
+    Source,
+    Destination,
 }
 
-/// Replaces the destination address and port (ICMP echo: identifier) of `flow`'s
+/// Replaces the address and port (ICMP echo: identifier) of the `end` of `flow`'s
 /// packet.
 #[inline(always)]
-pub fn rewrite_dst(
+pub fn rewrite(
     ctx: &TcContext,
     flow: &FlowKey,
     l4: &Transport,
+    end: End,
     addr: u32,
     port: u16,
 ) -> Result<(), Reason> {
-    let side = Side {
-        addr_offset: IP_DST_AT,
-        old_addr: flow.dst,
-        port_offset: l4.dst_port_offset,
-        old_port: flow.dst_port,
+    let (addr_offset, old_addr, port_offset, old_port) = match end {
+        End::Source => (IP_SRC_AT, flow.src, l4.src_port_offset, flow.src_port),
+        End::Destination => (IP_DST_AT, flow.dst, l4.dst_port_offset, flow.dst_port),
     };
-    rewrite(ctx, flow.protocol, l4, &side, addr, port)
+    let side = Side {
+        addr_offset,
+        old_addr,
+        port_offset,
+        old_port,
+    };
+    rewrite_side(ctx, flow.protocol, l4, &side, addr, port)
 }
 
 /// Writes the source and destination addresses and ports exactly as given (no checksum
@@ -80,7 +74,7 @@ struct Side {
 /// Replaces one address and one port (or ICMP identifier), fixing the L4 checksum (with
 /// the pseudo-header for TCP and UDP) and the IPv4 header checksum.
 #[inline(always)]
-fn rewrite(
+fn rewrite_side(
     ctx: &TcContext,
     protocol: u8,
     l4: &Transport,

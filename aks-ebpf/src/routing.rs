@@ -142,7 +142,7 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     // Overlay: pods of another node are reached through the node's tunnel device, which
     // the kernel routes to (and decrements the TTL for); pod addresses are kept.
     if route.is_some_and(|r| r.flags & ROUTE_OVERLAY != 0) {
-        return (Reason::PassedToStack, TC_ACT_OK);
+        return (Reason::ToOverlay, TC_ACT_OK);
     }
     // No route at all means the internet, which is outside every non-masquerade CIDR.
     let masquerade = route.is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0);

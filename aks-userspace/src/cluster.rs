@@ -29,8 +29,10 @@ pub struct RunningCluster {
 /// What Azure's fabric refuses, as `filter` rules in the vnet namespace:
 /// - no inbound path from the internet to private addresses without a public IP or a
 ///   load balancer: connections the internet host starts are dropped, replies pass;
-/// - kubenet's route table is associated with the node subnet only, so on-prem (over
-///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
+/// - a private pod CIDR (kubenet, Azure CNI Overlay) is known to no route outside the
+///   cluster: kubenet's route table is associated with the node subnet only, and the
+///   Overlay's pod ranges are never in the VNet's routes, so on-prem (over ExpressRoute)
+///   has no route to pod addresses: its traffic to the pod CIDR is dropped.
 /// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above;
 /// - egress per `outboundType` (`fabric::egress`): the load balancer's outbound rule
 ///   (per-node SNAT ports), a NAT gateway's SNAT, or none;
@@ -43,10 +45,10 @@ pub struct RunningCluster {
 /// conntrack in the `raw` table: Azure's fabric is offloaded hardware that costs a node
 /// nothing, and a conntrack lookup and entry per forwarded packet here cost the host
 /// more than a node's whole datapath did (see the README's benchmark section).
-pub(crate) fn fabric_rules(plan: &Plan) -> String {
+pub(crate) fn fabric_rules(plan: &Plan, probes: Option<&crate::probes::ProbeRecord>) -> String {
     let backends = fabric::egress::backend_nodes(plan);
     let (internet_link, _) = layout::link_for(plan.external_hosts.internet);
-    let balancing = fabric::loadbalancer::rules(plan);
+    let balancing = fabric::loadbalancer::rules(plan, probes);
     let tracked = fabric::nsg::raw_rules(&plan.nsg) + &fabric::loadbalancer::raw_rules(&balancing);
     let mut rules = format!(
         "*raw\n\
@@ -71,7 +73,7 @@ pub(crate) fn fabric_rules(plan: &Plan) -> String {
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
-            "-A FORWARD -i onprem -d {pod_cidr} -m comment --comment \"aksnet: kubenet pod addresses are not routable from on-prem\" -j DROP\n"
+            "-A FORWARD -i onprem -d {pod_cidr} -m comment --comment \"aksnet: private pod addresses (kubenet, Overlay) are not routable from on-prem\" -j DROP\n"
         ));
     }
     rules.push_str(&fabric::nsg::filter_rules(&plan.nsg));
@@ -81,10 +83,13 @@ pub(crate) fn fabric_rules(plan: &Plan) -> String {
 }
 
 /// Replaces the fabric's rules of a running cluster with those `plan` gives (the load
-/// balancer's frontends after `aksnet services` changed a service), atomically, table by
-/// table. Flows already admitted keep their translation (the fabric's conntrack).
+/// balancer's frontends after `aksnet services` changed a service, or the nodes in
+/// rotation after the probe agent saw one change), atomically, table by table. The
+/// load balancer keeps the nodes the probe record has in or out of rotation. Flows
+/// already admitted keep their translation (the fabric's conntrack).
 pub fn reprogram_fabric(plan: &Plan, vnet_namespace: &str) -> Result<()> {
-    iptables::replace(vnet_namespace, &fabric_rules(plan))
+    let probes = crate::probes::ProbeRecord::load(&plan.name)?;
+    iptables::replace(vnet_namespace, &fabric_rules(plan, probes.as_ref()))
         .context("reprogramming the VNet fabric (the load balancer's frontends)")
 }
 
@@ -134,6 +139,7 @@ pub fn create_described(
                 existing.pid,
                 existing.namespaces.len()
             );
+            crate::probes::stop(&plan.name)?;
             remove_recorded(&existing)?;
             // The record directory went, with the lock in it: start again.
             drop(change);
@@ -195,12 +201,18 @@ pub fn create_described(
     let built = (|| -> Result<Box<dyn Datapath>> {
         topology::build(&layout.namespaces)?;
         crate::stop::check()?;
-        iptables::restore(&layout.vnet, &fabric_rules(plan))
+        iptables::restore(&layout.vnet, &fabric_rules(plan, None))
             .context("programming the VNet fabric")?;
         fabric::egress::apply_idle_timeout(&layout.vnet, &plan.outbound)?;
         fabric::firewall::install(plan, &layout.vnet)?;
+        crate::errln!(
+            "loading the {} datapath: {} nodes, {} services",
+            plan.datapath,
+            layout.nodes.len(),
+            plan.services.len()
+        );
         fabric::forwarder::install(plan, &layout).context("loading the VNet fabric's forwarder")?;
-        let datapath = datapath::install(plan, &layout)?;
+        let datapath = datapath::install(plan, &layout, datapath::OnStop::Stop)?;
         crate::stop::check()?;
         Ok(datapath)
     })();
@@ -257,6 +269,8 @@ pub struct Removal {
     pub removed_by_owner: Option<u32>,
     /// Why the record was not trusted, when what carries the prefix was removed instead.
     pub untrusted_record: Option<String>,
+    /// The cluster's probe agent, stopped first (SIGTERM).
+    pub probe_agent: Option<u32>,
 }
 
 /// How long `down` waits for a running `up` it asked to stop.
@@ -306,11 +320,16 @@ pub fn remove_waiting(name: &str, mut waiting: impl FnMut(Option<u32>)) -> Resul
             // An `up` took the name between the check above and the lock: ask it too.
             continue;
         }
-        return match ClusterState::read(name) {
+        // The probe agent has sockets in the node namespaces (which would keep them
+        // alive past `ip netns del`) and writes the fabric: it goes first. It never waits
+        // for the change lock held here.
+        let probe_agent = crate::probes::stop(name)?;
+        let removal = match ClusterState::read(name) {
             Record::Valid(state) => remove_recorded(&state),
             Record::Missing => remove_by_prefix(name, "it has no state.json".to_owned()),
             Record::Untrusted(why) => remove_by_prefix(name, why),
         };
+        return removal.map(|r| Removal { probe_agent, ..r });
     }
 }
 
@@ -368,5 +387,30 @@ fn remove_pins(name: &str) -> Result<bool> {
         Err(e) => {
             Err(e).with_context(|| format!("removing pinned BPF objects in {}", pin_dir.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::plan_of;
+
+    #[test]
+    fn on_prem_is_refused_the_private_pod_cidr_of_kubenet_and_overlay_only() {
+        let node_subnet = crate::model::DEFAULT_DESCRIPTION;
+        let rule = |yaml: &str| {
+            fabric_rules(&plan_of(yaml), None)
+                .lines()
+                .find(|l| l.starts_with("-A FORWARD -i onprem"))
+                .map(str::to_owned)
+        };
+        assert_eq!(rule(node_subnet), None, "Azure CNI pods are VNet addresses");
+        let overlay =
+            format!("{node_subnet}\nnetworkPluginMode: overlay\npodCidr: 10.244.0.0/16\n");
+        let refused = rule(&overlay).expect("Overlay pods are unroutable from on-prem");
+        assert!(
+            refused.contains("-d 10.244.0.0/16") && refused.contains("Overlay"),
+            "{refused}"
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod monitor;
 pub mod netns;
 pub mod plan;
+pub mod probes;
 pub mod services;
 pub mod state;
 pub mod stop;

@@ -7,16 +7,17 @@
 //! events between them rather than each seeing all of them.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use aks_ebpf_common::{DatapathEvent, Program, Reason, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
+use aks_ebpf_common::{
+    DatapathEvent, Program, Reason, EVENTS_LOST_MAP, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE,
+};
 use aya::maps::{Array, Map, MapData, RingBuf};
 use nix::time::ClockId;
 
-use crate::inspect::{ip, protocol_name, select_nodes, NodePins};
+use crate::inspect::{ip, protocol_name, select_nodes, FlowTuple, NodePins};
 use crate::netns;
 use crate::state::ClusterState;
 
@@ -39,16 +40,16 @@ pub struct MonitorEvent {
     pub program: String,
     pub reason: String,
     pub drop: bool,
-    /// What became of the packet: `dropped`, `to-pod`, `to-vnet`, `to-stack`, `allowed`.
+    /// What became of the packet: `dropped`, `to-pod`, `to-vnet`, `to-stack`,
+    /// `to-overlay`, `forwarded`.
     pub verdict: &'static str,
     pub ifindex: u32,
     /// The interface name in the node namespace, when it still exists.
     pub interface: Option<String>,
     pub protocol: String,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
+    /// Addresses and ports (`src`, `dst`, `sport`, `dport` in the JSON).
+    #[serde(flatten)]
+    pub packet: FlowTuple,
     pub len: u32,
 }
 
@@ -58,6 +59,9 @@ struct NodeEvents {
     ring: RingBuf<MapData>,
     /// Set when this monitor turned tracing on, to turn it off again.
     trace_switch: Option<Map>,
+    /// The node's `EVENTS_LOST` and its total when last read.
+    events_lost: Map,
+    lost_seen: u64,
     interfaces: HashMap<u32, Option<String>>,
 }
 
@@ -83,11 +87,15 @@ impl Monitor {
                 EventKind::Trace => Some(set_tracing(pins.map(MONITOR_MAP)?, true, &layout.name)?),
                 EventKind::Drop => None,
             };
+            let events_lost = pins.map(EVENTS_LOST_MAP)?;
+            let lost_seen = crate::datapath::ebpf::events_lost(&events_lost)?;
             nodes.push(NodeEvents {
                 node: layout.name.clone(),
                 namespace: layout.namespace.clone(),
                 ring,
                 trace_switch,
+                events_lost,
+                lost_seen,
                 interfaces: HashMap::new(),
             });
         }
@@ -129,15 +137,35 @@ impl Monitor {
                     ifindex: event.ifindex,
                     interface,
                     protocol: protocol_name(event.protocol),
-                    src: ip(event.src_addr),
-                    dst: ip(event.dst_addr),
-                    sport: has_ports(event.protocol).then_some(event.src_port),
-                    dport: has_ports(event.protocol).then_some(event.dst_port),
+                    packet: FlowTuple {
+                        src: ip(event.src_addr),
+                        dst: ip(event.dst_addr),
+                        sport: has_ports(event.protocol).then_some(event.src_port),
+                        dport: has_ports(event.protocol).then_some(event.dst_port),
+                    },
                     len: event.len,
                 });
             }
         }
         events
+    }
+}
+
+impl Monitor {
+    /// Per node, the events lost since the last call (since `open` the first time): the
+    /// ring buffer was full, so those verdicts will never be reported. Nodes that lost
+    /// none are left out.
+    pub fn newly_lost(&mut self) -> Result<Vec<(String, u64)>> {
+        let mut lost = Vec::new();
+        for node in &mut self.nodes {
+            let total = crate::datapath::ebpf::events_lost(&node.events_lost)
+                .with_context(|| format!("node {}", node.node))?;
+            if total > node.lost_seen {
+                lost.push((node.node.clone(), total - node.lost_seen));
+            }
+            node.lost_seen = node.lost_seen.max(total);
+        }
+        Ok(lost)
     }
 }
 
@@ -196,7 +224,7 @@ fn verdict(reason: Reason) -> &'static str {
         Reason::RedirectedPeer | Reason::RedirectedPeerRevSnat => "to-pod",
         Reason::RedirectedUplink | Reason::RedirectedUplinkSnat => "to-vnet",
         Reason::PassedToStack | Reason::PassedNonIpv4 => "to-stack",
-        Reason::NsgAllowed => "allowed",
+        Reason::ToOverlay => "to-overlay",
         // Reasons added later read by their kind until named here.
         other if other.is_drop() => "dropped",
         _ => "forwarded",

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -50,6 +50,29 @@ where
             .map_err(|panic| {
                 anyhow::anyhow!("the thread inside network namespace {name:?} panicked: {panic:?}")
             })?
+    })
+}
+
+/// Runs `program` with `args` inside namespace `name` (the child inherits the namespace
+/// of the thread that starts it) and returns what it printed. `install` says how to get
+/// the program when it cannot be started; a non-zero exit is an error with its stderr.
+pub fn output_of(name: &str, program: &str, args: &[&str], install: &str) -> Result<String> {
+    run_in(name, || {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("starting {program} ({install})"))?;
+        if !out.status.success() {
+            bail!(
+                "{program} {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        String::from_utf8(out.stdout)
+            .with_context(|| format!("{program} printed something that is not UTF-8"))
     })
 }
 

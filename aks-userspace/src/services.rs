@@ -57,11 +57,7 @@ pub fn apply(state: &mut ClusterState, change: ServiceChange) -> Result<ServiceU
                 bail!(
                     "cluster {} has no service {name:?}; its services are: {}",
                     state.name,
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
+                    crate::table::listing(&known)
                 );
             };
             (name.clone(), Some(i))

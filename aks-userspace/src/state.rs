@@ -132,17 +132,22 @@ impl ClusterState {
         Record::Valid(Box::new(state))
     }
 
+    /// The error for a node name this cluster does not have, listing the ones it has.
+    pub fn no_such_node(&self, name: &str) -> anyhow::Error {
+        let known: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        anyhow::anyhow!(
+            "cluster {} has no node {name:?}; its nodes are: {} (pass one with --node)",
+            self.name,
+            crate::table::listing(&known)
+        )
+    }
+
     /// The record of `cluster`, or an error that lists the clusters there are.
     pub fn require(cluster: &str) -> Result<Self> {
         match Self::load(cluster)? {
             Some(state) => Ok(state),
             None => {
-                let known = Self::list()?;
-                let known = if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                };
+                let known = crate::table::listing(&Self::list()?);
                 anyhow::bail!("no cluster named {cluster:?} (clusters running: {known}); start one with `aksnet up`")
             }
         }
@@ -213,7 +218,7 @@ pub fn is_namespace_of(namespace: &str, prefix: &str) -> bool {
 
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a
 /// part: a temporary file unique to this process and call, then a rename over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = path
         .file_name()

@@ -1,5 +1,14 @@
 //! Plain-text tables with aligned columns for the human output of aksnet commands.
 
+/// Names joined for a message that lists what there is (`a, b`), `none` for nothing.
+pub fn listing<S: AsRef<str>>(names: &[S]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    names.join(", ")
+}
+
 /// Rows of cells under a header; numeric columns are right-aligned.
 #[derive(Debug, Clone, Default)]
 pub struct Table {

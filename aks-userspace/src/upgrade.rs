@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cidr::Ipv4Cidr;
 use crate::cluster_lock::{self, ClusterLock};
+use crate::datapath::OnStop;
 use crate::model::{self, ClusterDescription, NetworkPlugin, NetworkPluginMode, PodNetwork};
 use crate::netns;
 use crate::plan::{self, Plan};
@@ -98,14 +99,15 @@ pub fn to_overlay(
         let node_started = Instant::now();
         let step = crate::stop::check()
             .map_err(anyhow::Error::from)
-            .and_then(|()| reimage(&new_plan, &new_layout, index));
+            .and_then(|()| reimage(&new_plan, &new_layout, index, OnStop::Stop));
         if let Err(err) = step {
             // Back to the old plan, last upgraded node first (this one may be half made).
             for back in (0..=index).rev() {
                 progress(Progress::RollingBack {
                     node: &old_layout.nodes[back].name,
                 });
-                if let Err(undo) = reimage(&old_plan, &old_layout, back) {
+                // A rollback runs to its end, stop signal or not.
+                if let Err(undo) = reimage(&old_plan, &old_layout, back, OnStop::Finish) {
                     return Err(err.context(format!(
                         "and rolling node {} back failed too ({undo:#}); remove the cluster with `aksnet down {name}`",
                         old_layout.nodes[back].name
@@ -216,7 +218,7 @@ fn plan_of(description: &ClusterDescription) -> Result<Plan> {
 
 /// Removes node `index` and its pods and builds them again as `layout` says, with the
 /// VNet's link to the node, then loads the node's datapath.
-fn reimage(plan: &Plan, layout: &layout::Layout, index: usize) -> Result<()> {
+fn reimage(plan: &Plan, layout: &layout::Layout, index: usize, on_stop: OnStop) -> Result<()> {
     let node = &layout.nodes[index];
     let ours: HashSet<&str> = std::iter::once(node.namespace.as_str())
         .chain(node.pods.iter().map(|p| p.namespace.as_str()))
@@ -259,7 +261,7 @@ fn reimage(plan: &Plan, layout: &layout::Layout, index: usize) -> Result<()> {
         internet: layout.internet.clone(),
         on_prem: layout.on_prem.clone(),
     };
-    crate::datapath::install(plan, &one_node)
+    crate::datapath::install(plan, &one_node, on_stop)
         .with_context(|| format!("loading the datapath of node {}", node.name))?;
     crate::fabric::forwarder::reattach(&plan.name, &layout.vnet, index)
         .and_then(|()| crate::fabric::forwarder::sync(plan, layout))
@@ -297,24 +299,17 @@ pub(crate) fn vnet_side(vnet: &NamespaceSpec, node_namespace: &str) -> Namespace
         .cloned()
         .collect();
     let links: HashSet<&str> = side.veths.iter().map(|v| v.name.as_str()).collect();
-    side.interfaces = vnet
-        .interfaces
-        .iter()
-        .filter(|i| links.contains(i.name.as_str()))
-        .cloned()
-        .collect();
-    side.routes = vnet
-        .routes
-        .iter()
-        .filter(|r| links.contains(r.device.as_str()))
-        .cloned()
-        .collect();
-    side.neighbours = vnet
-        .neighbours
-        .iter()
-        .filter(|n| links.contains(n.device.as_str()))
-        .cloned()
-        .collect();
+    // What of `items` sits on one of those links (`device` names its link).
+    fn on_links<T: Clone>(items: &[T], links: &HashSet<&str>, device: fn(&T) -> &str) -> Vec<T> {
+        items
+            .iter()
+            .filter(|item| links.contains(device(item)))
+            .cloned()
+            .collect()
+    }
+    side.interfaces = on_links(&vnet.interfaces, &links, |i| &i.name);
+    side.routes = on_links(&vnet.routes, &links, |r| &r.device);
+    side.neighbours = on_links(&vnet.neighbours, &links, |n| &n.device);
     side
 }
 

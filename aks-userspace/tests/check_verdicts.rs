@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::cluster::{aksnet, aksnet_ok, assert_gone, cluster_name, description, up_keep, Down};
+use common::cluster::{aksnet, aksnet_ok, TestCluster};
 use common::require_privileges;
 use serde_json::Value;
 
@@ -52,9 +52,8 @@ fn rows(out: &Output) -> Vec<Value> {
 /// The example cell passes its own matrix and services check, every row carrying an
 /// expectation and a verdict, in well under 5 s.
 fn cell_passes_its_own_check(file: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     // `up --check` (what `cargo xtask run` runs) judges the matrix as it comes up.
     let file = example(file, &name);
     let out = aksnet_ok(&[
@@ -99,8 +98,7 @@ fn cell_passes_its_own_check(file: &str, tag: &str) {
     let out = aksnet(&["check", &name, "--services"]);
     print!("{}", text(&out));
     assert_eq!(code(&out), 0, "every service passes:\n{}", text(&out));
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
@@ -125,10 +123,8 @@ fn kubenet_iptables_passes_its_own_check() {
 
 #[test]
 fn a_deleted_vnet_route_fails_the_rows_that_need_it() {
-    require_privileges();
-    let name = cluster_name("crt");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "ebpf", 2, 1));
+    let cluster = TestCluster::up("crt", "kubenet", "ebpf", 2, 1);
+    let name = cluster.name.clone();
     // The UDR that carries nodepool1-1's pod /24: on AKS a route table without it breaks
     // pod traffic to that node.
     common::ip(&[
@@ -181,10 +177,8 @@ fn a_deleted_vnet_route_fails_the_rows_that_need_it() {
 
 #[test]
 fn expectations_from_a_file_pass_fail_or_are_refused() {
-    require_privileges();
-    let name = cluster_name("cex");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 1));
+    let cluster = TestCluster::up("cex", "azure", "ebpf", 2, 1);
+    let name = cluster.name.clone();
     let file = |tag: &str, yaml: &str| {
         let path = std::env::temp_dir().join(format!("aksnet-expect-{name}-{tag}.yaml"));
         std::fs::write(&path, yaml).expect("writing expectations");
@@ -224,25 +218,25 @@ fn expectations_from_a_file_pass_fail_or_are_refused() {
         rows[0]
     );
 
-    let bad = file(
+    // A bad file is refused with exit 2; what it says is returned.
+    let refused = |tag: &str, yaml: &str| {
+        let out = aksnet(&["check", &name, "--expect", &file(tag, yaml)]);
+        assert_eq!(code(&out), 2, "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(
         "bad",
         "- from: nodepool1-0-pod0\n  to: internet\n  expect: reachable\n  sorce: node\n",
     );
-    let out = aksnet(&["check", &name, "--expect", &bad]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("unknown field `sorce`") && err.contains("line 4 column 3"),
         "{err}"
     );
 
-    let unknown = file(
+    let err = refused(
         "unknown",
         "- { from: nodepool1-7-pod0, to: internet, expect: blocked }\n",
     );
-    let out = aksnet(&["check", &name, "--expect", &unknown]);
-    assert_eq!(code(&out), 2, "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("no endpoint named \"nodepool1-7-pod0\"")
             && err.contains("nodepool1-0-pod0, nodepool1-1-pod0"),
@@ -263,10 +257,8 @@ fn bad_input_exits_2() {
 
 #[test]
 fn a_half_built_cluster_is_not_reported_healthy() {
-    require_privileges();
-    let name = cluster_name("chb");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 1));
+    let cluster = TestCluster::up("chb", "azure", "ebpf", 2, 1);
+    let name = cluster.name.clone();
     let pod_ns = format!("aks-{name}-nodepool1-1-pod0");
     common::ip(&["netns", "del", &pod_ns]);
     let out = aksnet(&["check", &name]);
@@ -277,16 +269,13 @@ fn a_half_built_cluster_is_not_reported_healthy() {
         "{err}"
     );
     assert!(out.stdout.is_empty(), "no matrix is printed");
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn a_detached_program_fails_the_masquerade_row() {
-    require_privileges();
-    let name = cluster_name("cdt");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 1));
+    let cluster = TestCluster::up("cdt", "azure", "ebpf", 2, 1);
+    let name = cluster.name.clone();
     // `up --keep` has exited: the pin is the last reference to the TC link of the first
     // pod's veth, so removing it detaches `from_pod` there. The node's kernel still
     // forwards the pod's packets, but nothing masquerades them any more.
@@ -319,8 +308,7 @@ fn a_detached_program_fails_the_masquerade_row() {
             "{row}"
         );
     }
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 /// Waits until `inspect attach` (read from the kernel) shows no program on `interface`

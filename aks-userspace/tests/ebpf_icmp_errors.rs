@@ -7,64 +7,19 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::{ip, require_privileges};
+use common::{ip, path_mtu, set_dont_fragment};
 
 const LINK_MTU: u32 = 1200;
 
-fn set_int_option(socket: &UdpSocket, name: libc::c_int, value: libc::c_int) {
-    // SAFETY: a valid socket and a pointer to an int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt {name}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// The path MTU the pod's kernel holds for the socket's destination (`IP_MTU`).
-fn path_mtu(socket: &UdpSocket) -> u32 {
-    let mut mtu: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid socket, an int and its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU,
-            (&mut mtu as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "getsockopt IP_MTU: {}",
-        std::io::Error::last_os_error()
-    );
-    mtu as u32
-}
-
 #[test]
 fn a_frag_needed_for_a_masqueraded_flow_reaches_the_pod() {
-    require_privileges();
-    let name = cluster_name("im");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "ebpf", 1, 1));
+    let cluster = TestCluster::up("im", "kubenet", "ebpf", 1, 1);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("state");
     let pod = state.nodes[0].pods[0].namespace.clone();
     let internet = state.internet.address;
@@ -81,7 +36,7 @@ fn a_frag_needed_for_a_masqueraded_flow_reaches_the_pod() {
     let learned = netns::run_in(&pod, || {
         let socket = UdpSocket::bind("0.0.0.0:0")?;
         // Don't fragment: the path MTU must be discovered.
-        set_int_option(&socket, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
+        set_dont_fragment(&socket);
         socket.connect((internet, 9))?;
         let before = path_mtu(&socket);
         let mut learned = before;
@@ -113,6 +68,5 @@ fn a_frag_needed_for_a_masqueraded_flow_reaches_the_pod() {
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let counted = find_packets(&stats, "redirected-peer-icmp-error");
     assert!(counted >= 1, "counted {counted} times: {text}");
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

@@ -6,14 +6,13 @@
 mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::Path;
 
 use aks_ebpf_common::Reason;
 use aks_userspace::datapath::ebpf::{read_pinned, read_pinned_flows};
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::{ip, require_privileges, send_raw};
+use common::{ip, send_raw};
 use etherparse::{PacketBuilder, VlanId};
 
 /// An address no pod holds, outside every range of the cluster.
@@ -21,15 +20,13 @@ const SPOOFED: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 5);
 
 #[test]
 fn spoofed_sources_and_vlan_tags_from_a_pod_are_dropped_and_counted() {
-    require_privileges();
-    let name = cluster_name("rf");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "ebpf", 1, 1));
+    let cluster = TestCluster::up("rf", "kubenet", "ebpf", 1, 1);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("state");
     let node = &state.nodes[0];
     let pod = node.pods[0].namespace.clone();
     let internet = state.internet.address;
-    let pins = Path::new("/sys/fs/bpf/aksnet").join(&name).join(&node.name);
+    let pins = node_pins(&name, &node.name);
     let count = |reason: Reason| {
         read_pinned(&pins.join("STATS"))
             .expect("pinned STATS")
@@ -101,6 +98,5 @@ fn spoofed_sources_and_vlan_tags_from_a_pod_are_dropped_and_counted() {
         snat_before,
         "nothing tagged was masqueraded"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

@@ -143,9 +143,15 @@ fn assert_nat_shows_service_flow(state: &ClusterState, held: &TcpStream, backend
 fn connections_spread_and_a_removed_backend_gets_no_new_flows() {
     require_privileges();
     for plugin in ["kubenet", "azure"] {
-        let name = cluster_name(if plugin == "kubenet" { "vk" } else { "va" });
-        let _down = Down(name.clone());
-        up_keep(&description_with(&name, plugin, "ebpf", 2, 2, &web(3)));
+        let cluster = TestCluster::up_with(
+            if plugin == "kubenet" { "vk" } else { "va" },
+            plugin,
+            "ebpf",
+            2,
+            2,
+            &web(3),
+        );
+        let name = cluster.name.clone();
         let state = ClusterState::require(&name).expect("state");
         let _backends = Backends::start(&state);
         let client = state.nodes[0].pods[0].namespace.clone();
@@ -203,16 +209,14 @@ fn connections_spread_and_a_removed_backend_gets_no_new_flows() {
             "{plugin}: every new flow answered"
         );
         drop(held);
-        aksnet_ok(&["down", &name]);
-        assert_gone(&name);
+        cluster.down();
     }
 }
 
 #[test]
 fn ten_thousand_services_load_and_the_last_one_answers() {
-    require_privileges();
-    let name = cluster_name("vt");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("vt");
+    let name = cluster.name.clone();
     let mut services = String::from("services:\n");
     let mut last = VIP;
     for i in 0..10_000u32 {
@@ -252,6 +256,5 @@ fn ten_thousand_services_load_and_the_last_one_answers() {
         backend.starts_with("nodepool1-0-pod"),
         "the added service answers: {backend}"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

@@ -6,31 +6,23 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
 use aks_userspace::datapath::ebpf::read_pinned_flows;
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 
 fn flows(cluster: &str, node: &str) -> usize {
-    let path = Path::new("/sys/fs/bpf/aksnet")
-        .join(cluster)
-        .join(node)
-        .join("CONNTRACK");
-    read_pinned_flows(&path)
+    read_pinned_flows(&node_pins(cluster, node).join("CONNTRACK"))
         .expect("reading pinned CONNTRACK")
         .len()
 }
 
 #[test]
 fn azure_cni_node_subnet_masquerades_outside_the_vnet() {
-    require_privileges();
-    let name = cluster_name("sa");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 1));
+    let cluster = TestCluster::up("sa", "azure", "ebpf", 2, 1);
+    let name = cluster.name.clone();
     let results = check(&name);
     // The internet sees the load balancer's outbound address (outboundType
     // loadBalancer), which SNATs what the node sends: the node's own masquerade is what
@@ -39,34 +31,24 @@ fn azure_cni_node_subnet_masquerades_outside_the_vnet() {
     assert_eq!(internet["connected"], true, "{internet}");
     assert_eq!(internet["seenSource"], "198.51.100.4", "{internet}");
     // Outside the VNet, on-prem too, sees the node (concepts-network-legacy-cni.md).
-    let on_prem = probe(&results, "pod -> on-prem");
-    assert_eq!(on_prem["connected"], true, "{on_prem}");
-    assert_eq!(on_prem["seenAs"], "nodepool1-0", "{on_prem}");
-    for path in ["pod -> pod, other node", "pod -> node, other node"] {
-        let r = probe(&results, path);
-        assert_eq!(r["connected"], true, "{path}: {r}");
-        assert_eq!(
-            r["seenSource"], r["sourceAddress"],
-            "{path}: the VNet sees the pod"
-        );
-    }
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    assert_connected_as(
+        &results,
+        &["pod -> on-prem"],
+        "nodepool1-0",
+        "outside the VNet the node is seen",
+    );
+    assert_connected_unnatted(
+        &results,
+        &["pod -> pod, other node", "pod -> node, other node"],
+        "the VNet sees the pod",
+    );
+    cluster.down();
 }
 
 #[test]
 fn an_empty_non_masquerade_list_masquerades_pod_to_pod_across_nodes() {
-    require_privileges();
-    let name = cluster_name("sn");
-    let _down = Down(name.clone());
-    up_keep(&description_with(
-        &name,
-        "kubenet",
-        "ebpf",
-        2,
-        1,
-        "nonMasqueradeCidrs: []\n",
-    ));
+    let cluster = TestCluster::up_with("sn", "kubenet", "ebpf", 2, 1, "nonMasqueradeCidrs: []\n");
+    let name = cluster.name.clone();
     let results = check(&name);
     let cross = probe(&results, "pod -> pod, other node");
     assert_eq!(
@@ -77,8 +59,7 @@ fn an_empty_non_masquerade_list_masquerades_pod_to_pod_across_nodes() {
         cross["seenAs"], "nodepool1-0",
         "the study-notes variant: the peer pod sees the node"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 const FLOWS: usize = 3000;
@@ -93,14 +74,12 @@ fn raise_open_files(limit: u64) {
 
 #[test]
 fn thousands_of_concurrent_flows_through_snat_all_complete() {
-    require_privileges();
-    raise_open_files(4 * FLOWS as u64 + 256);
-    let name = cluster_name("sc");
-    let _down = Down(name.clone());
     // Every flow goes to one destination: the load balancer's outbound rule must give
     // the node more than FLOWS ports to it (its default 1,024 would refuse the rest).
     let ports = "loadBalancerProfile: { allocatedOutboundPorts: 64000 }\n";
-    up_keep(&description_with(&name, "kubenet", "ebpf", 1, 1, ports));
+    let cluster = TestCluster::up_with("sc", "kubenet", "ebpf", 1, 1, ports);
+    let name = cluster.name.clone();
+    raise_open_files(4 * FLOWS as u64 + 256);
     let state = ClusterState::require(&name).expect("state");
     let pod = state.nodes[0].pods[0].namespace.clone();
     let internet = state.internet.clone();
@@ -162,15 +141,13 @@ fn thousands_of_concurrent_flows_through_snat_all_complete() {
     );
     drop(clients);
     drop(held);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn the_gc_in_up_removes_closed_flows() {
-    require_privileges();
-    let name = cluster_name("sg");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("sg");
+    let name = cluster.name.clone();
     let settings = "conntrack: { tcpClosingTimeoutSeconds: 1, gcIntervalSeconds: 1 }\n";
     let file = description_with(&name, "kubenet", "ebpf", 1, 1, settings);
     let up = ForegroundUp::start(&file, &[], "conntrack gc");

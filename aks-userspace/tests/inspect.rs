@@ -5,17 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use aks_ebpf_common::{event::EVENTS_BYTES, DatapathEvent};
+use aks_userspace::monitor::{EventKind, Monitor};
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
 use aks_userspace::topology::spec::format_mac;
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 const NODE0: &str = "nodepool1-0";
@@ -44,6 +43,19 @@ fn counter(stats: &Value, node: &str, reason: &str) -> u64 {
         .expect("a packet count")
 }
 
+/// The `monitorEventsLost` row of `node` in `inspect stats --json`.
+fn events_lost(stats: &Value, node: &str) -> u64 {
+    stats
+        .as_array()
+        .expect("stats rows")
+        .iter()
+        .find(|r| r["node"] == node && r.get("monitorEventsLost").is_some())
+        .unwrap_or_else(|| panic!("no monitorEventsLost row for {node}: {stats}"))
+        ["monitorEventsLost"]
+        .as_u64()
+        .expect("a count")
+}
+
 /// One datagram from `pod` to the on-prem host with TTL 1: `from_pod` cannot forward it
 /// and drops it (`drop-ttl-exceeded`).
 fn datagram_with_ttl_1(pod_namespace: &str, to: Ipv4Addr, port: u16) {
@@ -59,15 +71,13 @@ fn datagram_with_ttl_1(pod_namespace: &str, to: Ipv4Addr, port: u16) {
 
 #[test]
 fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
-    require_privileges();
-    let name = cluster_name("ie");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    let cluster = TestCluster::up("ie", "azure", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("cluster state");
-    let cluster = ["--cluster", name.as_str()];
+    let on_cluster = ["--cluster", name.as_str()];
 
     // Endpoints: every pod of every node, with the addresses and MACs of the layout.
-    let endpoints = json(&[&["inspect", "endpoints", "--json"][..], &cluster].concat());
+    let endpoints = json(&[&["inspect", "endpoints", "--json"][..], &on_cluster].concat());
     let rows = endpoints.as_array().expect("endpoint rows");
     let pods: Vec<_> = state
         .nodes
@@ -95,7 +105,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
                 "--ip",
                 &pods[0].1.address.to_string(),
             ][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
@@ -105,7 +115,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     let remote_pod = state.nodes[1].pods[0].address.to_string();
     let route_to = |ip: &str| {
         let args = ["inspect", "routes", "--json", "--node", NODE0, "--ip", ip];
-        json(&[&args[..], &cluster].concat())
+        json(&[&args[..], &on_cluster].concat())
     };
     let route = route_to(&remote_pod);
     assert_eq!(route[0]["kind"], "remote-pods", "{route}");
@@ -116,7 +126,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     assert_eq!(route[0]["masquerade"], true);
 
     // Counters: the check matrix delivers into pods of node 0 through the BPF path.
-    let stats_args = [&["inspect", "stats", "--json"][..], &cluster].concat();
+    let stats_args = [&["inspect", "stats", "--json"][..], &on_cluster].concat();
     let before = json(&stats_args);
     check(&name);
     let after = json(&stats_args);
@@ -133,7 +143,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         .as_array()
         .expect("rows")
         .iter()
-        .filter(|r| r["node"] == NODE0)
+        .filter(|r| r["node"] == NODE0 && r.get("reason").is_some())
         .map(|r| r["reason"].as_str().expect("name"))
         .collect();
     let every: Vec<&str> = aks_ebpf_common::Reason::ALL
@@ -146,18 +156,11 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     let maps = json(
         &[
             &["inspect", "maps", "--json", "--node", NODE0][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
-    let map = |name: &str| {
-        maps.as_array()
-            .expect("map rows")
-            .iter()
-            .find(|m| m["name"] == name)
-            .unwrap_or_else(|| panic!("no map {name}: {maps}"))
-            .clone()
-    };
+    let map = |name: &str| row_where(&maps, "name", name);
     assert_eq!(map("ENDPOINTS")["entries"], 2);
     assert_eq!(map("ENDPOINTS")["mapType"], "hash");
     assert_eq!(map("ROUTES")["mapType"], "lpm_trie");
@@ -174,28 +177,12 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     }
 
     // Monitor: a datagram from_pod drops shows as a drop event within a second.
-    let mut monitor = Command::new(AKSNET)
-        .args(["monitor", "--cluster", &name, "--node", NODE0, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet monitor");
+    let mut monitor = spawn_aksnet(["monitor", "--cluster", &name, "--node", NODE0, "--json"]);
     let (tx, rx) = mpsc::channel();
     let stdout = monitor.stdout.take().expect("stdout");
-    let events = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = events.send(line);
-        }
-    });
+    forward_lines(stdout, tx.clone(), |_| true);
     let stderr = monitor.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("monitoring") {
-                let _ = tx.send(line);
-            }
-        }
-    });
+    forward_lines(stderr, tx, |line| line.starts_with("monitoring"));
     let ready = rx.recv_timeout(Duration::from_secs(10));
     let pod = &state.nodes[0].pods[0];
     let dropped_before = counter(&json(&stats_args), NODE0, "drop-ttl-exceeded");
@@ -236,7 +223,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
                 "--reason",
                 "drop-ttl-exceeded",
             ][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
@@ -254,7 +241,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
     let err = failure(
         &[
             &["inspect", "endpoints", "--node", "nodepool9-9"][..],
-            &cluster,
+            &on_cluster,
         ]
         .concat(),
     );
@@ -268,7 +255,7 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         "{err}"
     );
     // The eBPF datapath's own conntrack: the check's probe to the internet, masqueraded.
-    let flows = json(&[&["inspect", "nat", "--json"][..], &cluster].concat());
+    let flows = json(&[&["inspect", "nat", "--json"][..], &on_cluster].concat());
     let to_internet = flows
         .as_array()
         .expect("rows")
@@ -276,26 +263,65 @@ fn ebpf_maps_counters_and_a_dropped_datagram_read_back() {
         .find(|f| f["original"]["dst"] == "203.0.113.10")
         .unwrap_or_else(|| panic!("the masqueraded probe is listed: {flows}"));
     assert_eq!(to_internet["nat"], "snat");
-    let err = failure(&[&["inspect", "stats", "--reason", "dropped"][..], &cluster].concat());
+    let err = failure(
+        &[
+            &["inspect", "stats", "--reason", "dropped"][..],
+            &on_cluster,
+        ]
+        .concat(),
+    );
     assert!(
-        err.contains("drop-nsg-denied"),
+        err.contains("drop-spoofed-source"),
         "the reasons are listed: {err}"
     );
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    // Lost monitor events: a tracing monitor that does not read while a pod sends more
+    // datagrams than node 0's ring buffer holds. `inspect stats` lists the loss and the
+    // monitor reports it.
+    let stats_args = [&["inspect", "stats", "--json"][..], &on_cluster].concat();
+    let lost_before = events_lost(&json(&stats_args), NODE0);
+    let mut tracer = Monitor::open(&state, Some(NODE0), EventKind::Trace).expect("tracing node 0");
+    let fits = EVENTS_BYTES as usize / std::mem::size_of::<DatapathEvent>();
+    let peer = SocketAddr::from((state.nodes[0].pods[1].address, DROPPED_PORT + 1));
+    netns::run_in(&state.nodes[0].pods[0].namespace, || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        for _ in 0..fits + 2000 {
+            socket.send_to(b"x", peer)?;
+        }
+        Ok(())
+    })
+    .expect("sending from the pod");
+    let reported = tracer.newly_lost().expect("reading EVENTS_LOST");
+    drop(tracer);
+    let lost_after = events_lost(&json(&stats_args), NODE0);
+    assert!(
+        lost_after > lost_before,
+        "inspect stats shows the lost events: {lost_before} -> {lost_after}"
+    );
+    assert!(
+        reported
+            .iter()
+            .any(|(node, lost)| node == NODE0 && *lost > 0 && *lost <= lost_after - lost_before),
+        "the monitor reports what its node lost: {reported:?}"
+    );
+
+    cluster.down();
 }
 
 #[test]
 fn iptables_conntrack_shows_masquerade_and_maps_are_missing() {
-    require_privileges();
-    let name = cluster_name("ii");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "iptables", 1, 1));
+    let cluster = TestCluster::up("ii", "kubenet", "iptables", 1, 1);
+    let name = cluster.name.clone();
     let state = ClusterState::require(&name).expect("cluster state");
     check(&name);
-    let cluster = ["--cluster", name.as_str()];
-    let flows = json(&[&["inspect", "nat", "--json", "--node", NODE0][..], &cluster].concat());
+    let on_cluster = ["--cluster", name.as_str()];
+    let flows = json(
+        &[
+            &["inspect", "nat", "--json", "--node", NODE0][..],
+            &on_cluster,
+        ]
+        .concat(),
+    );
     let pod = state.nodes[0].pods[0].address.to_string();
     let internet = state.internet.address.to_string();
     let to_internet = flows
@@ -312,14 +338,13 @@ fn iptables_conntrack_shows_masquerade_and_maps_are_missing() {
         "the internet answers the node address: {to_internet}"
     );
 
-    let err = failure(&[&["inspect", "maps"][..], &cluster].concat());
+    let err = failure(&[&["inspect", "maps"][..], &on_cluster].concat());
     assert!(
         err.contains("iptables datapath") && err.contains("inspect rules"),
         "{err}"
     );
-    let err = failure(&[&["monitor"][..], &cluster].concat());
+    let err = failure(&[&["monitor"][..], &on_cluster].concat());
     assert!(err.contains("iptables datapath"), "{err}");
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

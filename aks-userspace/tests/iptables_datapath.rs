@@ -5,24 +5,23 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 /// 2 nodes × 2 pods; `web` (TCP, 3 backends: node 0 pod 0 (the probing client itself,
 /// so hairpin), node 1 pod 0, node 0 pod 1 (same bridge)) and `dns` (UDP, 2 backends).
-fn services_description(name: &str, plugin: &str) -> PathBuf {
-    description_with(
-        name,
-        plugin,
-        "iptables",
-        2,
-        2,
-        "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, protocol: TCP, backends: 3 }\n  - { name: dns, clusterIP: 10.0.0.53, port: 53, protocol: UDP, backends: 2 }\n",
-    )
+const SERVICES: &str = "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, protocol: TCP, backends: 3 }\n  - { name: dns, clusterIP: 10.0.0.53, port: 53, protocol: UDP, backends: 2 }\n";
+
+/// An iptables cluster of `plugin`, 2 nodes × 2 pods and the two services: its pods are
+/// hairpin ports of `bridge`, and its check rows pass the matrix both cells share.
+fn up_and_check(tag: &str, plugin: &str, bridge: &str) -> (TestCluster, Vec<Value>) {
+    let cluster = TestCluster::up_with(tag, plugin, "iptables", 2, 2, SERVICES);
+    assert_hairpin_on_bridge_ports(&cluster.name, "nodepool1-0", bridge);
+    let results = check(&cluster.name);
+    assert_common_matrix(&results, plugin);
+    (cluster, results)
 }
 
 /// Reachability and source addresses both iptables cells share with their eBPF twins
@@ -31,18 +30,11 @@ fn assert_common_matrix(results: &[Value], plugin: &str) {
     for r in results {
         eprintln!("{plugin}: {r}");
     }
-    for path in [
-        "pod -> pod, same node",
-        "pod -> pod, other node",
-        "node -> pod, other node",
-    ] {
-        let r = probe(results, path);
-        assert_eq!(r["connected"], true, "{plugin} {path}: {r}");
-        assert_eq!(
-            r["seenSource"], r["sourceAddress"],
-            "{plugin} {path}: no NAT between pods and from nodes"
-        );
-    }
+    assert_connected_unnatted(
+        results,
+        &INSIDE_THE_CLUSTER,
+        &format!("{plugin}: no NAT between pods and from nodes"),
+    );
     // kubenet's ip-masq-agent keeps only the pod CIDR (configure-kubenet.md): another
     // node sees the pod's node; Azure CNI pods are VNet addresses and keep them.
     let to_node = probe(results, "pod -> node, other node");
@@ -174,21 +166,8 @@ fn assert_hairpin_on_bridge_ports(name: &str, node: &str, bridge: &str) {
 
 #[test]
 fn kubenet_iptables_bridges_pods_and_balances_services() {
-    require_privileges();
-    let name = cluster_name("ik");
-    let _down = Down(name.clone());
-    aksnet_ok(&[
-        "up",
-        services_description(&name, "kubenet")
-            .to_str()
-            .expect("utf-8"),
-        "--keep",
-    ]);
-    assert_hairpin_on_bridge_ports(&name, "nodepool1-0", "cbr0");
-
-    let results = json(&["check", &name, "--json"]);
-    let results = results.as_array().expect("results");
-    assert_common_matrix(results, "kubenet");
+    let (cluster, results) = up_and_check("ik", "kubenet", "cbr0");
+    let (name, results) = (cluster.name.clone(), &results[..]);
     assert_eq!(
         probe(results, "pod -> on-prem")["seenAs"],
         "nodepool1-0",
@@ -203,39 +182,27 @@ fn kubenet_iptables_bridges_pods_and_balances_services() {
     assert_services_reach_every_backend(&name, "10.244.0.1");
     assert_rules_in_place(&name);
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn azure_iptables_keeps_vnet_addresses_and_balances_services() {
-    require_privileges();
-    let name = cluster_name("ia");
-    let _down = Down(name.clone());
-    aksnet_ok(&[
-        "up",
-        services_description(&name, "azure")
-            .to_str()
-            .expect("utf-8"),
-        "--keep",
-    ]);
-    assert_hairpin_on_bridge_ports(&name, "nodepool1-0", "azure0");
-
-    let results = json(&["check", &name, "--json"]);
-    let results = results.as_array().expect("results");
-    assert_common_matrix(results, "azure");
+    let (cluster, results) = up_and_check("ia", "azure", "azure0");
+    let (name, results) = (cluster.name.clone(), &results[..]);
     // Node Subnet: on-prem reaches pods by their VNet address, but pods reach on-prem
     // as their node: the default non-masquerade CIDRs hold only the VNet.
     let inbound = probe(results, "on-prem -> pod");
     assert_eq!(inbound["connected"], true, "{inbound}");
     assert_eq!(inbound["seenSource"], inbound["sourceAddress"], "{inbound}");
-    let outbound = probe(results, "pod -> on-prem");
-    assert_eq!(outbound["connected"], true, "{outbound}");
-    assert_eq!(outbound["seenAs"], "nodepool1-0", "{outbound}");
+    assert_connected_as(
+        results,
+        &["pod -> on-prem"],
+        "nodepool1-0",
+        "outside the VNet",
+    );
     // Hairpin: azure0 has no address, so MASQUERADE picks the node's.
     assert_services_reach_every_backend(&name, "10.224.0.4");
     assert_rules_in_place(&name);
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

@@ -87,9 +87,8 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, what: &str, limit: Duration) {
 
 #[test]
 fn ctrl_c_and_a_hangup_with_the_output_pipe_closed_still_remove_the_cluster() {
-    require_privileges();
-    let name = cluster_name("sp");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("sp");
+    let name = cluster.name.clone();
     let (mut up, lines) = up_into_one_pipe(&description(&name, "azure", "ebpf", 2, 2), &[]);
     wait_for_line(&lines, " is up", Duration::from_secs(120));
     // `tee` is gone: the read end of the pipe is closed, every write fails with EPIPE.
@@ -108,9 +107,8 @@ fn ctrl_c_and_a_hangup_with_the_output_pipe_closed_still_remove_the_cluster() {
 
 #[test]
 fn a_hangup_removes_a_running_cluster() {
-    require_privileges();
-    let name = cluster_name("hu");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("hu");
+    let name = cluster.name.clone();
     let mut up = ForegroundUp::start(&description(&name, "kubenet", "iptables", 1, 2), &[], "\0");
     signal(&up.child, Signal::SIGHUP);
     let status = wait_at_most(&mut up.child, Duration::from_secs(60));
@@ -121,24 +119,14 @@ fn a_hangup_removes_a_running_cluster() {
 /// A 2 × 110-pod cluster takes seconds to build: a stop signal during the build must be
 /// honoured within a step, not after the build, and leave nothing, also with --keep.
 fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
-    let mut up = Command::new(AKSNET)
-        .arg("up")
-        .arg(description(&name, "kubenet", "iptables", 2, 110))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet up");
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
+    let file = description(&name, "kubenet", "iptables", 2, 110);
+    let file = file.to_str().expect("utf-8 path");
+    let mut up = spawn_aksnet([&["up", file][..], extra].concat());
     let stderr = up.stderr.take().expect("piped stderr");
     let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    forward_lines(stderr, tx, |_| true);
     wait_for_line(&lines, "building namespaces: ", Duration::from_secs(60));
     let built_some = namespaces_of(&name).len();
     assert!(
@@ -184,19 +172,15 @@ fn a_hangup_during_a_build_stops_it_and_leaves_nothing() {
 
 #[test]
 fn two_ups_of_one_name_leave_the_winner_untouched() {
-    require_privileges();
-    let name = cluster_name("tu");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("tu");
+    let name = cluster.name.clone();
     let file = description(&name, "kubenet", "iptables", 2, 2);
     let start = || {
-        Command::new(AKSNET)
-            .arg("up")
-            .arg(&file)
-            .arg("--keep")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting aksnet up")
+        spawn_aksnet([
+            std::ffi::OsStr::new("up"),
+            file.as_os_str(),
+            "--keep".as_ref(),
+        ])
     };
     let (a, b) = (start(), start());
     let outs: Vec<Output> = [a, b]
@@ -218,35 +202,16 @@ fn two_ups_of_one_name_leave_the_winner_untouched() {
     );
     let results = check(&name);
     assert_eq!(probe(&results, "pod -> pod, other node")["connected"], true);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]
 fn two_concurrent_downs_of_a_running_up_both_succeed() {
-    require_privileges();
-    let name = cluster_name("td");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("td");
+    let name = cluster.name.clone();
     let mut up = ForegroundUp::start(&description(&name, "azure", "ebpf", 1, 2), &[], "\0");
-    let downs: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(AKSNET)
-                .args(["down", &name])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("starting aksnet down")
-        })
-        .collect();
-    for down in downs {
-        let out = down.wait_with_output().expect("waiting for down");
-        assert!(
-            out.status.success(),
-            "each down succeeds: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let down = vec!["down".to_owned(), name.clone()];
+    aksnet_concurrently(&[down.clone(), down]);
     let status = wait_at_most(&mut up.child, Duration::from_secs(30));
     assert!(
         status.success(),
@@ -257,41 +222,18 @@ fn two_concurrent_downs_of_a_running_up_both_succeed() {
 
 #[test]
 fn concurrent_services_add_loses_no_update() {
-    require_privileges();
-    let name = cluster_name("cs");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    let cluster = TestCluster::up("cs", "azure", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     const ADDS: usize = 8;
-    let adds: Vec<_> = (0..ADDS)
+    let adds: Vec<Vec<String>> = (0..ADDS)
         .map(|i| {
-            Command::new(AKSNET)
-                .args([
-                    "services",
-                    "add",
-                    &format!("svc{i}"),
-                    "--cluster-ip",
-                    &format!("10.0.0.{}", 100 + i),
-                    "--port",
-                    "80",
-                    "--backends",
-                    "2",
-                    "--cluster",
-                    &name,
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("starting services add")
+            let ip = format!("10.0.0.{}", 100 + i);
+            let args = ["services", "add", &format!("svc{i}"), "--cluster-ip", &ip];
+            let rest = ["--port", "80", "--backends", "2", "--cluster", &name];
+            args.iter().chain(&rest).map(|a| a.to_string()).collect()
         })
         .collect();
-    for add in adds {
-        let out = add.wait_with_output().expect("waiting for services add");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    aksnet_concurrently(&adds);
     let listed = aksnet_ok(&["services", "list", "--cluster", &name, "--json"]);
     let services: serde_json::Value =
         serde_json::from_slice(&listed.stdout).expect("services list --json");
@@ -316,8 +258,7 @@ fn concurrent_services_add_loses_no_update() {
     )
     .expect("the saved description");
     assert_eq!(saved.matches("clusterIP").count(), ADDS, "{saved}");
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 /// A namespace outside every cluster prefix, made the way aksnet makes them (not with
@@ -357,9 +298,8 @@ fn down_removes_only_what_carries_the_prefix_of_a_tampered_record() {
     let mut bystander = Command::new("sleep").arg("60").spawn().expect("sleep");
 
     // 1. Extra namespaces (a decoy, a relative path) and a foreign PID in the record.
-    let name = cluster_name("tn");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "iptables", 1, 1));
+    let cluster = TestCluster::up("tn", "kubenet", "iptables", 1, 1);
+    let name = cluster.name.clone();
     edit_record(&name, |r| {
         let list = r["namespaces"].as_array_mut().expect("namespaces");
         list.push(decoy.0.clone().into());
@@ -424,16 +364,9 @@ fn a_refused_name_is_not_a_path() {
 
 #[test]
 fn monitor_stops_with_an_error_when_its_cluster_is_removed() {
-    require_privileges();
-    let name = cluster_name("mo");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 1, 1));
-    let mut monitor = Command::new(AKSNET)
-        .args(["monitor", "--cluster", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet monitor");
+    let cluster = TestCluster::up("mo", "azure", "ebpf", 1, 1);
+    let name = cluster.name.clone();
+    let mut monitor = spawn_aksnet(["monitor", "--cluster", &name]);
     std::thread::sleep(Duration::from_millis(500));
     aksnet_ok(&["down", &name]);
     let status = wait_at_most(&mut monitor, Duration::from_secs(10));

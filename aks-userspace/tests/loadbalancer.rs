@@ -14,7 +14,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use aks_userspace::check::{self, Endpoint, EndpointKind, ServiceProbeResult};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 
 /// Three services, one backend each (placed on the first node).
 const SERVICES: &str = "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\n  - { name: web-local, clusterIP: 10.0.0.21, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer, externalTrafficPolicy: Local }\n  - { name: onprem-only, clusterIP: 10.0.0.22, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer, loadBalancerSourceRanges: [192.168.100.0/24] }\n";
@@ -82,9 +81,8 @@ fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) 
 
 /// As above, with `mode` (e.g. `networkPluginMode: overlay`) in the description.
 fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let extra = format!("{mode}{SERVICES}");
     let file = description_with(&name, plugin, datapath, 2, 1, &extra);
     up_keep(&file);
@@ -242,38 +240,23 @@ fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str
     let rows = json(&["check", &name, "--frontends", "--json"]);
     let rows = rows.as_array().expect("frontend rows");
     assert_eq!(rows.len(), 6, "3 frontends x 2 clients: {rows:?}");
-    for row in rows {
-        assert_eq!(row["verdict"], "pass", "{row}");
-    }
+    assert_all_pass(rows);
     let blocked = rows
         .iter()
         .filter(|r| r["expected"]["outcome"] == "blocked")
         .count();
     assert_eq!(blocked, 1, "only the internet to onprem-only: {rows:?}");
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn azure_cni_iptables() {
-    load_balancer_services_from_outside("azure", "iptables", "la");
-}
-
-#[test]
-fn kubenet_iptables() {
-    load_balancer_services_from_outside("kubenet", "iptables", "lb");
-}
-
-#[test]
-fn azure_cni_ebpf() {
-    load_balancer_services_from_outside("azure", "ebpf", "lc");
-}
-
-#[test]
-fn kubenet_ebpf() {
-    load_balancer_services_from_outside("kubenet", "ebpf", "ld");
-}
+// One test per cell, so they run in parallel and a failure names its cell.
+cell_tests!(load_balancer_services_from_outside:
+    azure_cni_iptables("azure", "iptables", "la"),
+    kubenet_iptables("kubenet", "iptables", "lb"),
+    azure_cni_ebpf("azure", "ebpf", "lc"),
+    kubenet_ebpf("kubenet", "ebpf", "ld"),
+);
 
 #[test]
 fn azure_overlay_ebpf() {
@@ -291,9 +274,8 @@ fn azure_overlay_iptables() {
 /// balancer (frontend, rule, the nodes its health probe admits) and the nodes' node
 /// ports, on either datapath.
 fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let base = "services:\n  - { name: base, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1 }\n";
     let file = description_with(&name, "azure", datapath, 2, 1, base);
     up_keep(&file);
@@ -378,11 +360,11 @@ fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
     // share reaches the backend SNATed to node 1's address.
     add("Cluster");
     let state = state_now();
-    let cluster = probe(&state, "web", frontend, &internet(&state));
-    assert_eq!(cluster.answered, ATTEMPTS, "{cluster:?}");
+    let after_change = probe(&state, "web", frontend, &internet(&state));
+    assert_eq!(after_change.answered, ATTEMPTS, "{after_change:?}");
     assert!(
-        seen(&cluster).contains(&state.nodes[1].address),
-        "node 1 carries traffic after the change: {cluster:?}"
+        seen(&after_change).contains(&state.nodes[1].address),
+        "node 1 carries traffic after the change: {after_change:?}"
     );
     let rows = json(&["check", &name, "--frontends", "--json"]);
     for row in rows.as_array().expect("frontend rows") {
@@ -426,8 +408,7 @@ fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
         assert_eq!(gone.answered, 0, "{target} is gone: {gone:?}");
     }
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
 #[test]

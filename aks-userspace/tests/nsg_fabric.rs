@@ -9,8 +9,6 @@ mod common;
 use aks_userspace::check::{self, Probe};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
-use serde_json::Value;
 
 /// Deny on-prem → the node subnet on 17001 (the check port) and on 30000-65535 (where
 /// the replies to `pod -> on-prem` land: they must still pass), and everything the
@@ -18,10 +16,8 @@ use serde_json::Value;
 const RULES: &str = "nsg:\n  - { name: deny-onprem-17001, priority: 100, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n  - { name: deny-internet, priority: 110, access: Deny, protocol: \"*\", sourceAddressPrefix: 203.0.113.0/24 }\n  - { name: deny-onprem-high, priority: 120, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"30000-65535\" }\n";
 
 fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
-    up_keep(&description_with(&name, plugin, datapath, 2, 1, RULES));
+    let cluster = TestCluster::up_with(tag, plugin, datapath, 2, 1, RULES);
+    let name = cluster.name.clone();
 
     // `check` exits 0 only when every row matches the model, NSG rows included.
     let results = check(&name);
@@ -69,14 +65,7 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     // The fabric counted the SYNs the deny rule dropped, and nothing for the internet's
     // rule or the high ports: replies never reach a rule.
     let rows = json(&["inspect", "nsg", "--cluster", &name, "--json"]);
-    let row = |rule: &str| -> Value {
-        rows.as_array()
-            .expect("rows")
-            .iter()
-            .find(|r| r["name"] == rule)
-            .unwrap_or_else(|| panic!("no rule {rule}: {rows}"))
-            .clone()
-    };
+    let row = |rule: &str| row_where(&rows, "name", rule);
     let onprem = row("deny-onprem-17001");
     assert_eq!(onprem["action"], "deny");
     assert_eq!(onprem["ports"], "17001");
@@ -86,26 +75,13 @@ fn nsg_is_stateful_and_enforced_in_the_fabric(plugin: &str, datapath: &str, tag:
     assert_eq!(from_internet["packets"], 0, "{rows}");
     assert_eq!(row("deny-onprem-high")["packets"], 0, "{rows}");
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn azure_cni_ebpf() {
-    nsg_is_stateful_and_enforced_in_the_fabric("azure", "ebpf", "na");
-}
-
-#[test]
-fn azure_cni_iptables() {
-    nsg_is_stateful_and_enforced_in_the_fabric("azure", "iptables", "nb");
-}
-
-#[test]
-fn kubenet_ebpf() {
-    nsg_is_stateful_and_enforced_in_the_fabric("kubenet", "ebpf", "nc");
-}
-
-#[test]
-fn kubenet_iptables() {
-    nsg_is_stateful_and_enforced_in_the_fabric("kubenet", "iptables", "nd");
-}
+// One test per cell, so the four run in parallel and a failure names its cell.
+cell_tests!(nsg_is_stateful_and_enforced_in_the_fabric:
+    azure_cni_ebpf("azure", "ebpf", "na"),
+    azure_cni_iptables("azure", "iptables", "nb"),
+    kubenet_ebpf("kubenet", "ebpf", "nc"),
+    kubenet_iptables("kubenet", "iptables", "nd"),
+);

@@ -22,9 +22,8 @@ const LB_OUTBOUND: &str = "198.51.100.4";
 const FIREWALL: &str = "198.51.100.6";
 
 fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json::Value {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let extra = format!("outboundType: {outbound}\n");
     up_keep(&description_with(&name, plugin, datapath, 2, 1, &extra));
     let results = check(&name);
@@ -65,8 +64,7 @@ fn egress(plugin: &str, datapath: &str, outbound: &str, tag: &str) -> serde_json
     }
     // Egress rules touch only the internet: on-prem is reached as before.
     assert_eq!(probe(&results, "pod -> on-prem")["connected"], true);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
     row
 }
 

@@ -10,7 +10,6 @@ use std::process::Command;
 use aks_userspace::cidr::Ipv4Cidr;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 const POD_CIDR: &str = "10.244.0.0/16";
@@ -35,17 +34,12 @@ fn destination(route: &Value) -> Ipv4Cidr {
 }
 
 fn overlay_cluster(datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
-    up_keep(&description_with(
-        &name,
-        "azure",
+    let cluster = TestCluster::up_with(tag, "azure",
         datapath,
         2,
         2,
-        "networkPluginMode: overlay\nservices:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, backends: 4 }\n",
-    ));
+        "networkPluginMode: overlay\nservices:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, backends: 4 }\n");
+    let name = cluster.name.clone();
     let state = ClusterState::load(&name)
         .expect("reading the cluster record")
         .expect("the cluster is recorded");
@@ -111,11 +105,8 @@ fn overlay_cluster(datapath: &str, tag: &str) {
         assert_eq!(route["masquerade"], false, "{route}");
     }
 
-    let results = check(&name);
     // Every row as the check module's Overlay rules expect it.
-    for row in &results {
-        assert_eq!(row["verdict"], "pass", "{datapath}: {row}");
-    }
+    let results = check_passing(&name);
     let cross = probe(&results, "pod -> pod, other node");
     assert_eq!(cross["connected"], true, "{datapath}: {cross}");
     assert_eq!(
@@ -161,8 +152,67 @@ fn overlay_cluster(datapath: &str, tag: &str) {
         );
     }
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    assert_df_datagrams_fit_the_tunnel(&state, datapath);
+
+    cluster.down();
+}
+
+/// Overlay pods take the tunnel's MTU: the largest datagram a pod may send with DF set
+/// crosses to a pod on another node whole, and one byte more never leaves the pod (at
+/// 1500 it would, and die at the tunnel).
+fn assert_df_datagrams_fit_the_tunnel(state: &ClusterState, datapath: &str) {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    use aks_userspace::netns;
+    use aks_userspace::topology::overlay::POD_MTU;
+    use common::{path_mtu, set_dont_fragment};
+
+    const PORT: u16 = 17100;
+    let largest = POD_MTU as usize - 20 - 8;
+    let receiver = &state.nodes[1].pods[0];
+    let to = SocketAddr::from((receiver.address, PORT));
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let received = s.spawn(|| {
+            netns::run_in(&receiver.namespace, || {
+                let socket = UdpSocket::bind(("0.0.0.0", PORT))?;
+                socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let _ = ready_tx.send(());
+                let mut buf = [0u8; 2048];
+                Ok(socket.recv(&mut buf)?)
+            })
+        });
+        ready
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the receiver is bound");
+        let (mtu, too_big) = netns::run_in(&state.nodes[0].pods[0].namespace, || {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            set_dont_fragment(&socket);
+            socket.connect(to)?;
+            let mtu = path_mtu(&socket);
+            socket.send(&vec![0u8; largest])?;
+            Ok((mtu, socket.send(&vec![0u8; largest + 1])))
+        })
+        .expect("sending from the pod");
+        assert_eq!(
+            mtu, POD_MTU,
+            "{datapath}: the pod's path MTU is the tunnel's"
+        );
+        assert_eq!(
+            too_big.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EMSGSIZE)),
+            "{datapath}: a DF datagram larger than the tunnel is refused in the pod"
+        );
+        let got = received
+            .join()
+            .expect("the receiver thread")
+            .expect("a datagram across the overlay within 5 s");
+        assert_eq!(
+            got, largest,
+            "{datapath}: the largest DF datagram arrives whole"
+        );
+    });
 }
 
 #[test]

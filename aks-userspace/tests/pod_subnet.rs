@@ -8,13 +8,11 @@ use std::net::Ipv4Addr;
 
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 
 #[test]
 fn pod_subnet_nodes_take_batches_of_16_and_pods_keep_their_address() {
-    require_privileges();
-    let name = cluster_name("ps");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("ps");
+    let name = cluster.name.clone();
     let file = description_with(&name, "azure", "ebpf", 2, 2, "");
     // `description_with` writes no pod subnet: add one to the VNet block.
     let yaml = std::fs::read_to_string(&file)
@@ -41,19 +39,15 @@ fn pod_subnet_nodes_take_batches_of_16_and_pods_keep_their_address() {
         ]
     );
 
-    let results = check(&name);
-    for row in &results {
-        assert_eq!(row["verdict"], "pass", "{row}");
-    }
-    for path in [
-        "pod -> pod, other node",
-        "pod -> on-prem",
-        "pod -> node, other node",
-    ] {
-        let r = probe(&results, path);
-        assert_eq!(r["connected"], true, "{path}: {r}");
-        assert_eq!(r["seenSource"], r["sourceAddress"], "{path}: {r}");
-    }
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    let results = check_passing(&name);
+    assert_connected_unnatted(
+        &results,
+        &[
+            "pod -> pod, other node",
+            "pod -> on-prem",
+            "pod -> node, other node",
+        ],
+        "Pod Subnet pods keep their address",
+    );
+    cluster.down();
 }

@@ -16,9 +16,7 @@ use aks_userspace::datapath::ebpf::{NodeDatapath, TcAttachMode};
 use aks_userspace::state::ClusterState;
 use aya::maps::MapData;
 use aya::programs::{loaded_programs, SchedClassifier, TcAttachType};
-use common::cluster::{
-    aksnet_ok, assert_gone, check, cluster_name, description_with, probe, up_keep, Down,
-};
+use common::cluster::{aksnet_ok, check, description_with, probe, up_keep, TestCluster};
 use common::require_privileges;
 
 /// The programs loaded in the kernel that use `map_id`: (id, name).
@@ -44,9 +42,8 @@ fn loaded_ids() -> BTreeSet<u32> {
 
 #[test]
 fn tc_programs_outlive_up_keep_in_the_kernels_attach_mode_and_go_with_down() {
-    require_privileges();
-    let name = cluster_name("ta");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("ta");
+    let name = cluster.name.clone();
     // NSG rules are the fabric's (`fabric::nsg`): no XDP program is attached on a node.
     let out = up_keep(&description_with(&name, "azure", "ebpf", 2, 2, ""));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -142,8 +139,7 @@ fn tc_programs_outlive_up_keep_in_the_kernels_attach_mode_and_go_with_down() {
     let across = probe(&results, "pod -> pod, other node");
     assert_eq!(across["seenSource"], across["sourceAddress"], "{across}");
 
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
     // The kernel frees a namespace (and with it interfaces, qdiscs and filters) after
     // `down` returns; the programs must follow within seconds.
     let deadline = Instant::now() + Duration::from_secs(20);

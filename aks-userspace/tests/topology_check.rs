@@ -50,21 +50,18 @@ fn specs(prefix: &str) -> (Names, Vec<NamespaceSpec>) {
         island: format!("{prefix}island"),
     };
     let mut router = NamespaceSpec::new(&names.router, true);
+    // The router's veth `to-<peer>` to `eth0` of namespace `peer`; `n` numbers the MACs.
+    let veth = |peer: &str, namespace: &str, n: u8| VethSpec {
+        name: format!("to-{peer}"),
+        mac: [2, 0, 0, 0, n, 1],
+        peer_namespace: namespace.to_owned(),
+        peer_name: "eth0".into(),
+        peer_mac: [2, 0, 0, 0, n, 2],
+        mtu: None,
+    };
     router.veths = vec![
-        VethSpec {
-            name: "to-client".into(),
-            mac: [2, 0, 0, 0, 1, 1],
-            peer_namespace: names.client.clone(),
-            peer_name: "eth0".into(),
-            peer_mac: [2, 0, 0, 0, 1, 2],
-        },
-        VethSpec {
-            name: "to-server".into(),
-            mac: [2, 0, 0, 0, 2, 1],
-            peer_namespace: names.server.clone(),
-            peer_name: "eth0".into(),
-            peer_mac: [2, 0, 0, 0, 2, 2],
-        },
+        veth("client", &names.client, 1),
+        veth("server", &names.server, 2),
     ];
     router.interfaces = vec![
         iface("to-client", "10.1.0.1", 24),

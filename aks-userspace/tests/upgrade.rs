@@ -8,13 +8,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use aks_userspace::model::NetworkPlugin;
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
 use common::require_privileges;
-use serde_json::Value;
 
 fn vnet_routes(name: &str) -> Vec<String> {
     let out = Command::new("ip")
@@ -34,21 +33,12 @@ fn pod_routes(name: &str) -> Vec<String> {
         .collect()
 }
 
-fn assert_every_row_passes(name: &str) -> Vec<Value> {
-    let results = check(name);
-    for row in &results {
-        assert_eq!(row["verdict"], "pass", "{row}");
-    }
-    results
-}
-
 #[test]
 fn kubenet_upgrades_to_overlay_node_by_node_and_passes_its_check() {
     require_privileges();
     for datapath in ["iptables", "ebpf"] {
-        let name = cluster_name(&format!("uk{}", &datapath[..1]));
-        let _down = Down(name.clone());
-        up_keep(&description(&name, "kubenet", datapath, 2, 2));
+        let cluster = TestCluster::up(&format!("uk{}", &datapath[..1]), "kubenet", datapath, 2, 2);
+        let name = cluster.name.clone();
         assert_eq!(pod_routes(&name).len(), 2, "kubenet: one UDR per node");
 
         let out = aksnet_ok(&["update", &name, "--network-plugin-mode", "overlay"]);
@@ -75,7 +65,7 @@ fn kubenet_upgrades_to_overlay_node_by_node_and_passes_its_check() {
         );
         let state = ClusterState::require(&name).expect("the record");
         assert_eq!(state.network_plugin, NetworkPlugin::Azure);
-        let results = assert_every_row_passes(&name);
+        let results = check_passing(&name);
         let cross = probe(&results, "pod -> pod, other node");
         assert_eq!(cross["seenSource"], cross["sourceAddress"], "{cross}");
 
@@ -83,24 +73,21 @@ fn kubenet_upgrades_to_overlay_node_by_node_and_passes_its_check() {
         let again = aksnet_ok(&["update", &name, "--network-plugin-mode", "overlay"]);
         assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
 
-        aksnet_ok(&["down", &name]);
-        assert_gone(&name);
+        cluster.down();
     }
 }
 
 #[test]
 fn node_subnet_needs_a_pod_cidr_and_moves_pods_out_of_the_vnet() {
-    require_privileges();
-    let name = cluster_name("un");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "azure", "ebpf", 2, 2));
+    let cluster = TestCluster::up("un", "azure", "ebpf", 2, 2);
+    let name = cluster.name.clone();
     let before = ClusterState::require(&name).expect("the record");
 
     let refused = aksnet(&["update", &name, "--network-plugin-mode", "overlay"]);
     assert_eq!(refused.status.code(), Some(2), "AKS requires --pod-cidr");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--pod-cidr: required"));
     assert_eq!(ClusterState::require(&name).expect("the record"), before);
-    assert_every_row_passes(&name);
+    check_passing(&name);
 
     aksnet_ok(&[
         "update",
@@ -120,9 +107,8 @@ fn node_subnet_needs_a_pod_cidr_and_moves_pods_out_of_the_vnet() {
     assert!(vnet_routes(&name)
         .iter()
         .all(|r| !r.starts_with("10.224.0.3")));
-    assert_every_row_passes(&name);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    check_passing(&name);
+    cluster.down();
 }
 
 /// Runs `aksnet update`, sends it `signal` once node 0 is upgraded, and returns how it
@@ -131,12 +117,7 @@ fn interrupt_update_after_first_node(
     name: &str,
     signal: nix::sys::signal::Signal,
 ) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(AKSNET)
-        .args(["update", name, "--network-plugin-mode", "overlay"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting aksnet update");
+    let mut child = spawn_aksnet(["update", name, "--network-plugin-mode", "overlay"]);
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     let mut first_node_done = false;
@@ -162,9 +143,8 @@ fn interrupt_update_after_first_node(
 fn a_stop_signal_mid_upgrade_rolls_back_and_a_kill_leaves_what_down_removes() {
     require_privileges();
     // Three nodes of 40 pods: reimaging one takes far longer than a signal takes to land.
-    let name = cluster_name("us");
-    let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "iptables", 3, 40));
+    let cluster = TestCluster::up("us", "kubenet", "iptables", 3, 40);
+    let name = cluster.name.clone();
     let (status, rest) =
         interrupt_update_after_first_node(&name, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(status.code(), Some(143), "stopped by SIGTERM: {rest}");
@@ -178,11 +158,10 @@ fn a_stop_signal_mid_upgrade_rolls_back_and_a_kill_leaves_what_down_removes() {
             .network_plugin,
         NetworkPlugin::Kubenet
     );
-    assert_every_row_passes(&name);
+    check_passing(&name);
 
     // SIGKILL after the first node: no rollback is possible, but `down` removes it all.
     let (status, _) = interrupt_update_after_first_node(&name, nix::sys::signal::Signal::SIGKILL);
     assert_eq!(status.signal(), Some(9));
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

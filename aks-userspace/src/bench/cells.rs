@@ -403,6 +403,7 @@ fn create_limit(name: &str) -> Result<Cell> {
         peer_namespace: b.clone(),
         peer_name: "eth0".into(),
         peer_mac: [0x02, 0x99, 0, 0, 0, 2],
+        mtu: None,
     }];
     client.interfaces = vec![iface(LIMIT_CLIENT)];
     let mut server = NamespaceSpec::new(&b, false);

@@ -39,6 +39,47 @@ pub fn write_svg(report: &BenchReport, path: &Path) -> Result<()> {
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// One bar of a cell's group: a workload's median in one view.
+type Metric = (Workload, View);
+
+/// The two bars of each cell's group in a panel (the first solid, the second lighter).
+#[derive(Clone, Copy)]
+enum Bars {
+    /// One workload as a user sees it, then pinned.
+    Views(Workload),
+    /// Two workloads, both pinned.
+    Pinned(Workload, Workload),
+}
+
+impl Bars {
+    fn metrics(self) -> [Metric; 2] {
+        match self {
+            Bars::Views(w) => [(w, View::User), (w, View::Datapath)],
+            Bars::Pinned(a, b) => [(a, View::Datapath), (b, View::Datapath)],
+        }
+    }
+}
+
+/// The bar panels, in order, with the caption that says which bar is which.
+const BAR_PANELS: [(Bars, &str); 4] = [
+    (
+        Bars::Views(Workload::RrPodToPod),
+        "request/response pod → pod (trans/s): user | pinned",
+    ),
+    (
+        Bars::Pinned(Workload::ConnectSnat, Workload::ConnectSnatConcurrent),
+        "new conn/s through SNAT, pinned: 1-by-1 | ×4",
+    ),
+    (
+        Bars::Pinned(Workload::ConnectService, Workload::ConnectServiceConcurrent),
+        "new conn/s to a ClusterIP, pinned: 1-by-1 | ×4",
+    ),
+    (
+        Bars::Views(Workload::Stream),
+        "TCP stream pod → pod (Gbit/s): user | pinned",
+    ),
+];
+
 fn draw(report: &BenchReport, root: &Area) -> DrawResult {
     root.fill(&WHITE)?;
     let title = format!(
@@ -47,37 +88,9 @@ fn draw(report: &BenchReport, root: &Area) -> DrawResult {
     );
     let root = root.titled(&title, ("sans-serif", 22))?;
     let panels = root.split_evenly((2, 3));
-    let both = |w| [(w, View::User), (w, View::Datapath)];
-    bars(
-        report,
-        &panels[0],
-        &both(Workload::RrPodToPod),
-        "request/response pod → pod (trans/s): user | pinned",
-    )?;
-    bars(
-        report,
-        &panels[1],
-        &[
-            (Workload::ConnectSnat, View::Datapath),
-            (Workload::ConnectSnatConcurrent, View::Datapath),
-        ],
-        "new conn/s through SNAT, pinned: 1-by-1 | ×4",
-    )?;
-    bars(
-        report,
-        &panels[2],
-        &[
-            (Workload::ConnectService, View::Datapath),
-            (Workload::ConnectServiceConcurrent, View::Datapath),
-        ],
-        "new conn/s to a ClusterIP, pinned: 1-by-1 | ×4",
-    )?;
-    bars(
-        report,
-        &panels[3],
-        &both(Workload::Stream),
-        "TCP stream pod → pod (Gbit/s): user | pinned",
-    )?;
+    for (panel, (pair, caption)) in panels.iter().zip(BAR_PANELS) {
+        bars(report, panel, &pair.metrics(), caption)?;
+    }
     sweep(report, &panels[4], SweepValue::ConnectRate)?;
     sweep(report, &panels[5], SweepValue::FirstPacket)?;
     Ok(())
@@ -229,21 +242,10 @@ fn sweep(report: &BenchReport, area: &Area, what: SweepValue) -> DrawResult {
                     } else {
                         colour.stroke_width(2)
                     };
-                    chart
-                        .draw_series(LineSeries::new(data.clone(), style))?
-                        .label(format!("{cell} {label}"))
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-                    chart.draw_series(
-                        data.iter()
-                            .map(|&(x, y)| Circle::new((x, y), 3, colour.filled())),
-                    )?;
+                    line_with_dots(&mut chart, data, style, colour, format!("{cell} {label}"))?;
                 }
             }
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw()?;
+            legend(&mut chart)?;
         }
         SweepValue::ConnectRate => {
             let y_range = (bottom / 2.0).max(1e-3)..top * 2.0;
@@ -257,21 +259,50 @@ fn sweep(report: &BenchReport, area: &Area, what: SweepValue) -> DrawResult {
                     .filter_map(|p| Some((p.services as f64, p.connect_pinned?.median)))
                     .collect();
                 let style = colour.stroke_width(2);
-                chart
-                    .draw_series(LineSeries::new(data.clone(), style))?
-                    .label(cell.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-                chart.draw_series(
-                    data.iter()
-                        .map(|&(x, y)| Circle::new((x, y), 3, colour.filled())),
-                )?;
+                line_with_dots(&mut chart, data, style, colour, cell.clone())?;
             }
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw()?;
+            legend(&mut chart)?;
         }
     }
+    Ok(())
+}
+
+type Chart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>;
+
+/// A line through `data` in `style`, a dot in `colour` on every point, and its entry
+/// `label` in the legend.
+fn line_with_dots<X, Y>(
+    chart: &mut Chart<'_, '_, X, Y>,
+    data: Vec<(f64, f64)>,
+    style: ShapeStyle,
+    colour: RGBColor,
+    label: String,
+) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series(LineSeries::new(data.clone(), style))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    chart.draw_series(
+        data.iter()
+            .map(|&(x, y)| Circle::new((x, y), 3, colour.filled())),
+    )?;
+    Ok(())
+}
+
+/// The legend of the series drawn, boxed over the plot.
+fn legend<'b, X, Y>(chart: &mut Chart<'b, 'b, X, Y>) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
     Ok(())
 }

@@ -66,7 +66,12 @@ pub fn run(name: Option<&str>, json: bool, mode: Mode) -> Result<ExitCode> {
         (Mode::Frontends, _) => frontends(&state, &model, json)?,
         (_, Some(checks)) => {
             let endpoints = check::cluster_endpoints(&state);
-            report(&state, &check::run_checked(&endpoints, checks)?, json)?
+            report(
+                &state,
+                &model,
+                &check::run_checked(&endpoints, checks)?,
+                json,
+            )?
         }
         _ => matrix(&state, &model, json)?,
     };
@@ -112,78 +117,84 @@ fn read_expectations(
 pub fn matrix(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
     let (endpoints, checks) = check::expected_matrix(state, model);
     let rows = check::run_checked(&endpoints, checks)?;
-    report(state, &rows, json)
+    report(state, model, &rows, json)
 }
 
-fn report(state: &ClusterState, rows: &[check::CheckRow], json: bool) -> Result<bool> {
+fn report(
+    state: &ClusterState,
+    model: &NetworkModel,
+    rows: &[check::CheckRow],
+    json: bool,
+) -> Result<bool> {
     let failed: Vec<&str> = rows
         .iter()
         .filter(|r| !r.verdict.passed())
         .map(|r| r.observed.path.as_str())
         .collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(rows).context("while encoding the results as JSON")?
-        );
-    } else {
-        println!(
-            "cluster {}: {}/{}",
-            state.name, state.network_plugin, state.datapath
-        );
-        print!("{}", check::render_checked(rows));
-        summary(rows.len(), &failed, "rows");
-    }
+    super::print_json_or(json, rows, || {
+        format!(
+            "{}\n{}{}",
+            heading(&state.name, model),
+            check::render_checked(rows),
+            summary(rows.len(), &failed, "rows")
+        )
+    })?;
     Ok(failed.is_empty())
 }
 
-fn summary(total: usize, failed: &[&str], what: &str) {
+/// `cluster NAME: MODEL/DATAPATH`, naming the AKS model (Overlay, Pod Subnet …), not
+/// only the plugin: "azure" alone is three different networks.
+fn heading(name: &str, model: &NetworkModel) -> String {
+    format!(
+        "cluster {name}: {}/{}",
+        model.pod_network.title(),
+        model.datapath
+    )
+}
+
+fn summary(total: usize, failed: &[&str], what: &str) -> String {
     if failed.is_empty() {
-        println!("{total} of {total} {what} pass");
+        format!("{total} of {total} {what} pass\n")
     } else {
-        println!(
-            "{} of {total} {what} FAIL: {}",
+        format!(
+            "{} of {total} {what} FAIL: {}\n",
             failed.len(),
             failed.join("; ")
-        );
+        )
     }
 }
 
 fn frontends(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
     let checks = check::check_frontends(state, model, check::DEFAULT_ATTEMPTS)?;
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.verdict.passed())
-        .map(|c| format!("{} from {}", c.service, c.client))
-        .collect();
-    let table = Probed {
-        per: "frontend and client",
-        none: "no LoadBalancer services in the description",
-        what: "frontend probes",
-    };
-    table.print(state, json, &checks, &failed, || {
-        check::render_frontend_checks(&checks)
-    })?;
-    Ok(failed.is_empty())
+    FRONTEND_PROBES.report(
+        (state, model, json),
+        &checks,
+        |c| (!c.verdict.passed()).then(|| format!("{} from {}", c.service, c.client)),
+        || check::render_frontend_checks(&checks),
+    )
 }
 
 fn services(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
     let checks = check::check_services(state, model, check::DEFAULT_ATTEMPTS)?;
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.verdict.passed())
-        .map(|c| c.observed.service.clone())
-        .collect();
-    let table = Probed {
-        per: "service",
-        none: "no services in the description",
-        what: "services",
-    };
-    table.print(state, json, &checks, &failed, || {
-        check::render_service_checks(&checks)
-    })?;
-    Ok(failed.is_empty())
+    SERVICE_PROBES.report(
+        (state, model, json),
+        &checks,
+        |c| (!c.verdict.passed()).then(|| c.observed.service.clone()),
+        || check::render_service_checks(&checks),
+    )
 }
+
+const FRONTEND_PROBES: Probed = Probed {
+    per: "frontend and client",
+    none: "no LoadBalancer services in the description",
+    what: "frontend probes",
+};
+
+const SERVICE_PROBES: Probed = Probed {
+    per: "service",
+    none: "no services in the description",
+    what: "services",
+};
 
 /// How a report of repeated probes (services, frontends) is worded.
 struct Probed {
@@ -196,37 +207,65 @@ struct Probed {
 }
 
 impl Probed {
-    fn print<T: serde::Serialize>(
+    /// Prints `checks` (JSON, or a table `render` builds with a summary) and says whether
+    /// all passed; `failure` names a check that failed, `None` for one that passed.
+    fn report<T: serde::Serialize>(
         &self,
-        state: &ClusterState,
-        json: bool,
+        (state, model, json): (&ClusterState, &NetworkModel, bool),
         checks: &[T],
-        failed: &[String],
+        failure: impl Fn(&T) -> Option<String>,
         render: impl FnOnce() -> String,
-    ) -> Result<()> {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(checks)
-                    .context("while encoding the results as JSON")?
+    ) -> Result<bool> {
+        let failed: Vec<String> = checks.iter().filter_map(failure).collect();
+        super::print_json_or(json, checks, || {
+            let heading = format!(
+                "{}, {} connections per {}\n",
+                heading(&state.name, model),
+                check::DEFAULT_ATTEMPTS,
+                self.per
             );
-            return Ok(());
-        }
-        println!(
-            "cluster {}: {}/{}, {} connections per {}",
-            state.name,
-            state.network_plugin,
-            state.datapath,
-            check::DEFAULT_ATTEMPTS,
-            self.per
+            if checks.is_empty() {
+                format!("{heading}{}\n", self.none)
+            } else {
+                let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
+                heading + &render() + &summary(checks.len(), &failed, self.what)
+            }
+        })?;
+        Ok(failed.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_of(yaml: &str) -> NetworkModel {
+        let cluster = model::load(yaml).expect("a valid description");
+        NetworkModel::from_plan(&plan::plan(&cluster).expect("plannable"))
+    }
+
+    const NODE_SUBNET: &str = "name: h\nnetworkPlugin: azure\ndatapath: ebpf\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - { name: np, count: 1, osType: Linux }\npodsPerNode: 1\n";
+
+    #[test]
+    fn the_heading_names_the_azure_cni_model_not_only_the_plugin() {
+        assert_eq!(
+            heading("h", &model_of(NODE_SUBNET)),
+            "cluster h: Azure CNI Node Subnet/ebpf"
         );
-        if checks.is_empty() {
-            println!("{}", self.none);
-        } else {
-            print!("{}", render());
-            let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
-            summary(checks.len(), &failed, self.what);
-        }
-        Ok(())
+        let overlay = format!("{NODE_SUBNET}networkPluginMode: overlay\npodCidr: 10.244.0.0/16\n");
+        assert_eq!(
+            heading("h", &model_of(&overlay)),
+            "cluster h: Azure CNI Overlay/ebpf"
+        );
+        let pod_subnet = NODE_SUBNET.replace(
+            "  nodeSubnet: 10.224.0.0/24\n",
+            "  nodeSubnet: 10.224.0.0/24\n  podSubnet: 10.225.0.0/24\n",
+        );
+        assert_eq!(
+            heading("h", &model_of(&pod_subnet)),
+            "cluster h: Azure CNI Pod Subnet/ebpf"
+        );
+        let kubenet = NODE_SUBNET.replace("networkPlugin: azure", "networkPlugin: kubenet");
+        assert_eq!(heading("h", &model_of(&kubenet)), "cluster h: kubenet/ebpf");
     }
 }

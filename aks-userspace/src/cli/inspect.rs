@@ -18,14 +18,7 @@ pub fn rules(node: Option<&str>, cluster: Option<&str>, json: bool) -> Result<Ex
     super::require_root("aksnet inspect rules")?;
     let state = super::resolve_cluster(cluster)?;
     let rules = node_rules(&state, node)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rules).context("while encoding the rules as JSON")?
-        );
-    } else {
-        print!("{}", render(&rules));
-    }
+    super::print_json_or(json, &rules, || render(&rules))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -67,23 +60,7 @@ impl Target<'_> {
 
     /// Prints `rows` as a JSON array, or as `table` under a one-line heading.
     fn print<T: Serialize>(&self, state: &ClusterState, rows: &[T], table: Table) -> Result<()> {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(rows).context("while encoding the rows as JSON")?
-            );
-        } else {
-            println!(
-                "cluster {}: {}/{}",
-                state.name, state.network_plugin, state.datapath
-            );
-            if table.is_empty() {
-                println!("(none)");
-            } else {
-                print!("{table}");
-            }
-        }
-        Ok(())
+        super::print_cluster_rows(state, self.json, rows, table)
     }
 }
 
@@ -133,6 +110,52 @@ pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
     }
     if let (Some(address), false) = (lookup, target.json) {
         println!("route each node's datapath takes to {address} (longest prefix match):");
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn probes(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect probes")?;
+    let inspect::RecordedProbes { rows, settings } = inspect::probes(&state, target.node)?;
+    if !target.json {
+        let agent = aks_userspace::cluster_lock::agent_pid(&state.name).map_or_else(
+            || "no probe agent runs".to_owned(),
+            |pid| format!("probe agent pid {pid}"),
+        );
+        match settings {
+            Some((interval, threshold)) => println!(
+                "{agent}: every {interval} ms, {threshold} equal results in a row change a node's state"
+            ),
+            None => println!("{agent}: no probe recorded yet"),
+        }
+    }
+    let now = aks_userspace::probes::prober::now_ms();
+    let mut table = Table::new(&[
+        "SERVICE", "FRONTEND", "POLICY", "PROBE", "NODE", "STATE", "LAST", ">AGO", ">CHANGED",
+        ">PROBES", ">OK", ">FAILED",
+    ]);
+    let ago = |at: Option<u64>| {
+        at.map_or_else(
+            || "-".to_owned(),
+            |t| format!("{:.1}s", now.saturating_sub(t) as f64 / 1000.0),
+        )
+    };
+    for r in &rows {
+        table.row(vec![
+            r.service.clone(),
+            format!("{}:{}", r.frontend, r.port),
+            format!("{:?}", r.policy),
+            r.probe.clone(),
+            format!("{} ({})", r.node, r.address),
+            format!("{:?}", r.state).to_lowercase(),
+            r.last_result.clone().unwrap_or_else(|| "-".into()),
+            ago(r.last_probe_unix_ms),
+            ago(r.changed_unix_ms),
+            r.probes.to_string(),
+            r.successes.to_string(),
+            r.failures.to_string(),
+        ]);
     }
     target.print(&state, &rows, table)?;
     Ok(ExitCode::SUCCESS)
@@ -316,6 +339,12 @@ pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitC
     let rows = inspect::stats(&state, target.node, |r| {
         only.is_none_or(|o| o == r) && (!drops || r.is_drop())
     })?;
+    // Lost events are no reason: listed only when every reason is.
+    let lost = if only.is_none() && !drops {
+        inspect::events_lost(&state, target.node)?
+    } else {
+        Vec::new()
+    };
     let mut table = Table::new(&["NODE", "REASON", ">PACKETS", ">BYTES"]);
     for r in &rows {
         table.row(vec![
@@ -325,7 +354,20 @@ pub fn stats(target: &Target, reason: Option<&str>, drops: bool) -> Result<ExitC
             r.bytes.to_string(),
         ]);
     }
-    target.print(&state, &rows, table)?;
+    for l in &lost {
+        table.row(vec![
+            l.node.clone(),
+            "(monitor events lost)".to_owned(),
+            l.monitor_events_lost.to_string(),
+            "-".to_owned(),
+        ]);
+    }
+    let lines: Vec<inspect::StatsLine> = rows
+        .into_iter()
+        .map(inspect::StatsLine::Reason)
+        .chain(lost.into_iter().map(inspect::StatsLine::EventsLost))
+        .collect();
+    target.print(&state, &lines, table)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,7 +15,10 @@ pub mod update;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use std::io::Write as _;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
 
 use aks_userspace::model::{self, PlanError};
 use aks_userspace::plan::{self as planner, Plan};
@@ -121,6 +124,47 @@ pub fn resolve_cluster_name(name: Option<&str>) -> Result<String> {
             many.join(", ")
         ),
     }
+}
+
+/// Prints `value` as pretty JSON (`--json`), or the text `render` builds. A closed
+/// stdout (`aksnet check | head`, the terminal of an `up --check` gone) is not an error
+/// worth a panic: the write is tried and its failure ignored, as `outln!` does.
+pub fn print_json_or<T: Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce() -> String,
+) -> Result<()> {
+    let text = if json {
+        let mut text =
+            serde_json::to_string_pretty(value).context("while encoding the output as JSON")?;
+        text.push('\n');
+        text
+    } else {
+        render()
+    };
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(())
+}
+
+/// Prints `rows` as JSON, or `table` under a `cluster NAME: PLUGIN/DATAPATH` heading
+/// (`(none)` for an empty table).
+pub fn print_cluster_rows<T: Serialize>(
+    state: &ClusterState,
+    json: bool,
+    rows: &[T],
+    table: aks_userspace::table::Table,
+) -> Result<()> {
+    print_json_or(json, rows, || {
+        let heading = format!(
+            "cluster {}: {}/{}\n",
+            state.name, state.network_plugin, state.datapath
+        );
+        if table.is_empty() {
+            heading + "(none)\n"
+        } else {
+            heading + &table.to_string()
+        }
+    })
 }
 
 /// Fails with a clear message unless running as root.

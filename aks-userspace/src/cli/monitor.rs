@@ -46,6 +46,12 @@ pub fn run(
             for event in monitor.poll() {
                 print_event(&event, json)?;
             }
+            // On stderr in both formats: stdout stays one event per line.
+            for (node, lost) in monitor.newly_lost()? {
+                errln!(
+                    "[{node}] {lost} events lost: the ring buffer was full (this monitor fell behind); their packets are still counted (`aksnet inspect stats`)"
+                );
+            }
             if stop::requested().is_some() {
                 return anyhow::Ok(false);
             }
@@ -87,8 +93,8 @@ fn print_event(event: &MonitorEvent, json: bool) -> Result<()> {
         event.interface.as_deref().unwrap_or("?"),
         event.ifindex,
         event.protocol,
-        endpoint(event.src, event.sport),
-        endpoint(event.dst, event.dport),
+        endpoint(event.packet.src, event.packet.sport),
+        endpoint(event.packet.dst, event.packet.dport),
         event.len,
         event.verdict.to_uppercase()
     );

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 
 use aks_userspace::cidr::Ipv4Cidr;
@@ -72,35 +72,45 @@ pub enum ServicesAction {
     },
 }
 
-fn parse_type(value: &str) -> Result<ServiceType, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "clusterip" => Ok(ServiceType::ClusterIP),
-        "nodeport" => Ok(ServiceType::NodePort),
-        "loadbalancer" => Ok(ServiceType::LoadBalancer),
-        _ => Err(format!(
-            "{value:?} is not a service type; use ClusterIP, NodePort or LoadBalancer"
-        )),
+/// `value` as one of `choices` (any case), or an error that names `what` it must be
+/// and the choices: `"x" is not a service type; use ClusterIP, NodePort or LoadBalancer`.
+fn one_of<T: Copy>(value: &str, what: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, chosen)) = choices.iter().find(|(n, _)| n.eq_ignore_ascii_case(value)) {
+        return Ok(*chosen);
     }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let (last, rest) = names.split_last().expect("at least one choice");
+    Err(format!(
+        "{value:?} is not {what}; use {} or {last}",
+        rest.join(", ")
+    ))
+}
+
+fn parse_type(value: &str) -> Result<ServiceType, String> {
+    use ServiceType::*;
+    let types = [
+        ("ClusterIP", ClusterIP),
+        ("NodePort", NodePort),
+        ("LoadBalancer", LoadBalancer),
+    ];
+    one_of(value, "a service type", &types)
 }
 
 fn parse_policy(value: &str) -> Result<ExternalTrafficPolicy, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "cluster" => Ok(ExternalTrafficPolicy::Cluster),
-        "local" => Ok(ExternalTrafficPolicy::Local),
-        _ => Err(format!(
-            "{value:?} is not an externalTrafficPolicy; use Cluster or Local"
-        )),
-    }
+    use ExternalTrafficPolicy::*;
+    one_of(
+        value,
+        "an externalTrafficPolicy",
+        &[("Cluster", Cluster), ("Local", Local)],
+    )
 }
 
 fn parse_protocol(value: &str) -> Result<Protocol, String> {
-    match value.to_ascii_uppercase().as_str() {
-        "TCP" => Ok(Protocol::Tcp),
-        "UDP" => Ok(Protocol::Udp),
-        other => Err(format!(
-            "{other:?} is not a service protocol; use TCP or UDP"
-        )),
-    }
+    one_of(
+        value,
+        "a service protocol",
+        &[("TCP", Protocol::Tcp), ("UDP", Protocol::Udp)],
+    )
 }
 
 pub fn run(action: ServicesAction) -> Result<ExitCode> {
@@ -175,14 +185,6 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
 
 fn list(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
     let state = super::resolve_cluster(cluster)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&state.services)
-                .context("while encoding the services as JSON")?
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     let mut table = Table::new(&[
         "SERVICE",
         "CLUSTER IP",
@@ -218,10 +220,6 @@ fn list(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
             backends.join(", "),
         ]);
     }
-    println!(
-        "cluster {}: {}/{}",
-        state.name, state.network_plugin, state.datapath
-    );
-    print!("{table}");
+    super::print_cluster_rows(&state, json, &state.services, table)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,8 @@
 //! The datapaths `up` loads into the node namespaces. Both implement [`Datapath`], so
 //! `up`, `check` and `bench` never care which one runs.
 //!
-//! - `ebpf` attaches `from_pod` to every pod veth, `from_vnet` and the NSG's XDP program
-//!   to the uplink: routing (an LPM trie), ClusterIP services, masquerade (SNAT) and its
+//! - `ebpf` attaches `from_pod` to every pod veth and `from_vnet` to the uplink (NSG
+//!   rules are the fabric's): routing (an LPM trie), ClusterIP services, masquerade (SNAT) and its
 //!   own conntrack run in the programs, every packet counted by reason; the maps are
 //!   pinned so `inspect` and `services` reach them from another process.
 //! - `iptables` is the baseline: pods bridged (`cbr0` / `azure0`, built by the
@@ -46,10 +46,31 @@ pub trait Datapath {
     }
 }
 
+/// What an install does when a stop signal (see [`crate::stop`]) has arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStop {
+    /// Fails with [`crate::stop::Stopped`] before the next node or service: building a
+    /// cluster, whose caller removes what was made.
+    Stop,
+    /// Goes on to the end: rolling a node back, where half a rollback would leave a
+    /// node of neither plan.
+    Finish,
+}
+
+impl OnStop {
+    /// Between two steps of an install.
+    pub(crate) fn check(self) -> Result<()> {
+        match self {
+            OnStop::Stop => Ok(crate::stop::check()?),
+            OnStop::Finish => Ok(()),
+        }
+    }
+}
+
 /// Installs the datapath `plan` asks for into the namespaces of `layout`.
-pub fn install(plan: &Plan, layout: &Layout) -> Result<Box<dyn Datapath>> {
+pub fn install(plan: &Plan, layout: &Layout, on_stop: OnStop) -> Result<Box<dyn Datapath>> {
     Ok(match plan.datapath {
-        model::Datapath::Ebpf => Box::new(EbpfDatapath::install(plan, layout)?),
-        model::Datapath::Iptables => Box::new(IptablesDatapath::install(plan, layout)?),
+        model::Datapath::Ebpf => Box::new(EbpfDatapath::install(plan, layout, on_stop)?),
+        model::Datapath::Iptables => Box::new(IptablesDatapath::install(plan, layout, on_stop)?),
     })
 }

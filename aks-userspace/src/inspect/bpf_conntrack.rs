@@ -63,8 +63,8 @@ fn service_flow(
         &protocol_name(p),
         state,
         seconds_left(settings, entry.timeout_class(p), entry.last_seen_ns, now),
-        tuple(key.src, key.dst, key.src_port, key.dst_port, p),
-        tuple(reply.src, reply.dst, reply.src_port, reply.dst_port, p),
+        tuple(key),
+        tuple(&reply),
         vec!["SERVICE".to_owned()],
     )
 }
@@ -82,13 +82,14 @@ fn tcp_state(flags: u8, open: &str) -> String {
     .to_owned()
 }
 
-fn tuple(src: u32, dst: u32, sport: u16, dport: u16, protocol: u8) -> FlowTuple {
-    let ports = matches!(protocol, 6 | 17);
+/// A key as the tuple of the packets it matches (no ports for ICMP).
+fn tuple(key: &FlowKey) -> FlowTuple {
+    let ports = matches!(key.protocol, 6 | 17);
     FlowTuple {
-        src: ip(src),
-        dst: ip(dst),
-        sport: ports.then_some(sport),
-        dport: ports.then_some(dport),
+        src: ip(key.src),
+        dst: ip(key.dst),
+        sport: ports.then_some(key.src_port),
+        dport: ports.then_some(key.dst_port),
     }
 }
 
@@ -102,15 +103,11 @@ fn flow(
     let p = key.protocol;
     let (original, reply) = if entry.flags & CT_INBOUND != 0 {
         // Keyed by the pod's reply direction; the peer opened the flow.
-        (
-            tuple(key.dst, key.src, key.dst_port, key.src_port, p),
-            tuple(key.src, key.dst, key.src_port, key.dst_port, p),
-        )
+        let opened = FlowKey::new(key.dst, key.src, key.dst_port, key.src_port, p);
+        (tuple(&opened), tuple(key))
     } else {
-        (
-            tuple(key.src, key.dst, key.src_port, key.dst_port, p),
-            tuple(key.dst, entry.nat_addr, key.dst_port, entry.nat_port, p),
-        )
+        let reply = key.reply_after_snat(entry.nat_addr, entry.nat_port);
+        (tuple(key), tuple(&reply))
     };
     let state = (p == PROTO_TCP).then(|| {
         let replied = entry.flags & CT_REPLY_SEEN != 0;

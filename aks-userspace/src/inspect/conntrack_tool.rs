@@ -12,24 +12,12 @@ use crate::netns;
 
 /// The IPv4 flows the kernel tracks in `namespace`, labelled with `node`.
 pub fn read(namespace: &str, node: &str) -> Result<Vec<Flow>> {
-    let text = netns::run_in(namespace, || {
-        // The child inherits the namespace of the thread that starts it.
-        let out = Command::new("conntrack")
-            .args(["-L", "-f", "ipv4", "-o", "extended"])
-            .stdin(Stdio::null())
-            .output()
-            .context(
-                "starting conntrack (is conntrack-tools installed? `apt-get install conntrack`)",
-            )?;
-        if !out.status.success() {
-            bail!(
-                "conntrack -L failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        String::from_utf8(out.stdout).context("conntrack printed something that is not UTF-8")
-    })
+    let text = netns::output_of(
+        namespace,
+        "conntrack",
+        &["-L", "-f", "ipv4", "-o", "extended"],
+        "is conntrack-tools installed? `apt-get install conntrack`",
+    )
     .with_context(|| format!("listing the connections of node {node} ({namespace})"))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())

@@ -13,8 +13,7 @@ use aks_ebpf_common::nodeport::{
     NODEPORT_REPLIES_MAP,
 };
 use aks_ebpf_common::{
-    CtEntry, Endpoint, FlowKey, NatTarget, Route, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, NSG_MAP,
-    ROUTES_MAP,
+    CtEntry, Endpoint, FlowKey, NatTarget, Route, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, ROUTES_MAP,
 };
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, MapType};
 use aya::Pod;
@@ -49,7 +48,7 @@ pub fn maps(state: &ClusterState, node: Option<&str>) -> Result<Vec<MapRow>> {
             .with_context(|| format!("listing {}", pins.dir.display()))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             // Maps carry their upper-case names from the object; the other pins are
-            // links (`from_pod_lxc0`, `nsg_eth0`), which are no maps.
+            // links (`from_pod_lxc0`, `from_vnet_eth0`), which are no maps.
             .filter(|name| name.starts_with(|c: char| c.is_ascii_uppercase()))
             .collect();
         names.sort();
@@ -77,8 +76,6 @@ fn row(pins: &NodePins<'_>, name: &str) -> Result<MapRow> {
             | MapType::LpmTrie,
         ) => count_keys(name, data, capacity)
             .with_context(|| format!("counting the entries of {}", path.display()))?,
-        // NSG slots past the rule count are unused; CONFIG counts once written.
-        Some(MapType::Array) if name == NSG_MAP => Some(pins.config()?.nsg_rules),
         // Arrays are preallocated: every slot exists (and is in use) from the start.
         Some(MapType::Array | MapType::PerCpuArray) => Some(capacity),
         _ => None,

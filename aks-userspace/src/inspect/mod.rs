@@ -15,6 +15,7 @@ mod firewall;
 mod flow;
 mod maps;
 mod nsg;
+mod probes;
 mod routes;
 mod stats;
 
@@ -42,8 +43,9 @@ pub use firewall::{firewall, FirewallLog, FirewallRuleRow};
 pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};
 pub use nsg::{nsg_rules, NsgRow};
+pub use probes::{probes, ProbeRow, RecordedProbes};
 pub use routes::{longest_prefix_match, routes, RouteRow};
-pub use stats::{reason_by_name, stats, StatsRow, TOTAL};
+pub use stats::{events_lost, reason_by_name, stats, EventsLostRow, StatsLine, StatsRow, TOTAL};
 
 /// The nodes a command looks at: the one named, or every node of the cluster. An
 /// unknown name is an error listing the nodes there are.
@@ -56,18 +58,7 @@ pub fn select_nodes<'a>(
     };
     match state.nodes.iter().find(|n| n.name == name) {
         Some(found) => Ok(vec![found]),
-        None => {
-            let known: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
-            bail!(
-                "cluster {} has no node {name:?}; its nodes are: {} (pass one with --node)",
-                state.name,
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )
-        }
+        None => Err(state.no_such_node(name)),
     }
 }
 

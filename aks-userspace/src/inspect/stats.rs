@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use aks_ebpf_common::{Reason, STATS_MAP};
+use aks_ebpf_common::{Reason, EVENTS_LOST_MAP, STATS_MAP};
 
 use super::{select_nodes, NodePins};
 use crate::datapath::ebpf::read_pinned;
@@ -63,6 +63,40 @@ pub fn stats(
     Ok(rows)
 }
 
+/// Monitor events a node's datapath could not report because its `EVENTS` ring buffer
+/// was full (a monitor fell behind; the packets themselves are in the reason rows).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsLostRow {
+    pub node: String,
+    pub monitor_events_lost: u64,
+}
+
+/// `EVENTS_LOST` of `node` (every node when `None`), one row per node.
+pub fn events_lost(state: &ClusterState, node: Option<&str>) -> Result<Vec<EventsLostRow>> {
+    select_nodes(state, node)?
+        .into_iter()
+        .map(|layout| {
+            let pins = NodePins::open(state, layout)?;
+            Ok(EventsLostRow {
+                node: layout.name.clone(),
+                monitor_events_lost: crate::datapath::ebpf::events_lost(
+                    &pins.map(EVENTS_LOST_MAP)?,
+                )?,
+            })
+        })
+        .collect()
+}
+
+/// A line of `inspect stats`: a reason's counters, or a node's lost monitor events
+/// (listed after the reasons; JSON tells them apart by their fields).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum StatsLine {
+    Reason(StatsRow),
+    EventsLost(EventsLostRow),
+}
+
 /// The reason named `name`, or an error listing the names there are.
 pub fn reason_by_name(name: &str) -> Result<Reason> {
     Reason::ALL
@@ -81,8 +115,8 @@ mod tests {
     #[test]
     fn reasons_are_found_by_their_printed_name() {
         assert_eq!(
-            reason_by_name("drop-nsg-denied").ok(),
-            Some(Reason::DropNsgDenied)
+            reason_by_name("drop-spoofed-source").ok(),
+            Some(Reason::DropSpoofedSource)
         );
         let err = reason_by_name("dropped")
             .expect_err("no such reason")

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::description::{
     Datapath, NetworkPlugin, OnPremNetwork, OsType, PodNetwork, Protocol, Vnet,
@@ -67,16 +67,19 @@ pub struct NodePool {
     pub max_pods: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A ClusterIP service. In the model `backends` is how many pods serve it; the plan
+/// resolves them to pods (`plan::ServicePlan`, the same type with a list of backends),
+/// so the frontend is declared once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Service {
+pub struct Service<Backends = u32> {
     pub name: String,
     #[serde(rename = "clusterIP")]
     pub cluster_ip: Ipv4Addr,
     pub port: u16,
     pub target_port: u16,
     pub protocol: Protocol,
-    pub backends: u32,
+    pub backends: Backends,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

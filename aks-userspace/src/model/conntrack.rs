@@ -182,29 +182,35 @@ mod tests {
             (s.nat_port_min, s.nat_port_max, s.max_entries),
             (40000, 40000, 16)
         );
-        let bad = ConntrackDescription {
-            nat_port_range: Some("5000-4000".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            resolve(Some(&bad), 2).expect_err("reversed").field(),
-            Some("conntrack.natPortRange")
-        );
-        let zero = ConntrackDescription {
-            udp_timeout_seconds: Some(0),
-            ..Default::default()
-        };
-        assert_eq!(
-            resolve(Some(&zero), 2).expect_err("zero").field(),
-            Some("conntrack.udpTimeoutSeconds")
-        );
-        let tiny = ConntrackDescription {
-            max_entries: Some(15),
-            ..Default::default()
-        };
-        assert_eq!(
-            resolve(Some(&tiny), 2).expect_err("15").field(),
-            Some("conntrack.maxEntries")
-        );
+        // Each refused value, and the field the error names.
+        let refused = [
+            (
+                ConntrackDescription {
+                    nat_port_range: Some("5000-4000".into()),
+                    ..Default::default()
+                },
+                "conntrack.natPortRange",
+            ),
+            (
+                ConntrackDescription {
+                    udp_timeout_seconds: Some(0),
+                    ..Default::default()
+                },
+                "conntrack.udpTimeoutSeconds",
+            ),
+            (
+                ConntrackDescription {
+                    max_entries: Some(15),
+                    ..Default::default()
+                },
+                "conntrack.maxEntries",
+            ),
+        ];
+        for (bad, field) in refused {
+            assert_eq!(
+                resolve(Some(&bad), 2).expect_err(field).field(),
+                Some(field)
+            );
+        }
     }
 }

@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::cidr::Ipv4Cidr;
 use crate::model::capacity::{self, FIRST_ASSIGNABLE_INDEX, KUBENET_NODE_POD_PREFIX};
 use crate::model::{
-    Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, PodNetwork, Protocol,
+    Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, PodNetwork,
 };
 
 pub use maps::MapCapacities;
-pub use render::render;
+pub use render::{render, services_table};
 pub use usage::{PodCidrUsage, PoolUsage, SubnetUsage, Warning};
 
 /// Everything later stages need to build the cluster, derived only from the `Cluster`.
@@ -127,17 +127,8 @@ pub struct RouteTableEntry {
     pub source: RouteSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServicePlan {
-    pub name: String,
-    #[serde(rename = "clusterIP")]
-    pub cluster_ip: Ipv4Addr,
-    pub port: u16,
-    pub target_port: u16,
-    pub protocol: Protocol,
-    pub backends: Vec<Backend>,
-}
+/// A service with its backends resolved to pods.
+pub type ServicePlan = crate::model::Service<Vec<Backend>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

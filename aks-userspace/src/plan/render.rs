@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Plan, RouteSource};
+use super::{Backend, Plan, RouteSource, ServicePlan};
 use crate::model::PodNetwork;
 use crate::table::Table;
 
@@ -100,29 +100,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
     writeln!(out, "{routes_title}\n{routes}")?;
 
     if !plan.services.is_empty() {
-        let mut services = Table::new(&[
-            "SERVICE",
-            "CLUSTER IP",
-            ">PORT",
-            ">TARGET",
-            "PROTO",
-            "BACKENDS",
-        ]);
-        for service in &plan.services {
-            let backends: Vec<String> = service
-                .backends
-                .iter()
-                .map(|b| format!("{} ({})", b.ip, b.node))
-                .collect();
-            services.row(vec![
-                service.name.clone(),
-                service.cluster_ip.to_string(),
-                service.port.to_string(),
-                service.target_port.to_string(),
-                service.protocol.to_string(),
-                backends.join(", "),
-            ]);
-        }
+        let services = services_table(&plan.services, |b| format!("{} ({})", b.ip, b.node));
         writeln!(out, "{services}")?;
     }
     if !plan.exposures.is_empty() {
@@ -212,6 +190,31 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
 }
 
 /// NodePort and LoadBalancer services: what `plan` allocated and how traffic lands.
+/// The ClusterIP services, a row each; `backend` says how a backend is named (its node
+/// in a plan, its pod in a running cluster's list).
+pub fn services_table(services: &[ServicePlan], backend: impl Fn(&Backend) -> String) -> Table {
+    let mut table = Table::new(&[
+        "SERVICE",
+        "CLUSTER IP",
+        ">PORT",
+        ">TARGET",
+        "PROTO",
+        "BACKENDS",
+    ]);
+    for service in services {
+        let backends: Vec<String> = service.backends.iter().map(&backend).collect();
+        table.row(vec![
+            service.name.clone(),
+            service.cluster_ip.to_string(),
+            service.port.to_string(),
+            service.target_port.to_string(),
+            service.protocol.to_string(),
+            backends.join(", "),
+        ]);
+    }
+    table
+}
+
 fn exposures_table(plan: &Plan) -> Table {
     let mut table = Table::new(&[
         "EXPOSED SERVICE",

@@ -298,6 +298,7 @@ fn vnet_link(
         peer_namespace: peer_ns.into(),
         peer_name: UPLINK.into(),
         peer_mac,
+        mtu: None,
     });
     vnet.interfaces.push(InterfaceSpec {
         name: name.into(),
@@ -496,6 +497,7 @@ fn pod_namespace(
         peer_namespace: pod_ns.clone(),
         peer_name: POD_IF.into(),
         peer_mac: pod_mac,
+        mtu: None,
     });
     node_spec.interfaces.push(InterfaceSpec {
         name: host_if.clone(),

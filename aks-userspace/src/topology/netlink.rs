@@ -120,14 +120,17 @@ async fn add_veth(handle: &Handle, veth: &VethSpec) -> Result<()> {
             veth.peer_namespace, veth.peer_name
         )
     })?;
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(veth.peer_name.clone())
         .address(veth.peer_mac.to_vec())
-        .setns_by_fd(peer_ns.as_raw_fd())
-        .build();
-    let message = LinkVeth::new(&veth.name, &veth.peer_name)
-        .address(veth.mac.to_vec())
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .setns_by_fd(peer_ns.as_raw_fd());
+    let mut own = LinkVeth::new(&veth.name, &veth.peer_name).address(veth.mac.to_vec());
+    if let Some(mtu) = veth.mtu {
+        peer = peer.mtu(mtu);
+        own = own.mtu(mtu);
+    }
+    let message = own
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
         .build();
     handle.link().add(message).execute().await.with_context(|| {
         format!(

@@ -20,6 +20,14 @@ pub const OVERLAY_DEVICE: &str = "ovl0";
 pub const OVERLAY_VNI: u32 = 1;
 /// The IANA VXLAN port.
 pub const OVERLAY_PORT: u16 = 4789;
+/// What VXLAN adds in front of a pod's packet on the uplink: outer IPv4 (20), UDP (8),
+/// VXLAN (8) and the inner Ethernet header (14). The kernel gives `ovl0` the uplink's
+/// 1500 less this.
+pub const OVERLAY_OVERHEAD: u32 = 50;
+/// The MTU of Overlay pods (both ends of their veths): the tunnel's, so a full-size
+/// packet with DF set fits the tunnel instead of dying in it, as Cilium (tunnel mode)
+/// and flannel (VXLAN) size their pods.
+pub const POD_MTU: u32 = 1500 - OVERLAY_OVERHEAD;
 
 /// Adds the overlay endpoint of node `index` of `plan` to its namespace `spec`:
 /// the device, its address, and a route plus a static neighbour for each other node's
@@ -32,6 +40,10 @@ pub(super) fn add_endpoint(
     spec: &mut NamespaceSpec,
 ) {
     let node = &plan.nodes[index];
+    // Every veth of a node namespace leads to one of its pods.
+    for veth in &mut spec.veths {
+        veth.mtu = Some(POD_MTU);
+    }
     let mut peers = Vec::new();
     for (other_index, other) in plan.nodes.iter().enumerate() {
         let Some(other_pods) = other.pod_cidr else {
@@ -159,6 +171,34 @@ mod tests {
                     "{example_name}: the VNet routes a pod range: {route:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn overlay_pods_take_the_tunnel_mtu_and_other_pods_keep_1500() {
+        for example_name in ["azure-overlay-ebpf", "azure-overlay-iptables"] {
+            let layout = example(example_name);
+            let pod_veths: Vec<_> = layout
+                .namespaces
+                .iter()
+                .filter(|ns| ns.name.contains("-nodepool1-") && !ns.name.contains("-pod"))
+                .flat_map(|ns| &ns.veths)
+                .collect();
+            assert!(!pod_veths.is_empty(), "{example_name}: pods");
+            for veth in pod_veths {
+                assert_eq!(veth.mtu, Some(1450), "{example_name}: {veth:?}");
+            }
+        }
+        for other in ["kubenet-ebpf", "azure-ebpf"] {
+            let layout = example(other);
+            assert!(
+                layout
+                    .namespaces
+                    .iter()
+                    .flat_map(|ns| &ns.veths)
+                    .all(|v| v.mtu.is_none()),
+                "{other}: no tunnel, the kernel's MTU"
+            );
         }
     }
 

@@ -51,6 +51,8 @@ pub struct VethSpec {
     pub peer_namespace: String,
     pub peer_name: String,
     pub peer_mac: Mac,
+    /// The MTU of both ends; `None` keeps the kernel's (1500).
+    pub mtu: Option<u32>,
 }
 
 /// A Linux bridge (kubenet's `cbr0`, legacy Azure CNI's `azure0`) and the interfaces of

@@ -61,6 +61,35 @@ pub fn aksnet_ok(args: &[&str]) -> Output {
     out
 }
 
+/// Starts `aksnet args` with its stdout and stderr piped to the test.
+pub fn spawn_aksnet<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new(AKSNET)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting aksnet")
+}
+
+/// Runs `aksnet` once per argument list, all at the same time, and asserts that each
+/// run succeeded.
+pub fn aksnet_concurrently(runs: &[Vec<String>]) {
+    let children: Vec<_> = runs.iter().map(spawn_aksnet).collect();
+    for (child, args) in children.into_iter().zip(runs) {
+        let out = child.wait_with_output().expect("waiting for aksnet");
+        assert!(
+            out.status.success(),
+            "each `aksnet {}` succeeds: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The JSON `aksnet args` prints (it must succeed).
 pub fn json(args: &[&str]) -> Value {
     let out = aksnet_ok(args);
@@ -86,12 +115,42 @@ pub fn check(name: &str) -> Vec<Value> {
     results
 }
 
+/// `check --json` of cluster `name`, every row of which must pass (match what the
+/// model expects).
+pub fn check_passing(name: &str) -> Vec<Value> {
+    let results = check(name);
+    assert_all_pass(&results);
+    results
+}
+
+/// Every row (of `check`, `check --frontends` …) matched what the model expects.
+pub fn assert_all_pass(rows: &[Value]) {
+    for row in rows {
+        assert_eq!(row["verdict"], "pass", "{row}");
+    }
+}
+
+/// The row of a JSON array whose `key` is `value` (a map, a rule …).
+pub fn row_where(rows: &Value, key: &str, value: &str) -> Value {
+    rows.as_array()
+        .expect("an array of rows")
+        .iter()
+        .find(|r| r[key] == value)
+        .unwrap_or_else(|| panic!("no row with {key} {value:?}: {rows}"))
+        .clone()
+}
+
 /// The result of the probe with `path` ("pod -> internet", …).
 pub fn probe<'a>(results: &'a [Value], path: &str) -> &'a Value {
     results
         .iter()
         .find(|r| r["path"] == path)
         .unwrap_or_else(|| panic!("no probe {path:?} in the check results"))
+}
+
+/// Where the eBPF datapath pins node `node`'s maps and links of cluster `name`.
+pub fn node_pins(name: &str, node: &str) -> PathBuf {
+    aks_userspace::state::ClusterState::pin_dir(name).join(node)
 }
 
 pub fn namespaces_of(name: &str) -> Vec<String> {
@@ -110,7 +169,7 @@ pub fn assert_gone(name: &str) {
         "state of {name} left behind"
     );
     assert!(
-        !Path::new("/sys/fs/bpf/aksnet").join(name).exists(),
+        !aks_userspace::state::ClusterState::pin_dir(name).exists(),
         "pins of {name} left behind"
     );
 }
@@ -124,6 +183,112 @@ impl Drop for Down {
     }
 }
 
+/// One test's cluster: the privilege check, a name unique to this process, and `down`
+/// when the test ends, whether it passed or panicked. [`TestCluster::down`] is the
+/// checked end: `down` must succeed and leave nothing behind.
+pub struct TestCluster {
+    pub name: String,
+    /// Set once [`TestCluster::down`] removed it: nothing left to remove on drop.
+    removed: bool,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = aksnet(&["down", &self.name]);
+        }
+    }
+}
+
+impl TestCluster {
+    /// A name for a cluster the test brings up itself (foreground `up`, its own file).
+    pub fn new(tag: &str) -> Self {
+        super::require_privileges();
+        Self {
+            name: cluster_name(tag),
+            removed: false,
+        }
+    }
+
+    /// `up --keep` of a one-pool description.
+    pub fn up(tag: &str, plugin: &str, datapath: &str, nodes: u32, pods_per_node: u32) -> Self {
+        Self::up_with(tag, plugin, datapath, nodes, pods_per_node, "")
+    }
+
+    /// `up --keep` of a one-pool description with `extra` YAML fields.
+    pub fn up_with(
+        tag: &str,
+        plugin: &str,
+        datapath: &str,
+        nodes: u32,
+        pods_per_node: u32,
+        extra: &str,
+    ) -> Self {
+        let cluster = Self::new(tag);
+        up_keep(&description_with(
+            &cluster.name,
+            plugin,
+            datapath,
+            nodes,
+            pods_per_node,
+            extra,
+        ));
+        cluster
+    }
+
+    /// `down`, which must succeed and leave no namespace, record or pin behind.
+    pub fn down(mut self) {
+        aksnet_ok(&["down", &self.name]);
+        assert_gone(&self.name);
+        self.removed = true;
+    }
+}
+
+/// Asserts that every probe in `paths` connected and that its peer saw the source as
+/// the node `node` (masqueraded); `why` says which rule of the model that is.
+pub fn assert_connected_as(results: &[Value], paths: &[&str], node: &str, why: &str) {
+    for path in paths {
+        let r = probe(results, path);
+        assert_eq!(r["connected"], true, "{path}: {r}");
+        assert_eq!(r["seenAs"], node, "{path}: {why}: {r}");
+    }
+}
+
+/// The probes that stay inside the cluster's own addresses: pod to pod on one node and
+/// across nodes, and a node to another node's pod. No model NATs them.
+pub const INSIDE_THE_CLUSTER: [&str; 3] = [
+    "pod -> pod, same node",
+    "pod -> pod, other node",
+    "node -> pod, other node",
+];
+
+/// Asserts that every probe in `paths` connected and that its peer saw the pod's own
+/// address (no NAT on the way); `why` says which rule of the model that is.
+pub fn assert_connected_unnatted(results: &[Value], paths: &[&str], why: &str) {
+    for path in paths {
+        let r = probe(results, path);
+        assert_eq!(r["connected"], true, "{path}: {r}");
+        assert_eq!(r["seenSource"], r["sourceAddress"], "{path}: {why}: {r}");
+    }
+}
+
+/// Sends every line of `reader` that `keep` accepts to `to`, from a thread of its own:
+/// a child's stdout or stderr, read while the test goes on.
+pub fn forward_lines<R: std::io::Read + Send + 'static>(
+    reader: R,
+    to: std::sync::mpsc::Sender<String>,
+    keep: impl Fn(&str) -> bool + Send + 'static,
+) {
+    use std::io::{BufRead, BufReader};
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if keep(&line) {
+                let _ = to.send(line);
+            }
+        }
+    });
+}
+
 /// `aksnet up` running in the foreground (a child of the test), once it said the
 /// cluster is up; stderr lines that contain `watch` arrive on `lines`.
 pub struct ForegroundUp {
@@ -133,35 +298,15 @@ pub struct ForegroundUp {
 
 impl ForegroundUp {
     pub fn start(file: &Path, extra: &[&str], watch: &'static str) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::Stdio;
         use std::sync::mpsc;
-        let mut child = Command::new(AKSNET)
-            .arg("up")
-            .arg(file)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting aksnet up");
+        let up = [std::ffi::OsStr::new("up"), file.as_os_str()];
+        let mut child = spawn_aksnet(up.into_iter().chain(extra.iter().map(std::ffi::OsStr::new)));
         let (ready_tx, ready) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains(" is up") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
+        forward_lines(stdout, ready_tx, |line| line.contains(" is up"));
         let (tx, lines) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(watch) {
-                    let _ = tx.send(line);
-                }
-            }
-        });
+        forward_lines(stderr, tx, move |line| line.contains(watch));
         if ready
             .recv_timeout(std::time::Duration::from_secs(60))
             .is_err()

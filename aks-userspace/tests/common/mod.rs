@@ -8,6 +8,20 @@
 
 pub mod cluster;
 
+/// One `#[test]` per cell of the matrix, each calling `$check(plugin, datapath, tag)`:
+/// the cells run in parallel, and a failure names its cell.
+#[macro_export]
+macro_rules! cell_tests {
+    ($check:ident: $($test:ident($plugin:literal, $datapath:literal, $tag:literal)),+ $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                $check($plugin, $datapath, $tag);
+            }
+        )+
+    };
+}
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -183,4 +197,34 @@ pub fn send_raw(interface: &str, dst_mac: [u8; 6], frame: &[u8]) -> anyhow::Resu
         anyhow::ensure!(sent == frame.len() as isize, "sendto: {err}");
     }
     Ok(())
+}
+
+/// Sets DF on every datagram `socket` sends (`IP_MTU_DISCOVER` = `IP_PMTUDISC_DO`): the
+/// kernel refuses one larger than the path MTU it knows instead of fragmenting it.
+pub fn set_dont_fragment(socket: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let value: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: a valid socket and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt IP_MTU_DISCOVER: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The path MTU the kernel holds for a connected socket's destination (`IP_MTU`).
+pub fn path_mtu(socket: &std::net::UdpSocket) -> u32 {
+    let mtu = nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::IpMtu)
+        .expect("getsockopt IP_MTU");
+    mtu as u32
 }

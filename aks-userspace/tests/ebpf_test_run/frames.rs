@@ -284,6 +284,13 @@ pub fn assert_checksums(frame: &[u8], case: &str) {
 }
 
 /// Checks a frame sent on one hop: MACs, TTL, and every checksum.
+/// Asserts where `frame` comes from and goes to: address and port (ICMP echo: the
+/// identifier) of its source and of its destination.
+pub fn assert_endpoints(frame: &[u8], from: ([u8; 4], u16), to: ([u8; 4], u16), case: &str) {
+    assert_eq!(endpoint_of(frame, true), from, "{case}: source");
+    assert_eq!(endpoint_of(frame, false), to, "{case}: destination");
+}
+
 pub fn assert_routed(out: &[u8], dst_mac: [u8; 6], src_mac: [u8; 6], ttl: u8, case: &str) {
     assert_eq!(&out[0..6], &dst_mac, "{case}: destination MAC");
     assert_eq!(&out[6..12], &src_mac, "{case}: source MAC");

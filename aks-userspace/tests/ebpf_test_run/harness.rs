@@ -14,8 +14,6 @@ use crate::frames::*;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
 
 pub const NAT_PORTS: (u16, u16) = (10000, 32767);
 /// The service CIDR of the test node.
@@ -144,15 +142,12 @@ impl Harness {
             data_out: Some(&mut out),
             ..Default::default()
         };
-        let result = if program == "nsg" {
-            self.datapath.nsg_program().expect("nsg").test_run(options)
-        } else {
-            self.datapath
-                .classifier(program)
-                .expect("classifier")
-                .test_run(options)
-        }
-        .unwrap_or_else(|e| panic!("test_run of {program}: {e:?}"));
+        let result = self
+            .datapath
+            .classifier(program)
+            .expect("classifier")
+            .test_run(options)
+            .unwrap_or_else(|e| panic!("test_run of {program}: {e:?}"));
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
     }

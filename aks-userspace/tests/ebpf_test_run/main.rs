@@ -15,7 +15,6 @@ mod frames;
 mod harness;
 mod icmp_errors;
 mod nodeport;
-mod nsg;
 mod refused;
 mod routing;
 mod services;

@@ -59,15 +59,11 @@ fn a_local_backend_gets_the_client_and_its_reply_leaves_from_the_node_port() {
     let (verdict, out) = h.run("from_vnet", &syn, Reason::NodePortDnat);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "DNAT into the local backend");
-    assert_eq!(
-        endpoint_of(&out, false),
-        (LOCAL_POD, 8080),
-        "to the targetPort"
-    );
-    assert_eq!(
-        endpoint_of(&out, true),
+    assert_endpoints(
+        &out,
         (INTERNET, 40000),
-        "the client's address is kept"
+        (LOCAL_POD, 8080),
+        "to the targetPort; the client's address is kept",
     );
 
     let reply = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
@@ -82,12 +78,12 @@ fn a_local_backend_gets_the_client_and_its_reply_leaves_from_the_node_port() {
         63,
         "the reply out of the uplink",
     );
-    assert_eq!(
-        endpoint_of(&out, true),
+    assert_endpoints(
+        &out,
         (NODE, NODE_PORT),
-        "the reply comes from the node port"
+        (INTERNET, 40000),
+        "the reply comes from the node port",
     );
-    assert_eq!(endpoint_of(&out, false), (INTERNET, 40000));
 }
 
 #[test]
@@ -108,8 +104,7 @@ fn cluster_snats_towards_another_nodes_backend_and_translates_the_reply_back() {
     // The flow sticks: the next packet gets the same backend and SNAT port.
     let ack = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
     let (_, again) = h.run("from_vnet", &ack, Reason::NodePortDnatSnat);
-    assert_eq!(endpoint_of(&again, true), (NODE, snat_port));
-    assert_eq!(endpoint_of(&again, false), (REMOTE_POD, 8080));
+    assert_endpoints(&again, (NODE, snat_port), (REMOTE_POD, 8080), "");
 
     let reply = FrameSpec::tcp(REMOTE_POD, NODE, 0)
         .ports(8080, snat_port)
@@ -117,15 +112,11 @@ fn cluster_snats_towards_another_nodes_backend_and_translates_the_reply_back() {
     let (verdict, out) = h.run("from_vnet", &reply, Reason::NodePortRevSnat);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, "back out to the client");
-    assert_eq!(
-        endpoint_of(&out, true),
+    assert_endpoints(
+        &out,
         (NODE, NODE_PORT),
-        "from the node port"
-    );
-    assert_eq!(
-        endpoint_of(&out, false),
         (INTERNET, 40000),
-        "to the client again"
+        "from the node port; to the client again",
     );
 }
 

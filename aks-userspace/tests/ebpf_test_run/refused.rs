@@ -112,11 +112,6 @@ fn a_vlan_tagged_frame_is_dropped_everywhere() {
             FrameSpec::tcp(ON_PREM, LOCAL_POD, 80).bytes(),
             TC_ACT_SHOT,
         ),
-        (
-            "nsg",
-            FrameSpec::tcp(ON_PREM, LOCAL_POD, 80).bytes(),
-            XDP_DROP,
-        ),
     ] {
         let tagged = vlan_tagged(&frame, 100);
         let (got, _) = h.run(program, &tagged, Reason::DropVlanTagged);

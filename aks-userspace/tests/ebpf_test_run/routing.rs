@@ -146,7 +146,8 @@ fn from_pod_hands_overlay_destinations_to_the_kernel_untouched() {
         .upsert_route(Ipv4Addr::new(10, 244, 1, 0), 24, overlay)
         .expect("ROUTES");
     let frame = FrameSpec::tcp(LOCAL_POD, [10, 244, 1, 7], 80).bytes();
-    let (verdict, out) = h.run("from_pod", &frame, Reason::PassedToStack);
+    // Counted as a hand-off to the overlay, not as traffic for the node itself.
+    let (verdict, out) = h.run("from_pod", &frame, Reason::ToOverlay);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(
         out, frame,

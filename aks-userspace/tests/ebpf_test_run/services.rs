@@ -53,15 +53,11 @@ fn a_clusterip_is_dnated_on_the_first_packet_and_the_reply_gets_it_back() {
         63,
         "DNAT to a remote backend",
     );
-    assert_eq!(
-        endpoint_of(&out, false),
-        (REMOTE_POD, 8080),
-        "to the backend's targetPort"
-    );
-    assert_eq!(
-        endpoint_of(&out, true),
+    assert_endpoints(
+        &out,
         (LOCAL_POD, 40000),
-        "the client keeps its address"
+        (REMOTE_POD, 8080),
+        "to the backend's targetPort; the client keeps its address",
     );
 
     let reply = FrameSpec::tcp(REMOTE_POD, LOCAL_POD, 0)
@@ -70,12 +66,12 @@ fn a_clusterip_is_dnated_on_the_first_packet_and_the_reply_gets_it_back() {
     let (verdict, out) = h.run("from_vnet", &reply, Reason::ServiceRevDnat);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "reply into the client");
-    assert_eq!(
-        endpoint_of(&out, true),
+    assert_endpoints(
+        &out,
         (VIP, 80),
-        "the reply comes from the ClusterIP"
+        (LOCAL_POD, 40000),
+        "the reply comes from the ClusterIP",
     );
-    assert_eq!(endpoint_of(&out, false), (LOCAL_POD, 40000));
 }
 
 #[test]
@@ -114,22 +110,22 @@ fn a_pod_reaching_itself_through_its_service_is_hairpinned() {
     let (verdict, out) = h.run("from_pod", &syn, Reason::ServiceDnat);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "hairpin");
-    assert_eq!(endpoint_of(&out, false), (LOCAL_POD, 8080));
-    assert_eq!(
-        endpoint_of(&out, true),
+    assert_endpoints(
+        &out,
         (HAIRPIN_SOURCE, 40000),
-        "a pod cannot take a packet from itself"
+        (LOCAL_POD, 8080),
+        "a pod cannot take a packet from itself",
     );
     let reply = FrameSpec::tcp(LOCAL_POD, HAIRPIN_SOURCE, 0)
         .ports(8080, 40000)
         .bytes();
     let (verdict, out) = h.run("from_pod", &reply, Reason::ServiceRevDnat);
     assert_eq!(verdict, TC_ACT_REDIRECT);
-    assert_eq!(endpoint_of(&out, true), (VIP, 80));
-    assert_eq!(
-        endpoint_of(&out, false),
+    assert_endpoints(
+        &out,
+        (VIP, 80),
         (LOCAL_POD, 40000),
-        "back to the pod's own address"
+        "back to the pod's own address",
     );
     assert_checksums(&out, "hairpin reply");
 }
@@ -144,11 +140,11 @@ fn a_service_without_backends_resets_tcp_at_once_and_drops_udp() {
         "the reset goes straight back into the client"
     );
     assert_eq!(&out[0..6], &SENDER_MAC, "addressed to the client's MAC");
-    assert_eq!(endpoint_of(&out, true), (VIP, 80), "from the ClusterIP");
-    assert_eq!(
-        endpoint_of(&out, false),
+    assert_endpoints(
+        &out,
+        (VIP, 80),
         (LOCAL_POD, 40000),
-        "to the client"
+        "from the ClusterIP; to the client",
     );
     let tcp = 14 + 20;
     assert_eq!(out[tcp + 13], 0x14, "RST+ACK");

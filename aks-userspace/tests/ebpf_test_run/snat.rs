@@ -91,15 +91,11 @@ fn the_same_flow_keeps_its_mapping_and_replies_are_translated_back() {
     let (verdict, out) = h.run("from_vnet", &reply, Reason::RedirectedPeerRevSnat);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "reply");
-    assert_eq!(
-        endpoint_of(&out, false),
-        (LOCAL_POD, 40000),
-        "back to the pod's address and port"
-    );
-    assert_eq!(
-        endpoint_of(&out, true),
+    assert_endpoints(
+        &out,
         (INTERNET, 443),
-        "the peer untouched"
+        (LOCAL_POD, 40000),
+        "back to the pod's address and port; the peer untouched",
     );
     assert_ne!(
         h.datapath.flows().expect("CONNTRACK")[0].1.flags,

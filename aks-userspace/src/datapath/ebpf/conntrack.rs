@@ -62,23 +62,8 @@ pub fn monotonic_now_ns() -> u64 {
 impl NodeDatapath {
     /// Removes every flow idle for longer than its timeout at `now_ns`.
     pub fn collect_garbage(&mut self, timeouts: &Timeouts, now_ns: u64) -> Result<GcReport> {
-        let (expired, flows, capacity) = {
-            let map = self.map(CONNTRACK_MAP)?;
-            let capacity = map_capacity(map)?;
-            let conntrack: HashMap<&MapData, FlowKey, CtEntry> = HashMap::try_from(map)?;
-            let mut expired = Vec::new();
-            let mut flows = 0;
-            for item in conntrack.iter() {
-                let (flow, entry) = item.context("reading CONNTRACK")?;
-                let idle = now_ns.saturating_sub(entry.last_seen_ns);
-                if idle > timeouts.for_class(entry.timeout_class(flow.protocol)) {
-                    expired.push((flow, entry));
-                } else {
-                    flows += 1;
-                }
-            }
-            (expired, flows, capacity)
-        };
+        let capacity = map_capacity(self.map(CONNTRACK_MAP)?)?;
+        let (expired, flows) = self.idle_flows::<CtEntry>(CONNTRACK_MAP, timeouts, now_ns)?;
         {
             let mut nat: HashMap<_, FlowKey, NatTarget> =
                 HashMap::try_from(self.map_mut(NAT_MAP)?)?;
@@ -113,21 +98,7 @@ impl NodeDatapath {
         timeouts: &Timeouts,
         now_ns: u64,
     ) -> Result<(usize, usize)> {
-        let (expired, left) = {
-            let flows: HashMap<_, FlowKey, LbFlow> = HashMap::try_from(self.map(LB_FLOWS_MAP)?)?;
-            let mut expired = Vec::new();
-            let mut left = 0;
-            for item in flows.iter() {
-                let (flow, entry) = item.context("reading LB_FLOWS")?;
-                let idle = now_ns.saturating_sub(entry.last_seen_ns);
-                if idle > timeouts.for_class(entry.timeout_class(flow.protocol)) {
-                    expired.push((flow, entry));
-                } else {
-                    left += 1;
-                }
-            }
-            (expired, left)
-        };
+        let (expired, left) = self.idle_flows::<LbFlow>(LB_FLOWS_MAP, timeouts, now_ns)?;
         {
             let mut replies: HashMap<_, FlowKey, LbReply> =
                 HashMap::try_from(self.map_mut(LB_REPLIES_MAP)?)?;
@@ -143,6 +114,29 @@ impl NodeDatapath {
         Ok((expired.len(), left))
     }
 
+    /// The flows of the hash map `name` idle for longer than their timeout at `now_ns`,
+    /// and how many others there are. Conntrack and load-balanced flows age alike.
+    fn idle_flows<V: AgingFlow>(
+        &self,
+        name: &str,
+        timeouts: &Timeouts,
+        now_ns: u64,
+    ) -> Result<(Vec<(FlowKey, V)>, usize)> {
+        let flows: HashMap<_, FlowKey, V> = HashMap::try_from(self.map(name)?)?;
+        let mut expired = Vec::new();
+        let mut left = 0;
+        for item in flows.iter() {
+            let (flow, entry) = item.with_context(|| format!("reading {name}"))?;
+            let idle = now_ns.saturating_sub(entry.last_seen_ns());
+            if idle > timeouts.for_class(entry.timeout_class(flow.protocol)) {
+                expired.push((flow, entry));
+            } else {
+                left += 1;
+            }
+        }
+        Ok((expired, left))
+    }
+
     /// Every masqueraded flow with its state (for tests and inspection).
     pub fn flows(&self) -> Result<Vec<(FlowKey, CtEntry)>> {
         let conntrack: HashMap<_, FlowKey, CtEntry> = HashMap::try_from(self.map(CONNTRACK_MAP)?)?;
@@ -150,6 +144,30 @@ impl NodeDatapath {
             .iter()
             .map(|item| item.context("reading CONNTRACK"))
             .collect()
+    }
+}
+
+/// A flow map's value that ages: when its flow was last seen, and which timeout applies.
+trait AgingFlow: aya::Pod {
+    fn last_seen_ns(&self) -> u64;
+    fn timeout_class(&self, protocol: u8) -> CtTimeout;
+}
+
+impl AgingFlow for CtEntry {
+    fn last_seen_ns(&self) -> u64 {
+        self.last_seen_ns
+    }
+    fn timeout_class(&self, protocol: u8) -> CtTimeout {
+        CtEntry::timeout_class(self, protocol)
+    }
+}
+
+impl AgingFlow for LbFlow {
+    fn last_seen_ns(&self) -> u64 {
+        self.last_seen_ns
+    }
+    fn timeout_class(&self, protocol: u8) -> CtTimeout {
+        LbFlow::timeout_class(self, protocol)
     }
 }
 

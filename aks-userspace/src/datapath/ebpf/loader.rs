@@ -9,7 +9,7 @@ use aks_ebpf_common::{Program, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, ROUTES_MAP
 use anyhow::{Context, Result};
 use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
-use aya::programs::{SchedClassifier, Xdp};
+use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 
 use super::attach::{self, TcAttachMode, TcAttachment};
@@ -21,8 +21,6 @@ use crate::plan::MapCapacities;
 const FROM_POD: &str = Program::FromPod.name();
 /// TC ingress on the node uplink.
 const FROM_VNET: &str = Program::FromVnet.name();
-/// XDP on the node uplink.
-const NSG: &str = Program::Nsg.name();
 
 /// The datapath of one node: the loaded object and its attachments.
 ///
@@ -97,13 +95,6 @@ impl NodeDatapath {
                 .load()
                 .with_context(|| format!("the verifier rejected {name}"))?;
         }
-        let nsg: &mut Xdp = ebpf
-            .program_mut(NSG)
-            .with_context(|| format!("the eBPF object has no program {NSG}"))?
-            .try_into()
-            .with_context(|| format!("{NSG} is not an XDP program"))?;
-        nsg.load()
-            .with_context(|| format!("the verifier rejected {NSG}"))?;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating pin directory {}", dir.display()))?;
@@ -209,15 +200,6 @@ impl NodeDatapath {
             .ebpf
             .program(name)
             .with_context(|| format!("the eBPF object has no program {name}"))?
-            .try_into()?)
-    }
-
-    /// The `nsg` XDP program, for `BPF_PROG_TEST_RUN`.
-    pub fn nsg_program(&self) -> Result<&Xdp> {
-        Ok(self
-            .ebpf
-            .program(NSG)
-            .with_context(|| format!("the eBPF object has no program {NSG}"))?
             .try_into()?)
     }
 }

@@ -1,14 +1,11 @@
 //! Writing the datapath's maps from userspace: the node's configuration, its pods, the
-//! routes and the NSG rules; and opening a map another process pinned.
+//! routes; and opening a map another process pinned.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use aks_ebpf_common::{
-    addr, Endpoint, NodeConfig, NsgRule, Route, CONFIG_MAP, ENDPOINTS_MAP, NSG_CAPACITY, NSG_MAP,
-    ROUTES_MAP,
-};
-use anyhow::{bail, Context, Result};
+use aks_ebpf_common::{addr, Endpoint, NodeConfig, Route, CONFIG_MAP, ENDPOINTS_MAP, ROUTES_MAP};
+use anyhow::{Context, Result};
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 
@@ -60,23 +57,5 @@ impl NodeDatapath {
         map.insert(&key, route, 0)
             .with_context(|| format!("writing ROUTES[{network}/{prefix_len}]"))?;
         Ok(())
-    }
-
-    /// Replaces the NSG rules (in priority order) and tells the datapath how many there are.
-    pub fn set_nsg_rules(&mut self, rules: &[NsgRule]) -> Result<()> {
-        if rules.len() > NSG_CAPACITY as usize {
-            bail!(
-                "{} NSG rules, but the datapath holds at most {NSG_CAPACITY}",
-                rules.len()
-            );
-        }
-        let mut map: Array<_, NsgRule> = Array::try_from(self.map_mut(NSG_MAP)?)?;
-        for (i, rule) in rules.iter().enumerate() {
-            map.set(i as u32, rule, 0)
-                .with_context(|| format!("writing NSG[{i}]"))?;
-        }
-        let mut config = self.config()?;
-        config.nsg_rules = rules.len() as u32;
-        self.set_config(config)
     }
 }

@@ -23,7 +23,7 @@ pub use maps::{map_addr, open_pinned};
 pub use nodeports::NodePortMaps;
 pub use object::object_bytes;
 pub use services::{protocol_number, ServiceMaps};
-pub use stats::{read_pinned, ReasonTotals};
+pub use stats::{events_lost, read_pinned, ReasonTotals};
 
 use aks_ebpf_common::{
     addr, Endpoint, NodeConfig, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
@@ -48,7 +48,7 @@ pub struct EbpfDatapath {
 }
 
 impl EbpfDatapath {
-    pub fn install(plan: &Plan, layout: &Layout) -> Result<Self> {
+    pub fn install(plan: &Plan, layout: &Layout, on_stop: super::OnStop) -> Result<Self> {
         let pin_root = ClusterState::pin_dir(&plan.name);
         let mut nodes = Vec::with_capacity(layout.nodes.len());
         let mut logs = Vec::with_capacity(layout.nodes.len());
@@ -61,6 +61,9 @@ impl EbpfDatapath {
         let mut pods = 0;
         let mut routes_per_node = 0;
         for node in &layout.nodes {
+            // A stop signal is honoured between steps (see `stop`): loading and filling
+            // the maps of every node takes seconds with thousands of services.
+            on_stop.check()?;
             let mut datapath = NodeDatapath::load_sized(
                 &node.namespace,
                 Some(&pin_root.join(&node.name)),
@@ -89,12 +92,14 @@ impl EbpfDatapath {
             }
             let mut services = datapath.service_maps()?;
             for service in &plan.services {
+                on_stop.check()?;
                 services.upsert(service).with_context(|| {
                     format!("programming service {} on node {}", service.name, node.name)
                 })?;
             }
             let mut node_ports = datapath.node_port_maps(&node.name)?;
             for exposure in &plan.exposures {
+                on_stop.check()?;
                 let Some(service) = plan.services.iter().find(|s| s.name == exposure.service)
                 else {
                     continue;
@@ -118,7 +123,7 @@ impl EbpfDatapath {
                     .with_context(|| format!("preparing the uplink of node {}", node.name))?;
             }
             // NSG rules are the fabric's (`fabric::nsg`), enforced statefully outside
-            // the node as Azure does: `nsg` (XDP, stateless) stays unattached.
+            // the node as Azure does: nothing on the node filters by NSG rule.
             for pod in &node.pods {
                 datapath
                     .attach_from_pod(&pod.host_interface)
@@ -202,7 +207,6 @@ fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
     Ok(NodeConfig {
         node_ip: map_addr(node.address),
         uplink_ifindex: netns::interface_index(&node.namespace, &node.uplink)?,
-        nsg_rules: 0,
         uplink_mac: node.uplink_mac,
         gateway_mac: node.gateway_mac,
         ready: 1,

@@ -1,6 +1,6 @@
 //! Reading the per-CPU `STATS` map into totals per reason.
 
-use aks_ebpf_common::{Reason, ReasonCounter, STATS_MAP};
+use aks_ebpf_common::{Reason, ReasonCounter, EVENTS_LOST_MAP, STATS_MAP};
 use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray};
 
@@ -56,11 +56,16 @@ impl super::NodeDatapath {
     /// Monitor events the datapath could not hand to the `EVENTS` ring buffer because it
     /// was full (the monitor fell behind), summed over CPUs.
     pub fn monitor_events_lost(&self) -> Result<u64> {
-        use aks_ebpf_common::EVENTS_LOST_MAP;
-        let lost: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(EVENTS_LOST_MAP)?)?;
-        let per_cpu = lost
-            .get(&0, 0)
-            .with_context(|| format!("reading {EVENTS_LOST_MAP}[0]"))?;
-        Ok(per_cpu.iter().sum())
+        events_lost(self.map(EVENTS_LOST_MAP)?)
     }
+}
+
+/// The sum over CPUs of an `EVENTS_LOST` map (loaded here, or pinned by another
+/// process's datapath): monitor events the full ring buffer could not take.
+pub fn events_lost(map: &aya::maps::Map) -> Result<u64> {
+    let lost: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+    let per_cpu = lost
+        .get(&0, 0)
+        .with_context(|| format!("reading {EVENTS_LOST_MAP}[0]"))?;
+    Ok(per_cpu.iter().sum())
 }

@@ -2,7 +2,7 @@
 //! back from the kernel with `iptables-save` inside the node namespace, and its rule
 //! counts per chain.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::restore;
@@ -29,17 +29,7 @@ pub fn node_rules(state: &ClusterState, node: Option<&str>) -> Result<NodeRules>
         None => state.nodes.first(),
     };
     let Some(found) = found else {
-        let known: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
-        bail!(
-            "cluster {} has no node {:?}; its nodes are: {}",
-            state.name,
-            node.unwrap_or_default(),
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        );
+        return Err(state.no_such_node(node.unwrap_or_default()));
     };
     let saved = restore::save(&found.namespace)?;
     let ruleset = Ruleset::parse(&saved)?;

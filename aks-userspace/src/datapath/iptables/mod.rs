@@ -110,10 +110,11 @@ pub fn reprogram_node(plan: &Plan, node: &str, namespace: &str) -> Result<usize>
 }
 
 impl IptablesDatapath {
-    pub fn install(plan: &Plan, layout: &Layout) -> Result<Self> {
+    pub fn install(plan: &Plan, layout: &Layout, on_stop: super::OnStop) -> Result<Self> {
         let mut rules_per_node = 0;
         let mut masquerade_all = false;
         for node in &layout.nodes {
+            on_stop.check()?;
             let bridge_netfilter = enable_bridge_netfilter(&node.namespace)
                 .with_context(|| format!("checking br_netfilter on node {}", node.name))?;
             masquerade_all |= !bridge_netfilter;

@@ -60,22 +60,11 @@ pub fn save_with_counters(namespace: &str, table: &str) -> Result<String> {
 }
 
 fn run_save(namespace: &str, args: &[&str]) -> Result<String> {
-    netns::run_in(namespace, || {
-        let out = Command::new("iptables-save")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context(
-                "starting iptables-save (is iptables installed? `cargo xtask setup` installs it)",
-            )?;
-        if !out.status.success() {
-            bail!(
-                "iptables-save failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        String::from_utf8(out.stdout).context("iptables-save printed something that is not UTF-8")
-    })
+    netns::output_of(
+        namespace,
+        "iptables-save",
+        args,
+        "is iptables installed? `cargo xtask setup` installs it",
+    )
     .with_context(|| format!("reading iptables rules in {namespace}"))
 }

@@ -3,7 +3,7 @@
 //! that hold for any description.
 
 use super::*;
-use crate::{model, plan};
+use crate::plan::tests::plan_of;
 
 /// kubenet, 2 nodes × 2 pods, a TCP service with 3 backends and a UDP one with 2.
 const DESCRIPTION: &str = "\
@@ -20,10 +20,6 @@ services:
   - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 8080, protocol: TCP, backends: 3 }
   - { name: dns, clusterIP: 10.0.0.53, port: 53, protocol: UDP, backends: 2 }
 ";
-
-fn plan_of(yaml: &str) -> Plan {
-    plan::plan(&model::load(yaml).expect("valid description")).expect("plannable")
-}
 
 fn golden_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
