@@ -47,6 +47,10 @@ pub struct ClusterState {
     /// Absent in records written before services were recorded.
     #[serde(default)]
     pub services: Vec<ServicePlan>,
+    /// The network policy engine, fixed at creation as in AKS. Absent in records written
+    /// before policies: none.
+    #[serde(default)]
+    pub network_policy: crate::model::policy::NetworkPolicyEngine,
 }
 
 impl ClusterState {

@@ -27,6 +27,8 @@ pub struct Cluster {
     /// NSG rules in priority order.
     pub nsg: Vec<super::nsg::SecurityRule>,
     pub conntrack: super::conntrack::ConntrackSettings,
+    /// Network policy: the engine, pod identities, the policies.
+    pub policy: super::policy::PolicyModel,
 }
 
 impl Cluster {

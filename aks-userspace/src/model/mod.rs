@@ -8,6 +8,7 @@ pub mod defaults;
 mod description;
 mod error;
 pub mod nsg;
+pub mod policy;
 mod validate;
 
 pub use cluster::{Cluster, ExternalHosts, NodePool, Service};

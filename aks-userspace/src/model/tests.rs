@@ -35,6 +35,10 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         external_hosts: None,
         nsg: Vec::new(),
         conntrack: None,
+        network_policy: None,
+        pod_templates: Vec::new(),
+        namespaces: Vec::new(),
+        network_policies: Vec::new(),
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Plan {
     pub nsg: Vec<crate::model::nsg::SecurityRule>,
     /// Conntrack and SNAT settings (eBPF datapath).
     pub conntrack: crate::model::conntrack::ConntrackSettings,
+    /// Network policy: engine, namespaces, policies (pod identities are on each pod).
+    pub policy: crate::model::policy::PolicyModel,
     pub subnet_usage: Vec<SubnetUsage>,
     pub pod_cidr_usage: Option<PodCidrUsage>,
     pub warnings: Vec<Warning>,
@@ -87,6 +89,11 @@ pub struct Pod {
     /// Position on its node (0-based).
     pub slot: u32,
     pub ip: Ipv4Addr,
+    /// Kubernetes namespace, from the slot's pod template.
+    pub namespace: String,
+    /// Labels, from the slot's pod template.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: crate::model::policy::Labels,
 }
 
 /// How the VNet knows a route: a user-defined route (kubenet) or the SDN's own knowledge
@@ -165,6 +172,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         non_masquerade_cidrs: cluster.non_masquerade_cidrs.clone(),
         nsg: cluster.nsg.clone(),
         conntrack: cluster.conntrack.clone(),
+        policy: cluster.policy.clone(),
         subnet_usage,
         pod_cidr_usage,
         warnings,
@@ -212,11 +220,14 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
             };
             let pods = (0..cluster.pods_per_node)
                 .map(|slot| {
+                    let identity = cluster.policy.pod_identity(slot);
                     Ok(Pod {
                         name: format!("{name}-pod{slot}"),
                         node: name.clone(),
                         slot,
                         ip: pod_ip(slot)?,
+                        namespace: identity.namespace,
+                        labels: identity.labels,
                     })
                 })
                 .collect::<Result<Vec<_>, PlanError>>()?;
