@@ -81,6 +81,11 @@ enum Command {
         /// connections from the first pod, which backend answered each and what it saw.
         #[arg(long, conflicts_with = "expect")]
         services: bool,
+        /// Probe the network policies instead: every pair of pod slots a policy selects
+        /// (on one node and across nodes) on the ports the policies name, and isolated
+        /// pods to and from outside; each row names the policy that allows or denies it.
+        #[arg(long, conflicts_with_all = ["expect", "services"])]
+        policies: bool,
         /// Check your own assertions instead of the standard matrix: a YAML list of
         /// `{ from, to, port, protocol, expect: reachable|blocked, source: pod|node|ADDRESS }`.
         #[arg(long, value_name = "FILE")]
@@ -240,12 +245,14 @@ fn main() -> ExitCode {
             name,
             json,
             services,
+            policies,
             expect,
         } => {
-            let mode = match (&expect, services) {
-                (Some(file), _) => cli::check::Mode::Expect(file),
-                (None, true) => cli::check::Mode::Services,
-                (None, false) => cli::check::Mode::Matrix,
+            let mode = match (&expect, services, policies) {
+                (Some(file), _, _) => cli::check::Mode::Expect(file),
+                (None, true, _) => cli::check::Mode::Services,
+                (None, false, true) => cli::check::Mode::Policies,
+                (None, false, false) => cli::check::Mode::Matrix,
             };
             cli::check::run(name.as_deref(), json, mode)
         }

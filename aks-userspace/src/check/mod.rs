@@ -15,6 +15,7 @@ pub mod expect;
 pub mod expect_file;
 mod listener;
 mod matrix;
+mod policy_matrix;
 mod probe;
 mod report;
 mod service;
@@ -25,6 +26,7 @@ use serde::Serialize;
 
 pub use expect::{Expectation, NetworkModel};
 pub use matrix::{cluster_endpoints, cluster_matrix};
+pub use policy_matrix::policy_matrix;
 pub use probe::{
     run, Endpoint, EndpointKind, Probe, ProbeResult, BLOCKED_TIMEOUT, CHECK_PORT, REACHABLE_TIMEOUT,
 };

@@ -1,4 +1,4 @@
-//! `aksnet check [NAME] [--json] [--services] [--expect FILE]`.
+//! `aksnet check [NAME] [--json] [--services | --policies | --expect FILE]`.
 //!
 //! Exit status: 0 when every row matches what the cluster model expects, 1 when any row
 //! does not (or the cluster is incomplete), 2 for bad input (an unknown cluster, a bad
@@ -22,6 +22,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub enum Mode<'a> {
     Matrix,
     Services,
+    Policies,
     Expect(&'a Path),
 }
 
@@ -62,6 +63,7 @@ pub fn run(name: Option<&str>, json: bool, mode: Mode) -> Result<ExitCode> {
     };
     let passed = match (mode, assertions) {
         (Mode::Services, _) => services(&state, &model, json)?,
+        (Mode::Policies, _) => policies(&state, &model, json)?,
         (_, Some(checks)) => {
             let endpoints = check::cluster_endpoints(&state);
             report(&state, &check::run_checked(&endpoints, checks)?, json)?
@@ -109,6 +111,23 @@ fn read_expectations(
 /// Probes the standard matrix of `state`, prints it, and says whether every row passed.
 pub fn matrix(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
     let (endpoints, checks) = check::expected_matrix(state, model);
+    let rows = check::run_checked(&endpoints, checks)?;
+    report(state, &rows, json)
+}
+
+/// Probes every pair the cluster's policies select; a cluster without policies has
+/// nothing to show, which is said (and passes).
+fn policies(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
+    let (endpoints, checks) = check::policy_matrix(state, model);
+    if checks.is_empty() && !json {
+        println!(
+            "cluster {}: network policy engine {}, {} policies: no pod is isolated, nothing to probe",
+            state.name,
+            model.policy.engine,
+            model.policy.policies.len()
+        );
+        return Ok(true);
+    }
     let rows = check::run_checked(&endpoints, checks)?;
     report(state, &rows, json)
 }

@@ -124,6 +124,17 @@ impl PolicyVerdict {
 
 /// The NetworkPolicy decision for the first packet of `flow`.
 pub fn evaluate(model: &PolicyModel, flow: &PolicyFlow) -> PolicyVerdict {
+    evaluate_as_seen(model, flow, flow.source)
+}
+
+/// As [`evaluate`], with the destination's ingress judging `seen_source`: the source as
+/// it arrives, e.g. the node a pod was masqueraded to (Kubernetes policies see addresses
+/// after NAT).
+pub fn evaluate_as_seen(
+    model: &PolicyModel,
+    flow: &PolicyFlow,
+    seen_source: PolicyEndpoint,
+) -> PolicyVerdict {
     if !model.enforced() {
         return PolicyVerdict::Allowed {
             egress: Allowance::NotIsolated,
@@ -153,13 +164,13 @@ pub fn evaluate(model: &PolicyModel, flow: &PolicyFlow) -> PolicyVerdict {
             node,
             ..
         } => {
-            let own_node = matches!(flow.source, PolicyEndpoint::Node { name, .. } if name == node);
+            let own_node = matches!(seen_source, PolicyEndpoint::Node { name, .. } if name == node);
             match side(
                 model,
                 namespace,
                 labels,
                 PolicyType::Ingress,
-                &flow.source,
+                &seen_source,
                 flow,
             ) {
                 Err(_) if own_node => Allowance::OwnNode,
