@@ -54,7 +54,7 @@ pub fn endpoint_chain(service: &ServicePlan, backend: &Backend) -> String {
     )
 }
 
-fn short_hash(input: &str) -> String {
+pub(super) fn short_hash(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
     let mut encoded = base32(&digest);
     encoded.truncate(HASH_CHARS);

@@ -5,6 +5,7 @@
 //!
 //! - `render_masq`: ip-masq-agent's `IP-MASQ-AGENT` chain.
 //! - `render_services`: kube-proxy's `KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*`.
+//! - `render_policy`: network policy (NPM / Calico style), per node, hooked first.
 //! - `chain_name`: chain names derived from the service, as kube-proxy derives them.
 //! - `ruleset`: the tables/chains/rules model, its restore payload and its parser.
 //! - `inspect`: a running node's rules read back (`aksnet inspect rules`).
@@ -14,6 +15,7 @@
 mod chain_name;
 mod inspect;
 mod render_masq;
+pub mod render_policy;
 mod render_services;
 mod restore;
 pub mod ruleset;
@@ -66,6 +68,33 @@ pub fn render_node(plan: &Plan, options: ProxyOptions) -> Ruleset {
     ruleset
 }
 
+/// Everything node `node` holds: its network policy rules (hooked before kube-proxy's
+/// forwarding rules, which would accept service traffic first), then [`render_node`].
+pub fn render_node_for(plan: &Plan, options: ProxyOptions, node: &str) -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    render_policy::add_policies(&mut ruleset, plan, node);
+    let rest = render_node(plan, options);
+    for table in rest.tables {
+        let merged = ruleset.table_mut(&table.name);
+        for chain in &table.chains {
+            merged.chain(chain);
+        }
+        merged.rules.extend(table.rules);
+    }
+    ruleset
+}
+
+/// Same-node pods talk over the bridge; policy sees those frames only through
+/// br_netfilter, so without it policies cannot be enforced and `up` refuses.
+fn require_bridge_netfilter(plan: &Plan, bridge_netfilter: bool, node: &str) -> Result<()> {
+    if !bridge_netfilter && plan.policy.enforced() && !plan.policy.policies.is_empty() {
+        anyhow::bail!(
+            "node {node}: {BRIDGE_NF_CALL_IPTABLES} is missing (br_netfilter is not loaded), so iptables cannot see traffic between pods of one node and network policies would not be enforced there; load br_netfilter (modprobe br_netfilter) or use datapath: ebpf"
+        );
+    }
+    Ok(())
+}
+
 /// Turns bridged traffic through iptables in `namespace` if br_netfilter is there, and
 /// says whether it is.
 ///
@@ -88,7 +117,20 @@ fn enable_bridge_netfilter(namespace: &str) -> Result<bool> {
 /// changed or removed), as one atomic restore. Returns the number of rules.
 pub fn reprogram_node(plan: &Plan, namespace: &str) -> Result<usize> {
     let bridge_netfilter = enable_bridge_netfilter(namespace)?;
-    let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
+    let layout = crate::topology::layout::layout(plan);
+    let node = layout
+        .nodes
+        .iter()
+        .find(|n| n.namespace == namespace)
+        .map(|n| n.name.clone())
+        .with_context(|| {
+            format!(
+                "namespace {namespace} is not a node of cluster {}",
+                plan.name
+            )
+        })?;
+    require_bridge_netfilter(plan, bridge_netfilter, &node)?;
+    let ruleset = render_node_for(plan, proxy_options(plan, !bridge_netfilter), &node);
     restore::replace(namespace, &ruleset.to_restore())?;
     Ok(ruleset.rule_count())
 }
@@ -101,11 +143,12 @@ impl IptablesDatapath {
             let bridge_netfilter = enable_bridge_netfilter(&node.namespace)
                 .with_context(|| format!("checking br_netfilter on node {}", node.name))?;
             masquerade_all |= !bridge_netfilter;
-            let ruleset = render_node(plan, proxy_options(plan, !bridge_netfilter));
+            require_bridge_netfilter(plan, bridge_netfilter, &node.name)?;
+            let ruleset = render_node_for(plan, proxy_options(plan, !bridge_netfilter), &node.name);
             rules_per_node = ruleset.rule_count();
             restore::restore(&node.namespace, &ruleset.to_restore()).with_context(|| {
                 format!(
-                    "programming kube-proxy and ip-masq-agent on node {}",
+                    "programming network policy, kube-proxy and ip-masq-agent on node {}",
                     node.name
                 )
             })?;
