@@ -1,0 +1,190 @@
+//! Privileged, end to end through the `aksnet` binary: the three-tier app of
+//! examples/three-tier.yaml (web may reach api:8080, api may reach db:5432, nothing else
+//! reaches db, only api reaches the internet) on a real cluster. Every pair
+//! `check --policies` probes is judged here against the app's rules written out
+//! independently of the policy evaluator, so an evaluator bug cannot hide a datapath
+//! that agrees with it.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::cluster::{aksnet, aksnet_ok, assert_gone, cluster_name, up_keep, Down};
+use common::require_privileges;
+use serde_json::Value;
+
+/// The example under a unique name on `datapath` with `engine`.
+fn three_tier(name: &str, datapath: &str, engine: &str) -> PathBuf {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/three-tier.yaml");
+    let yaml = std::fs::read_to_string(path).expect("reading the example");
+    let yaml = yaml
+        .replacen("name: tiers", &format!("name: {name}"), 1)
+        .replacen("datapath: ebpf", &format!("datapath: {datapath}"), 1)
+        .replacen(
+            "networkPolicy: cilium",
+            &format!("networkPolicy: {engine}"),
+            1,
+        );
+    let out = std::env::temp_dir().join(format!("aksnet-policy-{name}.yaml"));
+    std::fs::write(&out, yaml).expect("writing the description");
+    out
+}
+
+/// What an endpoint label of the three-tier cluster is: a pod's app (by slot), a node,
+/// or a host outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role<'a> {
+    Web,
+    Api,
+    Db,
+    Client,
+    Node(&'a str),
+    OnPrem,
+    Internet,
+}
+
+fn role(label: &str) -> Role<'_> {
+    match label {
+        "on-prem" => Role::OnPrem,
+        "internet" => Role::Internet,
+        pod if pod.contains("-pod") => match pod.rsplit("-pod").next() {
+            Some("0") => Role::Web,
+            Some("1") => Role::Api,
+            Some("2") => Role::Db,
+            Some("3") => Role::Client,
+            other => panic!("no slot {other:?} in the three-tier app"),
+        },
+        node => Role::Node(node),
+    }
+}
+
+/// The app's rules, written from the issue, not from the evaluator.
+fn should_connect(source: &str, destination: &str, port: u64) -> bool {
+    let in_shop = |r: Role| matches!(r, Role::Web | Role::Api | Role::Db);
+    let (from, to) = (role(source), role(destination));
+    let own_node =
+        |pod: &str| matches!(from, Role::Node(node) if pod.starts_with(&format!("{node}-")));
+    // Egress: shop pods reach pods only, and api also the internet.
+    let egress_ok = match (from, to) {
+        (f, Role::Internet) if in_shop(f) => f == Role::Api,
+        (f, Role::OnPrem | Role::Node(_)) if in_shop(f) => false,
+        _ => true,
+    };
+    // Ingress: db only from api on 5432, api only from web on 8080; a pod's own node
+    // always reaches it; the internet reaches no pod at all (no public IP).
+    let ingress_ok = match to {
+        Role::Db => (from == Role::Api && port == 5432) || own_node(destination),
+        Role::Api => (from == Role::Web && port == 8080) || own_node(destination),
+        _ => from != Role::Internet,
+    };
+    egress_ok && ingress_ok
+}
+
+fn rows(out: &std::process::Output) -> Vec<Value> {
+    let value: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
+    value.as_array().expect("an array of rows").clone()
+}
+
+fn three_tier_is_enforced(datapath: &str, engine: &str, tag: &str) {
+    require_privileges();
+    let name = cluster_name(tag);
+    let _down = Down(name.clone());
+    up_keep(&three_tier(&name, datapath, engine));
+
+    let out = aksnet(&["check", &name, "--policies", "--json"]);
+    let rows = rows(&out);
+    let (mut connected, mut blocked) = (0, 0);
+    let mut wrong = Vec::new();
+    for row in &rows {
+        let (source, destination) = (
+            row["source"].as_str().expect("source"),
+            row["destination"].as_str().expect("destination"),
+        );
+        let port = row["port"].as_u64().expect("port");
+        let expected = should_connect(source, destination, port);
+        let seen = row["connected"] == true;
+        eprintln!(
+            "{source} -> {destination}:{port} connected={seen} expected={expected} ({})",
+            row["expected"]
+        );
+        if seen != expected {
+            wrong.push(format!("{source} -> {destination}:{port}: connected={seen}, the app's rules say {expected}"));
+        }
+        if seen {
+            connected += 1
+        } else {
+            blocked += 1
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{datapath}/{engine}: {} pairs wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // The rows must include each of the app's rules, both ways.
+    let has = |from: Role, to: Role, port: u64, connects: bool| {
+        rows.iter().any(|r| {
+            role(r["source"].as_str().unwrap_or_default()) == from
+                && role(r["destination"].as_str().unwrap_or_default()) == to
+                && r["port"] == port
+                && (r["connected"] == true) == connects
+        })
+    };
+    assert!(
+        has(Role::Web, Role::Api, 8080, true),
+        "web -> api:8080 probed and connected"
+    );
+    assert!(
+        has(Role::Api, Role::Db, 5432, true),
+        "api -> db:5432 probed and connected"
+    );
+    assert!(
+        has(Role::Web, Role::Db, 5432, false),
+        "web -> db:5432 probed and blocked"
+    );
+    assert!(
+        has(Role::Client, Role::Db, 5432, false),
+        "client -> db:5432 probed and blocked"
+    );
+    assert!(
+        has(Role::Api, Role::Internet, 17001, true),
+        "api -> internet connected"
+    );
+    assert!(
+        has(Role::Web, Role::Internet, 17001, false),
+        "web -> internet blocked"
+    );
+    assert!(
+        connected >= 10 && blocked >= 10,
+        "{connected} connected, {blocked} blocked"
+    );
+    // And check agrees: its own verdicts (from the evaluator) pass, exit 0.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "check --policies passes:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The standard matrix with policy expectations passes too (web -> api on the check
+    // port is now blocked, and check expects it).
+    let matrix = aksnet(&["check", &name]);
+    assert_eq!(
+        matrix.status.code(),
+        Some(0),
+        "the standard matrix passes:\n{}",
+        String::from_utf8_lossy(&matrix.stdout)
+    );
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn three_tier_on_iptables_with_azure_npm() {
+    three_tier_is_enforced("iptables", "azure", "npi");
+}
+
+#[test]
+fn three_tier_on_iptables_with_calico() {
+    three_tier_is_enforced("iptables", "calico", "npc");
+}
