@@ -1,6 +1,7 @@
 //! Privileged: ClusterIP services on the eBPF datapath, both plugins. Connections spread
 //! over every backend; a backend removed while a flow runs gets no new flows while the
-//! established flow to a remaining backend goes on; 10,000 services load and answer.
+//! established flow to a remaining backend goes on (and `inspect nat` shows it translated
+//! to that backend); 10,000 services load and answer.
 
 mod common;
 
@@ -100,6 +101,44 @@ fn web(backends: u32) -> String {
     format!("services:\n  - {{ name: web, clusterIP: {VIP}, port: 80, targetPort: {TARGET_PORT}, protocol: TCP, backends: {backends} }}\n")
 }
 
+/// `inspect nat` on the client's node shows the held flow to the ClusterIP translated
+/// to the backend that answered it (read from `LB_FLOWS`). The client is the first pod of
+/// the first node.
+fn assert_nat_shows_service_flow(state: &ClusterState, held: &TcpStream, backend: &str) {
+    let backend_ip = state
+        .nodes
+        .iter()
+        .flat_map(|n| &n.pods)
+        .find(|p| p.name == backend)
+        .unwrap_or_else(|| panic!("no pod {backend}"))
+        .address;
+    let sport = held.local_addr().expect("the client's address").port();
+    let node = &state.nodes[0].name;
+    let flows = json(&[
+        "inspect",
+        "nat",
+        "--json",
+        "--cluster",
+        &state.name,
+        "--node",
+        node,
+    ]);
+    let flow = flows
+        .as_array()
+        .expect("flow rows")
+        .iter()
+        .find(|f| f["original"]["sport"] == sport && f["original"]["dst"] == VIP.to_string())
+        .unwrap_or_else(|| panic!("no flow from port {sport} to {VIP} on {node}: {flows}"));
+    // A pod that reached itself also has its source translated (hairpin).
+    let hairpin = backend_ip == state.nodes[0].pods[0].address;
+    let nat = if hairpin { "snat+dnat" } else { "dnat" };
+    assert_eq!(flow["nat"], nat, "{flow}");
+    assert_eq!(flow["original"]["dport"], 80, "{flow}");
+    assert_eq!(flow["reply"]["src"], backend_ip.to_string(), "{flow}");
+    assert_eq!(flow["reply"]["sport"], TARGET_PORT, "{flow}");
+    assert_eq!(flow["state"], "OPEN", "{flow}");
+}
+
 #[test]
 fn connections_spread_and_a_removed_backend_gets_no_new_flows() {
     require_privileges();
@@ -131,6 +170,7 @@ fn connections_spread_and_a_removed_backend_gets_no_new_flows() {
             .map(|_| connect(&client, VIP))
             .find(|(_, b)| *b != removed)
             .expect("a flow to a remaining backend");
+        assert_nat_shows_service_flow(&state, &held, &held_backend);
         aksnet_ok(&[
             "services",
             "add",

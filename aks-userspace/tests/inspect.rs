@@ -13,18 +13,13 @@ use std::time::{Duration, Instant};
 
 use aks_userspace::netns;
 use aks_userspace::state::ClusterState;
+use aks_userspace::topology::spec::format_mac;
 use common::cluster::*;
 use common::require_privileges;
 use serde_json::Value;
 
 const NODE0: &str = "nodepool1-0";
 const DENIED_PORT: u16 = 17002;
-
-fn json(args: &[&str]) -> Value {
-    let out = aksnet_ok(args);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("`aksnet {}` prints JSON: {e}", args.join(" ")))
-}
 
 /// stderr of a command that must fail.
 fn failure(args: &[&str]) -> String {
@@ -47,10 +42,6 @@ fn counter(stats: &Value, node: &str, reason: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {reason} row for {node}: {stats}"))["packets"]
         .as_u64()
         .expect("a packet count")
-}
-
-fn mac(bytes: [u8; 6]) -> String {
-    bytes.map(|b| format!("{b:02x}")).join(":")
 }
 
 /// One SYN from the on-prem host to `pod:port`; the NSG drops it, so the connect
@@ -94,8 +85,8 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
         assert_eq!(row["node"], node.name.as_str());
         assert_eq!(row["pod"], pod.name.as_str());
         assert_eq!(row["hostInterface"], pod.host_interface.as_str());
-        assert_eq!(row["podMac"], mac(pod.mac));
-        assert_eq!(row["hostMac"], mac(pod.host_mac));
+        assert_eq!(row["podMac"], format_mac(&pod.mac));
+        assert_eq!(row["hostMac"], format_mac(&pod.host_mac));
     }
     let one = json(
         &[
@@ -114,39 +105,15 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
 
     // Routes: node 0 reaches node 1's pod through node 1; the internet is masqueraded.
     let remote_pod = state.nodes[1].pods[0].address.to_string();
-    let route = json(
-        &[
-            &[
-                "inspect",
-                "routes",
-                "--json",
-                "--node",
-                NODE0,
-                "--ip",
-                &remote_pod,
-            ][..],
-            &cluster,
-        ]
-        .concat(),
-    );
+    let route_to = |ip: &str| {
+        let args = ["inspect", "routes", "--json", "--node", NODE0, "--ip", ip];
+        json(&[&args[..], &cluster].concat())
+    };
+    let route = route_to(&remote_pod);
     assert_eq!(route[0]["kind"], "remote-pods", "{route}");
     assert_eq!(route[0]["prefix"], format!("{remote_pod}/32"));
     assert_eq!(route[0]["nextHop"], state.nodes[1].address.to_string());
-    let route = json(
-        &[
-            &[
-                "inspect",
-                "routes",
-                "--json",
-                "--node",
-                NODE0,
-                "--ip",
-                "203.0.113.10",
-            ][..],
-            &cluster,
-        ]
-        .concat(),
-    );
+    let route = route_to("203.0.113.10");
     assert_eq!(route[0]["kind"], "external", "{route}");
     assert_eq!(route[0]["masquerade"], true);
 
@@ -198,6 +165,16 @@ fn ebpf_maps_counters_and_a_denied_syn_read_back() {
     assert_eq!(map("ROUTES")["mapType"], "lpm_trie");
     assert_eq!(map("NSG")["entries"], 1);
     assert_eq!(map("EVENTS")["mapType"], "ringbuf");
+    // Every hash-like map is counted: a map added without a count shows here.
+    for m in maps.as_array().expect("map rows") {
+        if ["hash", "lru_hash", "lpm_trie"].contains(&m["mapType"].as_str().unwrap_or("")) {
+            assert!(
+                m["entries"].is_u64(),
+                "{} has no entry count: {m}",
+                m["name"]
+            );
+        }
+    }
 
     // Monitor: a SYN the NSG denies shows as a drop event within a second.
     let mut monitor = Command::new(AKSNET)

@@ -25,10 +25,6 @@ fn services_description(name: &str, plugin: &str) -> PathBuf {
     )
 }
 
-fn json(args: &[&str]) -> Value {
-    serde_json::from_slice(&aksnet_ok(args).stdout).expect("aksnet prints JSON")
-}
-
 /// Reachability and source addresses both iptables cells share with their eBPF twins
 /// (see tests/cluster_lifecycle.rs). `outside_seen_as` is who pod -> on-prem shows as.
 fn assert_common_matrix(results: &[Value], plugin: &str) {

@@ -217,8 +217,9 @@ fn nightly_llvm() -> Result<NightlyLlvm> {
     })
 }
 
-/// Builds bpf-linker against nightly's own libLLVM, as DESIGN.md describes: a prefix whose
-/// `lib/` holds `libLLVM.so` and the versioned name, both symlinks to the real library.
+/// Builds bpf-linker against nightly's own libLLVM, as the README's "What `cargo xtask
+/// setup` installs" describes: a prefix whose `lib/` holds `libLLVM.so` and the versioned
+/// name, both symlinks to the real library.
 fn bpf_linker_install() -> Result<()> {
     let llvm = nightly_llvm()?;
     let real = llvm.lib_dir.join(&llvm.file_name);

@@ -61,7 +61,7 @@ pub enum ExpectFileError {
 /// The YAML parsing of an expectations file, in one place (so the YAML library can be
 /// swapped here alone).
 pub fn parse(yaml: &str) -> Result<Vec<UserExpectation>, ExpectFileError> {
-    serde_yaml::from_str(yaml).map_err(|err| {
+    serde_norway::from_str(yaml).map_err(|err| {
         let location = err.location();
         ExpectFileError::Syntax {
             message: err.to_string(),

@@ -1,9 +1,10 @@
 //! The datapaths `up` loads into the node namespaces. Both implement [`Datapath`], so
 //! `up`, `check` and `bench` never care which one runs.
 //!
-//! - `ebpf` attaches `from_pod` to every pod veth and counts packets by reason (the
-//!   node's kernel routing forwards); BPF routing, SNAT and services replace it in the
-//!   following issues.
+//! - `ebpf` attaches `from_pod` to every pod veth, `from_vnet` and the NSG's XDP program
+//!   to the uplink: routing (an LPM trie), ClusterIP services, masquerade (SNAT) and its
+//!   own conntrack run in the programs, every packet counted by reason; the maps are
+//!   pinned so `inspect` and `services` reach them from another process.
 //! - `iptables` is the baseline: pods bridged (`cbr0` / `azure0`, built by the
 //!   topology), kube-proxy's service chains and ip-masq-agent's MASQUERADE in one
 //!   `iptables-restore` per node, kernel routing and conntrack.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::conntrack::{Flow, FlowTuple};
+use super::flow::{Flow, FlowTuple};
 use crate::netns;
 
 /// The IPv4 flows the kernel tracks in `namespace`, labelled with `node`.

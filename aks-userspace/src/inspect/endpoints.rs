@@ -2,14 +2,14 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use aks_ebpf_common::{Endpoint, ENDPOINTS_MAP};
-use aya::maps::{HashMap, MapData};
 
-use super::{ip, mac, select_nodes, NodePins};
+use super::{ip, select_nodes, NodePins};
 use crate::state::ClusterState;
+use crate::topology::spec::format_mac;
 
 /// One local pod as the datapath knows it.
 #[derive(Clone, Debug, Serialize)]
@@ -38,12 +38,8 @@ pub fn endpoints(
     let mut rows = Vec::new();
     for layout in select_nodes(state, node)? {
         let pins = NodePins::open(state, layout)?;
-        let map = pins.map(ENDPOINTS_MAP)?;
-        let endpoints: HashMap<&MapData, u32, Endpoint> = HashMap::try_from(&map)?;
         let mut node_rows = Vec::new();
-        for entry in endpoints.iter() {
-            let (key, endpoint) = entry
-                .with_context(|| format!("reading {ENDPOINTS_MAP} of node {}", layout.name))?;
+        for (key, endpoint) in pins.hash_entries::<u32, Endpoint>(ENDPOINTS_MAP)? {
             let address = ip(key);
             if only_ip.is_some_and(|wanted| wanted != address) {
                 continue;
@@ -55,8 +51,8 @@ pub fn endpoints(
                 pod: pod.map(|p| p.name.clone()),
                 host_ifindex: endpoint.host_ifindex,
                 host_interface: pod.map(|p| p.host_interface.clone()),
-                pod_mac: mac(endpoint.pod_mac),
-                host_mac: mac(endpoint.host_mac),
+                pod_mac: format_mac(&endpoint.pod_mac),
+                host_mac: format_mac(&endpoint.host_mac),
                 flags: endpoint.flags,
             });
         }

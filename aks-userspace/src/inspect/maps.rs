@@ -1,15 +1,22 @@
 //! `inspect maps`: every pinned map of each node with its type, capacity, entries and
 //! pressure, so a full `ROUTES` (or, later, `CONNTRACK`) shows before it bites.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use aks_ebpf_common::NSG_MAP;
-use aya::maps::{MapData, MapType};
+use aks_ebpf_common::lb::{
+    LbBackend, LbFlow, LbReply, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, LB_FLOWS_MAP,
+    LB_REPLIES_MAP, REV_NAT_MAP, SERVICES_MAP,
+};
+use aks_ebpf_common::{
+    CtEntry, Endpoint, FlowKey, NatTarget, Route, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, NSG_MAP,
+    ROUTES_MAP,
+};
+use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, MapType};
+use aya::Pod;
 
 use super::{select_nodes, NodePins};
+use crate::datapath::ebpf::open_pinned;
 use crate::state::ClusterState;
 
 #[derive(Clone, Debug, Serialize)]
@@ -51,8 +58,7 @@ pub fn maps(state: &ClusterState, node: Option<&str>) -> Result<Vec<MapRow>> {
 
 fn row(pins: &NodePins<'_>, name: &str) -> Result<MapRow> {
     let path = pins.dir.join(name);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    let data = open_pinned(&path)?;
     let info = data
         .info()
         .with_context(|| format!("reading the kernel's info on {}", path.display()))?;
@@ -65,10 +71,8 @@ fn row(pins: &NodePins<'_>, name: &str) -> Result<MapRow> {
             | MapType::PerCpuHash
             | MapType::LruPerCpuHash
             | MapType::LpmTrie,
-        ) => Some(
-            count_keys(data.fd().as_fd(), info.key_size(), capacity)
-                .with_context(|| format!("counting the entries of {}", path.display()))?,
-        ),
+        ) => count_keys(name, data, capacity)
+            .with_context(|| format!("counting the entries of {}", path.display()))?,
         // NSG slots past the rule count are unused; CONFIG counts once written.
         Some(MapType::Array) if name == NSG_MAP => Some(pins.config()?.nsg_rules),
         // Arrays are preallocated: every slot exists (and is in use) from the start.
@@ -105,55 +109,38 @@ fn type_name(map_type: MapType) -> String {
     }
 }
 
-/// `BPF_MAP_GET_NEXT_KEY`, from `include/uapi/linux/bpf.h`.
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-
-/// The `bpf_attr` layout of the map element commands.
-#[repr(C)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    next_key: u64,
-    flags: u64,
-}
-
-/// The number of keys of a hash-like map, walked with `BPF_MAP_GET_NEXT_KEY` (works for
-/// any key size, so maps added later are counted too). The walk stops after twice the
-/// capacity: a map changing under the walk can restart it, and a count is all we want.
-fn count_keys(fd: BorrowedFd<'_>, key_size: u32, capacity: u32) -> Result<u32> {
-    let mut key = vec![0u8; key_size as usize];
-    let mut next = vec![0u8; key_size as usize];
-    let mut count = 0u32;
-    let limit = capacity.saturating_mul(2);
-    while count < limit {
-        let attr = MapElemAttr {
-            map_fd: fd.as_raw_fd() as u32,
-            _pad: 0,
-            // A null key asks for the first key.
-            key: if count == 0 { 0 } else { key.as_ptr() as u64 },
-            next_key: next.as_mut_ptr() as u64,
-            flags: 0,
-        };
-        // SAFETY: `attr` points at two buffers of the map's key size that outlive the
-        // call; the kernel reads `key` and writes `next_key`, nothing else.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_GET_NEXT_KEY,
-                &attr as *const MapElemAttr,
-                std::mem::size_of::<MapElemAttr>(),
-            )
-        };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENOENT) {
-                break;
-            }
-            return Err(err).context("BPF_MAP_GET_NEXT_KEY");
-        }
-        count += 1;
-        std::mem::swap(&mut key, &mut next);
+/// The entries of a hash-like map, counted with aya's typed key iteration, for the maps
+/// this datapath pins (`None` for a map this build does not know the types of). The walk
+/// stops after twice the capacity: a map changing under the walk can restart it, and a
+/// count is all we want.
+fn count_keys(name: &str, data: MapData, capacity: u32) -> Result<Option<u32>> {
+    fn hash<K: Pod, V: Pod>(map: Map, limit: usize) -> Result<u32> {
+        let map: HashMap<MapData, K, V> = HashMap::try_from(map)?;
+        count(map.keys().take(limit))
     }
-    Ok(count)
+    fn count<K>(keys: impl Iterator<Item = Result<K, MapError>>) -> Result<u32> {
+        let mut n = 0;
+        for key in keys {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+    let map = Map::from_map_data(data)?;
+    let limit = capacity.saturating_mul(2) as usize;
+    Ok(Some(match name {
+        ENDPOINTS_MAP => hash::<u32, Endpoint>(map, limit)?,
+        CONNTRACK_MAP => hash::<FlowKey, CtEntry>(map, limit)?,
+        NAT_MAP => hash::<FlowKey, NatTarget>(map, limit)?,
+        SERVICES_MAP => hash::<ServiceKey, ServiceSlot>(map, limit)?,
+        BACKENDS_MAP => hash::<u32, LbBackend>(map, limit)?,
+        REV_NAT_MAP => hash::<u32, RevNat>(map, limit)?,
+        LB_FLOWS_MAP => hash::<FlowKey, LbFlow>(map, limit)?,
+        LB_REPLIES_MAP => hash::<FlowKey, LbReply>(map, limit)?,
+        ROUTES_MAP => {
+            let trie: LpmTrie<MapData, u32, Route> = LpmTrie::try_from(map)?;
+            count(trie.keys().take(limit))?
+        }
+        _ => return Ok(None),
+    }))
 }

@@ -9,6 +9,7 @@ mod bpf_conntrack;
 mod conntrack;
 mod conntrack_tool;
 mod endpoints;
+mod flow;
 mod maps;
 mod nsg;
 mod routes;
@@ -21,14 +22,17 @@ use anyhow::{bail, Context, Result};
 
 use aks_ebpf_common::addr;
 use aks_ebpf_common::{NodeConfig, CONFIG_MAP};
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
+use aya::Pod;
 
+use crate::datapath::ebpf::open_pinned;
 use crate::model::Datapath;
 use crate::state::ClusterState;
 use crate::topology::layout::NodeLayout;
 
-pub use conntrack::{conntrack, nat, Flow, FlowTuple};
+pub use conntrack::{conntrack, nat};
 pub use endpoints::{endpoints, EndpointRow};
+pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};
 pub use nsg::{nsg_rules, NsgRow};
 pub use routes::{longest_prefix_match, routes, RouteRow};
@@ -93,15 +97,26 @@ impl<'a> NodePins<'a> {
     /// The pinned map `name` of this node.
     pub fn map(&self, name: &str) -> Result<Map> {
         let path = self.dir.join(name);
-        let data = MapData::from_pin(&path).with_context(|| {
+        let data = open_pinned(&path).with_context(|| {
             format!(
-                "opening pinned map {} of node {} (is this aksnet's version of the datapath? `aksnet down {}` and `up` again pins every map)",
-                path.display(),
+                "node {} of cluster {} (is this aksnet's version of the datapath? `aksnet down {}` and `up` again pins every map)",
                 self.node.name,
+                self.state.name,
                 self.state.name
             )
         })?;
         Map::from_map_data(data).with_context(|| format!("reading the type of {}", path.display()))
+    }
+
+    /// Every entry of the pinned hash map `name`.
+    pub fn hash_entries<K: Pod, V: Pod>(&self, name: &str) -> Result<Vec<(K, V)>> {
+        let map = self.map(name)?;
+        let hash: HashMap<&MapData, K, V> = HashMap::try_from(&map)?;
+        hash.iter()
+            .map(|entry| {
+                entry.with_context(|| format!("reading {name} of node {}", self.node.name))
+            })
+            .collect()
     }
 
     /// The node's `CONFIG` slot.
@@ -119,11 +134,6 @@ pub fn ip(map_form: u32) -> Ipv4Addr {
     Ipv4Addr::from(addr::octets(map_form))
 }
 
-/// A MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn mac(bytes: [u8; 6]) -> String {
-    bytes.map(|b| format!("{b:02x}")).join(":")
-}
-
 /// An IANA protocol number by name.
 pub fn protocol_name(protocol: u8) -> String {
     match protocol {
@@ -138,6 +148,7 @@ pub fn protocol_name(protocol: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::spec::format_mac;
 
     #[test]
     fn addresses_and_macs_print_in_human_form() {
@@ -145,7 +156,10 @@ mod tests {
             ip(addr::ipv4([10, 224, 0, 4])),
             Ipv4Addr::new(10, 224, 0, 4)
         );
-        assert_eq!(mac([0x02, 0xaa, 0, 0, 0x0b, 0xff]), "02:aa:00:00:0b:ff");
+        assert_eq!(
+            format_mac(&[0x02, 0xaa, 0, 0, 0x0b, 0xff]),
+            "02:aa:00:00:0b:ff"
+        );
         assert_eq!(protocol_name(6), "tcp");
         assert_eq!(protocol_name(0), "any");
         assert_eq!(protocol_name(47), "47");

@@ -34,8 +34,8 @@ impl PlanError {
     }
 }
 
-impl From<serde_yaml::Error> for PlanError {
-    fn from(err: serde_yaml::Error) -> Self {
+impl From<serde_norway::Error> for PlanError {
+    fn from(err: serde_norway::Error) -> Self {
         let location = err.location();
         PlanError::Syntax {
             message: err.to_string(),

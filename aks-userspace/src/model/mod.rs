@@ -25,7 +25,7 @@ pub const DEFAULT_DESCRIPTION: &str = include_str!("default.yaml");
 
 /// Parse a description; unknown fields and bad YAML fail with their line and column.
 pub fn parse(yaml: &str) -> Result<ClusterDescription, PlanError> {
-    Ok(serde_yaml::from_str(yaml)?)
+    Ok(serde_norway::from_str(yaml)?)
 }
 
 /// Parse and validate a description.
@@ -36,7 +36,7 @@ pub fn load(yaml: &str) -> Result<Cluster, PlanError> {
 /// The description as YAML, the inverse of `parse`.
 pub fn to_yaml(description: &ClusterDescription) -> String {
     // Serializing plain structs of strings and numbers cannot fail.
-    serde_yaml::to_string(description).unwrap_or_default()
+    serde_norway::to_string(description).unwrap_or_default()
 }
 
 #[cfg(test)]

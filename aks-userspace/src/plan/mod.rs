@@ -327,4 +327,4 @@ fn place_services(cluster: &Cluster, nodes: &[Node]) -> Vec<ServicePlan> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -9,7 +9,8 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("test address")
 }
 
-fn plan_of(yaml: &str) -> Plan {
+/// The plan of a description that must be valid (shared with other modules' tests).
+pub(crate) fn plan_of(yaml: &str) -> Plan {
     let cluster = model::load(yaml).unwrap_or_else(|err| panic!("{err}"));
     plan(&cluster).unwrap_or_else(|err| panic!("{err}"))
 }

@@ -29,7 +29,7 @@ use super::spec::{
 };
 use crate::cidr::Ipv4Cidr;
 use crate::model::{Datapath, NetworkPlugin};
-use crate::plan::{Node, Plan};
+use crate::plan::{Node, Plan, Pod};
 
 /// The gateway address every pod routes through (never on the wire as a source).
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -211,7 +211,8 @@ fn host_route(address: Ipv4Addr, device: &str) -> RouteSpec {
     }
 }
 
-/// Lays out the namespaces of `plan`.
+/// Lays out the namespaces of `plan`: the VNet, the external hosts, then per node the
+/// node namespace and its pods' namespaces.
 pub fn layout(plan: &Plan) -> Layout {
     let prefix = prefix(&plan.name);
     let vnet_name = format!("{prefix}vnet");
@@ -221,130 +222,78 @@ pub fn layout(plan: &Plan) -> Layout {
         .expect("a validated node subnet has a .1");
 
     let mut vnet = NamespaceSpec::new(&vnet_name, true);
-    let mut namespaces_after_vnet = Vec::new();
+    let mut node_namespaces = Vec::new();
     let mut pod_namespaces = Vec::new();
     let mut nodes = Vec::new();
-
     for (i, node) in plan.nodes.iter().enumerate() {
         let node_ns = format!("{prefix}{}", node.name);
-        let vnet_if = format!("node{i}");
-        vnet.veths.push(VethSpec {
-            name: vnet_if.clone(),
-            mac: mac(ROLE_VNET_SIDE, i, 0),
-            peer_namespace: node_ns.clone(),
-            peer_name: UPLINK.into(),
-            peer_mac: mac(ROLE_NODE_UPLINK, i, 0),
-        });
-        vnet.interfaces.push(InterfaceSpec {
-            name: vnet_if.clone(),
-            addresses: vec![(subnet_gateway, 32)],
-            proxy_arp: true,
-        });
-        vnet.routes.push(host_route(node.ip, &vnet_if));
-
-        let mut spec = NamespaceSpec::new(&node_ns, true);
-        spec.interfaces.push(InterfaceSpec {
-            name: UPLINK.into(),
-            addresses: vec![(node.ip, plan.node_subnet.prefix())],
-            proxy_arp: false,
-        });
-        spec.routes.push(default_route(subnet_gateway, UPLINK));
-
-        let wiring = pod_wiring(plan, node);
-        let mut bridge = match &wiring {
-            PodWiring::Routed => None,
-            PodWiring::Bridged(bridged) => Some(BridgeSpec {
-                name: bridged.bridge.into(),
-                mac: mac(ROLE_BRIDGE, i, 0),
-                ports: Vec::new(),
-                hairpin: true,
-            }),
-        };
-        let mut pods = Vec::new();
-        for pod in &node.pods {
-            let slot = pod.slot as usize;
-            let pod_ns = format!("{prefix}{}", pod.name);
-            let host_if = format!("lxc{slot}");
-            let host_mac = mac(ROLE_POD_HOST_SIDE, i, slot);
-            let pod_mac = mac(ROLE_POD, i, slot);
-            spec.veths.push(VethSpec {
-                name: host_if.clone(),
-                mac: host_mac,
-                peer_namespace: pod_ns.clone(),
-                peer_name: POD_IF.into(),
-                peer_mac: pod_mac,
-            });
-            spec.interfaces.push(InterfaceSpec {
-                name: host_if.clone(),
-                addresses: Vec::new(),
-                proxy_arp: false,
-            });
-
-            let mut pod_spec = NamespaceSpec::new(&pod_ns, false);
-            match &wiring {
-                PodWiring::Routed => {
-                    spec.routes.push(host_route(pod.ip, &host_if));
-                    pod_spec.interfaces.push(InterfaceSpec {
-                        name: POD_IF.into(),
-                        addresses: vec![(pod.ip, 32)],
-                        proxy_arp: false,
-                    });
-                    pod_spec.routes.push(default_route(POD_GATEWAY, POD_IF));
-                    pod_spec.neighbours.push(NeighbourSpec {
-                        address: POD_GATEWAY,
-                        mac: host_mac,
-                        device: POD_IF.into(),
-                    });
-                }
-                PodWiring::Bridged(bridged) => {
-                    if let Some(bridge) = bridge.as_mut() {
-                        bridge.ports.push(host_if.clone());
-                    }
-                    if bridged.pod_routes {
-                        spec.routes.push(host_route(pod.ip, bridged.bridge));
-                    }
-                    pod_spec.interfaces.push(InterfaceSpec {
-                        name: POD_IF.into(),
-                        addresses: vec![(pod.ip, bridged.pod_prefix)],
-                        proxy_arp: false,
-                    });
-                    pod_spec
-                        .routes
-                        .push(default_route(bridged.pod_gateway, POD_IF));
-                }
-            }
-            pod_namespaces.push(pod_spec);
-            pods.push(PodLayout {
-                name: pod.name.clone(),
-                namespace: pod_ns,
-                address: pod.ip,
-                mac: pod_mac,
-                host_interface: host_if,
-                host_mac,
-            });
-        }
-        if let (Some(bridge), PodWiring::Bridged(bridged)) = (bridge, &wiring) {
-            // Configured after the veths are its ports, so it comes up with them.
-            spec.interfaces.push(InterfaceSpec {
-                name: bridge.name.clone(),
-                addresses: bridged.bridge_address.into_iter().collect(),
-                proxy_arp: bridged.proxy_arp,
-            });
-            spec.bridges.push(bridge);
-        }
-        namespaces_after_vnet.push(spec);
-        nodes.push(NodeLayout {
-            name: node.name.clone(),
-            namespace: node_ns,
-            address: node.ip,
-            uplink: UPLINK.into(),
-            uplink_mac: mac(ROLE_NODE_UPLINK, i, 0),
-            gateway_mac: mac(ROLE_VNET_SIDE, i, 0),
-            pods,
-        });
+        link_vnet_to_node(&mut vnet, i, &node_ns, node.ip, subnet_gateway);
+        let (spec, mut pods, node_layout) =
+            node_namespace(plan, &prefix, i, node, &node_ns, subnet_gateway);
+        node_namespaces.push(spec);
+        pod_namespaces.append(&mut pods);
+        nodes.push(node_layout);
     }
+    route_pods_to_nodes(&mut vnet, plan);
+    let (mut externals, internet, on_prem) = external_hosts(&mut vnet, plan, &prefix);
 
-    // The VNet routes pod addresses to nodes: kubenet's UDRs or Azure CNI's NIC addresses.
+    let mut namespaces = vec![vnet];
+    namespaces.append(&mut externals);
+    namespaces.append(&mut node_namespaces);
+    namespaces.append(&mut pod_namespaces);
+    Layout {
+        namespaces,
+        nodes,
+        vnet: vnet_name,
+        internet,
+        on_prem,
+    }
+}
+
+/// The VNet's side of node `index`'s link: the subnet gateway, answering ARP for the
+/// subnet, and the route to the node.
+fn link_vnet_to_node(
+    vnet: &mut NamespaceSpec,
+    index: usize,
+    node_ns: &str,
+    node_ip: Ipv4Addr,
+    subnet_gateway: Ipv4Addr,
+) {
+    let vnet_if = format!("node{index}");
+    let macs = (
+        mac(ROLE_VNET_SIDE, index, 0),
+        mac(ROLE_NODE_UPLINK, index, 0),
+    );
+    vnet_link(vnet, &vnet_if, macs, node_ns, (subnet_gateway, 32), true);
+    vnet.routes.push(host_route(node_ip, &vnet_if));
+}
+
+/// A veth `name` from the VNet to the `eth0` of `peer_ns` (MACs: VNet end, peer end); the
+/// VNet end holds `address`.
+fn vnet_link(
+    vnet: &mut NamespaceSpec,
+    name: &str,
+    (mac, peer_mac): (Mac, Mac),
+    peer_ns: &str,
+    address: (Ipv4Addr, u8),
+    proxy_arp: bool,
+) {
+    vnet.veths.push(VethSpec {
+        name: name.into(),
+        mac,
+        peer_namespace: peer_ns.into(),
+        peer_name: UPLINK.into(),
+        peer_mac,
+    });
+    vnet.interfaces.push(InterfaceSpec {
+        name: name.into(),
+        addresses: vec![address],
+        proxy_arp,
+    });
+}
+
+/// The VNet routes pod addresses to nodes: kubenet's UDRs or Azure CNI's NIC addresses.
+fn route_pods_to_nodes(vnet: &mut NamespaceSpec, plan: &Plan) {
     for entry in &plan.route_table {
         let index = plan
             .nodes
@@ -358,7 +307,14 @@ pub fn layout(plan: &Plan) -> Layout {
             device: format!("node{index}"),
         });
     }
+}
 
+/// The internet and on-prem host namespaces, each on its own link from the VNet.
+fn external_hosts(
+    vnet: &mut NamespaceSpec,
+    plan: &Plan,
+    prefix: &str,
+) -> (Vec<NamespaceSpec>, HostLayout, HostLayout) {
     let internet_ip = plan.external_hosts.internet;
     let (internet_link, internet_gw) = link_for(internet_ip);
     let on_prem = &plan.external_hosts.on_prem;
@@ -375,18 +331,8 @@ pub fn layout(plan: &Plan) -> Layout {
     .enumerate()
     {
         let ns = format!("{prefix}{name}");
-        vnet.veths.push(VethSpec {
-            name: name.into(),
-            mac: mac(ROLE_EXTERNAL, k, 1),
-            peer_namespace: ns.clone(),
-            peer_name: UPLINK.into(),
-            peer_mac: mac(ROLE_EXTERNAL, k, 2),
-        });
-        vnet.interfaces.push(InterfaceSpec {
-            name: name.into(),
-            addresses: vec![(gateway, link.prefix())],
-            proxy_arp: false,
-        });
+        let macs = (mac(ROLE_EXTERNAL, k, 1), mac(ROLE_EXTERNAL, k, 2));
+        vnet_link(vnet, name, macs, &ns, (gateway, link.prefix()), false);
         let mut spec = NamespaceSpec::new(&ns, false);
         spec.interfaces.push(InterfaceSpec {
             name: UPLINK.into(),
@@ -396,34 +342,150 @@ pub fn layout(plan: &Plan) -> Layout {
         spec.routes.push(default_route(gateway, UPLINK));
         externals.push(spec);
     }
+    let internet = HostLayout {
+        namespace: format!("{prefix}internet"),
+        address: internet_ip,
+    };
+    let on_prem = HostLayout {
+        namespace: format!("{prefix}onprem"),
+        address: on_prem.host,
+    };
+    (externals, internet, on_prem)
+}
 
-    let mut namespaces = vec![vnet];
-    namespaces.append(&mut externals);
-    namespaces.append(&mut namespaces_after_vnet);
-    namespaces.append(&mut pod_namespaces);
-    Layout {
-        namespaces,
-        nodes,
-        vnet: vnet_name,
-        internet: HostLayout {
-            namespace: format!("{prefix}internet"),
-            address: internet_ip,
-        },
-        on_prem: HostLayout {
-            namespace: format!("{prefix}onprem"),
-            address: on_prem.host,
-        },
+/// Node `index`'s namespace (uplink, default route to the VNet, its pods' veths and, on
+/// the iptables datapath, their bridge), its pods' namespaces, and its layout.
+fn node_namespace(
+    plan: &Plan,
+    prefix: &str,
+    index: usize,
+    node: &Node,
+    node_ns: &str,
+    subnet_gateway: Ipv4Addr,
+) -> (NamespaceSpec, Vec<NamespaceSpec>, NodeLayout) {
+    let mut spec = NamespaceSpec::new(node_ns, true);
+    spec.interfaces.push(InterfaceSpec {
+        name: UPLINK.into(),
+        addresses: vec![(node.ip, plan.node_subnet.prefix())],
+        proxy_arp: false,
+    });
+    spec.routes.push(default_route(subnet_gateway, UPLINK));
+
+    let wiring = pod_wiring(plan, node);
+    let mut bridge = match &wiring {
+        PodWiring::Routed => None,
+        PodWiring::Bridged(bridged) => Some(BridgeSpec {
+            name: bridged.bridge.into(),
+            mac: mac(ROLE_BRIDGE, index, 0),
+            ports: Vec::new(),
+            hairpin: true,
+        }),
+    };
+    let mut pod_namespaces = Vec::new();
+    let mut pods = Vec::new();
+    for pod in &node.pods {
+        let (pod_spec, pod_layout) =
+            pod_namespace(&wiring, &mut spec, bridge.as_mut(), prefix, index, pod);
+        pod_namespaces.push(pod_spec);
+        pods.push(pod_layout);
     }
+    if let (Some(bridge), PodWiring::Bridged(bridged)) = (bridge, &wiring) {
+        // Configured after the veths are its ports, so it comes up with them.
+        spec.interfaces.push(InterfaceSpec {
+            name: bridge.name.clone(),
+            addresses: bridged.bridge_address.into_iter().collect(),
+            proxy_arp: bridged.proxy_arp,
+        });
+        spec.bridges.push(bridge);
+    }
+    let layout = NodeLayout {
+        name: node.name.clone(),
+        namespace: node_ns.to_owned(),
+        address: node.ip,
+        uplink: UPLINK.into(),
+        uplink_mac: mac(ROLE_NODE_UPLINK, index, 0),
+        gateway_mac: mac(ROLE_VNET_SIDE, index, 0),
+        pods,
+    };
+    (spec, pod_namespaces, layout)
+}
+
+/// A pod's namespace and its veth to the node (`node_spec`), wired as `wiring` says.
+fn pod_namespace(
+    wiring: &PodWiring,
+    node_spec: &mut NamespaceSpec,
+    bridge: Option<&mut BridgeSpec>,
+    prefix: &str,
+    node_index: usize,
+    pod: &Pod,
+) -> (NamespaceSpec, PodLayout) {
+    let slot = pod.slot as usize;
+    let pod_ns = format!("{prefix}{}", pod.name);
+    let host_if = format!("lxc{slot}");
+    let host_mac = mac(ROLE_POD_HOST_SIDE, node_index, slot);
+    let pod_mac = mac(ROLE_POD, node_index, slot);
+    node_spec.veths.push(VethSpec {
+        name: host_if.clone(),
+        mac: host_mac,
+        peer_namespace: pod_ns.clone(),
+        peer_name: POD_IF.into(),
+        peer_mac: pod_mac,
+    });
+    node_spec.interfaces.push(InterfaceSpec {
+        name: host_if.clone(),
+        addresses: Vec::new(),
+        proxy_arp: false,
+    });
+
+    let mut pod_spec = NamespaceSpec::new(&pod_ns, false);
+    match wiring {
+        PodWiring::Routed => {
+            node_spec.routes.push(host_route(pod.ip, &host_if));
+            pod_spec.interfaces.push(InterfaceSpec {
+                name: POD_IF.into(),
+                addresses: vec![(pod.ip, 32)],
+                proxy_arp: false,
+            });
+            pod_spec.routes.push(default_route(POD_GATEWAY, POD_IF));
+            pod_spec.neighbours.push(NeighbourSpec {
+                address: POD_GATEWAY,
+                mac: host_mac,
+                device: POD_IF.into(),
+            });
+        }
+        PodWiring::Bridged(bridged) => {
+            if let Some(bridge) = bridge {
+                bridge.ports.push(host_if.clone());
+            }
+            if bridged.pod_routes {
+                node_spec.routes.push(host_route(pod.ip, bridged.bridge));
+            }
+            pod_spec.interfaces.push(InterfaceSpec {
+                name: POD_IF.into(),
+                addresses: vec![(pod.ip, bridged.pod_prefix)],
+                proxy_arp: false,
+            });
+            pod_spec
+                .routes
+                .push(default_route(bridged.pod_gateway, POD_IF));
+        }
+    }
+    let layout = PodLayout {
+        name: pod.name.clone(),
+        namespace: pod_ns,
+        address: pod.ip,
+        mac: pod_mac,
+        host_interface: host_if,
+        host_mac,
+    };
+    (pod_spec, layout)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model, plan};
-
-    fn plan_of(yaml: &str) -> Plan {
-        plan::plan(&model::load(yaml).expect("valid description")).expect("plannable")
-    }
+    use crate::model;
+    use crate::plan::tests::plan_of;
 
     #[test]
     fn default_cluster_has_vnet_hosts_nodes_and_pods_all_prefixed() {

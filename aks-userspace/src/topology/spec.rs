@@ -92,8 +92,5 @@ pub struct NeighbourSpec {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.map(|b| format!("{b:02x}")).join(":")
 }

@@ -61,6 +61,13 @@ pub fn aksnet_ok(args: &[&str]) -> Output {
     out
 }
 
+/// The JSON `aksnet args` prints (it must succeed).
+pub fn json(args: &[&str]) -> Value {
+    let out = aksnet_ok(args);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("`aksnet {}` prints JSON: {e}", args.join(" ")))
+}
+
 pub fn up_keep(file: &Path) -> Output {
     aksnet_ok(&["up", file.to_str().expect("utf-8 path"), "--keep"])
 }

@@ -99,7 +99,7 @@ impl VethPair {
         // From here on Drop cleans up whatever was made, even if a step below panics.
         ip(&["netns", "add", &pair.a]);
         ip(&["netns", "add", &pair.b]);
-        let b_mac = Self::B_MAC.map(|b| format!("{b:02x}")).join(":");
+        let b_mac = aks_userspace::topology::spec::format_mac(&Self::B_MAC);
         ip(&[
             "-n",
             &pair.a,

@@ -167,13 +167,7 @@ fn map_capacity(map: &aya::maps::Map) -> Result<u32> {
 /// The masqueraded flows of a node from its pinned `CONNTRACK` (another process's
 /// datapath), e.g. `/sys/fs/bpf/aksnet/<cluster>/<node>/CONNTRACK`.
 pub fn read_pinned_flows(path: &std::path::Path) -> Result<Vec<(FlowKey, CtEntry)>> {
-    let data = MapData::from_pin(path).with_context(|| {
-        format!(
-            "opening pinned map {} (is the cluster up with the eBPF datapath?)",
-            path.display()
-        )
-    })?;
-    let map = aya::maps::Map::HashMap(data);
+    let map = aya::maps::Map::HashMap(super::open_pinned(path)?);
     let conntrack: HashMap<&MapData, FlowKey, CtEntry> = HashMap::try_from(&map)?;
     conntrack
         .iter()

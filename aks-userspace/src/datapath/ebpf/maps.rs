@@ -1,7 +1,8 @@
 //! Writing the datapath's maps from userspace: the node's configuration, its pods, the
-//! routes and the NSG rules.
+//! routes and the NSG rules; and opening a map another process pinned.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use aks_ebpf_common::{
     addr, Endpoint, NodeConfig, NsgRule, Route, CONFIG_MAP, ENDPOINTS_MAP, NSG_CAPACITY, NSG_MAP,
@@ -9,9 +10,20 @@ use aks_ebpf_common::{
 };
 use anyhow::{bail, Context, Result};
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie};
+use aya::maps::{Array, HashMap, LpmTrie, MapData};
 
 use super::NodeDatapath;
+
+/// The map another process (`aksnet up`) pinned at `path`, e.g.
+/// `/sys/fs/bpf/aksnet/<cluster>/<node>/STATS`.
+pub fn open_pinned(path: &Path) -> Result<MapData> {
+    MapData::from_pin(path).with_context(|| {
+        format!(
+            "opening pinned map {} (is the cluster up with the eBPF datapath?)",
+            path.display()
+        )
+    })
+}
 
 /// An address in map form (network byte order, as in the packet).
 pub fn map_addr(ip: Ipv4Addr) -> u32 {

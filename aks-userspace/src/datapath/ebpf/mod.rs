@@ -16,7 +16,7 @@ mod stats;
 pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
-pub use maps::map_addr;
+pub use maps::{map_addr, open_pinned};
 pub use object::object_bytes;
 pub use services::{protocol_number, ServiceMaps};
 pub use stats::{read_pinned, ReasonTotals};

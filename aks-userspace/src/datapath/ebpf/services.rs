@@ -44,14 +44,7 @@ pub fn protocol_number(protocol: Protocol) -> u8 {
 impl ServiceMaps {
     /// The pinned service maps under a node's pin directory (another process's datapath).
     pub fn open_pinned(dir: &Path) -> Result<Self> {
-        let open = |name: &str| -> Result<MapData> {
-            MapData::from_pin(dir.join(name)).with_context(|| {
-                format!(
-                    "opening pinned {name} in {} (is the cluster up with the eBPF datapath?)",
-                    dir.display()
-                )
-            })
-        };
+        let open = |name: &str| super::open_pinned(&dir.join(name));
         Self::from_data(open(SERVICES_MAP)?, open(BACKENDS_MAP)?, open(REV_NAT_MAP)?)
     }
 

@@ -47,13 +47,7 @@ impl ReasonTotals {
 /// The counters of a node from its pinned `STATS` (another process's datapath), e.g.
 /// `/sys/fs/bpf/aksnet/<cluster>/<node>/STATS`.
 pub fn read_pinned(path: &std::path::Path) -> Result<ReasonTotals> {
-    let data = MapData::from_pin(path).with_context(|| {
-        format!(
-            "opening pinned map {} (is the cluster up with the eBPF datapath?)",
-            path.display()
-        )
-    })?;
-    let map = aya::maps::Map::PerCpuArray(data);
+    let map = aya::maps::Map::PerCpuArray(super::open_pinned(path)?);
     let stats: PerCpuArray<&MapData, ReasonCounter> = PerCpuArray::try_from(&map)?;
     ReasonTotals::read(&stats)
 }
