@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod event;
 pub mod lb;
 pub mod nsg;
+pub mod policy;
 pub mod route;
 pub mod stats;
 

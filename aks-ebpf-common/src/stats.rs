@@ -55,11 +55,17 @@ pub enum Reason {
     RejectServiceNoBackend = 16,
     /// A non-TCP packet to a ClusterIP with no backends: dropped.
     DropServiceNoBackend = 17,
+    /// A new connection the source pod's egress network policy does not allow (the
+    /// default deny of the policies isolating it): dropped in `from_pod`.
+    DropPolicyEgress = 18,
+    /// A new connection the destination pod's ingress network policy does not allow:
+    /// dropped before delivery into the pod.
+    DropPolicyIngress = 19,
 }
 
 impl Reason {
     /// Every reason, in map order. `STATS` has exactly this many slots.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::PassedToStack,
         Reason::PassedNonIpv4,
         Reason::DropMalformed,
@@ -78,6 +84,8 @@ impl Reason {
         Reason::ServiceRevDnat,
         Reason::RejectServiceNoBackend,
         Reason::DropServiceNoBackend,
+        Reason::DropPolicyEgress,
+        Reason::DropPolicyIngress,
     ];
 
     /// Number of slots in `STATS`.
@@ -118,6 +126,8 @@ impl Reason {
             Reason::ServiceRevDnat => "service-rev-dnat",
             Reason::RejectServiceNoBackend => "reject-service-no-backend",
             Reason::DropServiceNoBackend => "drop-service-no-backend",
+            Reason::DropPolicyEgress => "drop-policy-egress",
+            Reason::DropPolicyIngress => "drop-policy-ingress",
         }
     }
 
@@ -134,6 +144,8 @@ impl Reason {
                 | Reason::DropConntrackFull
                 | Reason::RejectServiceNoBackend
                 | Reason::DropServiceNoBackend
+                | Reason::DropPolicyEgress
+                | Reason::DropPolicyIngress
         )
     }
 }

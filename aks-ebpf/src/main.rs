@@ -17,6 +17,7 @@ mod maps;
 mod nat;
 mod nsg;
 mod packet;
+mod policy;
 mod routing;
 mod stats;
 

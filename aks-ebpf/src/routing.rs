@@ -10,9 +10,13 @@ use aya_ebpf::{
 use crate::{
     forward, lb, maps, nat,
     packet::{parse_ipv4, transport, Frame, Ipv4Frame, Transport},
+    policy,
 };
 
 pub type Decision = (Reason, i32);
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 fn flow_of(ip: &Ipv4Frame, l4: &Transport) -> FlowKey {
     FlowKey::new(ip.src(), ip.dst(), l4.src_port, l4.dst_port, ip.protocol())
@@ -30,11 +34,28 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
         return (Reason::DropNoConfig, TC_ACT_SHOT);
     };
     let dst = ip.dst();
+    // Parsed once: services, replies to them, policy and SNAT all need the transport
+    // header.
+    let l4 = transport(frame, &ip);
+    // The sending pod's policy flags (zero for a pod no policy selects).
+    let source_flags = maps::endpoint(ip.src()).map_or(0, |pod| pod.flags);
     if dst == config.node_ip {
+        // The node's own connections into its pods reach them without a program (the
+        // node's stack sends them), so policy never saw them start: a TCP segment that
+        // is not an opening SYN is such a reply and passes. (UDP has no such mark; a
+        // reply of the node's UDP flow to an egress-isolated pod is judged as new.)
+        let l4 = l4.as_ref().ok().and_then(Option::as_ref);
+        let opening = l4.is_none_or(|l4| {
+            ip.protocol() != aks_ebpf_common::conntrack::PROTO_TCP
+                || l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        });
+        if opening {
+            if let Err(reason) = policy::enforce(&policy::flow(&ip, l4), source_flags, 0) {
+                return (reason, TC_ACT_SHOT);
+            }
+        }
         return (Reason::PassedToStack, TC_ACT_OK);
     }
-    // Parsed once: services, replies to them and SNAT all need the transport header.
-    let l4 = transport(frame, &ip);
     let flow = match &l4 {
         Ok(Some(l4)) => Some(flow_of(&ip, l4)),
         _ => None,
@@ -44,15 +65,22 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
             return decision;
         }
         if let Some(master) = lb::frontend(flow) {
-            return to_service(ctx, config, &ip, flow, l4, &master);
+            return to_service(ctx, config, &ip, flow, l4, &master, source_flags);
         }
     }
+    let policy_flow = policy::flow(&ip, l4.as_ref().ok().and_then(Option::as_ref));
     if let Some(pod) = maps::endpoint(dst) {
+        if let Err(reason) = policy::enforce(&policy_flow, source_flags, pod.flags) {
+            return (reason, TC_ACT_SHOT);
+        }
         if let Err(reason) = forward::decrement_ttl(&ip) {
             return (reason, TC_ACT_SHOT);
         }
         forward::set_macs(&ip, pod.host_mac, pod.pod_mac);
         return (Reason::RedirectedPeer, forward::to_peer(pod.host_ifindex));
+    }
+    if let Err(reason) = policy::enforce(&policy_flow, source_flags, 0) {
+        return (reason, TC_ACT_SHOT);
     }
     // No route at all means the internet, which is outside every non-masquerade CIDR.
     let masquerade = maps::route(dst).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0);
@@ -102,9 +130,14 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
     let Some(pod) = maps::endpoint(dst) else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
-    if let Ok(Some(l4)) = transport(frame, &ip) {
+    let l4 = transport(frame, &ip);
+    let policy_flow = policy::flow(&ip, l4.as_ref().ok().and_then(Option::as_ref));
+    if let Ok(Some(l4)) = l4 {
         if let Some(decision) = service_reply(ctx, &ip, &flow_of(&ip, &l4), &l4) {
             return decision;
+        }
+        if let Err(reason) = policy::enforce(&policy_flow, 0, pod.flags) {
+            return (reason, TC_ACT_SHOT);
         }
         // A peer outside the non-masquerade CIDRs opening a flow to this pod: remember
         // it, so the pod's replies leave untranslated.
@@ -112,6 +145,8 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
             let reply = FlowKey::new(dst, ip.src(), l4.dst_port, l4.src_port, ip.protocol());
             nat::track_inbound(&reply, l4.tcp_flags, frame.len());
         }
+    } else if let Err(reason) = policy::enforce(&policy_flow, 0, pod.flags) {
+        return (reason, TC_ACT_SHOT);
     }
     if let Err(reason) = forward::decrement_ttl(&ip) {
         return (reason, TC_ACT_SHOT);
@@ -183,6 +218,7 @@ fn to_service(
     flow: &FlowKey,
     l4: &Transport,
     master: &aks_ebpf_common::lb::ServiceSlot,
+    source_flags: u32,
 ) -> Decision {
     let backend = match lb::backend_for(flow, master, l4.tcp_flags) {
         Ok(backend) => backend,
@@ -201,11 +237,28 @@ fn to_service(
         }
         Err(reason) => return (reason, TC_ACT_SHOT),
     };
+    // Policy judges the connection to the backend the service chose, as Kubernetes
+    // policies see traffic after the ClusterIP is translated.
+    let backend_pod = maps::endpoint(backend.backend_addr);
+    let to_backend = FlowKey::new(
+        flow.src,
+        backend.backend_addr,
+        flow.src_port,
+        backend.backend_port,
+        flow.protocol,
+    );
+    if let Err(reason) = policy::enforce(
+        &to_backend,
+        source_flags,
+        backend_pod.map_or(0, |p| p.flags),
+    ) {
+        return (reason, TC_ACT_SHOT);
+    }
     if let Err(reason) = forward::decrement_ttl(ip) {
         return (reason, TC_ACT_SHOT);
     }
     // Next hop first (direct packet access), then the rewrite (helpers).
-    let (verdict_target, local) = match maps::endpoint(backend.backend_addr) {
+    let (verdict_target, local) = match backend_pod {
         Some(pod) => {
             forward::set_macs(ip, pod.host_mac, pod.pod_mac);
             (pod.host_ifindex, true)

@@ -188,3 +188,13 @@ fn three_tier_on_iptables_with_azure_npm() {
 fn three_tier_on_iptables_with_calico() {
     three_tier_is_enforced("iptables", "calico", "npc");
 }
+
+#[test]
+fn three_tier_on_ebpf_with_cilium() {
+    three_tier_is_enforced("ebpf", "cilium", "npe");
+}
+
+#[test]
+fn three_tier_on_ebpf_with_calico() {
+    three_tier_is_enforced("ebpf", "calico", "npk");
+}

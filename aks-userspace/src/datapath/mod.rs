@@ -49,15 +49,6 @@ pub trait Datapath {
 /// Installs the datapath `plan` asks for into the namespaces of `layout`.
 pub fn install(plan: &Plan, layout: &Layout) -> Result<Box<dyn Datapath>> {
     Ok(match plan.datapath {
-        // Refused rather than installed without enforcement: `check` would expect every
-        // denial, and a cluster that ignores its policies is what this cell must not be.
-        model::Datapath::Ebpf if plan.policy.enforced() && !plan.policy.policies.is_empty() => {
-            anyhow::bail!(
-                "networkPolicies: the eBPF datapath does not enforce network policies yet ({} policies, engine {}); use datapath: iptables with networkPolicy: azure or calico, or remove networkPolicies",
-                plan.policy.policies.len(),
-                plan.policy.engine
-            )
-        }
         model::Datapath::Ebpf => Box::new(EbpfDatapath::install(plan, layout)?),
         model::Datapath::Iptables => Box::new(IptablesDatapath::install(plan, layout)?),
     })

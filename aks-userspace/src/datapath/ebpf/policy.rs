@@ -1,0 +1,256 @@
+//! Network policy for the eBPF datapath, Cilium style, computed from the same model the
+//! evaluator judges: identities for what the rules can tell apart, `IPCACHE` mapping
+//! every relevant prefix to one, and per node the `POLICY` keys of its pods and their
+//! `ENDPOINTS` isolation flags. Pure functions; `NodeDatapath::set_policy` writes them.
+//!
+//! An identity is a class of addresses every peer of every policy treats alike: pods by
+//! namespace and labels, and every address by the set of ipBlocks (minus their
+//! `except`) that hold it. `IPCACHE` holds 0.0.0.0/0, every ipBlock `cidr` and `except`,
+//! and every pod and node /32; prefixes nest, so the longest prefix holding an address
+//! decides exactly which ipBlocks hold it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use aks_ebpf_common::policy::{
+    PolicyKey, DIRECTION_EGRESS, DIRECTION_INGRESS, ENDPOINT_EGRESS_ISOLATED,
+    ENDPOINT_INGRESS_ISOLATED, IDENTITY_ANY, IPCACHE_CAPACITY, POLICY_CAPACITY,
+};
+use anyhow::{bail, Result};
+
+use super::maps::map_addr;
+use crate::cidr::Ipv4Cidr;
+use crate::model::policy::{Labels, Peer, PolicyType, PortRange};
+use crate::model::Protocol;
+use crate::plan::Plan;
+use crate::policy::{isolating, peer_matches, PolicyEndpoint};
+
+/// The first identity handed to a class (0 is "any", 1 "unknown"; Cilium keeps its
+/// reserved identities low too).
+pub const FIRST_IDENTITY: u32 = 256;
+/// The widest port range expanded into keys (one key per port).
+pub const MAX_RANGE_PORTS: u32 = 4096;
+
+/// What an address is, as far as selectors can tell.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Holder {
+    Pod {
+        namespace: String,
+        labels: Labels,
+    },
+    /// A node, a host outside, or any address no pod holds.
+    Other,
+}
+
+/// An identity's meaning: its holder and which ipBlocks (by index) hold it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Class {
+    holder: Holder,
+    blocks: Vec<bool>,
+}
+
+/// Identities and the `IPCACHE` entries of a cluster.
+#[derive(Clone, Debug)]
+pub struct Identities {
+    blocks: Vec<(Ipv4Cidr, Vec<Ipv4Cidr>)>,
+    classes: BTreeMap<Class, u32>,
+    /// Prefix → identity, in prefix order.
+    pub ipcache: Vec<(Ipv4Cidr, u32)>,
+}
+
+/// The identities of `plan`'s cluster (the same on every node).
+pub fn identities(plan: &Plan) -> Result<Identities> {
+    let mut blocks: Vec<(Ipv4Cidr, Vec<Ipv4Cidr>)> = Vec::new();
+    for policy in &plan.policy.policies {
+        for rules in [&policy.ingress, &policy.egress].into_iter().flatten() {
+            for peer in rules.iter().flat_map(|r| &r.peers) {
+                if let Peer::IpBlock { cidr, except } = peer {
+                    if !blocks.iter().any(|(c, e)| c == cidr && e == except) {
+                        blocks.push((*cidr, except.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let mut prefixes: BTreeMap<Ipv4Cidr, Holder> = BTreeMap::new();
+    let everything = Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0)?;
+    prefixes.insert(everything, Holder::Other);
+    for (cidr, except) in &blocks {
+        for prefix in std::iter::once(cidr).chain(except) {
+            prefixes.insert(*prefix, Holder::Other);
+        }
+    }
+    for node in &plan.nodes {
+        prefixes.insert(Ipv4Cidr::new(node.ip, 32)?, Holder::Other);
+    }
+    for pod in plan.pods() {
+        prefixes.insert(
+            Ipv4Cidr::new(pod.ip, 32)?,
+            Holder::Pod {
+                namespace: pod.namespace.clone(),
+                labels: pod.labels.clone(),
+            },
+        );
+    }
+    if prefixes.len() > IPCACHE_CAPACITY as usize {
+        bail!(
+            "network policy needs {} IPCACHE prefixes but the map holds {IPCACHE_CAPACITY}; use fewer ipBlocks or pods",
+            prefixes.len()
+        );
+    }
+    let mut classes: BTreeMap<Class, u32> = BTreeMap::new();
+    let mut ipcache = Vec::with_capacity(prefixes.len());
+    for (prefix, holder) in prefixes {
+        let class = Class {
+            holder,
+            blocks: blocks
+                .iter()
+                .map(|(cidr, except)| {
+                    cidr.contains_cidr(&prefix) && !except.iter().any(|e| e.contains_cidr(&prefix))
+                })
+                .collect(),
+        };
+        let next = FIRST_IDENTITY + classes.len() as u32;
+        let identity = *classes.entry(class).or_insert(next);
+        ipcache.push((prefix, identity));
+    }
+    Ok(Identities {
+        blocks,
+        classes,
+        ipcache,
+    })
+}
+
+impl Identities {
+    /// The identity whose class `peer` matches.
+    fn matching<'a>(&'a self, plan: &'a Plan, peer: &'a Peer) -> impl Iterator<Item = u32> + 'a {
+        self.classes.iter().filter_map(move |(class, &identity)| {
+            let matches = match peer {
+                Peer::IpBlock { cidr, except } => self
+                    .blocks
+                    .iter()
+                    .position(|(c, e)| c == cidr && e == except)
+                    .is_some_and(|b| class.blocks[b]),
+                Peer::Pods { .. } => match &class.holder {
+                    Holder::Pod { namespace, labels } => peer_matches(
+                        &plan.policy,
+                        peer,
+                        &PolicyEndpoint::Pod {
+                            address: Ipv4Addr::UNSPECIFIED,
+                            namespace,
+                            labels,
+                            node: "",
+                        },
+                    ),
+                    Holder::Other => false,
+                },
+            };
+            matches.then_some(identity)
+        })
+    }
+}
+
+/// What one node's maps hold for policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePolicy {
+    /// Each local pod's `ENDPOINTS` flags (zero when no policy selects it).
+    pub endpoint_flags: Vec<(Ipv4Addr, u32)>,
+    pub keys: Vec<PolicyKey>,
+}
+
+/// The `POLICY` keys and endpoint flags of node `node`.
+pub fn node_policy(plan: &Plan, identities: &Identities, node: &str) -> Result<NodePolicy> {
+    let mut out = NodePolicy::default();
+    let model = &plan.policy;
+    let Some(node) = plan.node(node) else {
+        return Ok(out);
+    };
+    for pod in &node.pods {
+        let mut flags = 0;
+        for (direction, flag, code) in [
+            (
+                PolicyType::Ingress,
+                ENDPOINT_INGRESS_ISOLATED,
+                DIRECTION_INGRESS,
+            ),
+            (
+                PolicyType::Egress,
+                ENDPOINT_EGRESS_ISOLATED,
+                DIRECTION_EGRESS,
+            ),
+        ] {
+            for policy in isolating(model, &pod.namespace, &pod.labels, direction) {
+                flags |= flag;
+                for rule in policy.rules(direction).unwrap_or_default() {
+                    let peers: Vec<u32> = if rule.peers.is_empty() {
+                        vec![IDENTITY_ANY]
+                    } else {
+                        let mut ids: Vec<u32> = rule
+                            .peers
+                            .iter()
+                            .flat_map(|peer| identities.matching(plan, peer))
+                            .collect();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        ids
+                    };
+                    let ports = port_keys(&rule.ports, &policy.qualified_name())?;
+                    for &identity in &peers {
+                        for &(protocol, dst_port) in &ports {
+                            out.keys.push(PolicyKey {
+                                endpoint: map_addr(pod.ip),
+                                identity,
+                                dst_port,
+                                protocol,
+                                direction: code,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out.endpoint_flags.push((pod.ip, flags));
+    }
+    out.keys.sort_unstable();
+    out.keys.dedup();
+    if out.keys.len() > POLICY_CAPACITY as usize {
+        bail!(
+            "node {}: network policy needs {} POLICY keys but the map holds {POLICY_CAPACITY}; narrow port ranges or merge rules",
+            node.name,
+            out.keys.len()
+        );
+    }
+    Ok(out)
+}
+
+/// (protocol, port) pairs of a rule's ports: (0, 0) for every protocol, port 0 for
+/// every port of one, one pair per port of a range.
+fn port_keys(ports: &[PortRange], policy: &str) -> Result<Vec<(u8, u16)>> {
+    if ports.is_empty() {
+        return Ok(vec![(0, 0)]);
+    }
+    let mut out = Vec::new();
+    for range in ports {
+        let protocol = match range.protocol {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        };
+        if (range.first, range.last) == (0, u16::MAX) {
+            out.push((protocol, 0));
+            continue;
+        }
+        let width = u32::from(range.last) - u32::from(range.first) + 1;
+        if width > MAX_RANGE_PORTS {
+            bail!(
+                "policy {policy}: port range {}-{} has {width} ports and the eBPF datapath keeps one key per port (at most {MAX_RANGE_PORTS}); narrow the range",
+                range.first,
+                range.last
+            );
+        }
+        out.extend((range.first..=range.last).map(|port| (protocol, port)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
