@@ -80,6 +80,60 @@ fn should_connect(source: &str, destination: &str, port: u64) -> bool {
     egress_ok && ingress_ok
 }
 
+/// `aksnet monitor --json` of the whole cluster, started by this test.
+struct DropMonitor {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl DropMonitor {
+    fn start(name: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(common::cluster::AKSNET)
+            .args(["monitor", "--cluster", name, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting aksnet monitor");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let events = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = events.send(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("monitoring") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let ready = lines.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(
+            ready.is_ok_and(|l| l.starts_with("monitoring")),
+            "monitor never said it was monitoring"
+        );
+        Self { child, lines }
+    }
+
+    /// Stops the monitor (the child this test started) and returns its events.
+    fn stop(mut self) -> Vec<Value> {
+        // Events polled every few milliseconds: give the last ones time to arrive.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lines
+            .try_iter()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(&l).expect("one JSON object per line"))
+            .collect()
+    }
+}
+
 fn rows(out: &std::process::Output) -> Vec<Value> {
     let value: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
     value.as_array().expect("an array of rows").clone()
@@ -91,7 +145,36 @@ fn three_tier_is_enforced(datapath: &str, engine: &str, tag: &str) {
     let _down = Down(name.clone());
     up_keep(&three_tier(&name, datapath, engine));
 
+    // eBPF: every denial also streams to `monitor --type drop`, with its policy named.
+    let monitor = (datapath == "ebpf").then(|| DropMonitor::start(&name));
     let out = aksnet(&["check", &name, "--policies", "--json"]);
+    if let Some(monitor) = monitor {
+        let events = monitor.stop();
+        let named = |reason: &str, policy: &str, port: u64| {
+            events.iter().any(|e| {
+                e["reason"] == reason
+                    && e["policy"] == policy
+                    && e["dport"] == port
+                    && e["verdict"] == "dropped"
+            })
+        };
+        assert!(
+            named(
+                "drop-policy-ingress",
+                "default deny by shop/db-from-api",
+                5432
+            ),
+            "a denied connection to db shows in monitor with its policy: {events:?}"
+        );
+        assert!(
+            named(
+                "drop-policy-egress",
+                "default deny by shop/egress-in-cluster",
+                17001
+            ),
+            "web -> internet shows as an egress drop: {events:?}"
+        );
+    }
     let rows = rows(&out);
     let (mut connected, mut blocked) = (0, 0);
     let mut wrong = Vec::new();

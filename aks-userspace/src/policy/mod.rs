@@ -197,6 +197,23 @@ pub fn isolating<'m>(
     })
 }
 
+/// `namespace/name` of the policies isolating the pod of `plan` at `address` in
+/// `direction`: what a datapath's default-deny drop there is "by" (`monitor`).
+pub fn isolating_names(
+    plan: &crate::plan::Plan,
+    address: Ipv4Addr,
+    direction: PolicyType,
+) -> Vec<String> {
+    plan.pods()
+        .find(|pod| pod.ip == address)
+        .map(|pod| {
+            isolating(&plan.policy, &pod.namespace, &pod.labels, direction)
+                .map(NetworkPolicy::qualified_name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One side's decision: the pod (`namespace`, `labels`) talking to or hearing from `peer`.
 fn side(
     model: &PolicyModel,
