@@ -24,5 +24,5 @@ pub use conntrack::{CtEntry, FlowKey, NatTarget, CONNTRACK_MAP, NAT_MAP};
 pub use endpoint::{Endpoint, ENDPOINTS_CAPACITY, ENDPOINTS_MAP};
 pub use event::{DatapathEvent, Program, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
 pub use nsg::{NsgRule, NSG_CAPACITY, NSG_MAP};
-pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE};
+pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE, ROUTE_OVERLAY};
 pub use stats::{Reason, ReasonCounter, STATS_MAP};

@@ -49,6 +49,9 @@ impl RouteKind {
 /// `Route::flags`: traffic from a pod to this destination leaves with the node address
 /// (the destination is outside every non-masquerade CIDR).
 pub const ROUTE_MASQUERADE: u32 = 1;
+/// `Route::flags`: the destination is another node's pods behind the Azure CNI Overlay;
+/// the node's kernel routes it into its tunnel device, the VNet has no route for it.
+pub const ROUTE_OVERLAY: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

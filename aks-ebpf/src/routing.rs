@@ -1,7 +1,7 @@
 //! The forwarding decisions of the two TC programs. Each returns the reason it reached
 //! and the TC verdict to give; the entry points count and return.
 
-use aks_ebpf_common::{FlowKey, Reason, ROUTE_MASQUERADE};
+use aks_ebpf_common::{FlowKey, Reason, ROUTE_MASQUERADE, ROUTE_OVERLAY};
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     programs::TcContext,
@@ -82,8 +82,14 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     if let Err(reason) = policy::enforce(&policy_flow, source_flags, 0) {
         return (reason, TC_ACT_SHOT);
     }
+    let route = maps::route(dst);
+    // Overlay: pods of another node are reached through the node's tunnel device, which
+    // the kernel routes to (and decrements the TTL for); pod addresses are kept.
+    if route.is_some_and(|r| r.flags & ROUTE_OVERLAY != 0) {
+        return (Reason::PassedToStack, TC_ACT_OK);
+    }
     // No route at all means the internet, which is outside every non-masquerade CIDR.
-    let masquerade = maps::route(dst).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0);
+    let masquerade = route.is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0);
     let snat = if masquerade {
         match (l4, flow) {
             (Ok(Some(l4)), Some(flow)) => Some((l4, flow)),
@@ -253,6 +259,17 @@ fn to_service(
         backend_pod.map_or(0, |p| p.flags),
     ) {
         return (reason, TC_ACT_SHOT);
+    }
+    // A backend behind the Overlay: translate, then let the kernel route the packet into
+    // the tunnel. Its reply comes back out of the tunnel device, where `from_vnet` undoes
+    // the translation.
+    let behind_overlay = backend_pod.is_none()
+        && maps::route(backend.backend_addr).is_some_and(|r| r.flags & ROUTE_OVERLAY != 0);
+    if behind_overlay {
+        if let Err(reason) = lb::dnat(ctx, flow, l4, &backend) {
+            return (reason, TC_ACT_SHOT);
+        }
+        return (Reason::ServiceDnat, TC_ACT_OK);
     }
     if let Err(reason) = forward::decrement_ttl(ip) {
         return (reason, TC_ACT_SHOT);

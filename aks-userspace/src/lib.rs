@@ -18,3 +18,4 @@ pub mod state;
 pub mod stop;
 pub mod table;
 pub mod topology;
+pub mod upgrade;

@@ -59,6 +59,24 @@ enum Command {
         #[arg(long, conflicts_with = "name")]
         all: bool,
     },
+    /// Upgrade a running kubenet or Azure CNI Node Subnet cluster to Azure CNI Overlay
+    /// in place, as `az aks update --network-plugin-mode overlay` does: one way, every
+    /// node reimaged (its pods rebuilt, its datapath reloaded), one at a time. A failure
+    /// or Ctrl-C rolls the upgraded nodes back.
+    ///
+    /// Exits with 2 when AKS would refuse (a Pod Subnet cluster, Node Subnet without
+    /// --pod-cidr, another pod CIDR for kubenet).
+    Update {
+        /// The cluster; may be left out when exactly one exists.
+        name: Option<String>,
+        /// The target mode; only `overlay` exists (other plugin changes need a new
+        /// cluster, as in AKS).
+        #[arg(long = "network-plugin-mode", value_enum)]
+        network_plugin_mode: PluginModeArg,
+        /// The Overlay pod CIDR: required from Node Subnet; kubenet keeps its own.
+        #[arg(long = "pod-cidr")]
+        pod_cidr: Option<aks_userspace::cidr::Ipv4Cidr>,
+    },
     /// Add, change or remove ClusterIP services of a running cluster, on either
     /// datapath; prints how long programming the datapath took.
     Services {
@@ -230,6 +248,12 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `--network-plugin-mode` values.
+#[derive(Clone, Copy, ValueEnum)]
+enum PluginModeArg {
+    Overlay,
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Plan { files, json } => cli::plan::run(&files, json),
@@ -241,6 +265,11 @@ fn main() -> ExitCode {
         } => cli::up::run(file.as_deref(), keep, check, log_level),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
         Command::Services { action } => cli::services::run(action),
+        Command::Update {
+            name,
+            network_plugin_mode: PluginModeArg::Overlay,
+            pod_cidr,
+        } => cli::update::run(name.as_deref(), pod_cidr),
         Command::Check {
             name,
             json,

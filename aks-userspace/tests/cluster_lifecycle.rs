@@ -70,7 +70,6 @@ fn azure_ebpf_keeps_pod_addresses_in_the_vnet_and_on_prem() {
     for path in [
         "pod -> pod, same node",
         "pod -> pod, other node",
-        "pod -> on-prem",
         "node -> pod, other node",
     ] {
         let r = probe(&results, path);
@@ -80,6 +79,10 @@ fn azure_ebpf_keeps_pod_addresses_in_the_vnet_and_on_prem() {
             "{path}: Azure CNI does not NAT inside the VNet"
         );
     }
+    // Node Subnet: systems outside the VNet see the node (concepts-network-legacy-cni.md).
+    let outbound = probe(&results, "pod -> on-prem");
+    assert_eq!(outbound["connected"], true, "{outbound}");
+    assert_eq!(outbound["seenAs"], "nodepool1-0", "{outbound}");
     let on_prem = probe(&results, "on-prem -> pod");
     assert_eq!(
         on_prem["connected"], true,

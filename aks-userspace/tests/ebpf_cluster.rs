@@ -33,7 +33,6 @@ fn azure_cni_routes_pods_in_bpf_with_their_own_addresses() {
         "pod -> pod, same node",
         "pod -> pod, other node",
         "on-prem -> pod",
-        "pod -> on-prem",
     ] {
         let r = probe(&results, path);
         assert_eq!(r["connected"], true, "{path}: {r}");

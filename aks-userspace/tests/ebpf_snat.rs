@@ -26,7 +26,7 @@ fn flows(cluster: &str, node: &str) -> usize {
 }
 
 #[test]
-fn azure_cni_masquerades_only_the_internet() {
+fn azure_cni_node_subnet_masquerades_outside_the_vnet() {
     require_privileges();
     let name = cluster_name("sa");
     let _down = Down(name.clone());
@@ -38,16 +38,16 @@ fn azure_cni_masquerades_only_the_internet() {
         internet["seenAs"], "nodepool1-0",
         "the internet sees the node"
     );
-    for path in [
-        "pod -> on-prem",
-        "pod -> pod, other node",
-        "pod -> node, other node",
-    ] {
+    // Outside the VNet, on-prem too, sees the node (concepts-network-legacy-cni.md).
+    let on_prem = probe(&results, "pod -> on-prem");
+    assert_eq!(on_prem["connected"], true, "{on_prem}");
+    assert_eq!(on_prem["seenAs"], "nodepool1-0", "{on_prem}");
+    for path in ["pod -> pod, other node", "pod -> node, other node"] {
         let r = probe(&results, path);
         assert_eq!(r["connected"], true, "{path}: {r}");
         assert_eq!(
             r["seenSource"], r["sourceAddress"],
-            "{path}: VNet and on-prem see the pod"
+            "{path}: the VNet sees the pod"
         );
     }
     aksnet_ok(&["down", &name]);

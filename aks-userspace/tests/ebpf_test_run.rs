@@ -1091,3 +1091,30 @@ fn policy_wildcards_match_any_port_protocol_and_peer() {
     let udp_in = FrameSpec::udp(ON_PREM, LOCAL_POD).bytes();
     h.run("from_vnet", &udp_in, Reason::RedirectedPeer);
 }
+
+/// Azure CNI Overlay: another node's pod range carries `ROUTE_OVERLAY`; `from_pod` hands
+/// such packets to the node's kernel, which routes them into the tunnel device, untouched
+/// (no MAC rewrite, no TTL decrement, no NAT: the kernel forwards and decrements).
+#[test]
+fn from_pod_hands_overlay_destinations_to_the_kernel_untouched() {
+    let mut h = Harness::new(POD_ADDRESSING_PRIVATE);
+    let overlay = Route {
+        kind: RouteKind::RemotePods as u32,
+        next_hop: map_addr(Ipv4Addr::new(10, 224, 0, 5)),
+        flags: aks_ebpf_common::ROUTE_OVERLAY,
+    };
+    h.datapath
+        .upsert_route(Ipv4Addr::new(10, 244, 1, 0), 24, overlay)
+        .expect("ROUTES");
+    let frame = FrameSpec::tcp(LOCAL_POD, [10, 244, 1, 7], 80).bytes();
+    let (verdict, out) = h.run("from_pod", &frame, Reason::PassedToStack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        out, frame,
+        "the overlay path leaves the frame to the kernel"
+    );
+    // A destination next to the overlay range is still routed by the program itself.
+    let frame = FrameSpec::tcp(LOCAL_POD, REMOTE_POD, 80).bytes();
+    let (verdict, _) = h.run("from_pod", &frame, Reason::RedirectedUplink);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+}

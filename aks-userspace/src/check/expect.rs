@@ -8,14 +8,17 @@
 //! The rules, in the order they are applied:
 //! 1. The internet starts no connection to a private address: without a public IP or a
 //!    load balancer there is no inbound path (Azure's default).
-//! 2. kubenet: on-prem cannot reach pod addresses. The route table (the UDRs carrying
-//!    each node's pod /24) belongs to the node subnet and is not advertised over
-//!    ExpressRoute; only node addresses are.
+//! 2. kubenet and Overlay: on-prem cannot reach pod addresses. kubenet's route table (the
+//!    UDRs carrying each node's pod /24) belongs to the node subnet and is not advertised
+//!    over ExpressRoute; Overlay's pod CIDR is not routed by the VNet at all
+//!    (concepts-network-azure-cni-overlay.md). Only node addresses are reachable.
 //! 3. The address the destination sees: a pod keeps its own address towards the
 //!    non-masquerade CIDRs (ip-masq-agent) and on its own node; otherwise it is
-//!    masqueraded to its node's address. Nodes and external hosts are seen as themselves.
-//! 4. kubenet: a pod that keeps its private address towards on-prem or the internet gets
-//!    no reply: neither has a route back to the pod CIDR.
+//!    masqueraded to its node's address. Nodes and external hosts are seen as themselves,
+//!    except an Overlay node reaching a pod of another node: its packets enter the
+//!    overlay with the node's tunnel address (the first address of its pod /24).
+//! 4. kubenet and Overlay: a pod that keeps its private address towards on-prem or the
+//!    internet gets no reply: neither has a route back to the pod CIDR.
 //! 5. The NSG of the node subnet: inbound rules, evaluated where a packet enters a node
 //!    from the VNet (so not between pods of one node), on the address the node sees, in
 //!    priority order, first match decides, no match allows. Azure's NSGs are stateful:
@@ -34,7 +37,7 @@ use super::{Endpoint, EndpointKind};
 use crate::cidr::Ipv4Cidr;
 use crate::model::nsg::{Access, SecurityRule};
 use crate::model::policy::{Labels, PolicyModel};
-use crate::model::{Datapath, NetworkPlugin, Protocol};
+use crate::model::{Datapath, NetworkPlugin, PodNetwork, Protocol};
 use crate::plan::Plan;
 use crate::policy::{Allowance, PolicyEndpoint, PolicyFlow, PolicyVerdict};
 
@@ -42,8 +45,10 @@ use crate::policy::{Allowance, PolicyEndpoint, PolicyFlow, PolicyVerdict};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkModel {
     pub network_plugin: NetworkPlugin,
+    /// kubenet, Node Subnet, Pod Subnet or Overlay.
+    pub pod_network: PodNetwork,
     pub datapath: Datapath,
-    /// kubenet: the private range pods are addressed from.
+    /// kubenet and Overlay: the private range pods are addressed from.
     pub pod_cidr: Option<Ipv4Cidr>,
     pub non_masquerade_cidrs: Vec<Ipv4Cidr>,
     /// Inbound NSG rules in priority order.
@@ -70,12 +75,16 @@ pub struct ModelNode {
     pub name: String,
     pub address: Ipv4Addr,
     pub pod_gateway: Option<Ipv4Addr>,
+    /// Overlay: the address of the node's tunnel device, its own packets' source towards
+    /// pods of other nodes.
+    pub tunnel_address: Option<Ipv4Addr>,
 }
 
 impl NetworkModel {
     pub fn from_plan(plan: &Plan) -> Self {
         Self {
             network_plugin: plan.network_plugin,
+            pod_network: plan.pod_network,
             datapath: plan.datapath,
             pod_cidr: plan.pod_cidr,
             non_masquerade_cidrs: plan.non_masquerade_cidrs.clone(),
@@ -87,6 +96,10 @@ impl NetworkModel {
                     name: n.name.clone(),
                     address: n.ip,
                     pod_gateway: n.pod_gateway,
+                    tunnel_address: match plan.pod_network {
+                        PodNetwork::AzureOverlay => n.pod_cidr.map(|c| c.network()),
+                        _ => None,
+                    },
                 })
                 .collect(),
             policy: plan.policy.clone(),
@@ -220,13 +233,18 @@ pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
             reason: "no inbound from the internet without a public IP".into(),
         };
     }
-    let kubenet_pod_address = |a: Ipv4Addr| {
-        model.network_plugin == NetworkPlugin::Kubenet
-            && model.pod_cidr.is_some_and(|c| c.contains(a))
+    let private_pod_address = |a: Ipv4Addr| {
+        model.pod_network.private_pod_cidr() && model.pod_cidr.is_some_and(|c| c.contains(a))
     };
-    if source.kind == EndpointKind::OnPrem && kubenet_pod_address(destination.address) {
+    if source.kind == EndpointKind::OnPrem && private_pod_address(destination.address) {
         return Expectation::Blocked {
-            reason: "on-prem cannot reach kubenet pods: the route table is not advertised".into(),
+            reason: match model.pod_network {
+                PodNetwork::AzureOverlay => {
+                    "on-prem cannot reach Overlay pods: the VNet has no route for the pod CIDR"
+                }
+                _ => "on-prem cannot reach kubenet pods: the route table is not advertised",
+            }
+            .into(),
         };
     }
     let (seen, why) = seen_source(model, source, destination);
@@ -234,10 +252,11 @@ pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
         destination.kind,
         EndpointKind::OnPrem | EndpointKind::Internet
     );
-    if external && kubenet_pod_address(seen.address) {
+    if external && private_pod_address(seen.address) {
         return Expectation::Blocked {
             reason: format!(
-                "the pod keeps its kubenet address ({why}) and {} has no route back to the pod CIDR",
+                "the pod keeps its {} address ({why}) and {} has no route back to the pod CIDR",
+                model.pod_network.title(),
                 destination.label
             ),
         };
@@ -328,13 +347,16 @@ pub fn expect_service_backend(
             "hairpin address".to_owned(),
             "the eBPF datapath gives hairpin traffic a link-local source, as Cilium does",
         )),
-        (Datapath::Iptables, NetworkPlugin::Kubenet, Some(node)) => node.pod_gateway.map(|a| {
-            (
-                a,
-                format!("cbr0 of {}", node.name),
-                "kube-proxy masquerades hairpin traffic to the bridge's address",
-            )
-        }),
+        // kubenet and Overlay pods sit on cbr0.
+        (Datapath::Iptables, _, Some(node)) if node.pod_gateway.is_some() => {
+            node.pod_gateway.map(|a| {
+                (
+                    a,
+                    format!("cbr0 of {}", node.name),
+                    "kube-proxy masquerades hairpin traffic to the bridge's address",
+                )
+            })
+        }
         (Datapath::Iptables, NetworkPlugin::Azure, Some(node)) => Some((
             node.address,
             format!("node {}", node.name),
@@ -364,6 +386,22 @@ fn seen_source(
         address: source.address,
         who: "itself".into(),
     };
+    if let (EndpointKind::Node { name }, EndpointKind::Pod { node: pod_node }) =
+        (&source.kind, &destination.kind)
+    {
+        let tunnel = model.node(name).and_then(|n| n.tunnel_address);
+        if let (Some(address), true) = (tunnel, pod_node != name) {
+            return (
+                ExpectedSource {
+                    address,
+                    who: format!("overlay address of node {name}"),
+                },
+                "a node reaches another node's pods through the overlay, from its tunnel \
+                 address"
+                    .into(),
+            );
+        }
+    }
     let EndpointKind::Pod { node } = &source.kind else {
         return (itself, "only pods are masqueraded".into());
     };

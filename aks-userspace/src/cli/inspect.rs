@@ -119,7 +119,7 @@ pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
     if let Some(address) = lookup {
         rows = inspect::longest_prefix_match(&rows, address);
     }
-    let mut table = Table::new(&["NODE", "PREFIX", "KIND", "NEXT HOP", "MASQUERADE"]);
+    let mut table = Table::new(&["NODE", "PREFIX", "KIND", "NEXT HOP", "MASQUERADE", "VIA"]);
     for r in &rows {
         table.row(vec![
             r.node.clone(),
@@ -127,6 +127,7 @@ pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
             r.kind.clone(),
             r.next_hop.map_or_else(|| "-".into(), |h| h.to_string()),
             if r.masquerade { "yes" } else { "no" }.into(),
+            if r.overlay { "overlay" } else { "-" }.into(),
         ]);
     }
     if let (Some(address), false) = (lookup, target.json) {

@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod plan;
 pub mod services;
 pub mod up;
+pub mod update;
 
 use std::path::Path;
 use std::process::ExitCode;

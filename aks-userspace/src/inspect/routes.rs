@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use aks_ebpf_common::{Route, RouteKind, ROUTES_MAP, ROUTE_MASQUERADE};
+use aks_ebpf_common::{Route, RouteKind, ROUTES_MAP, ROUTE_MASQUERADE, ROUTE_OVERLAY};
 use aya::maps::lpm_trie::Key;
 use aya::maps::{LpmTrie, MapData};
 
@@ -26,6 +26,8 @@ pub struct RouteRow {
     pub next_hop: Option<Ipv4Addr>,
     /// Pod traffic to this prefix leaves with the node address.
     pub masquerade: bool,
+    /// Azure CNI Overlay: the prefix is reached through the node's tunnel device.
+    pub overlay: bool,
 }
 
 /// The routes of `node` (every node when `None`), most specific first.
@@ -63,6 +65,7 @@ fn row(node: &str, key: &Key<u32>, route: &Route) -> Result<RouteRow> {
             .map_or_else(|| route.kind.to_string(), |k| k.name().to_owned()),
         next_hop: (route.next_hop != 0).then(|| ip(route.next_hop)),
         masquerade: route.flags & ROUTE_MASQUERADE != 0,
+        overlay: route.flags & ROUTE_OVERLAY != 0,
     })
 }
 
@@ -92,6 +95,7 @@ mod tests {
             kind: kind.to_owned(),
             next_hop: None,
             masquerade: false,
+            overlay: false,
         }
     }
 

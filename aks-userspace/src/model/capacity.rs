@@ -2,7 +2,7 @@
 //! validation (does it fit?) and the planner's usage report (how full is it?).
 
 use super::cluster::NodePool;
-use super::description::{NetworkPlugin, Vnet};
+use super::description::{PodNetwork, Vnet};
 use crate::cidr::Ipv4Cidr;
 
 /// Azure keeps the first four addresses of every subnet (network, gateway, two for DNS)
@@ -11,6 +11,20 @@ pub const AZURE_RESERVED_PER_SUBNET: u64 = 5;
 
 /// Index of the first address Azure hands out in a subnet (.4 of a /24).
 pub const FIRST_ASSIGNABLE_INDEX: u64 = 4;
+
+/// Azure CNI Pod Subnet (dynamic allocation) hands pod addresses to a node in batches of
+/// this many: one at startup, another whenever fewer than
+/// [`POD_SUBNET_BATCH_LOW_WATER`] are unallocated (concepts-network-azure-cni-pod-subnet.md).
+pub const POD_SUBNET_BATCH: u64 = 16;
+pub const POD_SUBNET_BATCH_LOW_WATER: u64 = 8;
+
+/// Batches a Pod Subnet node holds while running `pods` pods: at least one, and enough
+/// that at least 8 addresses stay unallocated.
+pub fn pod_subnet_batches(pods: u64) -> u64 {
+    (pods + POD_SUBNET_BATCH_LOW_WATER)
+        .div_ceil(POD_SUBNET_BATCH)
+        .max(1)
+}
 
 /// The prefix of each node's pod range with kubenet.
 pub const KUBENET_NODE_POD_PREFIX: u8 = 24;
@@ -23,9 +37,12 @@ pub struct PoolDemand {
     pub max_pods: u64,
     /// 1 where the node's NIC lives in this subnet, else 0.
     pub node_addresses_per_node: u64,
-    /// With Azure CNI, maxPods addresses are assigned to each node's NIC up front, used or
-    /// not; that is why the subnet must hold nodes × (maxPods + 1). 0 elsewhere.
+    /// Node Subnet: maxPods addresses are assigned to each node's NIC up front, used or
+    /// not; that is why the subnet must hold nodes × (maxPods + 1). Pod Subnet: the
+    /// batches of 16 the node's running pods need. 0 elsewhere.
     pub pod_addresses_per_node: u64,
+    /// How `pod_addresses_per_node` came about, for messages: `30 maxPods`, `1 batch of 16`.
+    pub pod_basis: String,
 }
 
 impl PoolDemand {
@@ -138,21 +155,47 @@ impl SubnetDemand {
     }
 }
 
-/// What each pool takes from each VNet subnet under the given plugin.
-pub fn subnet_demands(plugin: NetworkPlugin, vnet: &Vnet, pools: &[NodePool]) -> Vec<SubnetDemand> {
-    let demand = |pool: &NodePool, node: u64, pods: bool| PoolDemand {
-        pool: pool.name.clone(),
-        nodes: u64::from(pool.count),
-        max_pods: u64::from(pool.max_pods),
-        node_addresses_per_node: node,
-        pod_addresses_per_node: if pods { u64::from(pool.max_pods) } else { 0 },
+/// What each pool takes from each VNet subnet under the given model, with
+/// `pods_per_node` pods running on every node. Overlay and kubenet pods are not VNet
+/// addresses, so only the nodes count. Node Subnet reserves maxPods per node up front;
+/// Pod Subnet allocates batches of 16 as pods start.
+pub fn subnet_demands(
+    network: PodNetwork,
+    vnet: &Vnet,
+    pools: &[NodePool],
+    pods_per_node: u32,
+) -> Vec<SubnetDemand> {
+    let batches = pod_subnet_batches(u64::from(pods_per_node));
+    let demand = |pool: &NodePool, node: u64, pods: bool| {
+        let (pod_addresses_per_node, pod_basis) = match (pods, network) {
+            (false, _) => (0, String::new()),
+            (true, PodNetwork::AzurePodSubnet) => (
+                batches * POD_SUBNET_BATCH,
+                format!(
+                    "{batches} batch{} of {POD_SUBNET_BATCH}",
+                    if batches == 1 { "" } else { "es" }
+                ),
+            ),
+            (true, _) => (
+                u64::from(pool.max_pods),
+                format!("{} maxPods", pool.max_pods),
+            ),
+        };
+        PoolDemand {
+            pool: pool.name.clone(),
+            nodes: u64::from(pool.count),
+            max_pods: u64::from(pool.max_pods),
+            node_addresses_per_node: node,
+            pod_addresses_per_node,
+            pod_basis,
+        }
     };
-    let pod_subnet = match plugin {
-        NetworkPlugin::Azure => vnet.pod_subnet,
-        NetworkPlugin::Kubenet => None,
+    let pod_subnet = match network {
+        PodNetwork::AzurePodSubnet => vnet.pod_subnet,
+        _ => None,
     };
-    // With Azure CNI and no pod subnet, pods share the node subnet.
-    let pods_in_node_subnet = plugin == NetworkPlugin::Azure && pod_subnet.is_none();
+    // With Node Subnet, pods share the node subnet.
+    let pods_in_node_subnet = network == PodNetwork::AzureNodeSubnet;
     let mut demands = vec![SubnetDemand {
         field: "vnet.nodeSubnet",
         cidr: vnet.node_subnet,
@@ -171,7 +214,7 @@ pub fn subnet_demands(plugin: NetworkPlugin, vnet: &Vnet, pools: &[NodePool]) ->
     demands
 }
 
-/// kubenet: how many per-node /24s the pod CIDR has (0 if it is smaller than a /24).
+/// kubenet and Overlay: how many per-node /24s the pod CIDR has (0 if it is smaller than a /24).
 pub fn kubenet_node_ranges(pod_cidr: &Ipv4Cidr) -> u64 {
     pod_cidr.subnet_count(KUBENET_NODE_POD_PREFIX)
 }
@@ -199,7 +242,7 @@ mod tests {
     }
 
     fn azure_node_subnet(subnet: &str, pools: &[NodePool]) -> SubnetDemand {
-        subnet_demands(NetworkPlugin::Azure, &vnet(subnet, None), pools).remove(0)
+        subnet_demands(PodNetwork::AzureNodeSubnet, &vnet(subnet, None), pools, 2).remove(0)
     }
 
     #[test]
@@ -217,6 +260,7 @@ mod tests {
                     max_pods: 0,
                     node_addresses_per_node: 1,
                     pod_addresses_per_node: 0,
+                    pod_basis: String::new(),
                 }],
             };
             assert_eq!(d.assignable() - d.node_addresses(), pods);
@@ -252,46 +296,60 @@ mod tests {
     #[test]
     fn kubenet_spends_only_node_addresses() {
         let pools = [pool("p", 3, 110)];
-        let d = subnet_demands(NetworkPlugin::Kubenet, &vnet("10.224.0.0/24", None), &pools);
+        let d = subnet_demands(PodNetwork::Kubenet, &vnet("10.224.0.0/24", None), &pools, 2);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].used(), 3);
         assert_eq!(d[0].pod_addresses(), 0);
         assert_eq!(d[0].free(), 248);
         // A /24 takes 251 kubenet nodes, not one more.
         let full = subnet_demands(
-            NetworkPlugin::Kubenet,
+            PodNetwork::Kubenet,
             &vnet("10.224.0.0/24", None),
             &[pool("p", 251, 110)],
+            2,
         );
         assert!(full[0].fits());
         let over = subnet_demands(
-            NetworkPlugin::Kubenet,
+            PodNetwork::Kubenet,
             &vnet("10.224.0.0/24", None),
             &[pool("p", 252, 110)],
+            2,
         );
         assert!(!over[0].fits());
     }
 
     #[test]
-    fn pod_subnet_splits_the_demand() {
+    fn pod_subnet_splits_the_demand_and_takes_batches_of_16() {
         let pools = [pool("p", 4, 30)];
         let d = subnet_demands(
-            NetworkPlugin::Azure,
-            &vnet("10.224.0.0/28", Some("10.225.0.0/25")),
+            PodNetwork::AzurePodSubnet,
+            &vnet("10.224.0.0/28", Some("10.225.0.0/26")),
             &pools,
+            2,
         );
         assert_eq!(d[0].required(), 4 + 5);
         assert_eq!(d[1].field, "vnet.podSubnet");
-        assert_eq!(d[1].required(), 4 * 30 + 5);
-        assert!(d[0].fits() && d[1].fits());
+        // Not maxPods up front: one batch of 16 per node for 2 pods.
+        assert_eq!(d[1].required(), 4 * 16 + 5);
+        assert_eq!(d[1].pools[0].pod_basis, "1 batch of 16");
+        assert!(d[0].fits() && !d[1].fits(), "69 > 64");
         let five = [pool("p", 5, 30)];
         let d = subnet_demands(
-            NetworkPlugin::Azure,
+            PodNetwork::AzurePodSubnet,
             &vnet("10.224.0.0/28", Some("10.225.0.0/25")),
             &five,
+            9,
         );
         assert!(d[0].fits(), "5 + 5 ≤ 16");
-        assert!(!d[1].fits(), "150 + 5 > 128");
+        assert_eq!(d[1].pools[0].pod_basis, "2 batches of 16");
+        assert!(!d[1].fits(), "5 × 32 + 5 > 128");
+    }
+
+    #[test]
+    fn a_node_requests_another_batch_below_8_free_addresses() {
+        for (pods, batches) in [(0, 1), (1, 1), (8, 1), (9, 2), (24, 2), (25, 3), (110, 8)] {
+            assert_eq!(pod_subnet_batches(pods), batches, "{pods} pods");
+        }
     }
 
     #[test]
@@ -299,9 +357,10 @@ mod tests {
         // 251 assignable: 200 used is 79.7 %, 201 used is 80.08 %.
         let at = |nodes| {
             subnet_demands(
-                NetworkPlugin::Kubenet,
+                PodNetwork::Kubenet,
                 &vnet("10.224.0.0/24", None),
                 &[pool("p", nodes, 110)],
+                2,
             )
             .remove(0)
         };

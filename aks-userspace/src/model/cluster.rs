@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::description::{Datapath, NetworkPlugin, OnPremNetwork, OsType, Protocol, Vnet};
+use super::description::{
+    Datapath, NetworkPlugin, OnPremNetwork, OsType, PodNetwork, Protocol, Vnet,
+};
 use crate::cidr::Ipv4Cidr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -13,6 +15,8 @@ use crate::cidr::Ipv4Cidr;
 pub struct Cluster {
     pub name: String,
     pub network_plugin: NetworkPlugin,
+    /// Which AKS model the plugin, mode and subnets amount to.
+    pub pod_network: PodNetwork,
     pub datapath: Datapath,
     pub vnet: Vnet,
     /// kubenet only: the private range each node's /24 is carved from.
@@ -40,12 +44,13 @@ impl Cluster {
             .sum()
     }
 
-    /// The subnet pod addresses come from with Azure CNI: the pod subnet if there is one,
-    /// else the node subnet. `None` for kubenet, whose pods are not VNet addresses.
+    /// The subnet pod addresses come from with Azure CNI Node Subnet or Pod Subnet.
+    /// `None` for kubenet and Overlay, whose pods are not VNet addresses.
     pub fn azure_pod_subnet(&self) -> Option<Ipv4Cidr> {
-        match self.network_plugin {
-            NetworkPlugin::Azure => Some(self.vnet.pod_subnet.unwrap_or(self.vnet.node_subnet)),
-            NetworkPlugin::Kubenet => None,
+        match self.pod_network {
+            PodNetwork::AzureNodeSubnet => Some(self.vnet.node_subnet),
+            PodNetwork::AzurePodSubnet => self.vnet.pod_subnet,
+            PodNetwork::Kubenet | PodNetwork::AzureOverlay => None,
         }
     }
 }

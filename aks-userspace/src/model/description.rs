@@ -18,6 +18,9 @@ pub struct ClusterDescription {
     #[serde(deserialize_with = "required_name")]
     pub name: String,
     pub network_plugin: NetworkPlugin,
+    /// `overlay` with `networkPlugin: azure`: Azure CNI Overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_plugin_mode: Option<NetworkPluginMode>,
     pub datapath: Datapath,
     pub vnet: Vnet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +77,15 @@ pub enum NetworkPlugin {
     Azure,
     /// kubenet: pods take addresses from a private pod CIDR, one /24 per node.
     Kubenet,
+}
+
+/// `az aks create --network-plugin-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPluginMode {
+    /// Azure CNI Overlay: pods take addresses from the private `podCidr`, one /24 per
+    /// node; the VNet carries only node addresses.
+    Overlay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,9 +180,63 @@ macro_rules! display_as_yaml {
     )+};
 }
 
+/// The four ways AKS gives pods their addresses today, derived from `networkPlugin`,
+/// `networkPluginMode` and `vnet.podSubnet` (concepts-network-cni-overview.md). Defaults and
+/// rules that differ between them (maxPods, ip-masq-agent, address demand) key on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PodNetwork {
+    /// kubenet: a /24 of the private pod CIDR per node, one UDR per node.
+    Kubenet,
+    /// Azure CNI Node Subnet (legacy "Azure CNI"): pods take node subnet addresses,
+    /// maxPods of them reserved per node up front.
+    AzureNodeSubnet,
+    /// Azure CNI Pod Subnet: pods take addresses of a separate VNet subnet.
+    AzurePodSubnet,
+    /// Azure CNI Overlay: a /24 of the private pod CIDR per node, no VNet routes for pods;
+    /// the default for new clusters (concepts-network-azure-cni-overlay.md).
+    AzureOverlay,
+}
+
+impl PodNetwork {
+    /// The AKS name of the model, as the docs spell it.
+    pub fn title(self) -> &'static str {
+        match self {
+            PodNetwork::Kubenet => "kubenet",
+            PodNetwork::AzureNodeSubnet => "Azure CNI Node Subnet",
+            PodNetwork::AzurePodSubnet => "Azure CNI Pod Subnet",
+            PodNetwork::AzureOverlay => "Azure CNI Overlay",
+        }
+    }
+
+    /// Pods take addresses from the private `podCidr`, a /24 per node (kubenet, Overlay).
+    pub fn private_pod_cidr(self) -> bool {
+        matches!(self, PodNetwork::Kubenet | PodNetwork::AzureOverlay)
+    }
+}
+
+impl ClusterDescription {
+    /// Which of the AKS models this description asks for.
+    /// Validation refuses the combinations that name two models (overlay with kubenet or
+    /// with a pod subnet).
+    pub fn pod_network(&self) -> PodNetwork {
+        match (
+            self.network_plugin,
+            self.network_plugin_mode,
+            self.vnet.pod_subnet,
+        ) {
+            (NetworkPlugin::Kubenet, _, _) => PodNetwork::Kubenet,
+            (NetworkPlugin::Azure, Some(NetworkPluginMode::Overlay), _) => PodNetwork::AzureOverlay,
+            (NetworkPlugin::Azure, None, None) => PodNetwork::AzureNodeSubnet,
+            (NetworkPlugin::Azure, None, Some(_)) => PodNetwork::AzurePodSubnet,
+        }
+    }
+}
+
 display_as_yaml! {
     NetworkPlugin { Azure => "azure", Kubenet => "kubenet" }
     Datapath { Ebpf => "ebpf", Iptables => "iptables" }
+    NetworkPluginMode { Overlay => "overlay" }
     OsType { Linux => "Linux", Windows => "Windows" }
     Protocol { Tcp => "TCP", Udp => "UDP" }
 }

@@ -13,8 +13,8 @@ mod validate;
 
 pub use cluster::{Cluster, ExternalHosts, NodePool, Service};
 pub use description::{
-    ClusterDescription, Datapath, ExternalHostsDescription, NetworkPlugin, NodePoolDescription,
-    OnPremNetwork, OsType, Protocol, ServiceDescription, Vnet,
+    ClusterDescription, Datapath, ExternalHostsDescription, NetworkPlugin, NetworkPluginMode,
+    NodePoolDescription, OnPremNetwork, OsType, PodNetwork, Protocol, ServiceDescription, Vnet,
 };
 pub use error::PlanError;
 pub use validate::{check_cluster_name, validate};

@@ -24,6 +24,7 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
             node_subnet: cidr("10.224.0.0/24"),
             pod_subnet: None,
         },
+        network_plugin_mode: None,
         pod_cidr: None,
         service_cidr: None,
         dns_service_ip: None,
@@ -93,10 +94,9 @@ fn defaults_for_azure() {
     assert_eq!(cluster.service_cidr, cidr("10.0.0.0/16"));
     assert_eq!(cluster.dns_service_ip, ip("10.0.0.10"));
     assert_eq!(cluster.pods_per_node, 2);
-    assert_eq!(
-        cluster.non_masquerade_cidrs,
-        vec![cidr("10.224.0.0/12"), cidr("192.168.100.0/24")]
-    );
+    assert_eq!(cluster.pod_network, PodNetwork::AzureNodeSubnet);
+    // Node Subnet: only VNet destinations see the pod (concepts-network-legacy-cni.md).
+    assert_eq!(cluster.non_masquerade_cidrs, vec![cidr("10.224.0.0/12")]);
     assert_eq!(cluster.external_hosts.internet, ip("203.0.113.10"));
     assert_eq!(cluster.external_hosts.on_prem.host, ip("192.168.100.10"));
 }
@@ -106,10 +106,9 @@ fn defaults_for_kubenet() {
     let cluster = valid(&base(NetworkPlugin::Kubenet, 2));
     assert_eq!(cluster.node_pools[0].max_pods, 110);
     assert_eq!(cluster.pod_cidr, Some(cidr("10.244.0.0/16")));
-    assert_eq!(
-        cluster.non_masquerade_cidrs,
-        vec![cidr("10.244.0.0/16"), cidr("10.224.0.0/12")]
-    );
+    assert_eq!(cluster.pod_network, PodNetwork::Kubenet);
+    // Only pod → pod keeps pod addresses; VNet resources see the node (configure-kubenet.md).
+    assert_eq!(cluster.non_masquerade_cidrs, vec![cidr("10.244.0.0/16")]);
 }
 
 #[test]
@@ -130,7 +129,7 @@ fn pool_max_pods_overrides_cluster_max_pods() {
     d.max_pods = Some(40);
     d.node_pools.push(NodePoolDescription {
         max_pods: Some(20),
-        ..pool("user", 1)
+        ..pool("user", 2)
     });
     let cluster = valid(&d);
     assert_eq!(cluster.node_pools[0].max_pods, 40);
@@ -183,17 +182,31 @@ fn azure_cni_slash_16_takes_500_nodes_at_30_pods() {
 fn azure_cni_pod_subnet_boundaries() {
     // nodeSubnet /28 (16): nodes + 5 ≤ 16 → 11 nodes. podSubnet /23 (512): 16 × 30 + 5 = 485.
     let mut d = base(NetworkPlugin::Azure, 11);
+    d.max_pods = Some(30);
     d.vnet.node_subnet = cidr("10.224.0.0/28");
     d.vnet.pod_subnet = Some(cidr("10.225.0.0/22"));
     valid(&d);
     d.node_pools[0].count = 12;
     assert_eq!(failing_field(&d), "vnet.nodeSubnet");
 
-    let mut d = base(NetworkPlugin::Azure, 16);
+    // Dynamic allocation: a batch of 16 per node for 2 pods, not maxPods up front.
+    // podSubnet /23 (512): 31 × 16 + 5 = 501 fits, 32 × 16 + 5 = 517 does not.
+    let mut d = base(NetworkPlugin::Azure, 31);
     d.vnet.pod_subnet = Some(cidr("10.225.0.0/23"));
     valid(&d);
-    d.node_pools[0].count = 17; // 17 × 30 + 5 = 515 > 512
-    assert_eq!(failing_field(&d), "vnet.podSubnet");
+    d.node_pools[0].count = 32;
+    assert_eq!(
+        error_text(&d),
+        "vnet.podSubnet: 10.225.0.0/23 has 512 addresses but Azure CNI needs 517: 32 nodes × \
+         1 batch of 16 (nodepool1) + 5 reserved by Azure; only 31 of the 32 nodes fit. Fix: \
+         use a /22 or larger, or fewer nodes"
+    );
+    // Nine pods per node leave fewer than 8 of a batch free: two batches per node.
+    d.pods_per_node = Some(9);
+    d.node_pools[0].count = 15; // 15 × 32 + 5 = 485 fits; 16 × 32 + 5 = 517 does not
+    valid(&d);
+    d.node_pools[0].count = 16;
+    assert!(error_text(&d).contains("16 nodes × 2 batches of 16"));
 }
 
 #[test]
@@ -253,11 +266,12 @@ fn kubenet_pod_cidr_outside_vnet_and_azure_has_none() {
 
 #[test]
 fn max_pods_between_10_and_250() {
+    // Three nodes, so maxPods 10 also meets the 30-pods-per-pool rule.
     for (max_pods, ok) in [(9, false), (10, true), (250, true), (251, false)] {
-        let mut d = base(NetworkPlugin::Kubenet, 1);
+        let mut d = base(NetworkPlugin::Kubenet, 3);
         d.max_pods = Some(max_pods);
         assert_eq!(validate(&d).is_ok(), ok, "cluster maxPods {max_pods}");
-        let mut d = base(NetworkPlugin::Kubenet, 1);
+        let mut d = base(NetworkPlugin::Kubenet, 3);
         d.node_pools[0].max_pods = Some(max_pods);
         match validate(&d) {
             Ok(_) => assert!(ok, "pool maxPods {max_pods}"),
@@ -423,7 +437,7 @@ fn pods_per_node_at_most_max_pods_of_every_pool() {
     let mut d = base(NetworkPlugin::Azure, 1);
     d.node_pools.push(NodePoolDescription {
         max_pods: Some(12),
-        ..pool("small", 1)
+        ..pool("small", 3)
     });
     d.pods_per_node = Some(12);
     valid(&d);
@@ -611,7 +625,7 @@ fn example_defaults_match_what_the_examples_spell_out() {
         bare.dns_service_ip = None;
         bare.non_masquerade_cidrs = None;
         bare.external_hosts = None;
-        if full.network_plugin == NetworkPlugin::Kubenet {
+        if full.pod_network().private_pod_cidr() {
             bare.pod_cidr = None;
         }
         assert_eq!(
@@ -621,4 +635,204 @@ fn example_defaults_match_what_the_examples_spell_out() {
             file.display()
         );
     }
+}
+
+#[test]
+fn max_pods_defaults_follow_the_model() {
+    // concepts-network-ip-address-planning.md: Node Subnet 30, Pod Subnet 110, kubenet 110.
+    let node_subnet = valid(&base(NetworkPlugin::Azure, 1));
+    assert_eq!(node_subnet.node_pools[0].max_pods, 30);
+    let mut d = base(NetworkPlugin::Azure, 1);
+    d.vnet.pod_subnet = Some(cidr("10.225.0.0/16"));
+    let pod_subnet = valid(&d);
+    assert_eq!(pod_subnet.pod_network, PodNetwork::AzurePodSubnet);
+    assert_eq!(pod_subnet.node_pools[0].max_pods, 110);
+    assert_eq!(
+        pod_subnet.non_masquerade_cidrs,
+        vec![cidr("10.224.0.0/12"), cidr("192.168.100.0/24")],
+        "Pod Subnet pods keep their address toward every destination but the internet"
+    );
+    assert_eq!(
+        valid(&base(NetworkPlugin::Kubenet, 1)).node_pools[0].max_pods,
+        110
+    );
+}
+
+#[test]
+fn every_pool_has_room_for_30_pods() {
+    // count × maxPods ≥ 30: maxPods 10 needs 3 nodes, one node needs maxPods 30.
+    for (count, max_pods, ok) in [(3, 10, true), (2, 10, false), (1, 30, true), (1, 29, false)] {
+        let mut d = base(NetworkPlugin::Kubenet, 3);
+        d.node_pools.push(NodePoolDescription {
+            max_pods: Some(max_pods),
+            ..pool("user", count)
+        });
+        match validate(&d) {
+            Ok(_) => assert!(ok, "{count} × {max_pods} should fail"),
+            Err(err) => {
+                assert!(!ok, "{count} × {max_pods}: {err}");
+                assert_eq!(err.field(), Some("nodePools[1].maxPods"));
+            }
+        }
+    }
+    // Taken from the cluster maxPods: the error names that field.
+    let mut d = base(NetworkPlugin::Kubenet, 2);
+    d.max_pods = Some(10);
+    assert_eq!(
+        error_text(&d),
+        "maxPods: pool `nodepool1` has room for 20 pods (count 2 × maxPods 10) but AKS wants \
+         room for at least 30 in every pool, for system pods; use count 3 or more, or maxPods 15 \
+         or more"
+    );
+}
+
+#[test]
+fn reserved_ranges_are_refused_for_service_pod_and_vnet_ranges() {
+    // Each reserved range, its neighbours below and above.
+    let cases = [
+        ("169.254.0.0/16", false),
+        ("169.253.0.0/16", true),
+        ("169.255.0.0/16", true),
+        ("172.30.0.0/16", false),
+        ("172.31.0.0/16", false),
+        ("172.29.0.0/16", true),
+        ("172.32.0.0/16", true),
+        ("192.0.2.0/24", false),
+        ("192.0.1.0/24", true),
+        ("192.0.3.0/24", true),
+        // Containing or inside a reserved range counts as using it.
+        ("172.16.0.0/12", false),
+        ("172.30.5.0/24", false),
+    ];
+    for (range, ok) in cases {
+        let mut service = base(NetworkPlugin::Kubenet, 1);
+        service.service_cidr = Some(cidr(range));
+        service.dns_service_ip = None;
+        let mut pod = base(NetworkPlugin::Kubenet, 1);
+        pod.pod_cidr = Some(cidr(range));
+        for (field, d) in [("serviceCidr", service), ("podCidr", pod)] {
+            match validate(&d) {
+                Ok(_) => assert!(ok, "{field} {range} should be refused"),
+                Err(err) => {
+                    assert!(!ok, "{field} {range}: {err}");
+                    assert_eq!(err.field(), Some(field), "{range}: {err}");
+                    assert!(err.to_string().contains("AKS reserves"), "{err}");
+                }
+            }
+        }
+    }
+    let mut d = base(NetworkPlugin::Azure, 1);
+    d.vnet.address_space = cidr("172.30.0.0/16");
+    d.vnet.node_subnet = cidr("172.30.0.0/24");
+    assert_eq!(
+        error_text(&d),
+        "vnet.addressSpace: 172.30.0.0/16 overlaps 172.30.0.0/16, which AKS reserves; keep clear \
+         of 169.254.0.0/16, 172.30.0.0/16, 172.31.0.0/16, 192.0.2.0/24"
+    );
+}
+
+#[test]
+fn service_cidr_must_be_smaller_than_a_slash_12() {
+    let mut d = base(NetworkPlugin::Azure, 1);
+    d.service_cidr = Some(cidr("10.16.0.0/13"));
+    d.dns_service_ip = None;
+    valid(&d);
+    d.service_cidr = Some(cidr("10.16.0.0/12"));
+    assert_eq!(
+        error_text(&d),
+        "serviceCidr: 10.16.0.0/12 has 1048576 addresses but AKS wants a service CIDR smaller \
+         than a /12; use a /13 or longer prefix (the AKS default is 10.0.0.0/16)"
+    );
+    d.service_cidr = Some(cidr("10.0.0.0/8"));
+    assert_eq!(failing_field(&d), "serviceCidr");
+}
+
+fn overlay(count: u32) -> ClusterDescription {
+    ClusterDescription {
+        network_plugin_mode: Some(NetworkPluginMode::Overlay),
+        ..base(NetworkPlugin::Azure, count)
+    }
+}
+
+#[test]
+fn defaults_for_overlay() {
+    let cluster = valid(&overlay(2));
+    assert_eq!(cluster.pod_network, PodNetwork::AzureOverlay);
+    assert_eq!(cluster.pod_cidr, Some(cidr("10.244.0.0/16")));
+    assert_eq!(cluster.node_pools[0].max_pods, 250);
+    assert_eq!(cluster.azure_pod_subnet(), None);
+    // Everything outside the pod CIDR is SNATed to the node.
+    assert_eq!(cluster.non_masquerade_cidrs, vec![cidr("10.244.0.0/16")]);
+}
+
+#[test]
+fn overlay_pod_cidr_needs_a_slash_24_per_node_and_no_route_table() {
+    // A /22 holds 4 node /24s: 4 nodes fit, 5 do not.
+    let mut d = overlay(4);
+    d.pod_cidr = Some(cidr("10.244.0.0/22"));
+    valid(&d);
+    d.node_pools[0].count = 5;
+    assert_eq!(
+        error_text(&d),
+        "podCidr: 10.244.0.0/22 holds 4 node /24s but Azure CNI Overlay gives each of the 5 \
+         nodes its own /24; use a /21 or larger, or fewer nodes"
+    );
+    // No 400-node route table limit: 401 nodes over two pools, nodes only in the subnet.
+    let mut d = overlay(300);
+    d.vnet.node_subnet = cidr("10.224.0.0/20");
+    d.pod_cidr = Some(cidr("10.244.0.0/15"));
+    d.node_pools.push(pool("user", 101));
+    valid(&d);
+    let mut k = base(NetworkPlugin::Kubenet, 401);
+    k.vnet.node_subnet = cidr("10.224.0.0/20");
+    assert!(error_text(&k).contains("networkPluginMode: overlay"));
+    // The node subnet holds only nodes: a /24 takes 251 Overlay nodes at maxPods 250.
+    valid(&overlay(251));
+    assert_eq!(failing_field(&overlay(252)), "vnet.nodeSubnet");
+}
+
+#[test]
+fn overlay_is_azure_only_without_a_pod_subnet_and_its_pod_cidr_stays_clear() {
+    let mut d = overlay(1);
+    d.network_plugin = NetworkPlugin::Kubenet;
+    assert_eq!(failing_field(&d), "networkPluginMode");
+    let mut d = overlay(1);
+    d.vnet.pod_subnet = Some(cidr("10.225.0.0/16"));
+    assert_eq!(failing_field(&d), "vnet.podSubnet");
+    let mut d = overlay(1);
+    d.pod_cidr = Some(cidr("10.224.128.0/17"));
+    assert!(error_text(&d).contains("overlaps vnet.addressSpace"));
+    d.pod_cidr = Some(cidr("172.31.0.0/16"));
+    assert!(error_text(&d).contains("which AKS reserves"));
+    // Node Subnet still refuses a pod CIDR, and names Overlay as the way to use one.
+    let mut a = base(NetworkPlugin::Azure, 1);
+    a.pod_cidr = Some(cidr("10.244.0.0/16"));
+    assert!(error_text(&a).contains("networkPluginMode: overlay"));
+}
+
+#[test]
+fn network_plugin_mode_parses_and_round_trips() {
+    let yaml = "name: ov\nnetworkPlugin: azure\nnetworkPluginMode: overlay\ndatapath: ebpf\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - { name: nodepool1, count: 1 }\n";
+    let d = parse(yaml).expect("overlay description");
+    assert_eq!(d.network_plugin_mode, Some(NetworkPluginMode::Overlay));
+    assert_eq!(parse(&to_yaml(&d)).expect("re-parse"), d);
+    let bad = yaml.replace("overlay", "underlay");
+    assert!(parse(&bad).is_err());
+}
+
+#[test]
+fn overlay_always_keeps_the_pod_cidr_unmasqueraded() {
+    let mut d = overlay(1);
+    d.non_masquerade_cidrs = Some(vec![cidr("192.168.100.0/24")]);
+    assert_eq!(
+        valid(&d).non_masquerade_cidrs,
+        [cidr("10.244.0.0/16"), cidr("192.168.100.0/24")]
+    );
+    // Already covered: left as written.
+    d.non_masquerade_cidrs = Some(vec![cidr("10.0.0.0/8")]);
+    d.service_cidr = Some(cidr("172.16.0.0/16"));
+    d.dns_service_ip = None;
+    d.vnet.address_space = cidr("172.20.0.0/16");
+    d.vnet.node_subnet = cidr("172.20.0.0/24");
+    assert_eq!(valid(&d).non_masquerade_cidrs, [cidr("10.0.0.0/8")]);
 }

@@ -9,14 +9,18 @@ use super::capacity::{self, SubnetDemand};
 use super::cluster::{Cluster, ExternalHosts, NodePool, Service};
 use super::defaults;
 use super::description::{
-    ClusterDescription, NetworkPlugin, NodePoolDescription, OnPremNetwork, OsType, Protocol,
-    ServiceDescription, Vnet,
+    ClusterDescription, NetworkPlugin, NodePoolDescription, OnPremNetwork, OsType, PodNetwork,
+    Protocol, ServiceDescription, Vnet,
 };
 use super::error::PlanError;
 use crate::cidr::Ipv4Cidr;
 
 /// AKS accepts maxPods from 10 to 250 per node.
 pub const MAX_PODS_RANGE: std::ops::RangeInclusive<u32> = 10..=250;
+/// Every pool must have room for this many pods over all its nodes (count × maxPods), so
+/// that system pods always fit: maxPods 10 needs three nodes
+/// (concepts-network-ip-address-planning.md, "Configuring maximum pods per node").
+pub const MIN_PODS_PER_POOL: u64 = 30;
 /// kubenet needs one route table entry per node, and an Azure route table holds 400.
 pub const KUBENET_MAX_NODES: u64 = 400;
 /// AKS limit of nodes in one pool.
@@ -32,31 +36,38 @@ pub const MAX_WINDOWS_POOL_NAME_LEN: usize = 6;
 /// Check `description` against the AKS rules and return it with every default filled in.
 pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> {
     let plugin = description.network_plugin;
+    let network = description.pod_network();
     check_cluster_name(&description.name)?;
+    check_plugin_mode(description)?;
     check_vnet(plugin, &description.vnet)?;
+    check_not_reserved("vnet.addressSpace", description.vnet.address_space)?;
     let address_space = description.vnet.address_space;
 
-    let pod_cidr = match (plugin, description.pod_cidr) {
-        (NetworkPlugin::Kubenet, cidr) => Some(cidr.unwrap_or(defaults::POD_CIDR)),
-        (NetworkPlugin::Azure, None) => None,
-        (NetworkPlugin::Azure, Some(cidr)) => {
+    let pod_cidr = match (network.private_pod_cidr(), description.pod_cidr) {
+        (true, cidr) => Some(cidr.unwrap_or(defaults::POD_CIDR)),
+        (false, None) => None,
+        (false, Some(cidr)) => {
             return Err(PlanError::invalid(
                 "podCidr",
                 format!(
-                    "{cidr} is set but Azure CNI gives pods VNet addresses and ignores it; \
-                     remove podCidr (or use vnet.podSubnet), or set networkPlugin: kubenet"
+                    "{cidr} is set but {} gives pods VNet addresses and ignores it; remove \
+                     podCidr, or set networkPluginMode: overlay (Azure CNI Overlay) or \
+                     networkPlugin: kubenet",
+                    network.title()
                 ),
             ))
         }
     };
     if let Some(pod_cidr) = pod_cidr {
+        check_not_reserved("podCidr", pod_cidr)?;
         if pod_cidr.overlaps(&address_space) {
             return Err(PlanError::invalid(
                 "podCidr",
                 format!(
-                    "{pod_cidr} overlaps vnet.addressSpace {address_space}; kubenet pod \
+                    "{pod_cidr} overlaps vnet.addressSpace {address_space}; {} pod \
                      addresses must not be VNet addresses, choose a range outside it \
                      (the AKS default is {})",
+                    network.title(),
                     defaults::POD_CIDR
                 ),
             ));
@@ -85,24 +96,35 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     }
     let cluster_max_pods = description
         .max_pods
-        .unwrap_or_else(|| defaults::max_pods(plugin));
+        .unwrap_or_else(|| defaults::max_pods(network));
     let node_pools = resolve_node_pools(plugin, &description.node_pools, cluster_max_pods)?;
     let node_count: u64 = node_pools.iter().map(|p| u64::from(p.count)).sum();
 
     if let Some(pod_cidr) = pod_cidr {
-        check_kubenet_scale(node_count, pod_cidr)?;
+        check_pod_cidr_scale(network, node_count, pod_cidr)?;
     }
-    for demand in capacity::subnet_demands(plugin, &description.vnet, &node_pools) {
-        check_subnet_fits(plugin, &demand)?;
-    }
-
     let pods_per_node = description.pods_per_node.unwrap_or(defaults::PODS_PER_NODE);
+    for demand in capacity::subnet_demands(network, &description.vnet, &node_pools, pods_per_node) {
+        check_subnet_fits(network, &demand)?;
+    }
     check_pods_per_node(pods_per_node, &node_pools)?;
 
     let external_hosts = resolve_external_hosts(description, service_cidr, pod_cidr)?;
-    let non_masquerade_cidrs = description.non_masquerade_cidrs.clone().unwrap_or_else(|| {
-        defaults::non_masquerade_cidrs(plugin, address_space, pod_cidr, external_hosts.on_prem.cidr)
+    let mut non_masquerade_cidrs = description.non_masquerade_cidrs.clone().unwrap_or_else(|| {
+        defaults::non_masquerade_cidrs(
+            network,
+            address_space,
+            pod_cidr,
+            external_hosts.on_prem.cidr,
+        )
     });
+    // Overlay: AKS's reconciled ip-masq-agent configuration always holds the pod CIDR; a
+    // custom list adds to it (update-azure-cni.md). Pod addresses never leave the overlay.
+    if let (PodNetwork::AzureOverlay, Some(pods)) = (network, pod_cidr) {
+        if !non_masquerade_cidrs.iter().any(|c| c.contains_cidr(&pods)) {
+            non_masquerade_cidrs.insert(0, pods);
+        }
+    }
 
     let services = resolve_services(
         &description.services,
@@ -114,6 +136,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
     Ok(Cluster {
         name: description.name.clone(),
         network_plugin: plugin,
+        pod_network: network,
         datapath: description.datapath,
         vnet: description.vnet.clone(),
         pod_cidr,
@@ -158,6 +181,34 @@ pub fn check_cluster_name(name: &str) -> Result<(), PlanError> {
                  digits and dashes, starting with a letter and not ending with a dash \
                  (e.g. `demo`)",
                 name.chars().count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `networkPluginMode: overlay` is a mode of Azure CNI, and its pods never take VNet
+/// addresses, so a pod subnet contradicts it.
+fn check_plugin_mode(description: &ClusterDescription) -> Result<(), PlanError> {
+    let Some(mode) = description.network_plugin_mode else {
+        return Ok(());
+    };
+    if description.network_plugin == NetworkPlugin::Kubenet {
+        return Err(PlanError::invalid(
+            "networkPluginMode",
+            format!(
+                "{mode} is a mode of Azure CNI, not of kubenet; set networkPlugin: azure for \
+                 Azure CNI Overlay, or remove networkPluginMode"
+            ),
+        ));
+    }
+    if let Some(pod_subnet) = description.vnet.pod_subnet {
+        return Err(PlanError::invalid(
+            "vnet.podSubnet",
+            format!(
+                "{pod_subnet} is set but Azure CNI Overlay pods take addresses from podCidr, \
+                 not from the VNet; remove vnet.podSubnet, or remove networkPluginMode for \
+                 Azure CNI Pod Subnet"
             ),
         ));
     }
@@ -214,6 +265,19 @@ fn check_service_cidr(
     vnet: &Vnet,
     pod_cidr: Option<Ipv4Cidr>,
 ) -> Result<(), PlanError> {
+    check_not_reserved("serviceCidr", service_cidr)?;
+    if service_cidr.prefix() < defaults::SERVICE_CIDR_MIN_PREFIX {
+        return Err(PlanError::invalid(
+            "serviceCidr",
+            format!(
+                "{service_cidr} has {} addresses but AKS wants a service CIDR smaller than a \
+                 /12; use a /{} or longer prefix (the AKS default is {})",
+                service_cidr.size(),
+                defaults::SERVICE_CIDR_MIN_PREFIX,
+                defaults::SERVICE_CIDR
+            ),
+        ));
+    }
     // The node subnet and pod subnet lie inside the address space (checked before), so an
     // overlap with them is reported as one with the address space they belong to.
     let taken = [
@@ -253,6 +317,27 @@ fn check_dns_service_ip(ip: Ipv4Addr, service_cidr: Ipv4Cidr) -> Result<(), Plan
             format!(
                 "{ip} is the network address or the `kubernetes` service address of \
                  serviceCidr {service_cidr}; use another one such as the 10th"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// AKS refuses the reserved ranges for the service CIDR, the pod CIDR and the VNet.
+fn check_not_reserved(field: &str, block: Ipv4Cidr) -> Result<(), PlanError> {
+    if let Some(reserved) = defaults::RESERVED_RANGES
+        .iter()
+        .find(|reserved| reserved.overlaps(&block))
+    {
+        let all: Vec<String> = defaults::RESERVED_RANGES
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return Err(PlanError::invalid(
+            field,
+            format!(
+                "{block} overlaps {reserved}, which AKS reserves; keep clear of {}",
+                all.join(", ")
             ),
         ));
     }
@@ -347,24 +432,52 @@ fn resolve_node_pools(
         if let Some(max_pods) = pool.max_pods {
             check_max_pods(&field("maxPods"), max_pods)?;
         }
+        let max_pods = pool.max_pods.unwrap_or(cluster_max_pods);
+        let room = u64::from(pool.count) * u64::from(max_pods);
+        if room < MIN_PODS_PER_POOL {
+            let nodes_needed = MIN_PODS_PER_POOL.div_ceil(u64::from(max_pods));
+            let max_pods_needed = MIN_PODS_PER_POOL.div_ceil(u64::from(pool.count));
+            // Every default is at least 30, so a short pool took maxPods from a field.
+            let max_pods_field = match pool.max_pods {
+                Some(_) => field("maxPods"),
+                None => "maxPods".to_string(),
+            };
+            return Err(PlanError::invalid(
+                max_pods_field,
+                format!(
+                    "pool `{name}` has room for {room} pods (count {} × maxPods {max_pods}) \
+                     but AKS wants room for at least {MIN_PODS_PER_POOL} in every pool, for \
+                     system pods; use count {nodes_needed} or more, or maxPods \
+                     {max_pods_needed} or more",
+                    pool.count
+                ),
+            ));
+        }
         resolved.push(NodePool {
             name: name.clone(),
             count: pool.count,
             os_type,
-            max_pods: pool.max_pods.unwrap_or(cluster_max_pods),
+            max_pods,
         });
     }
     Ok(resolved)
 }
 
-fn check_kubenet_scale(node_count: u64, pod_cidr: Ipv4Cidr) -> Result<(), PlanError> {
-    if node_count > KUBENET_MAX_NODES {
+/// kubenet and Overlay give each node a /24 of the pod CIDR; kubenet also needs a route
+/// table entry per node, Overlay none (the VNet never learns pod routes).
+fn check_pod_cidr_scale(
+    network: PodNetwork,
+    node_count: u64,
+    pod_cidr: Ipv4Cidr,
+) -> Result<(), PlanError> {
+    if network == PodNetwork::Kubenet && node_count > KUBENET_MAX_NODES {
         return Err(PlanError::invalid(
             "nodePools",
             format!(
                 "{node_count} nodes, but kubenet needs one route table entry per node and an \
                  Azure route table holds {KUBENET_MAX_NODES}; use at most {KUBENET_MAX_NODES} \
-                 nodes or networkPlugin: azure"
+                 nodes, or Azure CNI Overlay (networkPlugin: azure, networkPluginMode: \
+                 overlay), which needs no route table"
             ),
         ));
     }
@@ -376,15 +489,16 @@ fn check_kubenet_scale(node_count: u64, pod_cidr: Ipv4Cidr) -> Result<(), PlanEr
         return Err(PlanError::invalid(
             "podCidr",
             format!(
-                "{pod_cidr} holds {ranges} node /24s but kubenet gives each of the {node_count} \
-                 nodes its own /24; {suggestion}fewer nodes"
+                "{pod_cidr} holds {ranges} node /24s but {} gives each of the {node_count} \
+                 nodes its own /24; {suggestion}fewer nodes",
+                network.title()
             ),
         ));
     }
     Ok(())
 }
 
-fn check_subnet_fits(plugin: NetworkPlugin, demand: &SubnetDemand) -> Result<(), PlanError> {
+fn check_subnet_fits(network: PodNetwork, demand: &SubnetDemand) -> Result<(), PlanError> {
     if demand.fits() {
         return Ok(());
     }
@@ -394,15 +508,16 @@ fn check_subnet_fits(plugin: NetworkPlugin, demand: &SubnetDemand) -> Result<(),
         .map(|p| {
             let per_node = match (p.node_addresses_per_node, p.pod_addresses_per_node) {
                 (1, 0) => "1 address".to_string(),
-                (0, pods) => format!("{pods} maxPods"),
-                (_, pods) => format!("({pods} maxPods + 1)"),
+                (0, _) => p.pod_basis.clone(),
+                (_, _) => format!("({} + 1)", p.pod_basis),
             };
             format!("{} nodes × {per_node} ({})", p.nodes, p.pool)
         })
         .collect();
-    let what = match plugin {
-        NetworkPlugin::Azure => "Azure CNI",
-        NetworkPlugin::Kubenet => "kubenet",
+    let what = match network {
+        PodNetwork::AzureNodeSubnet | PodNetwork::AzurePodSubnet => "Azure CNI",
+        PodNetwork::AzureOverlay => "Azure CNI Overlay",
+        PodNetwork::Kubenet => "kubenet",
     };
     let mut fixes = Vec::new();
     if let Some(prefix) = Ipv4Cidr::prefix_for(demand.required()) {
@@ -410,8 +525,9 @@ fn check_subnet_fits(plugin: NetworkPlugin, demand: &SubnetDemand) -> Result<(),
     }
     fixes.push("fewer nodes".to_string());
     if let [pool] = demand.pools.as_slice() {
-        // The largest maxPods that fits this pool, if AKS would accept it.
-        if pool.pod_addresses_per_node > 0 {
+        // The largest maxPods that fits this pool, if AKS would accept it (Node Subnet:
+        // maxPods is what each node takes).
+        if network == PodNetwork::AzureNodeSubnet && pool.pod_addresses_per_node > 0 {
             let per_node = demand.assignable() / pool.nodes;
             let max_pods = per_node.saturating_sub(pool.node_addresses_per_node);
             if max_pods >= u64::from(*MAX_PODS_RANGE.start()) {

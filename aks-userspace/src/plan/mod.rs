@@ -2,6 +2,7 @@
 //! the VNet routes where, which pods back which service. The namespace builder and the
 //! datapath loaders consume this; `aksnet plan` prints it.
 
+mod notes;
 mod render;
 mod usage;
 
@@ -10,8 +11,10 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::Ipv4Cidr;
-use crate::model::capacity::{FIRST_ASSIGNABLE_INDEX, KUBENET_NODE_POD_PREFIX};
-use crate::model::{Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, Protocol};
+use crate::model::capacity::{self, FIRST_ASSIGNABLE_INDEX, KUBENET_NODE_POD_PREFIX};
+use crate::model::{
+    Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, PodNetwork, Protocol,
+};
 
 pub use render::render;
 pub use usage::{PodCidrUsage, PoolUsage, SubnetUsage, Warning};
@@ -22,6 +25,8 @@ pub use usage::{PodCidrUsage, PoolUsage, SubnetUsage, Warning};
 pub struct Plan {
     pub name: String,
     pub network_plugin: NetworkPlugin,
+    /// Which AKS model: kubenet, Node Subnet, Pod Subnet or Overlay.
+    pub pod_network: PodNetwork,
     pub datapath: Datapath,
     pub address_space: Ipv4Cidr,
     pub node_subnet: Ipv4Cidr,
@@ -47,6 +52,8 @@ pub struct Plan {
     pub subnet_usage: Vec<SubnetUsage>,
     pub pod_cidr_usage: Option<PodCidrUsage>,
     pub warnings: Vec<Warning>,
+    /// Where today's AKS differs from the study chapter, for this model (sources named).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,12 +68,14 @@ pub struct Node {
     /// Address of the node's NIC in the node subnet.
     pub ip: Ipv4Addr,
     pub max_pods: u32,
-    /// kubenet: this node's /24 of the pod CIDR (the bridge `cbr0` holds its .1).
+    /// kubenet and Overlay: this node's /24 of the pod CIDR (the bridge `cbr0` holds its
+    /// .1 on the iptables datapath).
     pub pod_cidr: Option<Ipv4Cidr>,
     /// Address pods use as their default gateway: the bridge address (kubenet), or `None`
     /// for Azure CNI, where pods route via the node (the emulation picks a link address).
     pub pod_gateway: Option<Ipv4Addr>,
-    /// Azure CNI: the block of `max_pods` addresses assigned to this node's NIC.
+    /// Azure CNI: the addresses assigned to this node's NIC: `max_pods` of them up front
+    /// (Node Subnet), or the batches of 16 its pods need (Pod Subnet).
     pub pod_block: Option<AddressBlock>,
     /// The pods aksnet creates on this node.
     pub pods: Vec<Pod>,
@@ -152,12 +161,17 @@ impl Plan {
 /// fits; an address that does not exist still becomes an error rather than a panic.
 pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
     let nodes = place_nodes(cluster)?;
-    let route_table = route_table(&nodes);
+    let route_table = match cluster.pod_network {
+        // The point of Overlay: the VNet never learns a pod route.
+        PodNetwork::AzureOverlay => Vec::new(),
+        _ => route_table(&nodes),
+    };
     let services = place_services(cluster, &nodes);
     let (subnet_usage, pod_cidr_usage, warnings) = usage::usage(cluster);
     Ok(Plan {
         name: cluster.name.clone(),
         network_plugin: cluster.network_plugin,
+        pod_network: cluster.pod_network,
         datapath: cluster.datapath,
         address_space: cluster.vnet.address_space,
         node_subnet: cluster.vnet.node_subnet,
@@ -176,6 +190,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         subnet_usage,
         pod_cidr_usage,
         warnings,
+        notes: notes::notes(cluster),
     })
 }
 
@@ -195,6 +210,13 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
         Some(subnet) if cluster.vnet.pod_subnet.is_some() => (Some(subnet), FIRST_ASSIGNABLE_INDEX),
         Some(subnet) => (Some(subnet), FIRST_ASSIGNABLE_INDEX + node_count),
         None => (None, 0),
+    };
+    // Node Subnet reserves maxPods per node up front; Pod Subnet hands out batches of 16
+    // as pods start, so a node holds only the batches its pods need.
+    let pod_batches = capacity::pod_subnet_batches(u64::from(cluster.pods_per_node));
+    let block_size = |pool: &crate::model::NodePool| match cluster.pod_network {
+        PodNetwork::AzurePodSubnet => pod_batches * capacity::POD_SUBNET_BATCH,
+        _ => u64::from(pool.max_pods),
     };
     let mut nodes = Vec::new();
     for pool in &cluster.node_pools {
@@ -239,7 +261,7 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
             };
             let pod_block = match pod_range {
                 Some(range) => {
-                    let last = next_pod_index + u64::from(pool.max_pods) - 1;
+                    let last = next_pod_index + block_size(pool) - 1;
                     Some(AddressBlock {
                         first: range
                             .nth(next_pod_index)
@@ -252,7 +274,7 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
                 None => None,
             };
             if pod_range.is_some() {
-                next_pod_index += u64::from(pool.max_pods);
+                next_pod_index += block_size(pool);
             }
             nodes.push(Node {
                 name,

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Plan, RouteSource};
-use crate::model::NetworkPlugin;
+use crate::model::PodNetwork;
 use crate::table::Table;
 
 /// The plan as text for a terminal (warnings are not included; the caller prints them).
@@ -15,9 +15,15 @@ pub fn render(plan: &Plan) -> String {
 }
 
 fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
-    let plugin = match plan.network_plugin {
-        NetworkPlugin::Azure => "azure (pods take VNet addresses)",
-        NetworkPlugin::Kubenet => "kubenet (pods take addresses from podCidr, one /24 per node)",
+    let plugin = match plan.pod_network {
+        PodNetwork::AzureNodeSubnet | PodNetwork::AzurePodSubnet => {
+            "azure (pods take VNet addresses)"
+        }
+        PodNetwork::AzureOverlay => {
+            "azure, networkPluginMode overlay (pods take addresses from podCidr, one /24 per \
+             node; the VNet has no pod routes)"
+        }
+        PodNetwork::Kubenet => "kubenet (pods take addresses from podCidr, one /24 per node)",
     };
     writeln!(
         out,
@@ -46,9 +52,9 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
     ranges.row(vec!["nonMasqueradeCidrs".into(), non_masquerade.join(", ")]);
     writeln!(out, "\n{ranges}")?;
 
-    let pods_column = match plan.network_plugin {
-        NetworkPlugin::Azure => "POD BLOCK",
-        NetworkPlugin::Kubenet => "POD CIDR",
+    let pods_column = match plan.pod_cidr {
+        None => "POD BLOCK",
+        Some(_) => "POD CIDR",
     };
     let mut nodes = Table::new(&[
         "NODE",
@@ -80,7 +86,8 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
 
     let routes_title = match plan.route_table.first().map(|r| r.source) {
         Some(RouteSource::UserDefinedRoute) => "VNET ROUTE TABLE (UDR, one per node)",
-        _ => "VNET ROUTES (pod addresses on node NICs)",
+        Some(RouteSource::NicAddress) => "VNET ROUTES (pod addresses on node NICs)",
+        None => "VNET ROUTES (none for pods: the overlay carries them between nodes)",
     };
     let mut routes = Table::new(&["DESTINATION", "NEXT HOP", "NODE"]);
     for route in &plan.route_table {
@@ -178,7 +185,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
     }
     writeln!(
         out,
-        "SUBNET USAGE (PODS = maxPods addresses reserved per node)\n{subnets}"
+        "SUBNET USAGE (PODS = pod addresses assigned to nodes: maxPods each up front with Node Subnet, batches of 16 with Pod Subnet)\n{subnets}"
     )?;
     write!(out, "{pools}")?;
     if let Some(usage) = &plan.pod_cidr_usage {
@@ -190,6 +197,13 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
             usage.free.to_string(),
         ]);
         write!(out, "\n{pod_cidr}")?;
+    }
+    if !plan.notes.is_empty() {
+        write!(out, "\nNOTES (AKS today)")?;
+        for note in &plan.notes {
+            write!(out, "\n- {note}")?;
+        }
+        writeln!(out)?;
     }
     Ok(())
 }

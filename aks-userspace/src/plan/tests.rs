@@ -129,18 +129,18 @@ fn kubenet_on_a_slash_24_spends_only_node_addresses() {
 fn azure_usage_counts_max_pods_per_node() {
     let plan = plan_of(&example("azure-ebpf.yaml"));
     let usage = &plan.subnet_usage[0];
-    // nodepool1: 2 × (30 + 1), win: 1 × (20 + 1).
+    // nodepool1: 2 × (30 + 1), win: 1 × (40 + 1).
     assert_eq!(usage.used_by_nodes, 3);
-    assert_eq!(usage.reserved_for_pods, 80);
-    assert_eq!(usage.free, 251 - 83);
-    assert_eq!(usage.pools[0].more_nodes_fit, (251 - 83) / 31);
-    assert_eq!(usage.pools[1].more_nodes_fit, (251 - 83) / 21);
+    assert_eq!(usage.reserved_for_pods, 100);
+    assert_eq!(usage.free, 251 - 103);
+    assert_eq!(usage.pools[0].more_nodes_fit, (251 - 103) / 31);
+    assert_eq!(usage.pools[1].more_nodes_fit, (251 - 103) / 41);
     // The Windows node's block follows the Linux ones.
     let win = plan.node("win-0").expect("win-0");
     let block = win.pod_block.expect("block");
     assert_eq!(
         (block.first, block.last),
-        (ip("10.224.0.67"), ip("10.224.0.86"))
+        (ip("10.224.0.67"), ip("10.224.0.106"))
     );
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
 }
@@ -159,14 +159,21 @@ fn pod_subnet_addresses_start_at_its_fifth_address() {
         [
             ip("10.225.0.4"),
             ip("10.225.0.5"),
-            ip("10.225.0.34"),
-            ip("10.225.0.35")
+            // Pod Subnet hands out batches of 16, not maxPods: node 1's batch starts 16
+            // after node 0's.
+            ip("10.225.0.20"),
+            ip("10.225.0.21")
         ]
     );
     assert_eq!(plan.subnet_usage.len(), 2);
     assert_eq!(plan.subnet_usage[0].reserved_for_pods, 0);
     assert_eq!(plan.subnet_usage[1].used_by_nodes, 0);
-    assert_eq!(plan.subnet_usage[1].reserved_for_pods, 60);
+    assert_eq!(plan.subnet_usage[1].reserved_for_pods, 32);
+    let block = plan.nodes[1].pod_block.expect("a batch");
+    assert_eq!(
+        (block.first, block.last),
+        (ip("10.225.0.20"), ip("10.225.0.35"))
+    );
 }
 
 #[test]
@@ -229,4 +236,42 @@ fn every_example_plans_and_renders() {
         assert_eq!(json["nodes"][0]["ip"], "10.224.0.4", "{cell}");
         assert_eq!(json["services"][0]["clusterIP"], "10.0.0.20", "{cell}");
     }
+}
+
+#[test]
+fn notes_name_where_aks_differs_from_the_chapter_and_the_source() {
+    let kubenet = plan_of(&example("kubenet-ebpf.yaml"));
+    assert!(kubenet.notes[0].starts_with("kubenet: default maxPods 110"));
+    assert!(kubenet.notes[1].contains("configure-kubenet.md"));
+    assert!(kubenet.notes[2].contains("31 March 2028"));
+    let azure = plan_of(&example("azure-ebpf.yaml"));
+    assert!(azure.notes[0].starts_with("Azure CNI Node Subnet: default maxPods 30"));
+    assert!(azure.notes[1].contains("concepts-network-legacy-cni.md"));
+    let text = render(&azure);
+    assert!(
+        text.contains("NOTES (AKS today)\n- Azure CNI Node Subnet"),
+        "{text}"
+    );
+}
+
+#[test]
+fn overlay_gives_nodes_pod_cidr_slash_24s_and_the_vnet_no_routes() {
+    let plan = plan_of(&example("azure-overlay-ebpf.yaml"));
+    assert_eq!(plan.pod_network, model::PodNetwork::AzureOverlay);
+    assert!(plan.route_table.is_empty(), "{:?}", plan.route_table);
+    let node1 = plan.node("nodepool1-1").expect("node 1");
+    assert_eq!(node1.pod_cidr, Some("10.244.1.0/24".parse().expect("cidr")));
+    assert_eq!(node1.pod_block, None);
+    let pods: Vec<_> = node1.pods.iter().map(|p| p.ip).collect();
+    assert_eq!(pods, [ip("10.244.1.2"), ip("10.244.1.3")]);
+    // Only node addresses in the node subnet.
+    assert_eq!(plan.subnet_usage[0].reserved_for_pods, 0);
+    assert_eq!(plan.nodes[0].max_pods, 250);
+    let text = render(&plan);
+    assert!(text.contains("networkPluginMode overlay"), "{text}");
+    assert!(text.contains("VNET ROUTES (none for pods"), "{text}");
+    assert!(
+        text.contains("concepts-network-azure-cni-overlay.md"),
+        "{text}"
+    );
 }

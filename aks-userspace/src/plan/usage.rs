@@ -60,8 +60,12 @@ impl std::fmt::Display for Warning {
 }
 
 pub(super) fn usage(cluster: &Cluster) -> (Vec<SubnetUsage>, Option<PodCidrUsage>, Vec<Warning>) {
-    let demands =
-        capacity::subnet_demands(cluster.network_plugin, &cluster.vnet, &cluster.node_pools);
+    let demands = capacity::subnet_demands(
+        cluster.pod_network,
+        &cluster.vnet,
+        &cluster.node_pools,
+        cluster.pods_per_node,
+    );
     let mut warnings = Vec::new();
     for demand in &demands {
         warnings.extend(subnet_warnings(demand));

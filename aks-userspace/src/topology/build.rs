@@ -40,6 +40,31 @@ pub fn build(specs: &[NamespaceSpec]) -> Result<()> {
     Ok(())
 }
 
+/// Rebuilds part of a running cluster: creates the `fresh` namespaces (which must not
+/// exist), applies the `partial` specs to namespaces that exist (new veths, addresses and
+/// routes only), then configures the fresh ones. On failure the fresh namespaces are
+/// removed again; what a partial spec added lived on veths into them, so it goes too.
+pub fn rebuild(fresh: &[NamespaceSpec], partial: &[NamespaceSpec]) -> Result<()> {
+    let mut created: Vec<String> = Vec::with_capacity(fresh.len());
+    let result = (|| -> Result<()> {
+        for spec in fresh {
+            netns::create(&spec.name)?;
+            created.push(spec.name.clone());
+        }
+        for spec in partial.iter().chain(fresh) {
+            netlink::apply(spec)?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        if let Err(cleanup) = teardown(&created) {
+            return Err(err.context(format!("and cleaning up after it failed too: {cleanup:#}")));
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
 /// Deletes the named namespaces (their interfaces go with them). Missing ones are fine:
 /// teardown is idempotent. Returns how many existed.
 pub fn teardown(names: &[String]) -> Result<usize> {

@@ -28,7 +28,7 @@ use super::spec::{
     BridgeSpec, InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec,
 };
 use crate::cidr::Ipv4Cidr;
-use crate::model::{Datapath, NetworkPlugin};
+use crate::model::{Datapath, PodNetwork};
 use crate::plan::{Node, Plan, Pod};
 
 /// The gateway address every pod routes through (never on the wire as a source).
@@ -104,6 +104,7 @@ const ROLE_POD_HOST_SIDE: u8 = 0x03;
 const ROLE_POD: u8 = 0x04;
 const ROLE_EXTERNAL: u8 = 0x05;
 const ROLE_BRIDGE: u8 = 0x06;
+const ROLE_TUNNEL: u8 = 0x07;
 
 /// kubenet's bridge (the name kubelet's kubenet gave it).
 pub const KUBENET_BRIDGE: &str = "cbr0";
@@ -149,9 +150,10 @@ struct BridgeWiring {
 /// and the node routes each pod /32 to `azure0`. So pod traffic that leaves the node is
 /// routed by the node, and MASQUERADE applies whether br_netfilter exists or not.
 fn pod_wiring(plan: &Plan, node: &Node) -> PodWiring {
-    match (plan.datapath, plan.network_plugin) {
+    match (plan.datapath, plan.pod_network.private_pod_cidr()) {
         (Datapath::Ebpf, _) => PodWiring::Routed,
-        (Datapath::Iptables, NetworkPlugin::Kubenet) => {
+        // Overlay pods sit on the kubenet-style bridge: a /24 per node, the bridge .1.
+        (Datapath::Iptables, true) => {
             let pod_cidr = node.pod_cidr.expect("a planned kubenet node has a pod /24");
             let gateway = node
                 .pod_gateway
@@ -165,7 +167,7 @@ fn pod_wiring(plan: &Plan, node: &Node) -> PodWiring {
                 pod_routes: false,
             })
         }
-        (Datapath::Iptables, NetworkPlugin::Azure) => {
+        (Datapath::Iptables, false) => {
             let subnet = plan.pod_subnet.unwrap_or(plan.node_subnet);
             PodWiring::Bridged(BridgeWiring {
                 bridge: AZURE_BRIDGE,
@@ -397,6 +399,15 @@ fn node_namespace(
             proxy_arp: bridged.proxy_arp,
         });
         spec.bridges.push(bridge);
+    }
+    if plan.pod_network == PodNetwork::AzureOverlay {
+        super::overlay::add_endpoint(
+            plan,
+            index,
+            UPLINK,
+            |node| mac(ROLE_TUNNEL, node, 0),
+            &mut spec,
+        );
     }
     let layout = NodeLayout {
         name: node.name.clone(),

@@ -5,7 +5,11 @@
 mod build;
 pub mod layout;
 mod netlink;
+pub mod overlay;
 pub mod spec;
 
-pub use build::{build, teardown};
-pub use spec::{BridgeSpec, InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, VethSpec};
+pub use build::{build, rebuild, teardown};
+pub use spec::{
+    BridgeSpec, InterfaceSpec, Mac, NamespaceSpec, NeighbourSpec, RouteSpec, TunnelPeer, VethSpec,
+    VxlanSpec,
+};

@@ -6,14 +6,14 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
-use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth};
-use rtnetlink::packet_route::neighbour::NeighbourState;
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
     RouteMessageBuilder,
 };
 
-use super::spec::{format_mac, BridgeSpec, NamespaceSpec, VethSpec};
+use super::spec::{format_mac, BridgeSpec, NamespaceSpec, VethSpec, VxlanSpec};
 use crate::netns;
 
 /// Configures the namespace `spec.name` as `spec` says. The namespace and the namespaces
@@ -49,6 +49,9 @@ async fn configure(handle: &Handle, spec: &NamespaceSpec) -> Result<()> {
     }
     for bridge in &spec.bridges {
         add_bridge(handle, bridge).await?;
+    }
+    for tunnel in &spec.tunnels {
+        add_vxlan(handle, tunnel).await?;
     }
     for iface in &spec.interfaces {
         let index = if_index(&iface.name)?;
@@ -134,19 +137,24 @@ async fn add_veth(handle: &Handle, veth: &VethSpec) -> Result<()> {
     })
 }
 
+/// Creates the link `message` describes (a `kind` named `name`); returns its index.
+async fn add_link(handle: &Handle, message: LinkMessage, name: &str, kind: &str) -> Result<u32> {
+    handle
+        .link()
+        .add(message)
+        .execute()
+        .await
+        .with_context(|| format!("creating {kind} {name}"))?;
+    if_index(name)
+}
+
 /// Creates the bridge and enslaves its ports (hairpin mode on each if asked). The
 /// bridge's addresses and state are configured with the other interfaces.
 async fn add_bridge(handle: &Handle, bridge: &BridgeSpec) -> Result<()> {
     let message = LinkMessageBuilder::<LinkBridge>::new(&bridge.name)
         .address(bridge.mac.to_vec())
         .build();
-    handle
-        .link()
-        .add(message)
-        .execute()
-        .await
-        .with_context(|| format!("creating bridge {}", bridge.name))?;
-    let bridge_index = if_index(&bridge.name)?;
+    let bridge_index = add_link(handle, message, &bridge.name, "bridge").await?;
     for port in &bridge.ports {
         let port_index = if_index(port)?;
         let enslave = LinkUnspec::new_with_index(port_index)
@@ -173,6 +181,38 @@ async fn add_bridge(handle: &Handle, bridge: &BridgeSpec) -> Result<()> {
                     format!("setting hairpin mode on port {port} of {}", bridge.name)
                 })?;
         }
+    }
+    Ok(())
+}
+
+/// Creates the VXLAN device (learning off: every peer is known) and its forwarding
+/// entries, `bridge fdb append MAC dev NAME dst REMOTE self permanent` in `ip` terms.
+async fn add_vxlan(handle: &Handle, tunnel: &VxlanSpec) -> Result<()> {
+    let message = LinkVxlan::new(&tunnel.name, tunnel.vni)
+        .dev(if_index(&tunnel.underlay)?)
+        .local(tunnel.local)
+        .port(tunnel.port)
+        .learning(false)
+        .address(tunnel.mac.to_vec())
+        .build();
+    let index = add_link(handle, message, &tunnel.name, "VXLAN device").await?;
+    for peer in &tunnel.peers {
+        handle
+            .neighbours()
+            .add_bridge(index, &peer.mac)
+            .destination(IpAddr::V4(peer.remote))
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .execute()
+            .await
+            .with_context(|| {
+                format!(
+                    "adding forwarding entry {} dst {} on {}",
+                    format_mac(&peer.mac),
+                    peer.remote,
+                    tunnel.name
+                )
+            })?;
     }
     Ok(())
 }

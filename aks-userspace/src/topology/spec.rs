@@ -20,6 +20,8 @@ pub struct NamespaceSpec {
     /// Linux bridges created after the veths, with their ports enslaved; their addresses
     /// and state come from `interfaces` like any other interface's.
     pub bridges: Vec<BridgeSpec>,
+    /// VXLAN tunnel endpoints created after the bridges (the Overlay between nodes).
+    pub tunnels: Vec<VxlanSpec>,
     /// Interfaces of this namespace to configure (own veth ends and peers moved here).
     pub interfaces: Vec<InterfaceSpec>,
     pub routes: Vec<RouteSpec>,
@@ -34,6 +36,7 @@ impl NamespaceSpec {
             forwarding,
             veths: Vec::new(),
             bridges: Vec::new(),
+            tunnels: Vec::new(),
             interfaces: Vec::new(),
             routes: Vec::new(),
             neighbours: Vec::new(),
@@ -62,6 +65,30 @@ pub struct BridgeSpec {
     /// with `hairpinMode: true`: a frame may leave by the port it came in on, so a pod
     /// can reach itself through a service address.
     pub hairpin: bool,
+}
+
+/// A VXLAN device over an underlay interface of its namespace, with one forwarding entry
+/// per peer endpoint (tunnel MAC → peer underlay address), so no flooding or learning is
+/// needed. Its addresses and state come from `interfaces`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub mac: Mac,
+    pub vni: u32,
+    /// UDP destination port of the encapsulation.
+    pub port: u16,
+    /// Source address of the outer header: the node address.
+    pub local: Ipv4Addr,
+    /// The interface the outer packets leave by (the node uplink).
+    pub underlay: String,
+    pub peers: Vec<TunnelPeer>,
+}
+
+/// Another endpoint of a tunnel: frames for `mac` are sent to `remote`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelPeer {
+    pub mac: Mac,
+    pub remote: Ipv4Addr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -80,7 +80,7 @@ fn blocked_reason(expectation: &Expectation) -> &str {
 }
 
 #[test]
-fn azure_cni_pods_keep_their_address_in_the_vnet_and_to_on_prem() {
+fn azure_cni_node_subnet_pods_keep_their_address_in_the_vnet_only() {
     for datapath in ["ebpf", "iptables"] {
         let p = plan("azure", datapath, "");
         let a = pod(&p, 0, 0);
@@ -89,7 +89,8 @@ fn azure_cni_pods_keep_their_address_in_the_vnet_and_to_on_prem() {
         assert_eq!(seen(&expect(&p, &a, &pod(&p, 0, 1), 17001)), a.address);
         assert_eq!(seen(&expect(&p, &a, &pod(&p, 1, 0), 17001)), a.address);
         assert_eq!(seen(&expect(&p, &a, &node(&p, 1), 17001)), a.address);
-        assert_eq!(seen(&expect(&p, &a, &on_prem, 17001)), a.address);
+        // Outside the VNet the node address (concepts-network-legacy-cni.md).
+        assert_eq!(seen(&expect(&p, &a, &on_prem, 17001)), p.nodes[0].ip);
         assert_eq!(seen(&expect(&p, &a, &internet, 17001)), p.nodes[0].ip);
         assert_eq!(seen(&expect(&p, &on_prem, &a, 17001)), ON_PREM);
         assert_eq!(seen(&expect(&p, &on_prem, &node(&p, 0), 17001)), ON_PREM);
@@ -133,16 +134,12 @@ fn kubenet_pods_are_unreachable_from_on_prem_and_masqueraded_to_it() {
     assert_eq!(seen(&expect(&p, &a, &pod(&p, 1, 0), 17001)), a.address);
 }
 
-#[test]
-fn a_kubenet_pod_not_masqueraded_to_on_prem_gets_no_reply() {
-    let p = plan(
-        "kubenet",
-        "ebpf",
-        "nonMasqueradeCidrs: [10.244.0.0/16, 10.224.0.0/12, 192.168.100.0/24]\n",
-    );
+/// A pod that keeps its private pod CIDR address toward on-prem: on-prem has no route
+/// back.
+fn assert_on_prem_cannot_answer_the_pod(p: &Plan) {
     let e = expect(
-        &p,
-        &pod(&p, 0, 0),
+        p,
+        &pod(p, 0, 0),
         &host(EndpointKind::OnPrem, ON_PREM),
         17001,
     );
@@ -150,6 +147,16 @@ fn a_kubenet_pod_not_masqueraded_to_on_prem_gets_no_reply() {
         blocked_reason(&e).contains("no route back to the pod CIDR"),
         "{e}"
     );
+}
+
+#[test]
+fn a_kubenet_pod_not_masqueraded_to_on_prem_gets_no_reply() {
+    let p = plan(
+        "kubenet",
+        "ebpf",
+        "nonMasqueradeCidrs: [10.244.0.0/16, 10.224.0.0/12, 192.168.100.0/24]\n",
+    );
+    assert_on_prem_cannot_answer_the_pod(&p);
 }
 
 #[test]
@@ -188,7 +195,8 @@ fn nsg_rules_decide_by_priority_on_the_address_the_node_sees() {
         pod(&p, 0, 1).address
     );
     // Outbound flows are not filtered by inbound rules (replies pass a stateful NSG).
-    assert_eq!(seen(&expect(&p, &a, &on_prem, 17002)), a.address);
+    // (Node Subnet masquerades on-prem to the node.)
+    assert_eq!(seen(&expect(&p, &a, &on_prem, 17002)), p.nodes[0].ip);
 }
 
 #[test]
@@ -213,4 +221,51 @@ fn hairpin_through_a_service_is_masqueraded_per_datapath() {
         let other = expect_service_backend(&model, &client, &pod(&p, 1, 0), Protocol::Tcp, 8080);
         assert_eq!(seen(&other), client.address, "{plugin}/{datapath}");
     }
+}
+
+#[test]
+fn overlay_keeps_pod_addresses_between_pods_and_masquerades_everything_else() {
+    for datapath in ["ebpf", "iptables"] {
+        let p = plan("azure", datapath, "networkPluginMode: overlay\n");
+        let a = pod(&p, 0, 0);
+        let on_prem = host(EndpointKind::OnPrem, ON_PREM);
+        let internet = host(EndpointKind::Internet, INTERNET);
+        assert_eq!(seen(&expect(&p, &a, &pod(&p, 1, 0), 17001)), a.address);
+        for outside in [node(&p, 1), on_prem.clone(), internet] {
+            assert_eq!(seen(&expect(&p, &a, &outside, 17001)), p.nodes[0].ip);
+        }
+        let e = expect(&p, &on_prem, &a, 17001);
+        assert!(
+            blocked_reason(&e).contains("the VNet has no route for the pod CIDR"),
+            "{e}"
+        );
+        // A node reaches another node's pod from its tunnel address.
+        assert_eq!(
+            seen(&expect(&p, &node(&p, 0), &pod(&p, 1, 0), 17001)),
+            Ipv4Addr::new(10, 244, 0, 0)
+        );
+        assert_eq!(
+            seen(&expect(&p, &on_prem, &node(&p, 0), 17001)),
+            ON_PREM,
+            "nodes stay VNet addresses"
+        );
+    }
+    // Hairpin through a service: the eBPF link-local source, or cbr0's address.
+    for (datapath, want) in [
+        ("ebpf", Ipv4Addr::new(169, 254, 42, 1)),
+        ("iptables", Ipv4Addr::new(10, 244, 0, 1)),
+    ] {
+        let p = plan("azure", datapath, "networkPluginMode: overlay\n");
+        let model = NetworkModel::from_plan(&p);
+        let client = pod(&p, 0, 0);
+        let own = expect_service_backend(&model, &client, &client, Protocol::Tcp, 8080);
+        assert_eq!(seen(&own), want, "overlay/{datapath}");
+    }
+    // Without masquerade to on-prem, an Overlay pod gets no reply.
+    let p = plan(
+        "azure",
+        "ebpf",
+        "networkPluginMode: overlay\nnonMasqueradeCidrs: [10.244.0.0/16, 192.168.100.0/24]\n",
+    );
+    assert_on_prem_cannot_answer_the_pod(&p);
 }

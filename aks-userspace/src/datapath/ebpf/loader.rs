@@ -102,6 +102,13 @@ impl NodeDatapath {
         self.attach_tc(FROM_VNET, interface)
     }
 
+    /// Attaches `from_vnet` (TC ingress) to the node's Overlay tunnel device: what the
+    /// tunnel decapsulates is delivered into pods, and replies from service backends on
+    /// other nodes are translated back, as on the uplink.
+    pub fn attach_overlay(&mut self, interface: &str) -> Result<()> {
+        self.attach_tc(FROM_VNET, interface)
+    }
+
     /// Attaches `nsg` (XDP) to the node's uplink.
     ///
     /// Only worth it with rules to enforce: any native XDP program on a veth moves its

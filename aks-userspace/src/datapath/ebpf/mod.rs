@@ -24,13 +24,13 @@ pub use stats::{read_pinned, ReasonTotals};
 
 use aks_ebpf_common::{
     addr, config::POD_ADDRESSING_PRIVATE, config::POD_ADDRESSING_VNET, nsg, Endpoint, NodeConfig,
-    NsgRule, Route, RouteKind, ROUTE_MASQUERADE,
+    NsgRule, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
 };
 use anyhow::{Context, Result};
 
 use super::Datapath;
 use crate::cidr::Ipv4Cidr;
-use crate::model::{self, nsg::Access, nsg::SecurityRule, NetworkPlugin};
+use crate::model::{self, nsg::Access, nsg::SecurityRule, PodNetwork};
 use crate::netns;
 use crate::plan::Plan;
 use crate::state::ClusterState;
@@ -112,6 +112,11 @@ impl EbpfDatapath {
             datapath
                 .attach_uplink(&node.uplink)
                 .with_context(|| format!("attaching to the uplink of node {}", node.name))?;
+            if plan.pod_network == PodNetwork::AzureOverlay {
+                datapath
+                    .attach_overlay(crate::topology::overlay::OVERLAY_DEVICE)
+                    .with_context(|| format!("attaching to the overlay of node {}", node.name))?;
+            }
             // An empty NSG allows everything; see `attach_nsg` for what XDP would cost.
             if !nsg_rules.is_empty() {
                 datapath.attach_nsg(&node.uplink).with_context(|| {
@@ -191,9 +196,9 @@ fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
     Ok(NodeConfig {
         node_ip: map_addr(node.address),
         uplink_ifindex: netns::interface_index(&node.namespace, &node.uplink)?,
-        pod_addressing: match plan.network_plugin {
-            NetworkPlugin::Azure => POD_ADDRESSING_VNET,
-            NetworkPlugin::Kubenet => POD_ADDRESSING_PRIVATE,
+        pod_addressing: match plan.pod_network.private_pod_cidr() {
+            false => POD_ADDRESSING_VNET,
+            true => POD_ADDRESSING_PRIVATE,
         },
         nsg_rules: 0,
         uplink_mac: node.uplink_mac,
@@ -253,6 +258,16 @@ fn node_routes(plan: &Plan, node: &NodeLayout) -> Vec<(Ipv4Cidr, Route)> {
             RouteKind::RemotePods,
             map_addr(entry.next_hop),
         ));
+    }
+    // Overlay: the VNet has no pod routes; other nodes' pod /24s go through the tunnel.
+    if plan.pod_network == PodNetwork::AzureOverlay {
+        for other in plan.nodes.iter().filter(|n| n.name != node.name) {
+            if let Some(pods) = other.pod_cidr {
+                let (cidr, mut overlay) = route(pods, RouteKind::RemotePods, map_addr(other.ip));
+                overlay.flags |= ROUTE_OVERLAY;
+                routes.push((cidr, overlay));
+            }
+        }
     }
     for pod in &node.pods {
         routes.push(route(host(pod.address), RouteKind::LocalPod, 0));

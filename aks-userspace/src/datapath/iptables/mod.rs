@@ -23,7 +23,7 @@ pub mod ruleset;
 use anyhow::{Context, Result};
 
 use super::Datapath;
-use crate::model::{self, NetworkPlugin};
+use crate::model;
 use crate::netns;
 use crate::plan::Plan;
 use crate::topology::layout::Layout;
@@ -50,10 +50,8 @@ pub struct IptablesDatapath {
 /// `--cluster-cidr`.
 pub fn proxy_options(plan: &Plan, masquerade_all: bool) -> ProxyOptions {
     ProxyOptions {
-        cluster_cidr: match plan.network_plugin {
-            NetworkPlugin::Kubenet => plan.pod_cidr,
-            NetworkPlugin::Azure => None,
-        },
+        // kube-proxy's --cluster-cidr: the private pod CIDR of kubenet and Overlay.
+        cluster_cidr: plan.pod_cidr,
         masquerade_all,
     }
 }
