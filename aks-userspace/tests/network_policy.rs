@@ -13,8 +13,9 @@ use common::cluster::{aksnet, aksnet_ok, assert_gone, cluster_name, up_keep, Dow
 use common::require_privileges;
 use serde_json::Value;
 
-/// The example under a unique name on `datapath` with `engine`.
-fn three_tier(name: &str, datapath: &str, engine: &str) -> PathBuf {
+/// The example under a unique name on `datapath` with `engine` (Azure CNI Overlay when
+/// `overlay`).
+fn three_tier(name: &str, datapath: &str, engine: &str, overlay: bool) -> PathBuf {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/three-tier.yaml");
     let yaml = std::fs::read_to_string(path).expect("reading the example");
     let yaml = yaml
@@ -140,10 +141,14 @@ fn rows(out: &std::process::Output) -> Vec<Value> {
 }
 
 fn three_tier_is_enforced(datapath: &str, engine: &str, tag: &str) {
+    three_tier_is_enforced_in(datapath, engine, tag, false);
+}
+
+fn three_tier_is_enforced_in(datapath: &str, engine: &str, tag: &str, overlay: bool) {
     require_privileges();
     let name = cluster_name(tag);
     let _down = Down(name.clone());
-    up_keep(&three_tier(&name, datapath, engine));
+    up_keep(&three_tier(&name, datapath, engine, overlay));
 
     // eBPF: every denial also streams to `monitor --type drop`, with its policy named.
     let monitor = (datapath == "ebpf").then(|| DropMonitor::start(&name));
@@ -280,4 +285,9 @@ fn three_tier_on_ebpf_with_cilium() {
 #[test]
 fn three_tier_on_ebpf_with_calico() {
     three_tier_is_enforced("ebpf", "calico", "npk");
+}
+
+#[test]
+fn three_tier_on_ebpf_overlay_with_cilium() {
+    three_tier_is_enforced_in("ebpf", "cilium", "npo", true);
 }
