@@ -12,6 +12,7 @@ pub mod model;
 pub mod monitor;
 pub mod netns;
 pub mod plan;
+pub mod policies;
 pub mod policy;
 pub mod services;
 pub mod state;

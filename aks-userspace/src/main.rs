@@ -83,6 +83,12 @@ enum Command {
         #[command(subcommand)]
         action: cli::services::ServicesAction,
     },
+    /// Apply, delete or list Kubernetes NetworkPolicies of a running cluster: O(changed
+    /// keys) map updates on eBPF, one iptables-restore per node on iptables.
+    Policy {
+        #[command(subcommand)]
+        action: cli::policy::PolicyAction,
+    },
     /// Probe connectivity between pods, nodes, on-prem and the internet, and compare
     /// each row with what AKS would do (reachable or blocked and why, the source address
     /// the destination should see).
@@ -265,6 +271,7 @@ fn main() -> ExitCode {
         } => cli::up::run(file.as_deref(), keep, check, log_level),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
         Command::Services { action } => cli::services::run(action),
+        Command::Policy { action } => cli::policy::run(action),
         Command::Update {
             name,
             network_plugin_mode: PluginModeArg::Overlay,

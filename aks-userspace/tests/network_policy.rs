@@ -26,6 +26,16 @@ fn three_tier(name: &str, datapath: &str, engine: &str, overlay: bool) -> PathBu
             &format!("networkPolicy: {engine}"),
             1,
         );
+    let yaml = if overlay {
+        let with_mode = "networkPlugin: azure\nnetworkPluginMode: overlay";
+        assert!(
+            yaml.contains("networkPlugin: azure\n"),
+            "the example is Azure CNI"
+        );
+        yaml.replacen("networkPlugin: azure", with_mode, 1)
+    } else {
+        yaml
+    };
     let out = std::env::temp_dir().join(format!("aksnet-policy-{name}.yaml"));
     std::fs::write(&out, yaml).expect("writing the description");
     out
@@ -290,4 +300,124 @@ fn three_tier_on_ebpf_with_calico() {
 #[test]
 fn three_tier_on_ebpf_overlay_with_cilium() {
     three_tier_is_enforced_in("ebpf", "cilium", "npo", true);
+}
+
+/// `check --expect` with these rows; whether every row passed.
+fn expect_rows(name: &str, tag: &str, rows: &str) -> bool {
+    let file = std::env::temp_dir().join(format!("aksnet-policy-expect-{name}-{tag}.yaml"));
+    std::fs::write(&file, rows).expect("writing the expectations");
+    let out = aksnet(&["check", name, "--expect", file.to_str().expect("utf-8")]);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    out.status.code() == Some(0)
+}
+
+/// `policy delete` opens db to everyone, `policy apply` closes it again, on a running
+/// cluster; bad input exits 2 and changes nothing.
+fn live_policy_changes(datapath: &str, engine: &str, tag: &str) {
+    require_privileges();
+    let name = cluster_name(tag);
+    let _down = Down(name.clone());
+    up_keep(&three_tier(&name, datapath, engine, false));
+    // web (slot 0) to db (slot 2) across nodes, api (slot 1) to db.
+    let web_to_db = |expect: &str| {
+        format!(
+            "- {{ from: nodepool1-0-pod0, to: nodepool1-1-pod2, port: 5432, expect: {expect} }}\n- {{ from: nodepool1-0-pod1, to: nodepool1-1-pod2, port: 5432, expect: reachable }}\n"
+        )
+    };
+    assert!(
+        expect_rows(&name, "before", &web_to_db("blocked")),
+        "db starts closed to web"
+    );
+
+    let out = aksnet_ok(&[
+        "policy",
+        "delete",
+        "db-from-api",
+        "--namespace",
+        "shop",
+        "--cluster",
+        &name,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("shop/db-from-api programmed on 2 nodes"),
+        "{said}"
+    );
+    if datapath == "ebpf" {
+        assert!(said.contains("map entries written"), "{said}");
+    } else {
+        assert!(said.contains("iptables-restore"), "{said}");
+    }
+    assert!(
+        expect_rows(&name, "deleted", &web_to_db("reachable")),
+        "db open once its policy is gone"
+    );
+
+    let policy = std::env::temp_dir().join(format!("aksnet-policy-db-{name}.yaml"));
+    std::fs::write(
+        &policy,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: { name: db-from-api, namespace: shop }\nspec:\n  podSelector: { matchLabels: { app: db } }\n  policyTypes: [Ingress]\n  ingress:\n    - from: [{ podSelector: { matchLabels: { app: api } } }]\n      ports: [{ protocol: TCP, port: 5432 }]\n",
+    )
+    .expect("writing the policy");
+    aksnet_ok(&[
+        "policy",
+        "apply",
+        policy.to_str().expect("utf-8"),
+        "--cluster",
+        &name,
+    ]);
+    assert!(
+        expect_rows(&name, "applied", &web_to_db("blocked")),
+        "db closed again by apply"
+    );
+
+    let list: Value = serde_json::from_slice(
+        &aksnet_ok(&["policy", "list", "--cluster", &name, "--json"]).stdout,
+    )
+    .expect("policy list --json prints JSON");
+    assert_eq!(list["policies"].as_array().map(Vec::len), Some(4), "{list}");
+
+    // Bad input: exit 2, nothing changed.
+    let unknown = aksnet(&["policy", "delete", "nope", "-n", "shop", "--cluster", &name]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let bad = std::env::temp_dir().join(format!("aksnet-policy-bad-{name}.yaml"));
+    std::fs::write(
+        &bad,
+        "metadata: { name: x, namespace: shop }\nspec:\n  podSelector: {}\n  ingres: []\n",
+    )
+    .expect("writing");
+    let out = aksnet(&[
+        "policy",
+        "apply",
+        bad.to_str().expect("utf-8"),
+        "--cluster",
+        &name,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ingres") && err.contains("line"),
+        "unknown field with its line: {err}"
+    );
+    assert!(
+        expect_rows(&name, "after-bad", &web_to_db("blocked")),
+        "still closed"
+    );
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn live_policy_changes_on_ebpf() {
+    live_policy_changes("ebpf", "cilium", "npl");
+}
+
+#[test]
+fn live_policy_changes_on_iptables() {
+    live_policy_changes("iptables", "azure", "npj");
 }

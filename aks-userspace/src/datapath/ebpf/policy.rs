@@ -254,3 +254,98 @@ fn port_keys(ports: &[PortRange], policy: &str) -> Result<Vec<(u8, u16)>> {
 
 #[cfg(test)]
 mod tests;
+
+/// The pinned policy maps of one node of a running cluster, for live policy changes:
+/// only what differs between the old and the new model is written or deleted.
+pub struct PinnedPolicyMaps {
+    ipcache: aya::maps::LpmTrie<aya::maps::MapData, u32, u32>,
+    policy: aya::maps::HashMap<aya::maps::MapData, PolicyKey, u32>,
+    endpoints: aya::maps::HashMap<aya::maps::MapData, u32, aks_ebpf_common::Endpoint>,
+}
+
+/// How many map entries a live change wrote and deleted on one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapChanges {
+    pub written: usize,
+    pub deleted: usize,
+}
+
+impl PinnedPolicyMaps {
+    /// The maps pinned under a node's pin directory.
+    pub fn open_pinned(dir: &std::path::Path) -> Result<Self> {
+        use aks_ebpf_common::policy::{IPCACHE_MAP, POLICY_MAP};
+        use aks_ebpf_common::ENDPOINTS_MAP;
+        use aya::maps::Map;
+        let open = |name: &str| super::open_pinned(&dir.join(name));
+        Ok(Self {
+            ipcache: aya::maps::LpmTrie::try_from(Map::LpmTrie(open(IPCACHE_MAP)?))?,
+            policy: aya::maps::HashMap::try_from(Map::HashMap(open(POLICY_MAP)?))?,
+            endpoints: aya::maps::HashMap::try_from(Map::HashMap(open(ENDPOINTS_MAP)?))?,
+        })
+    }
+
+    /// Moves the node's maps from `old` to `new` (identities and node policy of the same
+    /// cluster before and after the change): new and changed entries first, then stale
+    /// ones removed, so no packet meets a pod isolated with its keys missing.
+    pub fn update(
+        &mut self,
+        old: (&Identities, &NodePolicy),
+        new: (&Identities, &NodePolicy),
+    ) -> Result<MapChanges> {
+        use anyhow::Context as _;
+        use aya::maps::lpm_trie::Key;
+        let mut changes = MapChanges::default();
+        let old_ipcache: BTreeMap<Ipv4Cidr, u32> = old.0.ipcache.iter().copied().collect();
+        let new_ipcache: BTreeMap<Ipv4Cidr, u32> = new.0.ipcache.iter().copied().collect();
+        let key = |p: &Ipv4Cidr| Key::new(u32::from(p.prefix()), map_addr(p.network()));
+        for (prefix, identity) in &new_ipcache {
+            if old_ipcache.get(prefix) != Some(identity) {
+                self.ipcache
+                    .insert(&key(prefix), identity, 0)
+                    .with_context(|| format!("writing IPCACHE[{prefix}]"))?;
+                changes.written += 1;
+            }
+        }
+        let old_keys: std::collections::BTreeSet<&PolicyKey> = old.1.keys.iter().collect();
+        let new_keys: std::collections::BTreeSet<&PolicyKey> = new.1.keys.iter().collect();
+        for k in new_keys.difference(&old_keys) {
+            self.policy
+                .insert(*k, 1, 0)
+                .with_context(|| format!("writing POLICY[{k:?}]"))?;
+            changes.written += 1;
+        }
+        for (pod, flags) in &new.1.endpoint_flags {
+            let old_flags = old
+                .1
+                .endpoint_flags
+                .iter()
+                .find(|(p, _)| p == pod)
+                .map(|(_, f)| *f);
+            if old_flags == Some(*flags) {
+                continue;
+            }
+            let mut endpoint = self
+                .endpoints
+                .get(&map_addr(*pod), 0)
+                .with_context(|| format!("reading ENDPOINTS[{pod}]"))?;
+            endpoint.flags = *flags;
+            self.endpoints
+                .insert(map_addr(*pod), endpoint, 0)
+                .with_context(|| format!("writing ENDPOINTS[{pod}]"))?;
+            changes.written += 1;
+        }
+        for k in old_keys.difference(&new_keys) {
+            self.policy
+                .remove(*k)
+                .with_context(|| format!("deleting POLICY[{k:?}]"))?;
+            changes.deleted += 1;
+        }
+        for prefix in old_ipcache.keys().filter(|p| !new_ipcache.contains_key(p)) {
+            self.ipcache
+                .remove(&key(prefix))
+                .with_context(|| format!("deleting IPCACHE[{prefix}]"))?;
+            changes.deleted += 1;
+        }
+        Ok(changes)
+    }
+}
