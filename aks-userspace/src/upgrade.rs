@@ -63,13 +63,8 @@ pub fn to_overlay(
     pod_cidr: Option<Ipv4Cidr>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Outcome> {
-    let _lock = ClusterLock::existing(name, |holder| {
-        crate::errln!(
-            "cluster {name}: waiting for another aksnet command{} that is changing it",
-            holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
-        )
-    })?
-    .ok_or_else(|| Refused(format!("there is no cluster {name:?}; see `aksnet up`")))?;
+    let _lock = ClusterLock::existing(name, ClusterLock::say_waiting(name))?
+        .ok_or_else(|| Refused(format!("there is no cluster {name:?}; see `aksnet up`")))?;
     let state = ClusterState::require(name)?;
     if let Some(pid) = cluster_lock::owner_pid(name) {
         return Err(Refused(format!(

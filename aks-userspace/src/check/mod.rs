@@ -57,7 +57,18 @@ pub fn expected_matrix(
     model: &NetworkModel,
 ) -> (Vec<Endpoint>, Vec<(Probe, Expectation)>) {
     let (endpoints, probes) = cluster_matrix(state);
-    let checked = probes
+    let checked = with_expectations(model, &endpoints, probes);
+    (endpoints, checked)
+}
+
+/// Each probe with what `model` expects of it, waiting only [`BLOCKED_TIMEOUT`] when it
+/// should be blocked.
+pub fn with_expectations(
+    model: &NetworkModel,
+    endpoints: &[Endpoint],
+    probes: Vec<Probe>,
+) -> Vec<(Probe, Expectation)> {
+    probes
         .into_iter()
         .map(|probe| {
             let expectation = expect::expect_flow(
@@ -76,8 +87,7 @@ pub fn expected_matrix(
             };
             (Probe { timeout, ..probe }, expectation)
         })
-        .collect();
-    (endpoints, checked)
+        .collect()
 }
 
 /// Runs the probes and judges each against its expectation.

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use super::expect::{self, Expectation, NetworkModel};
+use super::expect::{Expectation, NetworkModel};
 use super::REACHABLE_TIMEOUT;
-use super::{cluster_endpoints, Endpoint, EndpointKind, Probe, BLOCKED_TIMEOUT, CHECK_PORT};
+use super::{cluster_endpoints, Endpoint, EndpointKind, Probe, CHECK_PORT};
 use crate::model::policy::{PolicyType, PortRange};
 use crate::model::Protocol;
 use crate::state::ClusterState;
@@ -119,26 +119,7 @@ pub fn policy_matrix(
             }
         }
     }
-    let checked = probes
-        .into_iter()
-        .map(|probe| {
-            let expectation = expect::expect_flow(
-                model,
-                &expect::Flow {
-                    source: &endpoints[probe.source],
-                    destination: &endpoints[probe.destination],
-                    protocol: probe.protocol,
-                    port: probe.port,
-                },
-            );
-            let timeout = if expectation.is_blocked() {
-                BLOCKED_TIMEOUT
-            } else {
-                REACHABLE_TIMEOUT
-            };
-            (Probe { timeout, ..probe }, expectation)
-        })
-        .collect();
+    let checked = super::with_expectations(model, &endpoints, probes);
     (endpoints, checked)
 }
 
@@ -194,7 +175,7 @@ mod tests {
     use super::*;
     use crate::topology::layout::layout;
 
-    const THREE_TIER: &str = include_str!("../../../examples/three-tier.yaml");
+    use crate::policy::testing::THREE_TIER;
 
     /// The record `up` would write for the three-tier example, without building it.
     fn three_tier() -> (ClusterState, NetworkModel) {

@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 
 use aks_userspace::cluster_lock::ClusterLock;
-use aks_userspace::errln;
 use aks_userspace::model::{self, PlanError};
 use aks_userspace::policies::{self, PolicyChange};
 use aks_userspace::state::ClusterState;
@@ -73,12 +72,7 @@ pub fn run(action: PolicyAction) -> Result<ExitCode> {
     };
     let name = super::resolve_cluster_name(cluster.as_deref())?;
     // Held until the maps or rules are programmed and the description saved.
-    let _lock = ClusterLock::existing(&name, |holder| {
-        errln!(
-            "cluster {name}: waiting for another aksnet command{} that is changing it",
-            holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
-        )
-    })?;
+    let _lock = ClusterLock::existing(&name, ClusterLock::say_waiting(&name))?;
     let state = ClusterState::require(&name)?;
     let update = match policies::apply(&state, change) {
         Ok(update) => update,

@@ -47,7 +47,26 @@ pub enum PolicyEndpoint<'a> {
     },
 }
 
-impl PolicyEndpoint<'_> {
+impl<'p> PolicyEndpoint<'p> {
+    /// The pod of `plan` holding `address`, its node, or an address outside the cluster.
+    pub fn in_plan(plan: &'p crate::plan::Plan, address: Ipv4Addr) -> Self {
+        if let Some(pod) = plan.pods().find(|p| p.ip == address) {
+            return Self::Pod {
+                address,
+                namespace: &pod.namespace,
+                labels: &pod.labels,
+                node: &pod.node,
+            };
+        }
+        match plan.nodes.iter().find(|n| n.ip == address) {
+            Some(node) => Self::Node {
+                address,
+                name: &node.name,
+            },
+            None => Self::External { address },
+        }
+    }
+
     pub fn address(&self) -> Ipv4Addr {
         match self {
             Self::Pod { address, .. } | Self::Node { address, .. } | Self::External { address } => {
@@ -278,6 +297,33 @@ pub fn peer_matches(model: &PolicyModel, peer: &Peer, endpoint: &PolicyEndpoint)
             }
             _ => false,
         },
+    }
+}
+
+/// What the policy tests of several modules share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::Ipv4Addr;
+
+    use crate::model::Protocol;
+
+    /// examples/three-tier.yaml.
+    pub const THREE_TIER: &str = include_str!("../../../examples/three-tier.yaml");
+
+    /// Every (source, destination, protocol, port) between two distinct `addresses`.
+    pub fn flows(
+        addresses: &[Ipv4Addr],
+        ports: &[(Protocol, u16)],
+    ) -> Vec<(Ipv4Addr, Ipv4Addr, Protocol, u16)> {
+        let mut out = Vec::new();
+        for &source in addresses {
+            for &destination in addresses.iter().filter(|&&d| d != source) {
+                for &(protocol, port) in ports {
+                    out.push((source, destination, protocol, port));
+                }
+            }
+        }
+        out
     }
 }
 

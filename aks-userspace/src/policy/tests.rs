@@ -5,7 +5,7 @@ use crate::model::load;
 use crate::model::policy::NetworkPolicyEngine;
 use crate::plan::{plan, Plan};
 
-const THREE_TIER: &str = include_str!("../../../examples/three-tier.yaml");
+use crate::policy::testing::THREE_TIER;
 const INTERNET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const ON_PREM: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
 

@@ -1,7 +1,7 @@
 use super::*;
 use crate::model::{load, parse, PlanError};
 
-const THREE_TIER: &str = include_str!("../../../../examples/three-tier.yaml");
+use crate::policy::testing::THREE_TIER;
 
 /// The three-tier example with `from` replaced by `to` (one occurrence).
 fn three_tier_with(from: &str, to: &str) -> String {

@@ -5,10 +5,9 @@
 use super::*;
 use crate::model::load;
 use crate::plan::plan;
+use crate::policy::testing::{flows, THREE_TIER};
 use crate::policy::{evaluate, PolicyFlow};
 use aks_ebpf_common::policy::lookup_keys;
-
-const THREE_TIER: &str = include_str!("../../../../../examples/three-tier.yaml");
 
 fn three_tier(yaml: &str) -> Plan {
     plan(&load(yaml).expect("valid")).expect("plan")
@@ -70,18 +69,6 @@ fn datapath_allows(
     )
 }
 
-fn endpoint(plan: &Plan, address: Ipv4Addr) -> PolicyEndpoint<'_> {
-    match plan.pods().find(|p| p.ip == address) {
-        Some(pod) => PolicyEndpoint::Pod {
-            address,
-            namespace: &pod.namespace,
-            labels: &pod.labels,
-            node: &pod.node,
-        },
-        None => PolicyEndpoint::External { address },
-    }
-}
-
 fn agree_on_every_pair(plan: &Plan) -> (usize, usize) {
     let identities = identities(plan).expect("identities");
     let mut addresses: Vec<Ipv4Addr> = plan.pods().map(|p| p.ip).collect();
@@ -90,37 +77,31 @@ fn agree_on_every_pair(plan: &Plan) -> (usize, usize) {
         plan.external_hosts.on_prem.host,
         Ipv4Addr::new(10, 1, 2, 3),
     ]);
+    let ports = [
+        (Protocol::Tcp, 5432),
+        (Protocol::Tcp, 5434),
+        (Protocol::Tcp, 8080),
+        (Protocol::Udp, 5432),
+    ];
     let (mut allowed, mut denied) = (0, 0);
-    for &source in &addresses {
-        for &destination in &addresses {
-            if source == destination {
-                continue;
-            }
-            for (protocol, port) in [
-                (Protocol::Tcp, 5432),
-                (Protocol::Tcp, 5434),
-                (Protocol::Tcp, 8080),
-                (Protocol::Udp, 5432),
-            ] {
-                let expected = evaluate(
-                    &plan.policy,
-                    &PolicyFlow {
-                        source: endpoint(plan, source),
-                        destination: endpoint(plan, destination),
-                        protocol,
-                        port,
-                    },
-                )
-                .is_allowed();
-                let number = if protocol == Protocol::Tcp { 6 } else { 17 };
-                let got = datapath_allows(plan, &identities, source, destination, number, port);
-                assert_eq!(got, expected, "{source} -> {destination} {protocol}/{port}");
-                if got {
-                    allowed += 1
-                } else {
-                    denied += 1
-                }
-            }
+    for (source, destination, protocol, port) in flows(&addresses, &ports) {
+        let expected = evaluate(
+            &plan.policy,
+            &PolicyFlow {
+                source: PolicyEndpoint::in_plan(plan, source),
+                destination: PolicyEndpoint::in_plan(plan, destination),
+                protocol,
+                port,
+            },
+        )
+        .is_allowed();
+        let number = if protocol == Protocol::Tcp { 6 } else { 17 };
+        let got = datapath_allows(plan, &identities, source, destination, number, port);
+        assert_eq!(got, expected, "{source} -> {destination} {protocol}/{port}");
+        if got {
+            allowed += 1
+        } else {
+            denied += 1
         }
     }
     (allowed, denied)

@@ -8,9 +8,8 @@ use crate::cidr::Ipv4Cidr;
 use crate::datapath::iptables::{proxy_options, render_node_for};
 use crate::model::load;
 use crate::plan::plan;
+use crate::policy::testing::{flows, THREE_TIER};
 use crate::policy::{evaluate, PolicyEndpoint, PolicyFlow};
-
-const THREE_TIER: &str = include_str!("../../../../../examples/three-tier.yaml");
 
 fn iptables_plan(yaml: &str) -> Plan {
     let yaml = yaml
@@ -161,18 +160,6 @@ fn trace(plan: &Plan, packet: Packet) -> Fate {
     Fate::Accept
 }
 
-fn endpoint(plan: &Plan, address: Ipv4Addr) -> PolicyEndpoint<'_> {
-    match plan.pods().find(|p| p.ip == address) {
-        Some(pod) => PolicyEndpoint::Pod {
-            address,
-            namespace: &pod.namespace,
-            labels: &pod.labels,
-            node: &pod.node,
-        },
-        None => PolicyEndpoint::External { address },
-    }
-}
-
 #[test]
 fn rendered_rules_agree_with_the_evaluator_on_every_pair() {
     let plan = iptables_plan(THREE_TIER);
@@ -181,52 +168,46 @@ fn rendered_rules_agree_with_the_evaluator_on_every_pair() {
         plan.external_hosts.internet,
         plan.external_hosts.on_prem.host,
     ]);
+    let ports = [
+        (Protocol::Tcp, 5432),
+        (Protocol::Tcp, 8080),
+        (Protocol::Tcp, 17001),
+        (Protocol::Udp, 5432),
+    ];
     let (mut allowed, mut denied) = (0, 0);
-    for &source in &addresses {
-        for &destination in &addresses {
-            if source == destination {
-                continue;
+    for (source, destination, protocol, port) in flows(&addresses, &ports) {
+        let packet = Packet {
+            source,
+            destination,
+            protocol,
+            port,
+        };
+        let verdict = evaluate(
+            &plan.policy,
+            &PolicyFlow {
+                source: PolicyEndpoint::in_plan(&plan, source),
+                destination: PolicyEndpoint::in_plan(&plan, destination),
+                protocol,
+                port,
+            },
+        );
+        let fate = trace(&plan, packet);
+        assert_eq!(
+            verdict.is_allowed(),
+            fate == Fate::Accept,
+            "{source} -> {destination} {protocol}/{port}: evaluator {verdict:?}, rules {fate:?}"
+        );
+        if let (crate::policy::PolicyVerdict::Denied(denial), Fate::Drop(comment)) =
+            (&verdict, &fate)
+        {
+            for name in &denial.isolated_by {
+                assert!(comment.contains(name.as_str()), "{comment} names {name}");
             }
-            for (protocol, port) in [
-                (Protocol::Tcp, 5432),
-                (Protocol::Tcp, 8080),
-                (Protocol::Tcp, 17001),
-                (Protocol::Udp, 5432),
-            ] {
-                let packet = Packet {
-                    source,
-                    destination,
-                    protocol,
-                    port,
-                };
-                let verdict = evaluate(
-                    &plan.policy,
-                    &PolicyFlow {
-                        source: endpoint(&plan, source),
-                        destination: endpoint(&plan, destination),
-                        protocol,
-                        port,
-                    },
-                );
-                let fate = trace(&plan, packet);
-                assert_eq!(
-                    verdict.is_allowed(),
-                    fate == Fate::Accept,
-                    "{source} -> {destination} {protocol}/{port}: evaluator {verdict:?}, rules {fate:?}"
-                );
-                if let (crate::policy::PolicyVerdict::Denied(denial), Fate::Drop(comment)) =
-                    (&verdict, &fate)
-                {
-                    for name in &denial.isolated_by {
-                        assert!(comment.contains(name.as_str()), "{comment} names {name}");
-                    }
-                }
-                if fate == Fate::Accept {
-                    allowed += 1
-                } else {
-                    denied += 1
-                }
-            }
+        }
+        if fate == Fate::Accept {
+            allowed += 1
+        } else {
+            denied += 1
         }
     }
     assert!(
