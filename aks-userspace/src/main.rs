@@ -220,6 +220,12 @@ enum Inspect {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// The TC ingress program on each node's uplink and pod veths, with how the kernel
+    /// holds it: a TCX link (6.6 and later) or a netlink filter on a clsact qdisc.
+    Attach {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// The connections each node tracks, original and reply tuples (iptables datapath:
     /// the kernel's conntrack table).
     Conntrack {
@@ -249,6 +255,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
             drops,
         } => cli::inspect::stats(&target.target(), reason.as_deref(), drops),
         Inspect::Maps { target } => cli::inspect::maps(&target.target()),
+        Inspect::Attach { target } => cli::inspect::attachments(&target.target()),
         Inspect::Conntrack { target } => cli::inspect::flows(&target.target(), false),
         Inspect::Nat { target } => cli::inspect::flows(&target.target(), true),
     }

@@ -85,7 +85,7 @@ pub fn run_counting_tests(cmd: &mut Command) -> Result<TestTotals> {
 }
 
 /// `test result: ok. 4 passed; 0 failed; 0 ignored; …` → (4, 0).
-fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+pub fn parse_test_result(line: &str) -> Option<(u64, u64)> {
     let rest = line.strip_prefix("test result: ")?;
     let count = |word: &str| -> Option<u64> {
         rest.split(';')

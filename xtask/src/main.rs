@@ -1,6 +1,7 @@
-//! `cargo xtask setup | build | run | test`: the commands a new user needs.
+//! `cargo xtask setup | build | run | test | kernels`: the commands a new user needs.
 
 mod cmd;
+mod kernels;
 mod setup;
 mod tasks;
 
@@ -33,9 +34,20 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up if needed, then: cargo fmt --check, clippy (host crates, then the eBPF crate),
-    /// unit tests and the privileged tests (as root, via sudo if needed).
+    /// unit tests and the privileged tests (as root, via sudo if needed), then the kernel
+    /// tests in VMs on Debian's 6.1 and 6.12 (`cargo xtask kernels`).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the kernel tests (BPF_PROG_TEST_RUN, TC attach modes, one cluster up/check/down)
+    /// in QEMU VMs booting Debian's 6.1 and 6.12 kernels (virtme-ng, no network).
+    Kernels {
+        /// Only this kernel series (6.1 or 6.12).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Extra arguments for each test binary (e.g. a test name filter), after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -47,5 +59,6 @@ fn main() -> Result<()> {
         Task::Build => tasks::build(),
         Task::Run { args } => tasks::run(&args),
         Task::Test { args } => tasks::test(&args),
+        Task::Kernels { kernel, args } => tasks::kernels(kernel.as_deref(), &args),
     }
 }

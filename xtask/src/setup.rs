@@ -10,10 +10,11 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::cmd;
+use crate::kernels;
 
 /// Debian packages the project uses: iproute2 for namespaces and veths, iptables/nftables
 /// and conntrack for the iptables datapath, iperf3/sockperf for `aksnet bench`, bpftool to
-/// read pinned maps by hand.
+/// read pinned maps by hand, kmod to load br_netfilter.
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "iptables",
@@ -22,7 +23,26 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "sockperf",
     "bpftool",
+    "kmod",
 ];
+
+/// What `cargo xtask kernels` boots its VMs with, besides the kernels themselves
+/// ([`kernels::GUEST_KERNELS`]): QEMU, the static busybox virtme-ng builds its initramfs
+/// from, and venv for the Python environment vng is installed in.
+const VM_APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "python3-venv"];
+
+/// Debian's kernel packages depend on an initramfs generator. Where none is installed,
+/// the smallest is added (the VMs do not use its output: vng builds its own initramfs);
+/// `initramfs-tools` would bring in systemd and udev. One already there is kept.
+const INITRAMFS_TOOLS: &[&str] = &["initramfs-tools", "dracut", "tiny-initramfs"];
+const SMALLEST_INITRAMFS_TOOL: &str = "tiny-initramfs";
+
+/// virtme-ng from PyPI, at the version tested here.
+const VIRTME_NG: &str = "virtme-ng==1.42";
+
+/// Where the iptables datapath finds br_netfilter: the sysctl exists once the module is
+/// loaded (or built in).
+const BRIDGE_NF_SYSCTL: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 
 /// The toolchain that builds the eBPF crate (`-Z build-std` needs nightly).
 const NIGHTLY: &str = "nightly";
@@ -54,6 +74,21 @@ const STEPS: &[Step] = &[
         name: "bpffs mounted at /sys/fs/bpf",
         present: bpffs_present,
         install: bpffs_mount,
+    },
+    Step {
+        name: "br_netfilter (bridged pod traffic through iptables)",
+        present: br_netfilter_present,
+        install: br_netfilter_load,
+    },
+    Step {
+        name: "QEMU and Debian's 6.1 and 6.12 kernels (for `cargo xtask kernels`)",
+        present: vm_packages_present,
+        install: vm_packages_install,
+    },
+    Step {
+        name: "virtme-ng (vng), from PyPI",
+        present: vng_present,
+        install: vng_install,
     },
 ];
 
@@ -123,14 +158,16 @@ fn require_root_or_sudo(what: &str) -> Result<()> {
     Ok(())
 }
 
+fn apt_installed(package: &str) -> bool {
+    let status = cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]));
+    status.is_some_and(|s| s.trim() == "install ok installed")
+}
+
 fn missing_apt_packages() -> Vec<&'static str> {
     APT_PACKAGES
         .iter()
         .copied()
-        .filter(|pkg| {
-            let status = cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]));
-            status.is_none_or(|s| s.trim() != "install ok installed")
-        })
+        .filter(|pkg| !apt_installed(pkg))
         .collect()
 }
 
@@ -139,14 +176,122 @@ fn apt_present() -> Result<bool> {
 }
 
 fn apt_install() -> Result<()> {
+    apt_get_install(&missing_apt_packages())
+}
+
+fn apt_get_install(packages: &[&str]) -> Result<()> {
     require_root_or_sudo("installing apt packages")?;
-    let missing = missing_apt_packages();
-    eprintln!("    missing packages: {}", missing.join(" "));
+    eprintln!("    missing packages: {}", packages.join(" "));
     cmd::run(&mut as_root("apt-get", &["update"]))?;
     let mut args = vec!["install", "-y", "--no-install-recommends"];
-    args.extend(&missing);
+    args.extend(packages);
     // iperf3 asks (through debconf) whether to start a daemon; answer with the default.
     cmd::run(as_root("apt-get", &args).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn br_netfilter_present() -> Result<bool> {
+    Ok(Path::new(BRIDGE_NF_SYSCTL).exists())
+}
+
+/// Loads the module (Debian builds it as one; other kernels build it in). Loading a
+/// module adds no rule anywhere: the iptables datapath turns it on per node namespace.
+fn br_netfilter_load() -> Result<()> {
+    require_root_or_sudo("loading br_netfilter")?;
+    cmd::run(&mut as_root("modprobe", &["br_netfilter"])).context(
+        "this kernel offers no br_netfilter (CONFIG_BRIDGE_NETFILTER): the iptables datapath \
+         then masquerades all service traffic; use a kernel with it, or the ebpf datapath",
+    )
+}
+
+fn missing_vm_packages() -> Vec<&'static str> {
+    let mut missing: Vec<&'static str> = VM_APT_PACKAGES
+        .iter()
+        .copied()
+        .chain(kernels::GUEST_KERNELS.iter().map(|k| k.package))
+        .filter(|pkg| !apt_installed(pkg))
+        .collect();
+    if !INITRAMFS_TOOLS.iter().any(|pkg| apt_installed(pkg)) {
+        missing.push(SMALLEST_INITRAMFS_TOOL);
+    }
+    missing
+}
+
+fn vm_packages_present() -> Result<bool> {
+    Ok(missing_vm_packages().is_empty())
+}
+
+/// Signs that this machine boots through a boot loader that Debian's kernel packages
+/// update (GRUB, systemd-boot, extlinux).
+const BOOT_LOADER_SIGNS: &[&str] = &[
+    "/etc/kernel/postinst.d/zz-update-grub",
+    "/boot/grub/grub.cfg",
+    "/etc/kernel/postinst.d/zz-systemd-boot",
+    "/boot/loader/entries",
+    "/boot/extlinux",
+];
+
+/// Consent to install the guest kernels on a machine with a boot loader.
+const ALLOW_KERNEL_INSTALL: &str = "AKSNET_ALLOW_KERNEL_INSTALL";
+
+/// Installing a kernel package adds `/boot/vmlinuz-*`, `/boot/initrd.img-*` and
+/// `/lib/modules/*`. On a machine booted from outside (a Firecracker or cloud VM given
+/// its kernel, like CI's) nothing about its boot changes. With a boot loader the package
+/// hooks add the kernel to its menu, and GRUB would boot the newest one (6.12) by
+/// default from then on: that is the user's decision, so setup stops and says so.
+fn vm_packages_install() -> Result<()> {
+    let missing = missing_vm_packages();
+    let kernels: Vec<&str> = missing
+        .iter()
+        .copied()
+        .filter(|pkg| kernels::GUEST_KERNELS.iter().any(|k| k.package == *pkg))
+        .collect();
+    let boot_loader = BOOT_LOADER_SIGNS.iter().find(|p| Path::new(p).exists());
+    if let (Some(sign), false) = (boot_loader, kernels.is_empty()) {
+        if env::var(ALLOW_KERNEL_INSTALL).as_deref() != Ok("1") {
+            bail!(
+                "this machine boots through a boot loader ({sign} exists): installing {} \
+                 would add them to its menu, and GRUB boots the newest kernel by default. \
+                 Install them yourself keeping your default (GRUB_DEFAULT in \
+                 /etc/default/grub), or run `{ALLOW_KERNEL_INSTALL}=1 cargo xtask setup` \
+                 to let setup install them",
+                kernels.join(" ")
+            );
+        }
+    }
+    apt_get_install(&missing)
+}
+
+fn virtme_ng_venv() -> Result<PathBuf> {
+    let home = env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".local/share/aksnet/virtme-ng"))
+}
+
+/// `vng` from the virtme-ng environment, with that environment's `bin/` first on PATH
+/// (vng starts `virtme-run` from there).
+pub fn vng() -> Result<Command> {
+    let bin = virtme_ng_venv()?.join("bin");
+    let vng = bin.join("vng");
+    if !vng.exists() {
+        bail!("{} is missing: run `cargo xtask setup`", vng.display());
+    }
+    let path = env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin];
+    dirs.extend(env::split_paths(&path));
+    let mut c = Command::new(vng);
+    c.env("PATH", env::join_paths(dirs).context("joining PATH")?);
+    Ok(c)
+}
+
+fn vng_present() -> Result<bool> {
+    Ok(vng().is_ok_and(|mut c| cmd::output(c.arg("--version")).is_some()))
+}
+
+/// A virtual environment of its own, so neither the system's Python (externally
+/// managed on Debian) nor a user's is changed.
+fn vng_install() -> Result<()> {
+    let venv = virtme_ng_venv()?;
+    cmd::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    cmd::run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", VIRTME_NG]))
 }
 
 fn rust_src_present() -> Result<bool> {

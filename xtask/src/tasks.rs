@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cmd, setup};
+use crate::{cmd, kernels, setup};
 
 /// The userspace package; its build script builds and embeds the eBPF object.
-const USERSPACE: &str = "aks-userspace";
+pub(crate) const USERSPACE: &str = "aks-userspace";
 
 /// Cargo runs test and `cargo run` binaries through this runner when set; `sudo -E` keeps
 /// the environment (CI, RUST_LOG, …) so tests behave the same under sudo.
 const RUNNER_ENV: &str = "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER";
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     // xtask lives one level below the workspace root.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -28,13 +28,13 @@ fn workspace_root() -> PathBuf {
 
 /// cargo through rustup's proxy (not `$CARGO`, which is one toolchain's binary), so that
 /// `+nightly` works for the eBPF crate's clippy pass.
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(workspace_root());
     c
 }
 
-fn ensure_setup() -> Result<()> {
+pub(crate) fn ensure_setup() -> Result<()> {
     if !setup::complete()? {
         eprintln!("some prerequisites are missing; running `cargo xtask setup` first");
         setup::run(false)?;
@@ -95,14 +95,10 @@ extern "C" fn on_stop_signal(signal: nix::libc::c_int) {
     STOP_SIGNAL.store(signal, Ordering::Relaxed);
 }
 
-/// Runs `command` and waits for it, also when xtask itself is asked to stop: Ctrl-C,
-/// SIGTERM and SIGHUP (the terminal closed) are passed on to the child, which removes
-/// its cluster, and xtask exits only after it (with its exit code). Dying at once would
-/// hand the terminal back to the shell, whose exit then hangs up on aksnet half-way
-/// through its teardown.
-fn run_forwarding_stop_signals(command: &mut Command) -> Result<i32> {
-    use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    eprintln!("+ {}", cmd::display(command));
+/// From now on Ctrl-C, SIGTERM and SIGHUP no longer end xtask: they are recorded for
+/// [`take_stop_signal`], so xtask can stop its children first.
+pub(crate) fn catch_stop_signals() -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
         SigHandler::Handler(on_stop_signal),
         SaFlags::SA_RESTART,
@@ -112,6 +108,23 @@ fn run_forwarding_stop_signals(command: &mut Command) -> Result<i32> {
         // SAFETY: the handler only performs an atomic store.
         unsafe { sigaction(signal, &action) }.with_context(|| format!("catching {signal}"))?;
     }
+    Ok(())
+}
+
+/// The stop signal received since the last call, if any.
+pub(crate) fn take_stop_signal() -> Option<nix::sys::signal::Signal> {
+    nix::sys::signal::Signal::try_from(STOP_SIGNAL.swap(0, Ordering::Relaxed)).ok()
+}
+
+/// Runs `command` and waits for it, also when xtask itself is asked to stop: Ctrl-C,
+/// SIGTERM and SIGHUP (the terminal closed) are passed on to the child, which removes
+/// its cluster, and xtask exits only after it (with its exit code). Dying at once would
+/// hand the terminal back to the shell, whose exit then hangs up on aksnet half-way
+/// through its teardown.
+fn run_forwarding_stop_signals(command: &mut Command) -> Result<i32> {
+    use nix::sys::signal::kill;
+    eprintln!("+ {}", cmd::display(command));
+    catch_stop_signals()?;
     let mut child = command
         .spawn()
         .with_context(|| format!("could not start `{}`", cmd::display(command)))?;
@@ -123,8 +136,7 @@ fn run_forwarding_stop_signals(command: &mut Command) -> Result<i32> {
                 .or_else(|| status.signal().map(|s| 128 + s))
                 .unwrap_or(1));
         }
-        let pending = STOP_SIGNAL.swap(0, Ordering::Relaxed);
-        if let Ok(signal) = Signal::try_from(pending) {
+        if let Some(signal) = take_stop_signal() {
             // The child may have had it from the terminal too; a second one is harmless.
             let _ = kill(pid, signal);
         }
@@ -132,9 +144,20 @@ fn run_forwarding_stop_signals(command: &mut Command) -> Result<i32> {
     }
 }
 
+/// `cargo xtask kernels`: the guest tests alone, with their own closing line.
+pub fn kernels(series: Option<&str>, filter: &[String]) -> Result<()> {
+    ensure_setup()?;
+    let runs = kernels::run(series, filter)?;
+    println!(
+        "tests: {} passed, {} failed",
+        runs.totals.passed, runs.totals.failed
+    );
+    runs.into_result()
+}
+
 pub fn test(extra: &[String]) -> Result<()> {
     ensure_setup()?;
-    let total = 5;
+    let total = 6;
     eprintln!("[1/{total}] formatting");
     cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("[2/{total}] clippy, host crates");
@@ -165,10 +188,22 @@ pub fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         test.arg("--").args(extra);
     }
-    let totals = cmd::run_counting_tests(&mut test)?;
-    // One closing line over every test binary (cargo's own last line is often a doc-test
-    // binary with nothing in it).
+    let mut totals = cmd::run_counting_tests(&mut test)?;
+    eprintln!(
+        "[6/{total}] kernel tests in VMs on Linux {}",
+        kernels::GUEST_KERNELS
+            .iter()
+            .map(|k| k.series)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    let guests = kernels::run(None, extra)?;
+    totals.passed += guests.totals.passed;
+    totals.failed += guests.totals.failed;
+    // One closing line over every test binary, host and guests (cargo's own last line is
+    // often a doc-test binary with nothing in it).
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    guests.into_result()?;
     if totals.passed == 0 {
         bail!("no test ran");
     }

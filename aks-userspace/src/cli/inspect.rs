@@ -1,6 +1,7 @@
 //! `aksnet inspect …`: `rules [NODE]` for the iptables datapath; `endpoints`, `routes`,
 //! `nsg`, `stats` and `maps` from the pinned BPF maps; `conntrack` and `nat` from the
-//! node's connection tracking. Each takes `--cluster`, `--node` and `--json`.
+//! node's connection tracking; `attach` from the kernel's TC hooks. Each takes
+//! `--cluster`, `--node` and `--json`.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -207,6 +208,25 @@ pub fn maps(target: &Target) -> Result<ExitCode> {
             r.entries.map_or_else(|| "-".into(), |n| n.to_string()),
             r.pressure_percent
                 .map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `inspect attach`: the TC programs on each interface and how they are attached.
+pub fn attachments(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect attach")?;
+    let rows = inspect::attachments(&state, target.node)?;
+    let mut table = Table::new(&["NODE", "INTERFACE", "POD", "PROGRAM", ">ID", "MODE"]);
+    for r in &rows {
+        table.row(vec![
+            r.node.clone(),
+            r.interface.clone(),
+            r.pod.clone().unwrap_or_else(|| "-".into()),
+            r.program.clone(),
+            r.program_id.to_string(),
+            r.mode.to_string(),
         ]);
     }
     target.print(&state, &rows, table)?;

@@ -4,11 +4,11 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use aks_ebpf_common::policy::{PolicyKey, IPCACHE_MAP, POLICY_CT_MAP, POLICY_MAP};
 use aks_ebpf_common::lb::{
     LbBackend, LbFlow, LbReply, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, LB_FLOWS_MAP,
     LB_REPLIES_MAP, REV_NAT_MAP, SERVICES_MAP,
 };
+use aks_ebpf_common::policy::{PolicyKey, IPCACHE_MAP, POLICY_CT_MAP, POLICY_MAP};
 use aks_ebpf_common::{
     CtEntry, Endpoint, FlowKey, NatTarget, Route, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, NSG_MAP,
     ROUTES_MAP,

@@ -5,6 +5,7 @@
 //! inside the node namespace (`conntrack`). Every reader returns serde-serializable rows
 //! with a `node` column, so the CLI prints them as tables or JSON alike.
 
+mod attachments;
 mod bpf_conntrack;
 mod conntrack;
 mod conntrack_tool;
@@ -30,6 +31,7 @@ use crate::model::Datapath;
 use crate::state::ClusterState;
 use crate::topology::layout::NodeLayout;
 
+pub use attachments::{attachments, AttachmentRow};
 pub use conntrack::{conntrack, nat};
 pub use endpoints::{endpoints, EndpointRow};
 pub use flow::{Flow, FlowTuple};

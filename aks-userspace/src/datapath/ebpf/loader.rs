@@ -8,9 +8,10 @@ use aks_ebpf_common::{CONNTRACK_MAP, NAT_MAP, STATS_MAP};
 use anyhow::{Context, Result};
 use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
-use aya::programs::{tc::TcAttachType, SchedClassifier, Xdp, XdpMode};
+use aya::programs::{SchedClassifier, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
+use super::attach::{self, TcAttachMode, TcAttachment};
 use super::{object_bytes, ReasonTotals};
 use crate::netns;
 
@@ -26,11 +27,17 @@ const NSG: &str = "nsg";
 /// Without a pin directory, programs stay attached exactly as long as this value lives
 /// (links are owned by it). With one, every map and link is pinned there, so they
 /// outlive the process (`aksnet up --keep`, a killed `up`) and other processes can read
-/// the maps; removing the directory detaches and frees them.
+/// the maps; removing the directory detaches and frees them. On kernels without TCX the
+/// TC programs hang from netlink filters instead, which the interfaces keep until the
+/// node's namespace is deleted (see [`attach`](super::attach)).
 pub struct NodeDatapath {
     pub(super) ebpf: Ebpf,
     namespace: String,
     pin_dir: Option<PathBuf>,
+    /// How TC programs are attached, asked of the kernel at the first TC attach.
+    tc_mode: Option<TcAttachMode>,
+    /// TC attachments that live as long as this value (no pin directory).
+    owned: Vec<TcAttachment>,
 }
 
 impl NodeDatapath {
@@ -88,11 +95,13 @@ impl NodeDatapath {
             ebpf,
             namespace: namespace.to_owned(),
             pin_dir: pin_dir.map(Path::to_path_buf),
+            tc_mode: None,
+            owned: Vec::new(),
         })
     }
 
-    /// Attaches `from_pod` to TC ingress (TCX) of `interface`, the host side of a pod's
-    /// veth in this node's namespace.
+    /// Attaches `from_pod` to TC ingress of `interface`, the host side of a pod's veth in
+    /// this node's namespace.
     pub fn attach_from_pod(&mut self, interface: &str) -> Result<()> {
         self.attach_tc(FROM_POD, interface)
     }
@@ -132,24 +141,48 @@ impl NodeDatapath {
         .with_context(|| format!("in network namespace {}", self.namespace))
     }
 
+    /// How this node's TC programs are attached; `None` before the first TC attach.
+    pub fn tc_attach_mode(&self) -> Option<TcAttachMode> {
+        self.tc_mode
+    }
+
     fn attach_tc(&mut self, program: &str, interface: &str) -> Result<()> {
         let ebpf = &mut self.ebpf;
-        let pin_dir = &self.pin_dir;
-        netns::run_in(&self.namespace, move || {
+        let known_mode = self.tc_mode;
+        let (mode, attachment) = netns::run_in(&self.namespace, move || {
+            let mode = match known_mode {
+                Some(mode) => mode,
+                None => TcAttachMode::probe(interface)?,
+            };
             let classifier: &mut SchedClassifier = ebpf
                 .program_mut(program)
                 .with_context(|| format!("{program} vanished from the loaded object"))?
                 .try_into()?;
-            let link_id = classifier
-                .attach(interface, TcAttachType::Ingress)
-                .with_context(|| format!("attaching {program} to TC ingress of {interface}"))?;
-            if let Some(dir) = pin_dir {
-                let link: FdLink = classifier.take_link(link_id)?.try_into()?;
-                pin_link(link, &dir.join(format!("{program}_{interface}")))?;
-            }
-            Ok(())
+            let attachment = attach::attach_ingress(classifier, interface, mode)
+                .with_context(|| format!("attaching {program}"))?;
+            Ok((mode, attachment))
         })
-        .with_context(|| format!("in network namespace {}", self.namespace))
+        .with_context(|| format!("in network namespace {}", self.namespace))?;
+        if self.tc_mode.is_none() {
+            log::debug!("TC programs in {} attach as {mode}", self.namespace);
+        }
+        self.tc_mode = Some(mode);
+        match (&self.pin_dir, attachment) {
+            (Some(dir), TcAttachment::Link(link)) => {
+                pin_link(link, &dir.join(format!("{program}_{interface}")))
+            }
+            // A netlink filter needs no pin to stay: the interface holds it (and its
+            // program) until `down` deletes the namespace. Forgetting the value keeps
+            // its drop from deleting the filter; it holds no fd, so nothing leaks.
+            (Some(_), TcAttachment::Filter(filter)) => {
+                std::mem::forget(filter);
+                Ok(())
+            }
+            (None, attachment) => {
+                self.owned.push(attachment);
+                Ok(())
+            }
+        }
     }
 
     /// The `STATS` counters, summed over CPUs.
@@ -186,6 +219,33 @@ impl NodeDatapath {
             .program(NSG)
             .with_context(|| format!("the eBPF object has no program {NSG}"))?
             .try_into()?)
+    }
+}
+
+impl Drop for NodeDatapath {
+    /// Detaches the owned netlink filters inside the node's namespace (aya deletes a
+    /// filter in the namespace of the calling thread). If the namespace is gone, so are
+    /// its interfaces and their filters: nothing is left to detach, and nothing may be
+    /// deleted by interface index in another namespace.
+    fn drop(&mut self) {
+        if !self
+            .owned
+            .iter()
+            .any(|a| matches!(a, TcAttachment::Filter(_)))
+        {
+            return;
+        }
+        let mut owned = std::mem::take(&mut self.owned);
+        let detached = netns::run_in(&self.namespace, || {
+            owned.clear();
+            Ok(())
+        });
+        if let Err(e) = detached {
+            log::debug!("not detaching TC filters in {}: {e:#}", self.namespace);
+            for attachment in owned {
+                std::mem::forget(attachment);
+            }
+        }
     }
 }
 

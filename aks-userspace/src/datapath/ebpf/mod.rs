@@ -3,8 +3,9 @@
 //! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
 //!
 //! Submodules: the embedded object, loading and attaching it in a node's namespace
-//! (`loader`), and reading and writing its maps (`conntrack`, `services`, `stats`, `maps`).
+//! (`loader`, with `attach` for the TC attach modes), and reading and writing its maps (`conntrack`, `services`, `stats`, `maps`).
 
+mod attach;
 mod conntrack;
 mod loader;
 mod logs;
@@ -14,6 +15,7 @@ pub mod policy;
 mod services;
 mod stats;
 
+pub use attach::TcAttachMode;
 pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
@@ -152,6 +154,19 @@ impl EbpfDatapath {
     }
 }
 
+impl EbpfDatapath {
+    /// How the TC programs are attached: the same on every node, since the kernel decides.
+    fn tc_attach_mode(&self) -> String {
+        self.nodes
+            .iter()
+            .find_map(NodeDatapath::tc_attach_mode)
+            .map_or_else(
+                || "nothing".to_owned(),
+                |mode: TcAttachMode| mode.to_string(),
+            )
+    }
+}
+
 impl Datapath for EbpfDatapath {
     fn kind(&self) -> model::Datapath {
         model::Datapath::Ebpf
@@ -159,9 +174,10 @@ impl Datapath for EbpfDatapath {
 
     fn summary(&self) -> String {
         format!(
-            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink, {}, {} routes per node, network policy: {} POLICY keys over {} identities",
+            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink (TC attached as {}), {}, {} routes per node, network policy: {} POLICY keys over {} identities",
             self.nodes.len(),
             self.pods,
+            self.tc_attach_mode(),
             if self.nsg_rules == 0 {
                 "no NSG rules (nsg XDP not attached)".to_owned()
             } else {

@@ -172,7 +172,7 @@ impl Datapath for IptablesDatapath {
             self.rules_per_node,
             self.nodes,
             if self.masquerade_all {
-                " (no br_netfilter: service traffic masqueraded)"
+                " (no br_netfilter module: service traffic masqueraded; `modprobe br_netfilter` or `cargo xtask setup` loads it, then `aksnet down` and `up` again)"
             } else {
                 ""
             }
