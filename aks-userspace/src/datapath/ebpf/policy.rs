@@ -42,17 +42,21 @@ enum Holder {
     Other,
 }
 
-/// An identity's meaning: its holder and which ipBlocks (by index) hold it.
+/// An identity's meaning: its holder and which ipBlocks hold it (indices, ascending:
+/// sparse, since an address usually sits in few of many blocks).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Class {
     holder: Holder,
-    blocks: Vec<bool>,
+    blocks: Vec<usize>,
 }
 
 /// Identities and the `IPCACHE` entries of a cluster.
 #[derive(Clone, Debug)]
 pub struct Identities {
-    blocks: Vec<(Ipv4Cidr, Vec<Ipv4Cidr>)>,
+    /// Each distinct ipBlock (cidr, except) → its index.
+    blocks: BTreeMap<(Ipv4Cidr, Vec<Ipv4Cidr>), usize>,
+    /// Per ipBlock index, the identities it holds.
+    by_block: Vec<Vec<u32>>,
     classes: BTreeMap<Class, u32>,
     /// Prefix → identity, in prefix order.
     pub ipcache: Vec<(Ipv4Cidr, u32)>,
@@ -61,11 +65,12 @@ pub struct Identities {
 /// The identities of `plan`'s cluster (the same on every node).
 pub fn identities(plan: &Plan) -> Result<Identities> {
     let mut blocks: Vec<(Ipv4Cidr, Vec<Ipv4Cidr>)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for policy in &plan.policy.policies {
         for rules in [&policy.ingress, &policy.egress].into_iter().flatten() {
             for peer in rules.iter().flat_map(|r| &r.peers) {
                 if let Peer::IpBlock { cidr, except } = peer {
-                    if !blocks.iter().any(|(c, e)| c == cidr && e == except) {
+                    if seen.insert((*cidr, except.clone())) {
                         blocks.push((*cidr, except.clone()));
                     }
                 }
@@ -98,40 +103,59 @@ pub fn identities(plan: &Plan) -> Result<Identities> {
             prefixes.len()
         );
     }
+    // Which blocks hold each prefix: only prefixes inside a block's cidr can be held,
+    // and in prefix order they are one range of the map.
+    let mut held: BTreeMap<Ipv4Cidr, Vec<usize>> = BTreeMap::new();
+    for (b, (cidr, except)) in blocks.iter().enumerate() {
+        let last = Ipv4Cidr::new(cidr.last(), 32)?;
+        for prefix in prefixes.range(*cidr..=last).map(|(p, _)| p) {
+            if cidr.contains_cidr(prefix) && !except.iter().any(|e| e.contains_cidr(prefix)) {
+                held.entry(*prefix).or_default().push(b);
+            }
+        }
+    }
     let mut classes: BTreeMap<Class, u32> = BTreeMap::new();
     let mut ipcache = Vec::with_capacity(prefixes.len());
     for (prefix, holder) in prefixes {
         let class = Class {
             holder,
-            blocks: blocks
-                .iter()
-                .map(|(cidr, except)| {
-                    cidr.contains_cidr(&prefix) && !except.iter().any(|e| e.contains_cidr(&prefix))
-                })
-                .collect(),
+            blocks: held.remove(&prefix).unwrap_or_default(),
         };
         let next = FIRST_IDENTITY + classes.len() as u32;
         let identity = *classes.entry(class).or_insert(next);
         ipcache.push((prefix, identity));
     }
+    let mut by_block = vec![Vec::new(); blocks.len()];
+    for (class, &identity) in &classes {
+        for &b in &class.blocks {
+            by_block[b].push(identity);
+        }
+    }
     Ok(Identities {
-        blocks,
+        blocks: blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (b, i))
+            .collect(),
+        by_block,
         classes,
         ipcache,
     })
 }
 
 impl Identities {
-    /// The identity whose class `peer` matches.
-    fn matching<'a>(&'a self, plan: &'a Plan, peer: &'a Peer) -> impl Iterator<Item = u32> + 'a {
-        self.classes.iter().filter_map(move |(class, &identity)| {
-            let matches = match peer {
-                Peer::IpBlock { cidr, except } => self
-                    .blocks
-                    .iter()
-                    .position(|(c, e)| c == cidr && e == except)
-                    .is_some_and(|b| class.blocks[b]),
-                Peer::Pods { .. } => match &class.holder {
+    /// The identities whose class `peer` matches.
+    fn matching(&self, plan: &Plan, peer: &Peer) -> Vec<u32> {
+        match peer {
+            Peer::IpBlock { cidr, except } => self
+                .blocks
+                .get(&(*cidr, except.clone()))
+                .map(|&b| self.by_block[b].clone())
+                .unwrap_or_default(),
+            Peer::Pods { .. } => self
+                .classes
+                .iter()
+                .filter_map(|(class, &identity)| match &class.holder {
                     Holder::Pod { namespace, labels } => peer_matches(
                         &plan.policy,
                         peer,
@@ -141,12 +165,12 @@ impl Identities {
                             labels,
                             node: "",
                         },
-                    ),
-                    Holder::Other => false,
-                },
-            };
-            matches.then_some(identity)
-        })
+                    )
+                    .then_some(identity),
+                    Holder::Other => None,
+                })
+                .collect(),
+        }
     }
 }
 
