@@ -13,6 +13,38 @@ pub fn replace_u16(check: u16, old: u16, new: u16) -> u16 {
     !(sum as u16)
 }
 
+/// The checksum after a 32-bit field (an address in map form, see [`crate::addr`])
+/// changed from `old` to `new`: two 16-bit words replaced.
+#[inline(always)]
+pub fn replace_u32(check: u16, old: u32, new: u32) -> u16 {
+    let (old, new) = (old.to_ne_bytes(), new.to_ne_bytes());
+    let check = replace_u16(
+        check,
+        u16::from_be_bytes([old[0], old[1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    );
+    replace_u16(
+        check,
+        u16::from_be_bytes([old[2], old[3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    )
+}
+
+/// Adds a 16-bit word to a one's complement running sum (kept unfolded in 32 bits).
+#[inline(always)]
+pub fn add_word(sum: u32, word: u16) -> u32 {
+    sum + u32::from(word)
+}
+
+/// Folds a running sum to 16 bits: 0xffff when the covered data, checksum included,
+/// is intact.
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +80,33 @@ mod tests {
             zeroed[11] = 0;
             assert_eq!(check, full_checksum(&zeroed), "ttl {}", header[8]);
         }
+    }
+
+    #[test]
+    fn an_address_change_gives_the_checksum_a_full_sum_gives_and_verifies() {
+        let mut header = [
+            0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 224, 0, 4,
+            203, 0, 113, 10,
+        ];
+        let check = full_checksum(&header);
+        header[10..12].copy_from_slice(&check.to_be_bytes());
+        let sum = |h: &[u8]| {
+            fold(
+                h.chunks(2)
+                    .fold(0, |s, w| add_word(s, u16::from_be_bytes([w[0], w[1]]))),
+            )
+        };
+        assert_eq!(sum(&header), 0xffff, "an intact header verifies");
+        let old = crate::addr::ipv4([10, 224, 0, 4]);
+        let new = crate::addr::ipv4([10, 244, 1, 17]);
+        let check = replace_u32(check, old, new);
+        header[12..16].copy_from_slice(&[10, 244, 1, 17]);
+        header[10..12].copy_from_slice(&check.to_be_bytes());
+        let mut zeroed = header;
+        zeroed[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(check, full_checksum(&zeroed));
+        assert_eq!(sum(&header), 0xffff);
+        header[15] ^= 1;
+        assert_ne!(sum(&header), 0xffff, "a changed byte fails");
     }
 }

@@ -3,12 +3,6 @@
 /// Name of the map in the object and of its pin file.
 pub const CONFIG_MAP: &str = "CONFIG";
 
-/// `NodeConfig::pod_addressing`: pods hold VNet addresses (Azure CNI).
-pub const POD_ADDRESSING_VNET: u32 = 0;
-/// `NodeConfig::pod_addressing`: pods hold private addresses (kubenet): the VNet can
-/// route them only inside the cluster (route table); elsewhere they need SNAT.
-pub const POD_ADDRESSING_PRIVATE: u32 = 1;
-
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -16,8 +10,6 @@ pub struct NodeConfig {
     pub node_ip: u32,
     /// Index of the uplink (`eth0` of the node namespace).
     pub uplink_ifindex: u32,
-    /// `POD_ADDRESSING_*`.
-    pub pod_addressing: u32,
     /// Number of rules in `NSG`, from slot 0 (first match wins).
     pub nsg_rules: u32,
     /// Source MAC of frames sent out of the uplink.
@@ -29,10 +21,23 @@ pub struct NodeConfig {
     /// The port range SNAT allocates from (inclusive, host order).
     pub nat_port_min: u16,
     pub nat_port_max: u16,
+    /// The service CIDR (map form, network and netmask, see [`crate::addr`]): a later
+    /// fragment into it cannot be load-balanced (no ports) and is dropped as such.
+    pub service_net: u32,
+    pub service_mask: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 36);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 40);
+
+impl NodeConfig {
+    /// Whether `addr` (map form) lies in the service CIDR.
+    #[inline(always)]
+    pub fn is_service_address(&self, addr: u32) -> bool {
+        self.service_mask != 0 && addr & self.service_mask == self.service_net
+    }
+}
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), no padding (4 × u32, 2 × [u8; 6], u32, 2 × u16 = 36 bytes); every bit pattern valid.
+// SAFETY: repr(C), no padding (3 × u32, 2 × [u8; 6], u32, 2 × u16, 2 × u32 = 40 bytes);
+// every bit pattern valid.
 unsafe impl aya::Pod for NodeConfig {}

@@ -15,16 +15,21 @@ pub const CONNTRACK_MAP: &str = "CONNTRACK";
 pub const NAT_MAP: &str = "NAT";
 
 /// Compiled-in capacity of `CONNTRACK`; `aksnet up` sets the real one at load time
-/// (description `conntrack.maxEntries`, default sized from memory). `NAT` holds two
-/// entries per flow, so it gets twice as many.
+/// (description `conntrack.maxEntries`, default sized from memory).
 pub const CONNTRACK_DEFAULT_CAPACITY: u32 = 65_536;
+
+/// `NAT` entries per masqueraded flow: the egress and the reply mapping.
+pub const NAT_ENTRIES_PER_FLOW: u32 = 2;
+
+/// The capacity `NAT` needs beside a `CONNTRACK` of `conntrack_capacity` flows.
+pub const fn nat_capacity(conntrack_capacity: u32) -> u32 {
+    conntrack_capacity.saturating_mul(NAT_ENTRIES_PER_FLOW)
+}
 
 /// How many random ports SNAT tries after the original one before it gives up.
 pub const NAT_PORT_RETRIES: u32 = 16;
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+pub use crate::wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// A flow as it appears on the wire in one direction. Addresses in map form (see
 /// [`crate::addr`]); ports in host order. ICMP echo uses the identifier as a port: a
@@ -96,11 +101,6 @@ pub const CT_REPLY_SEEN: u8 = 1;
 /// the peer lies outside the non-masquerade CIDRs (as the kernel's conntrack keeps
 /// MASQUERADE to new connections). No NAT entries belong to it.
 pub const CT_INBOUND: u8 = 2;
-
-/// TCP flag bits as in the header (`CtEntry::tcp_flags` ORs every packet's flags).
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,37 +16,22 @@ pub const MONITOR_MAP: &str = "MONITOR";
 /// `MONITOR` flag: report every verdict, not only drops.
 pub const MONITOR_TRACE: u32 = 1;
 
-/// Which program reported an event. Append-only numbering (event ABI).
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Program {
-    /// TC ingress on the host side of a pod veth.
-    FromPod = 0,
-    /// TC ingress on the node uplink.
-    FromVnet = 1,
-    /// XDP on the node uplink.
-    Nsg = 2,
-}
-
-impl Program {
-    pub const fn from_u8(v: u8) -> Option<Program> {
-        match v {
-            0 => Some(Program::FromPod),
-            1 => Some(Program::FromVnet),
-            2 => Some(Program::Nsg),
-            _ => None,
-        }
-    }
-
-    /// The program's name in the object (`from_pod`, `from_vnet`, `nsg`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Program::FromPod => "from_pod",
-            Program::FromVnet => "from_vnet",
-            Program::Nsg => "nsg",
-        }
+crate::names::named_enum! {
+    /// Which program reported an event. Append-only numbering (event ABI); the name is
+    /// the program's name in the object, which the loader attaches by.
+    pub enum Program: u8, from from_u8 {
+        /// TC ingress on the host side of a pod veth.
+        FromPod = 0 => "from_pod",
+        /// TC ingress on the node uplink.
+        FromVnet = 1 => "from_vnet",
+        /// XDP on the node uplink.
+        Nsg = 2 => "nsg",
     }
 }
+
+/// Name of the per-CPU counter (`u64`, one slot) of events the ring buffer had no room
+/// for: the monitor fell behind; the packets themselves are still in `STATS`.
+pub const EVENTS_LOST_MAP: &str = "EVENTS_LOST";
 
 /// One verdict on one packet. Addresses in map form (see [`crate::addr`]), ports and
 /// everything else in host order; fields the packet does not have are zero (ports of
@@ -101,7 +86,7 @@ mod tests {
 
     #[test]
     fn programs_round_trip() {
-        for p in [Program::FromPod, Program::FromVnet, Program::Nsg] {
+        for p in Program::ALL {
             assert_eq!(Program::from_u8(p as u8), Some(p));
         }
         assert_eq!(Program::from_u8(3), None);

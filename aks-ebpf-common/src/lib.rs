@@ -14,15 +14,36 @@ pub mod conntrack;
 pub mod endpoint;
 pub mod event;
 pub mod lb;
+mod names;
 pub mod nsg;
 pub mod policy;
 pub mod route;
 pub mod stats;
+pub mod wire;
 
 pub use config::{NodeConfig, CONFIG_MAP};
 pub use conntrack::{CtEntry, FlowKey, NatTarget, CONNTRACK_MAP, NAT_MAP};
 pub use endpoint::{Endpoint, ENDPOINTS_CAPACITY, ENDPOINTS_MAP};
-pub use event::{DatapathEvent, Program, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
+pub use event::{DatapathEvent, Program, EVENTS_LOST_MAP, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
 pub use nsg::{NsgRule, NSG_CAPACITY, NSG_MAP};
 pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE, ROUTE_OVERLAY};
 pub use stats::{Reason, ReasonCounter, STATS_MAP};
+
+/// Every map the kernel object declares, by name (each one's pin file too).
+pub const MAPS: [&str; 15] = [
+    CONFIG_MAP,
+    ENDPOINTS_MAP,
+    ROUTES_MAP,
+    NSG_MAP,
+    CONNTRACK_MAP,
+    NAT_MAP,
+    lb::SERVICES_MAP,
+    lb::BACKENDS_MAP,
+    lb::REV_NAT_MAP,
+    lb::LB_FLOWS_MAP,
+    lb::LB_REPLIES_MAP,
+    STATS_MAP,
+    EVENTS_MAP,
+    MONITOR_MAP,
+    EVENTS_LOST_MAP,
+];

@@ -7,42 +7,19 @@ pub const ROUTES_MAP: &str = "ROUTES";
 /// the non-masquerade CIDRs and the default route.
 pub const ROUTES_CAPACITY: u32 = 4096;
 
-/// What a destination is. Append-only numbering (map ABI).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RouteKind {
-    /// A pod of this node (also in `ENDPOINTS`).
-    LocalPod = 0,
-    /// Pods of another node: a pod /32 (Azure CNI) or a node's pod /24 (kubenet).
-    RemotePods = 1,
-    /// Elsewhere in the VNet (nodes, other subnets).
-    Vnet = 2,
-    /// The on-prem network behind ExpressRoute.
-    OnPrem = 3,
-    /// Anything else: the internet.
-    External = 4,
-}
-
-impl RouteKind {
-    pub const fn from_u32(v: u32) -> Option<RouteKind> {
-        match v {
-            0 => Some(RouteKind::LocalPod),
-            1 => Some(RouteKind::RemotePods),
-            2 => Some(RouteKind::Vnet),
-            3 => Some(RouteKind::OnPrem),
-            4 => Some(RouteKind::External),
-            _ => None,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            RouteKind::LocalPod => "local-pod",
-            RouteKind::RemotePods => "remote-pods",
-            RouteKind::Vnet => "vnet",
-            RouteKind::OnPrem => "on-prem",
-            RouteKind::External => "external",
-        }
+crate::names::named_enum! {
+    /// What a destination is. Append-only numbering (map ABI).
+    pub enum RouteKind: u32, from from_u32 {
+        /// A pod of this node (also in `ENDPOINTS`).
+        LocalPod = 0 => "local-pod",
+        /// Pods of another node: a pod /32 (Azure CNI) or a node's pod /24 (kubenet).
+        RemotePods = 1 => "remote-pods",
+        /// Elsewhere in the VNet (nodes, other subnets).
+        Vnet = 2 => "vnet",
+        /// The on-prem network behind ExpressRoute.
+        OnPrem = 3 => "on-prem",
+        /// Anything else: the internet.
+        External = 4 => "external",
     }
 }
 

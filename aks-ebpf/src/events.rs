@@ -7,13 +7,12 @@ use aks_ebpf_common::{
     DatapathEvent, Program, Reason,
 };
 use aya_ebpf::{
-    btf_maps::{Array, RingBuf},
+    btf_maps::{Array, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
     macros::btf_map,
 };
-use network_types::eth::EthHdr;
 
-use crate::packet::{parse_ipv4, Frame};
+use crate::packet::{parse_ipv4, ports, Frame};
 
 #[btf_map]
 static EVENTS: RingBuf<DatapathEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
@@ -21,6 +20,10 @@ static EVENTS: RingBuf<DatapathEvent, { EVENTS_BYTES as usize }> = RingBuf::new(
 /// Slot 0: `MONITOR_*` flags, written by `aksnet monitor`.
 #[btf_map]
 static MONITOR: Array<u32, 1> = Array::new();
+
+/// Events the ring buffer had no room for, per CPU (`EVENTS_LOST_MAP`).
+#[btf_map]
+static EVENTS_LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 #[inline(always)]
 fn tracing() -> bool {
@@ -47,30 +50,27 @@ pub fn report(frame: &Frame, program: Program, reason: Reason, ifindex: u32, len
     };
     fill_tuple(frame, &mut event);
     // A full ring loses this event, not the packet: the monitor is behind, and the
-    // STATS counter still has it.
-    let _ = EVENTS.output(event, 0);
+    // STATS counter still has the packet. The loss itself is counted.
+    if EVENTS.output(event, 0).is_err() {
+        if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
+            // SAFETY: the map returned a valid pointer to this CPU's slot.
+            unsafe { *lost += 1 };
+        }
+    }
 }
 
 /// Addresses, protocol and (TCP/UDP, first fragment) ports, as far as the frame holds
 /// them; a truncated frame leaves the rest zero.
 #[inline(always)]
 fn fill_tuple(frame: &Frame, event: &mut DatapathEvent) {
-    const TCP: u8 = 6;
-    const UDP: u8 = 17;
     let Ok(Some(ip)) = parse_ipv4(frame) else {
         return;
     };
     event.src_addr = ip.src();
     event.dst_addr = ip.dst();
     event.protocol = ip.protocol();
-    if !matches!(event.protocol, TCP | UDP) || ip.is_later_fragment() {
-        return;
-    }
-    // Source and destination ports are the first four bytes of TCP and UDP alike.
-    if let Some(ports) = frame.header::<[u8; 4]>(EthHdr::LEN + ip.ihl) {
-        // SAFETY: `header` checked the four bytes lie inside the frame.
-        let ports = unsafe { *ports };
-        event.src_port = u16::from_be_bytes([ports[0], ports[1]]);
-        event.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if let Ok(Some((src_port, dst_port))) = ports(frame, &ip) {
+        event.src_port = src_port;
+        event.dst_port = dst_port;
     }
 }

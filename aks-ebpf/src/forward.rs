@@ -2,18 +2,18 @@
 
 use aks_ebpf_common::{checksum, Reason};
 use aya_ebpf::{
-    bindings::TC_ACT_REDIRECT,
+    bindings::{TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_redirect_peer},
 };
 
-use crate::packet::Ipv4Frame;
+use crate::{packet::Ipv4Frame, routing::Decision};
 
-/// Decrements the TTL as a router does, fixing the header checksum incrementally.
-/// `Err(DropTtlExceeded)` if the packet must not travel another hop.
+/// Makes the frame one router hop further on: the TTL decremented as a router does
+/// (header checksum fixed incrementally) and the Ethernet addresses of the next hop
+/// written. `Err(DropTtlExceeded)` if the packet must not travel another hop.
 #[inline(always)]
-pub fn decrement_ttl(ip: &Ipv4Frame) -> Result<(), Reason> {
-    // SAFETY: `ip.ip` was bounds-checked by `parse_ipv4`.
-    let header = unsafe { &mut *ip.ip };
+pub fn hop(ip: &Ipv4Frame, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<(), Reason> {
+    let header = ip.ip_mut();
     if header.ttl <= 1 {
         return Err(Reason::DropTtlExceeded);
     }
@@ -22,36 +22,34 @@ pub fn decrement_ttl(ip: &Ipv4Frame) -> Result<(), Reason> {
     let new = u16::from_be_bytes([header.ttl, header.proto]);
     let check = checksum::replace_u16(u16::from_be_bytes(header.check), old, new);
     header.check = check.to_be_bytes();
+    let eth = ip.eth_mut();
+    eth.src_addr = src_mac;
+    eth.dst_addr = dst_mac;
     Ok(())
 }
 
-/// Writes the Ethernet addresses of the next hop.
-#[inline(always)]
-pub fn set_macs(ip: &Ipv4Frame, src: [u8; 6], dst: [u8; 6]) {
-    // SAFETY: `ip.eth` was bounds-checked by `parse_ipv4`.
-    let eth = unsafe { &mut *ip.eth };
-    eth.src_addr = src;
-    eth.dst_addr = dst;
-}
-
 /// Into the namespace of the veth peer of `host_ifindex` (the pod), skipping the
-/// node's stack: TC ingress only.
+/// node's stack: TC ingress only. Counted under `reason` when the helper accepts the
+/// target, else as a failed redirect.
 #[inline(always)]
-pub fn to_peer(host_ifindex: u32) -> i32 {
+pub fn to_peer(host_ifindex: u32, reason: Reason) -> Decision {
     // SAFETY: a helper call with plain integer arguments.
-    let verdict = unsafe { bpf_redirect_peer(host_ifindex, 0) };
-    verdict as i32
+    redirected(unsafe { bpf_redirect_peer(host_ifindex, 0) }, reason)
 }
 
-/// Out of `ifindex` (egress).
+/// Out of `ifindex` (egress), counted as `to_peer` is.
 #[inline(always)]
-pub fn out_of(ifindex: u32) -> i32 {
+pub fn out_of(ifindex: u32, reason: Reason) -> Decision {
     // SAFETY: a helper call with plain integer arguments.
-    let verdict = unsafe { bpf_redirect(ifindex, 0) };
-    // bpf_redirect returns TC_ACT_REDIRECT on success, TC_ACT_SHOT for bad flags.
+    redirected(unsafe { bpf_redirect(ifindex, 0) }, reason)
+}
+
+/// Both helpers return `TC_ACT_REDIRECT` when they accept, `TC_ACT_SHOT` otherwise.
+#[inline(always)]
+fn redirected(verdict: i64, reason: Reason) -> Decision {
     if verdict == i64::from(TC_ACT_REDIRECT) {
-        TC_ACT_REDIRECT
+        (reason, TC_ACT_REDIRECT)
     } else {
-        verdict as i32
+        (Reason::DropRedirectFailed, TC_ACT_SHOT)
     }
 }

@@ -3,8 +3,11 @@
 //! it, and the backend's replies get the frontend back as their source.
 
 use aks_ebpf_common::{
-    conntrack::{PROTO_TCP, TCP_SYN},
     lb::{LbFlow, LbReply, RevNat, ServiceKey, ServiceSlot, HAIRPIN_SOURCE},
+    wire::{
+        ETH_DST, ETH_SRC, PROTO_TCP, TCP_ACK, TCP_ACK_SEQ, TCP_OFFSET_FLAGS, TCP_RST, TCP_SEQ,
+        TCP_SYN,
+    },
     FlowKey, Reason,
 };
 use aya_ebpf::{
@@ -14,15 +17,12 @@ use aya_ebpf::{
 };
 
 use crate::maps::{BACKENDS, LB_FLOWS, LB_REPLIES, REV_NAT, SERVICES};
-use crate::nat::{rewrite, IP_DST, IP_SRC};
 use crate::packet::Transport;
-
-const TCP_ACK: u8 = 0x10;
-const TCP_RST: u8 = 0x04;
+use crate::rewrite::{rewrite_dst, rewrite_src, store_swapped};
 
 #[inline(always)]
 pub fn hairpin() -> u32 {
-    u32::from_ne_bytes(HAIRPIN_SOURCE)
+    aks_ebpf_common::addr::ipv4(HAIRPIN_SOURCE)
 }
 
 /// The frontend's master slot, if `flow` goes to a ClusterIP.
@@ -106,29 +106,9 @@ pub fn dnat(
     l4: &Transport,
     backend: &LbFlow,
 ) -> Result<(), Reason> {
-    rewrite(
-        ctx,
-        l4,
-        flow.protocol,
-        IP_DST,
-        flow.dst,
-        backend.backend_addr,
-        l4.dst_port_offset,
-        flow.dst_port,
-        backend.backend_port,
-    )?;
+    rewrite_dst(ctx, flow, l4, backend.backend_addr, backend.backend_port)?;
     if backend.backend_addr == flow.src {
-        rewrite(
-            ctx,
-            l4,
-            flow.protocol,
-            IP_SRC,
-            flow.src,
-            hairpin(),
-            l4.src_port_offset,
-            flow.src_port,
-            flow.src_port,
-        )?;
+        rewrite_src(ctx, flow, l4, hairpin(), flow.src_port)?;
     }
     Ok(())
 }
@@ -158,29 +138,9 @@ pub fn rev_dnat(
     frontend: &RevNat,
     client: u32,
 ) -> Result<(), Reason> {
-    rewrite(
-        ctx,
-        l4,
-        flow.protocol,
-        IP_SRC,
-        flow.src,
-        frontend.vip,
-        l4.src_port_offset,
-        flow.src_port,
-        frontend.port,
-    )?;
+    rewrite_src(ctx, flow, l4, frontend.vip, frontend.port)?;
     if flow.dst == hairpin() {
-        rewrite(
-            ctx,
-            l4,
-            flow.protocol,
-            IP_DST,
-            flow.dst,
-            client,
-            l4.dst_port_offset,
-            flow.dst_port,
-            flow.dst_port,
-        )?;
+        rewrite_dst(ctx, flow, l4, client, flow.dst_port)?;
     }
     Ok(())
 }
@@ -188,38 +148,37 @@ pub fn rev_dnat(
 /// Turns a TCP SYN into the RST+ACK its destination would send if nothing listened,
 /// addressed back to the sender (addresses, ports and MACs swapped; the checksums
 /// survive the swaps, the changed flags and sequence numbers are fixed incrementally).
-/// `Err` if the packet is not a bare SYN.
+/// `Err(DropServiceNoBackend)` if the packet is not a bare SYN.
 #[inline(always)]
 pub fn reset_syn(ctx: &TcContext, flow: &FlowKey, l4: &Transport) -> Result<(), Reason> {
-    let failed = |_| Reason::DropServiceNoBackend;
     if flow.protocol != PROTO_TCP || l4.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return Err(Reason::DropServiceNoBackend);
     }
+    let write_failed = |_| Reason::DropWriteError;
+    let checksum_failed = |_| Reason::DropChecksumError;
     let tcp = l4.src_port_offset;
-    let seq: u32 = ctx.load(tcp + 4).map_err(failed)?;
-    let old_ack: u32 = ctx.load(tcp + 8).map_err(failed)?;
+    let seq: u32 = ctx.load(tcp + TCP_SEQ).map_err(write_failed)?;
+    let old_ack: u32 = ctx.load(tcp + TCP_ACK_SEQ).map_err(write_failed)?;
     let ack = (u32::from_be(seq).wrapping_add(1)).to_be();
-    let old_word: u16 = ctx.load(tcp + 12).map_err(failed)?;
+    let old_word: u16 = ctx.load(tcp + TCP_OFFSET_FLAGS).map_err(write_failed)?;
     // Keep the data offset byte, replace the flags byte.
     let new_word = u16::from_ne_bytes([old_word.to_ne_bytes()[0], TCP_RST | TCP_ACK]);
     let csum = l4.checksum_offset;
     ctx.l4_csum_replace(csum, u64::from(old_word), u64::from(new_word), 2)
-        .map_err(failed)?;
+        .map_err(checksum_failed)?;
     ctx.l4_csum_replace(csum, u64::from(seq), 0, 4)
-        .map_err(failed)?;
+        .map_err(checksum_failed)?;
     ctx.l4_csum_replace(csum, u64::from(old_ack), u64::from(ack), 4)
-        .map_err(failed)?;
-    ctx.store(tcp + 12, &new_word, 0).map_err(failed)?;
-    ctx.store(tcp + 4, &0u32, 0).map_err(failed)?;
-    ctx.store(tcp + 8, &ack, 0).map_err(failed)?;
-    ctx.store(tcp, &flow.dst_port.to_be(), 0).map_err(failed)?;
-    ctx.store(tcp + 2, &flow.src_port.to_be(), 0)
-        .map_err(failed)?;
-    ctx.store(IP_SRC, &flow.dst, 0).map_err(failed)?;
-    ctx.store(IP_DST, &flow.src, 0).map_err(failed)?;
-    let src_mac: [u8; 6] = ctx.load(6).map_err(failed)?;
-    let dst_mac: [u8; 6] = ctx.load(0).map_err(failed)?;
-    ctx.store(0, &src_mac, 0).map_err(failed)?;
-    ctx.store(6, &dst_mac, 0).map_err(failed)?;
+        .map_err(checksum_failed)?;
+    ctx.store(tcp + TCP_OFFSET_FLAGS, &new_word, 0)
+        .map_err(write_failed)?;
+    ctx.store(tcp + TCP_SEQ, &0u32, 0).map_err(write_failed)?;
+    ctx.store(tcp + TCP_ACK_SEQ, &ack, 0)
+        .map_err(write_failed)?;
+    store_swapped(ctx, flow, l4)?;
+    let src_mac: [u8; 6] = ctx.load(ETH_SRC).map_err(write_failed)?;
+    let dst_mac: [u8; 6] = ctx.load(ETH_DST).map_err(write_failed)?;
+    ctx.store(ETH_DST, &src_mac, 0).map_err(write_failed)?;
+    ctx.store(ETH_SRC, &dst_mac, 0).map_err(write_failed)?;
     Ok(())
 }

@@ -12,12 +12,14 @@
 
 mod events;
 mod forward;
+mod icmp_error;
 mod lb;
 mod maps;
 mod nat;
 mod nsg;
 mod packet;
 mod policy;
+mod rewrite;
 mod routing;
 mod stats;
 
@@ -34,6 +36,10 @@ use packet::Frame;
 /// trace runs) and, when debug logging is on (`aksnet up --log-level debug`), logs
 /// drops. The level check is one load of a global, so logging that is off costs next
 /// to nothing on the packet path.
+///
+/// The log carries the reason's number, which `aksnet` turns back into its name: a
+/// name copied here would be a string of another length on every path that drops,
+/// and verifying those copies was most of the verifier's work on these programs.
 #[inline(always)]
 fn account<C: EbpfContext>(ctx: &C, seen: Seen, reason: Reason, len: u32) {
     stats::count(reason, len);
@@ -41,9 +47,9 @@ fn account<C: EbpfContext>(ctx: &C, seen: Seen, reason: Reason, len: u32) {
     if reason.is_drop() {
         debug!(
             ctx,
-            "{}: {} ({} bytes)",
+            "{}: drop reason {} ({} bytes)",
             seen.program.name(),
-            reason.name(),
+            reason.index(),
             len
         );
     }

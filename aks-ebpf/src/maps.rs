@@ -2,7 +2,7 @@
 //! Userspace fills them from the plan; their layouts live in aks-ebpf-common.
 
 use aks_ebpf_common::{
-    conntrack::CONNTRACK_DEFAULT_CAPACITY,
+    conntrack::{nat_capacity, CONNTRACK_DEFAULT_CAPACITY},
     lb::{
         LbBackend, LbFlow, LbReply, RevNat, ServiceKey, ServiceSlot, BACKENDS_CAPACITY,
         LB_FLOWS_CAPACITY, REV_NAT_CAPACITY, SERVICES_CAPACITY,
@@ -68,7 +68,7 @@ pub static CONNTRACK: HashMap<
 pub static NAT: HashMap<
     FlowKey,
     NatTarget,
-    { 2 * CONNTRACK_DEFAULT_CAPACITY as usize },
+    { nat_capacity(CONNTRACK_DEFAULT_CAPACITY) as usize },
     { BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 

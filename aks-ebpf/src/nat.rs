@@ -4,22 +4,18 @@
 //! range, else the packet is dropped and counted (port exhaustion stays visible).
 
 use aks_ebpf_common::{
-    conntrack::{CT_INBOUND, CT_REPLY_SEEN, NAT_PORT_RETRIES, PROTO_ICMP, PROTO_UDP},
+    conntrack::{CT_INBOUND, CT_REPLY_SEEN, NAT_PORT_RETRIES},
     CtEntry, FlowKey, NatTarget, NodeConfig, Reason,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     programs::TcContext,
 };
 
 use crate::maps::{CONNTRACK, NAT};
 use crate::packet::Transport;
-
-/// Offsets in an Ethernet + IPv4 frame.
-const IP_CHECKSUM: usize = 14 + 10;
-pub const IP_SRC: usize = 14 + 12;
-pub const IP_DST: usize = 14 + 16;
+use crate::rewrite::{rewrite_dst, rewrite_src};
 
 /// `-E2BIG` from a map update: the map is full.
 const E2BIG: i32 = 7;
@@ -36,25 +32,22 @@ pub fn snat(
     len: u32,
 ) -> Result<(), Reason> {
     let target = egress_mapping(config, flow, l4.tcp_flags, len)?;
-    rewrite(
-        ctx,
-        l4,
-        flow.protocol,
-        IP_SRC,
-        flow.src,
-        target.addr,
-        l4.src_port_offset,
-        flow.src_port,
-        target.port,
-    )
+    rewrite_src(ctx, flow, l4, target.addr, target.port)
+}
+
+/// Where `NAT` translates a reply tuple back to (the pod's address and port), without
+/// touching the flow: for packets that are about the flow, not of it (ICMP errors).
+#[inline(always)]
+pub fn translation_of_reply(reply: &FlowKey) -> Option<NatTarget> {
+    // SAFETY: a valid pointer into the map, copied at once.
+    NAT.get_ptr(reply).map(|p| unsafe { *p })
 }
 
 /// If `flow` (arriving from the VNet) is a reply to a masqueraded flow: where it goes
 /// back to (the pod's address and port). Touches the flow's conntrack entry.
 #[inline(always)]
 pub fn reply_target(flow: &FlowKey, tcp_flags: u8, len: u32) -> Option<NatTarget> {
-    // SAFETY: a valid pointer into the map, copied at once.
-    let target = NAT.get_ptr(flow).map(|p| unsafe { *p })?;
+    let target = translation_of_reply(flow)?;
     touch(
         &flow.egress_of_reply(target.addr, target.port),
         tcp_flags,
@@ -72,17 +65,7 @@ pub fn reverse_snat(
     l4: &Transport,
     target: &NatTarget,
 ) -> Result<(), Reason> {
-    rewrite(
-        ctx,
-        l4,
-        flow.protocol,
-        IP_DST,
-        flow.dst,
-        target.addr,
-        l4.dst_port_offset,
-        flow.dst_port,
-        target.port,
-    )
+    rewrite_dst(ctx, flow, l4, target.addr, target.port)
 }
 
 #[inline(always)]
@@ -211,51 +194,4 @@ fn touch(egress: &FlowKey, tcp_flags: u8, len: u32, reply: bool) {
             }
         }
     }
-}
-
-/// Replaces one address and one port (or ICMP identifier) in the packet, fixing the
-/// L4 checksum (with the pseudo-header for TCP and UDP) and the IPv4 header checksum.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub fn rewrite(
-    ctx: &TcContext,
-    l4: &Transport,
-    protocol: u8,
-    addr_offset: usize,
-    old_addr: u32,
-    new_addr: u32,
-    port_offset: usize,
-    old_port: u16,
-    new_port: u16,
-) -> Result<(), Reason> {
-    // The helpers fail only for offsets outside the packet, which parsing has ruled out.
-    let failed = |_| Reason::DropMalformed;
-    let (old_port_be, new_port_be) = (u64::from(old_port.to_be()), u64::from(new_port.to_be()));
-    let checksummed =
-        protocol != PROTO_UDP || ctx.load::<u16>(l4.checksum_offset).map_err(failed)? != 0;
-    if checksummed {
-        // A UDP checksum that comes out as 0 must be sent as 0xffff (0 means "none").
-        let mangled = if protocol == PROTO_UDP {
-            u64::from(BPF_F_MARK_MANGLED_0)
-        } else {
-            0
-        };
-        if protocol != PROTO_ICMP {
-            ctx.l4_csum_replace(
-                l4.checksum_offset,
-                u64::from(old_addr),
-                u64::from(new_addr),
-                u64::from(BPF_F_PSEUDO_HDR) | 4 | mangled,
-            )
-            .map_err(failed)?;
-        }
-        ctx.l4_csum_replace(l4.checksum_offset, old_port_be, new_port_be, 2 | mangled)
-            .map_err(failed)?;
-    }
-    ctx.l3_csum_replace(IP_CHECKSUM, u64::from(old_addr), u64::from(new_addr), 4)
-        .map_err(failed)?;
-    ctx.store(addr_offset, &new_addr, 0).map_err(failed)?;
-    ctx.store(port_offset, &new_port.to_be(), 0)
-        .map_err(failed)?;
-    Ok(())
 }

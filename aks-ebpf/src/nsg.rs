@@ -14,12 +14,12 @@ pub fn filter(frame: &Frame) -> (Reason, u32) {
         Ok(None) => return (Reason::PassedNonIpv4, XDP_PASS),
         Err(reason) => return (reason, XDP_DROP),
     };
-    let port = match packet::destination_port(frame, &ip) {
-        Ok(port) => port,
+    let (src, dst, protocol) = (ip.src(), ip.dst(), ip.protocol());
+    let port = match packet::ports(frame, &ip) {
+        Ok(ports) => ports.map(|(_, dst)| dst),
         Err(reason) => return (reason, XDP_DROP),
     };
     let rules = maps::config().map_or(0, |c| c.nsg_rules);
-    let (src, dst, protocol) = (ip.src(), ip.dst(), ip.protocol());
     for index in 0..NSG_CAPACITY {
         if index >= rules {
             break;

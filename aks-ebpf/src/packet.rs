@@ -1,14 +1,24 @@
 //! Bounds-checked access to packet headers, in the shape the verifier accepts: every
 //! header pointer is checked against the end of the packet before it is returned. Works
 //! for TC and XDP alike (both give `data` and `data_end`).
+//!
+//! The one rule for headers, on every path: a header the packet claims to carry (IPv4,
+//! and the TCP, UDP or ICMP header of a first or only fragment) must lie whole in the
+//! frame, else the packet is `DropMalformed`. Only a later fragment has no L4 header.
 
 use core::mem::size_of;
 
-use aks_ebpf_common::Reason;
-use network_types::{
-    eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
+use aks_ebpf_common::{
+    checksum,
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ICMP_CHECKSUM, ICMP_ECHO_ID,
+        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPV4_FRAG_OFFSET_MASK, IPV4_HLEN,
+        IPV4_MAX_OPTIONS, L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_CHECKSUM,
+        TCP_FLAGS, TCP_HLEN, UDP_CHECKSUM, UDP_HLEN,
+    },
+    Reason,
 };
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 /// The linear packet data: `[start, end)`.
 #[derive(Clone, Copy)]
@@ -34,12 +44,13 @@ impl Frame {
     }
 }
 
-/// An Ethernet frame carrying IPv4, parsed far enough to route and filter it.
+/// An Ethernet frame carrying IPv4, parsed far enough to route and filter it. Only
+/// [`parse_ipv4`] builds one, so its pointers are always bounds-checked.
 pub struct Ipv4Frame {
-    pub eth: *mut EthHdr,
-    pub ip: *mut Ipv4Hdr,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
     /// IPv4 header length in bytes (20..=60).
-    pub ihl: usize,
+    ihl: usize,
 }
 
 impl Ipv4Frame {
@@ -61,52 +72,105 @@ impl Ipv4Frame {
         unsafe { (*self.ip).proto }
     }
 
+    /// Offset of the transport header from the start of the frame.
+    #[inline(always)]
+    pub fn l4_offset(&self) -> usize {
+        ETH_HLEN + self.ihl
+    }
+
     /// Whether this is a fragment other than the first (no L4 header follows).
     #[inline(always)]
     pub fn is_later_fragment(&self) -> bool {
-        // SAFETY: as above. The low 13 bits of `frags` are the fragment offset.
+        // SAFETY: as above.
         let frags = unsafe { (*self.ip).frags };
-        u16::from_be_bytes(frags) & 0x1fff != 0
+        u16::from_be_bytes(frags) & IPV4_FRAG_OFFSET_MASK != 0
+    }
+
+    /// The IPv4 header, to rewrite in place (TTL, destination).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn ip_mut(&self) -> &mut Ipv4Hdr {
+        // SAFETY: bounds-checked by `parse_ipv4`; the packet is the program's to write.
+        unsafe { &mut *self.ip }
+    }
+
+    /// The Ethernet header, to rewrite in place (MACs).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn eth_mut(&self) -> &mut EthHdr {
+        // SAFETY: as above.
+        unsafe { &mut *self.eth }
+    }
+
+    /// Checks what a router checks before it forwards: the header checksum verifies,
+    /// and the total length fits in the packet (`wire_len` bytes from the Ethernet
+    /// header, the whole packet and not only its linear part) and covers the header.
+    ///
+    /// The fixed 20 bytes are read directly; options (rare, at most 40 bytes) are
+    /// copied by `load_options(offset, buffer, len)` into a zeroed buffer that is summed
+    /// whole (zeros add nothing). Straight-line code: no path per header length for the
+    /// verifier to follow through the rest of the program.
+    #[inline(always)]
+    pub fn check(
+        &self,
+        wire_len: u32,
+        load_options: impl FnOnce(usize, &mut [u8; IPV4_MAX_OPTIONS], u32) -> bool,
+    ) -> Result<(), Reason> {
+        // SAFETY: bounds-checked by `parse_ipv4`.
+        let total = u16::from_be_bytes(unsafe { (*self.ip).tot_len }) as usize;
+        if total < self.ihl || ETH_HLEN + total > wire_len as usize {
+            return Err(Reason::DropBadIpLength);
+        }
+        // SAFETY: the fixed header was bounds-checked by `parse_ipv4`.
+        let fixed = unsafe { *(self.ip as *const [u8; IPV4_HLEN]) };
+        let mut options = [0u8; IPV4_MAX_OPTIONS];
+        let options_len = self.ihl - IPV4_HLEN;
+        if options_len != 0 && !load_options(ETH_HLEN + IPV4_HLEN, &mut options, options_len as u32)
+        {
+            return Err(Reason::DropMalformed);
+        }
+        let mut sum = 0u32;
+        for word in 0..IPV4_HLEN / 2 {
+            sum = checksum::add_word(
+                sum,
+                u16::from_be_bytes([fixed[2 * word], fixed[2 * word + 1]]),
+            );
+        }
+        for word in 0..IPV4_MAX_OPTIONS / 2 {
+            let bytes = [options[2 * word], options[2 * word + 1]];
+            sum = checksum::add_word(sum, u16::from_be_bytes(bytes));
+        }
+        if checksum::fold(sum) != 0xffff {
+            return Err(Reason::DropBadIpChecksum);
+        }
+        Ok(())
     }
 }
 
 /// The IPv4 header of an Ethernet frame.
 ///
-/// `Ok(None)` for frames that are not IPv4 (ARP, IPv6, …); `Err(DropMalformed)` for
-/// frames too short to hold their headers or with an invalid IPv4 header length.
+/// `Ok(None)` for frames that are not IPv4 (ARP, IPv6, …); `Err(DropVlanTagged)` for a
+/// VLAN tag; `Err(DropMalformed)` for frames too short to hold their headers or with an
+/// invalid IPv4 version or header length.
 #[inline(always)]
 pub fn parse_ipv4(frame: &Frame) -> Result<Option<Ipv4Frame>, Reason> {
     let eth: *mut EthHdr = frame.header(0).ok_or(Reason::DropMalformed)?;
     // SAFETY: `header` checked that the Ethernet header lies inside the frame.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        return Err(Reason::DropVlanTagged);
+    }
+    if ether_type != ETH_P_IPV4 {
         return Ok(None);
     }
-    let ip: *mut Ipv4Hdr = frame.header(EthHdr::LEN).ok_or(Reason::DropMalformed)?;
+    let ip: *mut Ipv4Hdr = frame.header(ETH_HLEN).ok_or(Reason::DropMalformed)?;
     // SAFETY: `header` checked that the fixed IPv4 header lies inside the frame.
     let vihl = unsafe { (*ip).vihl };
     let ihl = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || EthHdr::LEN + ihl > frame.end - frame.start {
+    if vihl >> 4 != 4 || ihl < IPV4_HLEN || ETH_HLEN + ihl > frame.end - frame.start {
         return Err(Reason::DropMalformed);
     }
     Ok(Some(Ipv4Frame { eth, ip, ihl }))
-}
-
-/// The destination port of a TCP or UDP packet (host order), if the packet has one:
-/// not for other protocols or later fragments. `Err` if the L4 header is cut short.
-#[inline(always)]
-pub fn destination_port(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<u16>, Reason> {
-    const TCP: u8 = 6;
-    const UDP: u8 = 17;
-    if !matches!(ip.protocol(), TCP | UDP) || ip.is_later_fragment() {
-        return Ok(None);
-    }
-    // Source and destination ports are the first four bytes of both headers.
-    let ports: *const [u8; 4] = frame
-        .header(EthHdr::LEN + ip.ihl)
-        .ok_or(Reason::DropMalformed)?;
-    // SAFETY: `header` checked the four bytes lie inside the frame.
-    let ports = unsafe { *ports };
-    Ok(Some(u16::from_be_bytes([ports[2], ports[3]])))
 }
 
 /// Where the transport header is and what of it NAT needs.
@@ -116,6 +180,8 @@ pub struct Transport {
     pub dst_port: u16,
     /// TCP flags (FIN, SYN, RST, …), 0 for other protocols.
     pub tcp_flags: u8,
+    /// ICMP type, 0 for other protocols.
+    pub icmp_type: u8,
     /// Offset of the checksum field from the start of the frame.
     pub checksum_offset: usize,
     /// Offset of the 16-bit field NAT rewrites on the source side (source port, or the
@@ -125,63 +191,106 @@ pub struct Transport {
     pub dst_port_offset: usize,
 }
 
-/// The transport header of a TCP, UDP or ICMP echo packet, if NAT can translate it:
-/// `Ok(None)` for other protocols, other ICMP types and later fragments; `Err` if the
-/// header is cut short.
+impl Transport {
+    /// No transport header: every field zero.
+    pub const NONE: Transport = Transport {
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        checksum_offset: 0,
+        src_port_offset: 0,
+        dst_port_offset: 0,
+    };
+
+    /// Whether NAT can translate this header: TCP, UDP, ICMP echo.
+    #[inline(always)]
+    pub fn translatable(&self, protocol: u8) -> bool {
+        protocol != PROTO_ICMP || matches!(self.icmp_type, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY)
+    }
+}
+
+/// The source and destination ports of a TCP or UDP header at `offset` (the first four
+/// bytes of both): the one place ports are read. `None` if the frame ends first.
+#[inline(always)]
+pub fn ports_at(frame: &Frame, offset: usize) -> Option<(u16, u16)> {
+    let ports: *const [u8; 4] = frame.header(offset)?;
+    // SAFETY: bounds-checked by `header`.
+    let ports = unsafe { *ports };
+    Some((
+        u16::from_be_bytes([ports[L4_SRC_PORT], ports[L4_SRC_PORT + 1]]),
+        u16::from_be_bytes([ports[L4_DST_PORT], ports[L4_DST_PORT + 1]]),
+    ))
+}
+
+/// The ports of a TCP or UDP packet (first or only fragment), as far as the frame holds
+/// them: for filters and events, which need no more of the header.
+#[inline(always)]
+pub fn ports(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<(u16, u16)>, Reason> {
+    if !matches!(ip.protocol(), PROTO_TCP | PROTO_UDP) || ip.is_later_fragment() {
+        return Ok(None);
+    }
+    ports_at(frame, ip.l4_offset())
+        .map(Some)
+        .ok_or(Reason::DropMalformed)
+}
+
+/// The transport header of a TCP, UDP or ICMP packet: `Ok(None)` for other protocols
+/// and later fragments; `Err(DropMalformed)` if the header is cut short. The one parser
+/// of L4 headers: NAT, services, the NSG and events all read ports from here.
 #[inline(always)]
 pub fn transport(frame: &Frame, ip: &Ipv4Frame) -> Result<Option<Transport>, Reason> {
-    use aks_ebpf_common::conntrack::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
     if ip.is_later_fragment() {
         return Ok(None);
     }
-    let offset = EthHdr::LEN + ip.ihl;
+    let offset = ip.l4_offset();
     match ip.protocol() {
         PROTO_TCP => {
-            // Ports (0..4), flags (13), checksum (16..18): the fixed 20-byte header.
-            let tcp: *const [u8; 20] = frame.header(offset).ok_or(Reason::DropMalformed)?;
+            let tcp: *const [u8; TCP_HLEN] = frame.header(offset).ok_or(Reason::DropMalformed)?;
             // SAFETY: bounds-checked by `header`.
-            let tcp = unsafe { *tcp };
+            let flags = unsafe { (*tcp)[TCP_FLAGS] };
+            let (src_port, dst_port) = ports_at(frame, offset).ok_or(Reason::DropMalformed)?;
             Ok(Some(Transport {
-                src_port: u16::from_be_bytes([tcp[0], tcp[1]]),
-                dst_port: u16::from_be_bytes([tcp[2], tcp[3]]),
-                tcp_flags: tcp[13],
-                checksum_offset: offset + 16,
-                src_port_offset: offset,
-                dst_port_offset: offset + 2,
+                src_port,
+                dst_port,
+                tcp_flags: flags,
+                icmp_type: 0,
+                checksum_offset: offset + TCP_CHECKSUM,
+                src_port_offset: offset + L4_SRC_PORT,
+                dst_port_offset: offset + L4_DST_PORT,
             }))
         }
         PROTO_UDP => {
-            let udp: *const [u8; 8] = frame.header(offset).ok_or(Reason::DropMalformed)?;
-            // SAFETY: bounds-checked by `header`.
-            let udp = unsafe { *udp };
+            let _: *const [u8; UDP_HLEN] = frame.header(offset).ok_or(Reason::DropMalformed)?;
+            let (src_port, dst_port) = ports_at(frame, offset).ok_or(Reason::DropMalformed)?;
             Ok(Some(Transport {
-                src_port: u16::from_be_bytes([udp[0], udp[1]]),
-                dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+                src_port,
+                dst_port,
                 tcp_flags: 0,
-                checksum_offset: offset + 6,
-                src_port_offset: offset,
-                dst_port_offset: offset + 2,
+                icmp_type: 0,
+                checksum_offset: offset + UDP_CHECKSUM,
+                src_port_offset: offset + L4_SRC_PORT,
+                dst_port_offset: offset + L4_DST_PORT,
             }))
         }
         PROTO_ICMP => {
-            const ECHO_REPLY: u8 = 0;
-            const ECHO_REQUEST: u8 = 8;
-            let icmp: *const [u8; 8] = frame.header(offset).ok_or(Reason::DropMalformed)?;
+            let icmp: *const [u8; ICMP_HLEN] = frame.header(offset).ok_or(Reason::DropMalformed)?;
             // SAFETY: bounds-checked by `header`.
             let icmp = unsafe { *icmp };
-            let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+            let id = u16::from_be_bytes([icmp[ICMP_ECHO_ID], icmp[ICMP_ECHO_ID + 1]]);
             let (src_port, dst_port) = match icmp[0] {
-                ECHO_REQUEST => (id, 0),
-                ECHO_REPLY => (0, id),
-                _ => return Ok(None),
+                ICMP_ECHO_REQUEST => (id, 0),
+                ICMP_ECHO_REPLY => (0, id),
+                _ => (0, 0),
             };
             Ok(Some(Transport {
                 src_port,
                 dst_port,
                 tcp_flags: 0,
-                checksum_offset: offset + 2,
-                src_port_offset: offset + 4,
-                dst_port_offset: offset + 4,
+                icmp_type: icmp[0],
+                checksum_offset: offset + ICMP_CHECKSUM,
+                src_port_offset: offset + ICMP_ECHO_ID,
+                dst_port_offset: offset + ICMP_ECHO_ID,
             }))
         }
         _ => Ok(None),

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::mem::size_of;
 use std::net::UdpSocket;
 
-use aks_ebpf_common::{NodeConfig, Reason};
+use aks_ebpf_common::{Endpoint, NodeConfig, Reason};
 use aks_userspace::datapath::ebpf::{map_addr, NodeDatapath};
 use aks_userspace::netns;
-use common::{netns_list, require_privileges, VethPair};
+use common::{netns_list, require_privileges, send_raw, VethPair};
 
 const DATAGRAMS: u64 = 10;
 const PAYLOAD: usize = 100;
@@ -32,6 +31,17 @@ fn from_pod_counts_real_frames_by_reason() {
             ..Default::default()
         })
         .expect("writing CONFIG");
+    // a plays the pod on b's end of the veth: its frames carry its own address.
+    datapath
+        .upsert_endpoint(
+            VethPair::A_IP.parse().expect("address"),
+            Endpoint {
+                host_ifindex: netns::interface_index(&b, &pair.b_if).expect("ifindex"),
+                host_mac: VethPair::B_MAC,
+                ..Default::default()
+            },
+        )
+        .expect("writing ENDPOINTS");
     datapath
         .attach_from_pod(&pair.b_if)
         .expect("attaching from_pod in namespace b");
@@ -51,8 +61,8 @@ fn from_pod_counts_real_frames_by_reason() {
     let truncated = ipv4_frame(0x45, 10);
     let bad_ihl = ipv4_frame(0x44, 20);
     netns::run_in(&a, || {
-        send_raw(&pair.a_if, &truncated)?;
-        send_raw(&pair.a_if, &bad_ihl)
+        send_raw(&pair.a_if, VethPair::B_MAC, &truncated)?;
+        send_raw(&pair.a_if, VethPair::B_MAC, &bad_ihl)
     })
     .expect("sending raw frames from namespace a");
 
@@ -109,38 +119,4 @@ fn ipv4_frame(version_ihl: u8, ip_len: usize) -> Vec<u8> {
     ip[0] = version_ihl;
     frame.extend_from_slice(&ip);
     frame
-}
-
-/// Sends `frame` as is on `interface` through an AF_PACKET socket (the calling thread's
-/// network namespace).
-fn send_raw(interface: &str, frame: &[u8]) -> anyhow::Result<()> {
-    let name = std::ffi::CString::new(interface)?;
-    // SAFETY: plain libc calls with valid pointers and lengths; the fd is closed below.
-    unsafe {
-        let ifindex = libc::if_nametoindex(name.as_ptr());
-        anyhow::ensure!(ifindex != 0, "no interface {interface}");
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        anyhow::ensure!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&VethPair::B_MAC);
-        let sent = libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        anyhow::ensure!(sent == frame.len() as isize, "sendto: {err}");
-    }
-    Ok(())
 }

@@ -23,14 +23,62 @@ use serde_json::Value;
 use crate::cmd::{self, TestTotals};
 use crate::setup;
 
-/// A Debian kernel the tests run on.
+/// A Debian kernel series the tests run on. Debian bumps a kernel's ABI number (and with it
+/// the package name and `uname -r`) with every point release and drops the old package
+/// from the archive, so the exact package is looked up when it is installed and the
+/// release is read from `/boot` when it is booted, never written down here.
 pub struct GuestKernel {
     /// What the README and the progress lines call it.
     pub series: &'static str,
-    /// The Debian package that installs it (image and modules).
-    pub package: &'static str,
-    /// `uname -r` of that kernel: `/boot/vmlinuz-<release>`, `/lib/modules/<release>`.
-    pub release: &'static str,
+    /// `uname -r` of this series is `<release_prefix><digits><release_suffix>`, e.g.
+    /// `6.1.0-` `56` `-amd64`; Debian's package is `linux-image-<release>-unsigned`.
+    pub release_prefix: &'static str,
+    pub release_suffix: &'static str,
+}
+
+impl GuestKernel {
+    /// The ABI/patch number of `release` when it belongs to this series (digits only
+    /// between prefix and suffix, which leaves out `-cloud-amd64`, `-rt-amd64` and the
+    /// like).
+    fn number_of(&self, release: &str) -> Option<u64> {
+        let middle = release
+            .strip_prefix(self.release_prefix)?
+            .strip_suffix(self.release_suffix)?;
+        if middle.is_empty() || !middle.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        middle.parse().ok()
+    }
+
+    /// The newest release of this series among `releases`.
+    fn newest<'a>(&self, releases: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+        releases
+            .filter_map(|r| Some((self.number_of(r)?, r)))
+            .max()
+            .map(|(_, r)| r)
+    }
+
+    /// The newest installed kernel of this series: `/boot/vmlinuz-<release>` with its
+    /// modules in `/lib/modules/<release>`.
+    pub fn installed_release(&self) -> Option<String> {
+        let names: Vec<String> = fs::read_dir("/boot")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_owned))
+            .filter(|r| Path::new("/lib/modules").join(r).is_dir())
+            .collect();
+        self.newest(names.iter().map(String::as_str))
+            .map(str::to_owned)
+    }
+
+    /// The package of this series' newest release in `package_names` (apt's list).
+    pub fn newest_package(&self, package_names: &[String]) -> Option<String> {
+        let releases = package_names
+            .iter()
+            .filter_map(|p| p.strip_prefix("linux-image-")?.strip_suffix("-unsigned"));
+        self.newest(releases)
+            .map(|r| format!("linux-image-{r}-unsigned"))
+    }
 }
 
 /// Debian 12's kernels: 6.1 (bookworm's own, no TCX) and 6.12 (bookworm-backports'
@@ -38,13 +86,13 @@ pub struct GuestKernel {
 pub const GUEST_KERNELS: &[GuestKernel] = &[
     GuestKernel {
         series: "6.1",
-        package: "linux-image-6.1.0-56-amd64-unsigned",
-        release: "6.1.0-56-amd64",
+        release_prefix: "6.1.0-",
+        release_suffix: "-amd64",
     },
     GuestKernel {
         series: "6.12",
-        package: "linux-image-6.12.117+deb12-amd64-unsigned",
-        release: "6.12.117+deb12-amd64",
+        release_prefix: "6.12.",
+        release_suffix: "+deb12-amd64",
     },
 ];
 
@@ -97,14 +145,20 @@ pub fn run(series: Option<&str>, filter: &[String]) -> Result<GuestRuns> {
     let binaries = build_test_binaries()?;
     let mut runs = GuestRuns::default();
     for kernel in kernels {
-        let (totals, outcome) = run_in_guest(kernel, &binaries, filter);
+        let Some(release) = kernel.installed_release() else {
+            runs.failures.push(format!(
+                "Linux {}: no /boot/vmlinuz-{}N{} with its modules is installed: \
+                 `cargo xtask setup` installs Debian's newest of that series",
+                kernel.series, kernel.release_prefix, kernel.release_suffix
+            ));
+            continue;
+        };
+        let (totals, outcome) = run_in_guest(kernel, &release, &binaries, filter);
         runs.totals.passed += totals.passed;
         runs.totals.failed += totals.failed;
         if let Err(e) = outcome {
-            runs.failures.push(format!(
-                "Linux {} ({}): {e:#}",
-                kernel.series, kernel.release
-            ));
+            runs.failures
+                .push(format!("Linux {} ({release}): {e:#}", kernel.series));
         }
         if INTERRUPTED.load(Ordering::Relaxed) {
             runs.failures
@@ -216,16 +270,17 @@ fn guest_script(out: &GuestDir, binaries: &[PathBuf], filter: &[String]) -> Stri
 /// whether the run as a whole passed.
 fn run_in_guest(
     kernel: &GuestKernel,
+    release: &str,
     binaries: &[PathBuf],
     filter: &[String],
 ) -> (TestTotals, Result<()>) {
     let out = GuestDir {
         dir: crate::tasks::workspace_root()
             .join("target/kernels")
-            .join(kernel.release),
+            .join(release),
     };
     let started = Instant::now();
-    let booted = boot(kernel, &out, binaries, filter);
+    let booted = boot(kernel, release, &out, binaries, filter);
     let totals = read_totals(&out);
     eprintln!(
         "Linux {}: {} passed, {} failed in {:.0} s (logs in {})",
@@ -253,16 +308,16 @@ fn read_totals(out: &GuestDir) -> TestTotals {
 /// Writes the guest's script, boots the kernel and runs it; returns how vng ended.
 fn boot(
     kernel: &GuestKernel,
+    release: &str,
     out: &GuestDir,
     binaries: &[PathBuf],
     filter: &[String],
 ) -> Result<String> {
-    let image = PathBuf::from(format!("/boot/vmlinuz-{}", kernel.release));
+    let image = PathBuf::from(format!("/boot/vmlinuz-{release}"));
     if !image.exists() {
         bail!(
-            "{} is missing: `cargo xtask setup` installs it (package {})",
-            image.display(),
-            kernel.package
+            "{} is missing: `cargo xtask setup` installs it",
+            image.display()
         );
     }
     if out.dir.exists() {
@@ -275,7 +330,7 @@ fn boot(
     eprintln!(
         "booting Linux {} ({}) under QEMU without KVM; {} test binaries",
         kernel.series,
-        kernel.release,
+        release,
         binaries.len()
     );
     let mut vng = setup::vng()?;
@@ -439,6 +494,35 @@ mod tests {
             passed: n,
             failed: 0,
         }
+    }
+
+    #[test]
+    fn the_newest_package_of_each_series_is_chosen_and_variants_are_not() {
+        let names: Vec<String> = [
+            "linux-image-6.1.0-9-amd64-unsigned",
+            "linux-image-6.1.0-56-amd64-unsigned",
+            "linux-image-6.1.0-57-cloud-amd64-unsigned",
+            "linux-image-6.1.0-58-rt-amd64-unsigned",
+            "linux-image-6.1.0-60-amd64",
+            "linux-image-6.12.9+deb12-amd64-unsigned",
+            "linux-image-6.12.117+deb12-amd64-unsigned",
+            "linux-image-6.12.118+deb12-cloud-amd64-unsigned",
+            "linux-image-amd64",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let [six_one, six_twelve] = GUEST_KERNELS else {
+            panic!("two guest kernels")
+        };
+        assert_eq!(
+            six_one.newest_package(&names).as_deref(),
+            Some("linux-image-6.1.0-56-amd64-unsigned")
+        );
+        assert_eq!(
+            six_twelve.newest_package(&names).as_deref(),
+            Some("linux-image-6.12.117+deb12-amd64-unsigned")
+        );
+        assert_eq!(six_one.newest_package(&names[5..]), None);
     }
 
     #[test]

@@ -203,11 +203,12 @@ fn br_netfilter_load() -> Result<()> {
     )
 }
 
-fn missing_vm_packages() -> Vec<&'static str> {
+/// The tools' packages that are not installed yet (the kernels are looked at apart: their
+/// package names change with every Debian point release).
+fn missing_vm_tools() -> Vec<&'static str> {
     let mut missing: Vec<&'static str> = VM_APT_PACKAGES
         .iter()
         .copied()
-        .chain(kernels::GUEST_KERNELS.iter().map(|k| k.package))
         .filter(|pkg| !apt_installed(pkg))
         .collect();
     if !INITRAMFS_TOOLS.iter().any(|pkg| apt_installed(pkg)) {
@@ -216,8 +217,45 @@ fn missing_vm_packages() -> Vec<&'static str> {
     missing
 }
 
+/// The guest kernel series with no installed release.
+fn missing_guest_kernels() -> Vec<&'static kernels::GuestKernel> {
+    kernels::GUEST_KERNELS
+        .iter()
+        .filter(|k| k.installed_release().is_none())
+        .collect()
+}
+
 fn vm_packages_present() -> Result<bool> {
-    Ok(missing_vm_packages().is_empty())
+    Ok(missing_vm_tools().is_empty() && missing_guest_kernels().is_empty())
+}
+
+/// Debian's current package for each missing guest kernel series, from apt's package
+/// list (so after `apt-get update`).
+fn guest_kernel_packages(series: &[&kernels::GuestKernel]) -> Result<Vec<String>> {
+    if series.is_empty() {
+        return Ok(Vec::new());
+    }
+    cmd::run(&mut as_root("apt-get", &["update"]))?;
+    let listed = Command::new("apt-cache")
+        .args(["pkgnames", "linux-image-"])
+        .output()
+        .context("running apt-cache pkgnames")?;
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    series
+        .iter()
+        .map(|k| {
+            k.newest_package(&names).with_context(|| {
+                format!(
+                    "apt knows no linux-image-{}N{}-unsigned package for Linux {}: is this \
+                     Debian 12 (bookworm) with its main archive in sources.list?",
+                    k.release_prefix, k.release_suffix, k.series
+                )
+            })
+        })
+        .collect()
 }
 
 /// Signs that this machine boots through a boot loader that Debian's kernel packages
@@ -239,12 +277,7 @@ const ALLOW_KERNEL_INSTALL: &str = "AKSNET_ALLOW_KERNEL_INSTALL";
 /// hooks add the kernel to its menu, and GRUB would boot the newest one (6.12) by
 /// default from then on: that is the user's decision, so setup stops and says so.
 fn vm_packages_install() -> Result<()> {
-    let missing = missing_vm_packages();
-    let kernels: Vec<&str> = missing
-        .iter()
-        .copied()
-        .filter(|pkg| kernels::GUEST_KERNELS.iter().any(|k| k.package == *pkg))
-        .collect();
+    let kernels = guest_kernel_packages(&missing_guest_kernels())?;
     let boot_loader = BOOT_LOADER_SIGNS.iter().find(|p| Path::new(p).exists());
     if let (Some(sign), false) = (boot_loader, kernels.is_empty()) {
         if env::var(ALLOW_KERNEL_INSTALL).as_deref() != Ok("1") {
@@ -258,6 +291,8 @@ fn vm_packages_install() -> Result<()> {
             );
         }
     }
+    let mut missing: Vec<&str> = missing_vm_tools();
+    missing.extend(kernels.iter().map(String::as_str));
     apt_get_install(&missing)
 }
 

@@ -150,3 +150,37 @@ impl Drop for VethPair {
         }
     }
 }
+
+/// Sends `frame` as is on `interface` through an AF_PACKET socket (the calling thread's
+/// network namespace).
+pub fn send_raw(interface: &str, dst_mac: [u8; 6], frame: &[u8]) -> anyhow::Result<()> {
+    let name = std::ffi::CString::new(interface)?;
+    // SAFETY: plain libc calls with valid pointers and lengths; the fd is closed below.
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        anyhow::ensure!(ifindex != 0, "no interface {interface}");
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        anyhow::ensure!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&dst_mac);
+        let sent = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        anyhow::ensure!(sent == frame.len() as isize, "sendto: {err}");
+    }
+    Ok(())
+}

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use aks_ebpf_common::conntrack::CONNTRACK_DEFAULT_CAPACITY;
-use aks_ebpf_common::{CONNTRACK_MAP, NAT_MAP, STATS_MAP};
+use aks_ebpf_common::conntrack::{nat_capacity, CONNTRACK_DEFAULT_CAPACITY};
+use aks_ebpf_common::{Program, CONNTRACK_MAP, NAT_MAP, STATS_MAP};
 use anyhow::{Context, Result};
 use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
@@ -16,11 +16,11 @@ use super::{object_bytes, ReasonTotals};
 use crate::netns;
 
 /// TC ingress on the host side of every pod veth.
-const FROM_POD: &str = "from_pod";
+const FROM_POD: &str = Program::FromPod.name();
 /// TC ingress on the node uplink.
-const FROM_VNET: &str = "from_vnet";
+const FROM_VNET: &str = Program::FromVnet.name();
 /// XDP on the node uplink.
-const NSG: &str = "nsg";
+const NSG: &str = Program::Nsg.name();
 
 /// The datapath of one node: the loaded object and its attachments.
 ///
@@ -61,7 +61,7 @@ impl NodeDatapath {
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries(CONNTRACK_MAP, conntrack_capacity)
-            .map_max_entries(NAT_MAP, conntrack_capacity.saturating_mul(2))
+            .map_max_entries(NAT_MAP, nat_capacity(conntrack_capacity))
             .load(object_bytes())
             .context("loading the aksnet eBPF object")?;
         for name in [FROM_POD, FROM_VNET] {

@@ -3,6 +3,7 @@
 //! --log-level` sets; it is also written into the object at load time, so records above
 //! it are never produced in the kernel.
 
+use aks_ebpf_common::Reason;
 use anyhow::{Context, Result};
 use aya_log::EbpfLogger;
 
@@ -21,7 +22,8 @@ impl log::Log for NodeLog {
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
             // Never panics on a closed stderr: `up` must reach its teardown.
-            crate::errln!("[{}] {:<5} {}", self.node, record.level(), record.args());
+            let message = with_reason_name(record.args().to_string());
+            crate::errln!("[{}] {:<5} {message}", self.node, record.level());
         }
     }
 
@@ -41,5 +43,52 @@ impl NodeDatapath {
             },
         )
         .with_context(|| format!("reading the datapath logs of node {node}"))
+    }
+}
+
+/// The kernel logs a drop as `drop reason N` (see aks-ebpf's `account`): puts the
+/// reason's name in its place, as `aksnet inspect stats` and `monitor` print it.
+fn with_reason_name(message: String) -> String {
+    const MARK: &str = "drop reason ";
+    let Some(at) = message.find(MARK) else {
+        return message;
+    };
+    let start = at + MARK.len();
+    let digits = message[start..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    match message[start..start + digits]
+        .parse()
+        .ok()
+        .and_then(Reason::from_index)
+    {
+        Some(reason) => format!(
+            "{}{}{}",
+            &message[..at],
+            reason.name(),
+            &message[start + digits..]
+        ),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_drop_reason_gets_its_name() {
+        let index = Reason::DropSpoofedSource.index();
+        assert_eq!(
+            with_reason_name(format!("from_pod: drop reason {index} (74 bytes)")),
+            "from_pod: drop-spoofed-source (74 bytes)"
+        );
+        assert_eq!(
+            with_reason_name("from_pod: drop reason 999 (74 bytes)".into()),
+            "from_pod: drop reason 999 (74 bytes)",
+            "an unknown number stays a number"
+        );
+        assert_eq!(with_reason_name("other".into()), "other");
     }
 }

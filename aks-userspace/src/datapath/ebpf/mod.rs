@@ -25,8 +25,7 @@ pub use services::{protocol_number, ServiceMaps};
 pub use stats::{read_pinned, ReasonTotals};
 
 use aks_ebpf_common::{
-    addr, config::POD_ADDRESSING_PRIVATE, config::POD_ADDRESSING_VNET, nsg, Endpoint, NodeConfig,
-    NsgRule, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
+    addr, nsg, Endpoint, NodeConfig, NsgRule, Route, RouteKind, ROUTE_MASQUERADE, ROUTE_OVERLAY,
 };
 use anyhow::{Context, Result};
 
@@ -212,16 +211,14 @@ fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {
     Ok(NodeConfig {
         node_ip: map_addr(node.address),
         uplink_ifindex: netns::interface_index(&node.namespace, &node.uplink)?,
-        pod_addressing: match plan.pod_network.private_pod_cidr() {
-            false => POD_ADDRESSING_VNET,
-            true => POD_ADDRESSING_PRIVATE,
-        },
         nsg_rules: 0,
         uplink_mac: node.uplink_mac,
         gateway_mac: node.gateway_mac,
         ready: 1,
         nat_port_min: plan.conntrack.nat_port_min,
         nat_port_max: plan.conntrack.nat_port_max,
+        service_net: map_addr(plan.service_cidr.network()),
+        service_mask: addr::netmask(u32::from(plan.service_cidr.prefix())),
     })
 }
 

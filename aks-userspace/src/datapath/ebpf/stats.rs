@@ -51,3 +51,16 @@ pub fn read_pinned(path: &std::path::Path) -> Result<ReasonTotals> {
     let stats: PerCpuArray<&MapData, ReasonCounter> = PerCpuArray::try_from(&map)?;
     ReasonTotals::read(&stats)
 }
+
+impl super::NodeDatapath {
+    /// Monitor events the datapath could not hand to the `EVENTS` ring buffer because it
+    /// was full (the monitor fell behind), summed over CPUs.
+    pub fn monitor_events_lost(&self) -> Result<u64> {
+        use aks_ebpf_common::EVENTS_LOST_MAP;
+        let lost: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map(EVENTS_LOST_MAP)?)?;
+        let per_cpu = lost
+            .get(&0, 0)
+            .with_context(|| format!("reading {EVENTS_LOST_MAP}[0]"))?;
+        Ok(per_cpu.iter().sum())
+    }
+}
