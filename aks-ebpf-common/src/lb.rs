@@ -11,7 +11,9 @@ pub const REV_NAT_MAP: &str = "REV_NAT";
 pub const LB_FLOWS_MAP: &str = "LB_FLOWS";
 pub const LB_REPLIES_MAP: &str = "LB_REPLIES";
 
-/// Frontends × (1 + backends) slots; 10,000 services with a few backends each fit.
+/// Compiled-in capacities: frontends × (1 + backends) slots, 10,000 services with a few
+/// backends each. `aksnet up` sizes the maps from the cluster description at load time
+/// (see `plan::maps` in aks-userspace).
 pub const SERVICES_CAPACITY: u32 = 65_536;
 pub const BACKENDS_CAPACITY: u32 = 65_536;
 pub const REV_NAT_CAPACITY: u32 = 16_384;
@@ -51,18 +53,25 @@ impl ServiceKey {
 }
 
 /// Value of `SERVICES`: the master slot carries `count` and `rev_nat_id`; backend slots
-/// carry `backend_id`.
+/// carry `backend_id` (the frontend's reverse-NAT id in the upper 32 bits, the slot in
+/// the lower: one id per frontend and slot, for any number of frontends).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceSlot {
-    pub backend_id: u32,
+    pub backend_id: u64,
+    pub rev_nat_id: u32,
     pub count: u16,
-    pub rev_nat_id: u16,
+    pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 16);
 
-/// Value of `BACKENDS` (key: backend id, `u32`).
+/// The `BACKENDS` key of a frontend's backend slot.
+pub const fn backend_id(rev_nat_id: u32, slot: u16) -> u64 {
+    (rev_nat_id as u64) << 32 | slot as u64
+}
+
+/// Value of `BACKENDS` (key: backend id, `u64`, see [`backend_id`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LbBackend {
@@ -92,12 +101,13 @@ const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
 pub struct LbFlow {
     pub backend_addr: u32,
     pub backend_port: u16,
-    pub rev_nat_id: u16,
-    /// `bpf_ktime_get_ns()` of the last packet (for the GC).
-    pub last_seen_ns: u64,
+    pub _pad0: u16,
+    pub rev_nat_id: u32,
     /// TCP flags the client sent so far, ORed (the GC expires closed flows sooner).
     pub tcp_flags: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// `bpf_ktime_get_ns()` of the last packet (for the GC).
+    pub last_seen_ns: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<LbFlow>() == 24);

@@ -71,13 +71,14 @@ pub fn backend_for(flow: &FlowKey, master: &ServiceSlot, tcp_flags: u8) -> Resul
     let chosen = LbFlow {
         backend_addr: backend.addr,
         backend_port: backend.port,
+        _pad0: 0,
         rev_nat_id: master.rev_nat_id,
-        last_seen_ns: now,
         tcp_flags,
-        _pad: [0; 7],
+        _pad: [0; 3],
+        last_seen_ns: now,
     };
     let answer = LbReply {
-        rev_nat_id: u32::from(master.rev_nat_id),
+        rev_nat_id: master.rev_nat_id,
         client: flow.src,
         last_seen_ns: now,
     };

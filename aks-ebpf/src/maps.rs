@@ -78,7 +78,7 @@ pub static SERVICES: HashMap<ServiceKey, ServiceSlot, { SERVICES_CAPACITY as usi
     HashMap::new();
 
 #[btf_map]
-pub static BACKENDS: HashMap<u32, LbBackend, { BACKENDS_CAPACITY as usize }> = HashMap::new();
+pub static BACKENDS: HashMap<u64, LbBackend, { BACKENDS_CAPACITY as usize }> = HashMap::new();
 
 #[btf_map]
 pub static REV_NAT: HashMap<u32, RevNat, { REV_NAT_CAPACITY as usize }> = HashMap::new();

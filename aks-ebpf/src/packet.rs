@@ -125,9 +125,13 @@ impl Ipv4Frame {
         let fixed = unsafe { *(self.ip as *const [u8; IPV4_HLEN]) };
         let mut options = [0u8; IPV4_MAX_OPTIONS];
         let options_len = self.ihl - IPV4_HLEN;
-        if options_len != 0 && !load_options(ETH_HLEN + IPV4_HLEN, &mut options, options_len as u32)
-        {
-            return Err(Reason::DropMalformed);
+        if options_len != 0 {
+            let len = options_len_for_the_verifier(options_len);
+            if len > IPV4_MAX_OPTIONS
+                || !load_options(ETH_HLEN + IPV4_HLEN, &mut options, len as u32)
+            {
+                return Err(Reason::DropMalformed);
+            }
         }
         let mut sum = 0u32;
         for word in 0..IPV4_HLEN / 2 {
@@ -145,6 +149,20 @@ impl Ipv4Frame {
         }
         Ok(())
     }
+}
+
+/// `len` (4 to 40, a multiple of 4) as a value whose lower bound the verifier can see.
+///
+/// `bpf_skb_load_bytes` refuses a length that may be zero. Kernels before 6.x (6.1 is
+/// tested) learn nothing from `len != 0`, and LLVM rewrites `len >= 4` into `len != 0`
+/// because it knows the low bits of an IHL are zero. A volatile read hides that from
+/// LLVM, and `((len - 1) & 63) + 1` (equal to `len` for 1..=64) leaves the verifier a
+/// value in 1..=64, which the caller's `> 40` test bounds from above.
+#[inline(always)]
+fn options_len_for_the_verifier(len: usize) -> usize {
+    // SAFETY: a read of a local.
+    let opaque = unsafe { core::ptr::read_volatile(&len) };
+    (opaque.wrapping_sub(1) & 63) + 1
 }
 
 /// The IPv4 header of an Ethernet frame.

@@ -30,8 +30,21 @@ pub struct RunningCluster {
 ///   load balancer: connections the internet host starts are dropped, replies pass;
 /// - kubenet's route table is associated with the node subnet only, so on-prem (over
 ///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
+///
+/// Only the first needs connection state, and only for traffic that crosses the internet
+/// link. Everything else (pod and node traffic inside the VNet, on-prem) is exempted
+/// from conntrack in the `raw` table: Azure's fabric is offloaded hardware that costs a
+/// node nothing, and a conntrack lookup and entry per forwarded packet here cost the host
+/// more than a node's whole datapath did (see the README's benchmark section).
 fn fabric_rules(plan: &Plan) -> String {
-    let mut rules = String::from("*filter\n");
+    let (internet_link, _) = layout::link_for(plan.external_hosts.internet);
+    let mut rules = format!(
+        "*raw\n\
+         -A PREROUTING -i internet -m comment --comment \"aksnet: the internet link keeps conntrack (no inbound without a public IP)\" -j RETURN\n\
+         -A PREROUTING -d {internet_link} -m comment --comment \"aksnet: so does traffic toward it\" -j RETURN\n\
+         -A PREROUTING -m comment --comment \"aksnet: the rest of the VNet fabric is stateless, as Azure's\" -j NOTRACK\n\
+         COMMIT\n*filter\n"
+    );
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
@@ -40,6 +53,14 @@ fn fabric_rules(plan: &Plan) -> String {
     }
     rules.push_str("COMMIT\n");
     rules
+}
+
+/// The fabric as it was before it went stateless (every forwarded packet tracked): what
+/// `aksnet bench --fabric stateful` measures the stateless one against. Applied to a
+/// running cluster's vnet namespace, it empties the `raw` table the fabric filled.
+pub fn make_fabric_stateful(vnet_namespace: &str) -> Result<()> {
+    iptables::replace(vnet_namespace, "*raw\nCOMMIT\n")
+        .context("removing the fabric's conntrack exemptions")
 }
 
 /// Creates the cluster of `plan`. Refuses if a cluster of that name exists: with another

@@ -1,6 +1,8 @@
 //! Privileged smoke test: `aksnet bench --quick` through the binary completes, every
-//! cell produces numbers (not asserted: their size; performance is measured, never
-//! asserted in timed tests), and nothing of the benchmark is left behind.
+//! cell produces numbers in every workload and view, with their CPU cost and (on eBPF)
+//! the BPF programs' run time (not asserted: their size; performance is measured, never
+//! asserted in timed tests), and nothing of the benchmark is left behind, the kernel's
+//! BPF statistics switch included.
 
 mod common;
 
@@ -20,6 +22,8 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
     let json = std::env::temp_dir().join(format!("aksnet-bench-smoke-{prefix}.json"));
     let csv = std::env::temp_dir().join(format!("aksnet-bench-smoke-{prefix}.csv"));
     let svg = std::env::temp_dir().join(format!("aksnet-bench-smoke-{prefix}.svg"));
+    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .expect("reading kernel.bpf_stats_enabled");
     let out = Command::new(AKSNET)
         .args(["bench", "--quick", "--prefix", &prefix, "--json"])
         .arg(&json)
@@ -63,43 +67,93 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
         ]
     );
     let results = report["results"].as_array().expect("results");
+    let workloads = [
+        "stream",
+        "rr-pod-to-pod",
+        "rr-same-node",
+        "rr-node-to-node",
+        "connect-snat",
+        "connect-snat-concurrent",
+        "connect-service",
+        "connect-service-concurrent",
+    ];
     for cell in &cells {
-        for metric in ["stream", "rr-rate", "rr-p50", "rr-p99", "connect-internet"] {
-            let r = results
-                .iter()
-                .find(|r| r["cell"] == *cell && r["metric"] == metric)
-                .unwrap_or_else(|| panic!("no {metric} result for {cell}"));
-            let median = r["median"].as_f64();
+        for workload in workloads {
+            for view in ["user", "pinned"] {
+                let r = results
+                    .iter()
+                    .find(|r| r["cell"] == *cell && r["workload"] == workload && r["view"] == view)
+                    .unwrap_or_else(|| panic!("no {workload} ({view}) result for {cell}"));
+                if workload.starts_with("connect-service") && *cell == "limit" {
+                    // The limit has no datapath, so no ClusterIP: a reason instead.
+                    assert!(r["rate"].is_null() && r["note"].is_string(), "{r}");
+                    continue;
+                }
+                let rate = r["rate"]["median"].as_f64();
+                assert!(
+                    rate.is_some_and(|m| m > 0.0),
+                    "{cell} {workload} ({view}) has no rate: {r}"
+                );
+                assert!(
+                    r["cost"]["median"].as_f64().is_some_and(|c| c > 0.0),
+                    "{cell} {workload} ({view}) has no CPU cost: {r}"
+                );
+                let spread = &r["rate"];
+                assert!(
+                    spread["min"].as_f64() <= spread["median"].as_f64()
+                        && spread["median"].as_f64() <= spread["max"].as_f64(),
+                    "min ≤ median ≤ max: {r}"
+                );
+                if workload.starts_with("rr-") {
+                    assert!(r["p50Us"]["median"].as_f64().is_some(), "{r}");
+                }
+                // The BPF programs' own cost where there are BPF programs, only there.
+                let bpf = r["bpfNsPerRun"]["median"].as_f64();
+                if cell.ends_with("/ebpf") {
+                    assert!(bpf.is_some_and(|ns| ns > 0.0), "{cell}: {r}");
+                } else {
+                    assert!(bpf.is_none(), "{cell}: {r}");
+                }
+            }
+        }
+    }
+    assert!(
+        report["machine"]["cpuModel"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "the CPU model is in the report"
+    );
+    let sweep = report["sweep"].as_array().expect("sweep");
+    for datapath in ["kubenet/iptables", "kubenet/ebpf"] {
+        let measured: Vec<&Value> = sweep.iter().filter(|p| p["cell"] == datapath).collect();
+        assert_eq!(measured.len(), 2, "quick sweeps 10 and 1,000 services");
+        for p in measured {
+            assert!(p["firstPacketP50Us"].as_f64().is_some(), "{p}");
+            assert!(p["programOneMoreMs"].as_f64().is_some(), "{p}");
             assert!(
-                median.is_some_and(|m| m > 0.0),
-                "{cell} {metric} has no number: {r}"
+                p["connectPinned"]["median"]
+                    .as_f64()
+                    .is_some_and(|r| r > 0.0),
+                "{p}"
+            );
+            assert!(
+                p["connectUser"]["median"].as_f64().is_some_and(|r| r > 0.0),
+                "{p}"
             );
         }
-        // ClusterIP workloads: numbers where the datapath serves them, a reason elsewhere.
-        let service = results
-            .iter()
-            .find(|r| r["cell"] == *cell && r["metric"] == "connect-service")
-            .expect("a connect-service result per cell");
-        assert!(
-            service["median"].as_f64().is_some_and(|m| m > 0.0) || service["note"].is_string(),
-            "{cell}: a ClusterIP rate or a reason: {service}"
-        );
-        if cell.ends_with("/iptables") {
-            assert!(service["median"].as_f64().is_some(), "{cell}: {service}");
-        }
     }
-    let sweep = report["sweep"].as_array().expect("sweep");
-    let measured: Vec<&Value> = sweep
-        .iter()
-        .filter(|p| p["cell"] == "kubenet/iptables")
-        .collect();
-    assert_eq!(measured.len(), 2, "quick sweeps 10 and 1,000 services");
-    for p in measured {
-        assert!(p["firstPacketP50Us"].as_f64().is_some(), "{p}");
-        assert!(p["programOneMoreMs"].as_f64().is_some(), "{p}");
-    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .expect("reading kernel.bpf_stats_enabled")
+            .trim(),
+        stats_before.trim(),
+        "kernel.bpf_stats_enabled is back to what it was"
+    );
     let csv_text = std::fs::read_to_string(&csv).expect("the CSV was written");
-    assert!(csv_text.starts_with("kind,workload,cell,"), "{csv_text}");
+    assert!(
+        csv_text.starts_with("kind,workload,view,cell,"),
+        "{csv_text}"
+    );
     let svg_text = std::fs::read_to_string(&svg).expect("the plot was written");
     assert!(svg_text.contains("<svg"), "an SVG");
 

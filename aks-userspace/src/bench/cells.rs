@@ -10,21 +10,29 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::cost::ClusterPrograms;
 use crate::cluster::{self, RunningCluster};
 use crate::model::{self, NetworkPlugin};
 use crate::plan::{self, Plan};
 use crate::topology::{self, InterfaceSpec, NamespaceSpec, VethSpec};
 
-/// Nodes and pods of every cluster cell: one pod per node, the client on the first node,
-/// the server on the second, so pod → pod crosses the VNet.
+/// Nodes and pods of every cluster cell: two pods per node; the client is the first
+/// node's first pod, the server the second node's first pod (pod → pod crosses the
+/// VNet), and the first node's second pod is the same-node server.
 pub const NODES: u32 = 2;
-pub const PODS_PER_NODE: u32 = 1;
+pub const PODS_PER_NODE: u32 = 2;
 
 /// The ClusterIP service every cluster cell carries: backed by the first node's pod,
 /// probed from the second node's pod (so the DNAT happens on the client's node).
 pub const SERVICE_IP_BASE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 0);
 pub const SERVICE_PORT: u16 = 80;
 pub const SERVICE_TARGET_PORT: u16 = 8080;
+
+/// The benchmark's service CIDR when the default /16 is too small (more than
+/// [`SERVICES_IN_DEFAULT_CIDR`] services), and the most services it takes.
+const LARGE_SERVICE_CIDR: &str = "10.0.0.0/14";
+const SERVICES_IN_DEFAULT_CIDR: usize = 60_000;
+pub const MAX_SERVICES: usize = 200_000;
 
 /// Addresses of the limit cell's veth pair (they exist only inside its two namespaces).
 const LIMIT_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -114,11 +122,18 @@ pub struct Cell {
     pub client: Place,
     /// Pod on the second node (limit: namespace b).
     pub server: Place,
+    /// The first node's second pod (limit: namespace b).
+    pub same_node_server: Place,
+    /// The two nodes themselves, for node → node through the VNet (limit: a, b).
+    pub node_client: Place,
+    pub node_server: Place,
     /// The internet host, reached through SNAT (limit: namespace b, no NAT).
     pub internet: Place,
     /// The cell's service, where the datapath serves ClusterIPs.
     pub service: Option<ServiceTarget>,
     pub running: Option<RunningCluster>,
+    /// The cell's BPF programs, whose run time the benchmark reads.
+    pub programs: Option<ClusterPrograms>,
     limit_namespaces: Vec<String>,
 }
 
@@ -139,19 +154,41 @@ impl Cell {
 
     /// Builds a cluster cell from `plan` (the service sweep builds its own plans).
     pub fn from_plan(kind: CellKind, plan: &Plan, service: Option<ServiceTarget>) -> Result<Self> {
-        let pod = |node: usize| -> Result<Place> {
+        let pod = |node: usize, index: usize| -> Result<Place> {
             let p = plan
                 .nodes
                 .get(node)
-                .and_then(|n| n.pods.first())
-                .with_context(|| format!("cluster {} has no pod on node {node}", plan.name))?;
+                .and_then(|n| n.pods.get(index))
+                .with_context(|| {
+                    format!("cluster {} has no pod {index} on node {node}", plan.name)
+                })?;
             Ok(Place {
                 namespace: format!("{}{}", topology::layout::prefix(&plan.name), p.name),
                 address: p.ip,
             })
         };
-        let (client, server) = (pod(0)?, pod(1)?);
+        let (client, server, same_node_server) = (pod(0, 0)?, pod(1, 0)?, pod(0, 1)?);
         let running = cluster::create(plan)?;
+        let node = |i: usize| -> Result<Place> {
+            let n = running
+                .state
+                .nodes
+                .get(i)
+                .with_context(|| format!("cluster {} has no node {i}", plan.name))?;
+            Ok(Place {
+                namespace: n.namespace.clone(),
+                address: n.address,
+            })
+        };
+        let (node_client, node_server) = (node(0)?, node(1)?);
+        let programs = match kind.datapath() {
+            Some(model::Datapath::Ebpf) => {
+                let nodes: Vec<String> =
+                    running.state.nodes.iter().map(|n| n.name.clone()).collect();
+                Some(ClusterPrograms::of(&plan.name, &nodes)?)
+            }
+            _ => None,
+        };
         let internet = Place {
             namespace: running.state.internet.namespace.clone(),
             address: running.state.internet.address,
@@ -165,9 +202,13 @@ impl Cell {
             name: plan.name.clone(),
             client,
             server,
+            same_node_server,
+            node_client,
+            node_server,
             internet,
             service,
             running: Some(running),
+            programs,
             limit_namespaces: Vec::new(),
         })
     }
@@ -215,6 +256,9 @@ pub fn cluster_description(
     let mut yaml = format!(
         "name: {name}\nnetworkPlugin: {plugin}\ndatapath: {datapath}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: {NODES}, osType: Linux }}\npodsPerNode: {PODS_PER_NODE}\n"
     );
+    if services > SERVICES_IN_DEFAULT_CIDR {
+        yaml.push_str(&format!("serviceCidr: {LARGE_SERVICE_CIDR}\n"));
+    }
     if services > 0 {
         yaml.push_str("services:\n");
         for i in 0..services {
@@ -301,17 +345,23 @@ fn create_limit(name: &str) -> Result<Cell> {
         namespace: b.clone(),
         address: LIMIT_SERVER,
     };
+    let client = Place {
+        namespace: a.clone(),
+        address: LIMIT_CLIENT,
+    };
+    // Every path of the limit cell is its one veth pair: the least any path costs.
     Ok(Cell {
         kind: CellKind::Limit,
         name: name.to_owned(),
-        client: Place {
-            namespace: a.clone(),
-            address: LIMIT_CLIENT,
-        },
+        node_client: client.clone(),
+        client,
         internet: server.clone(),
+        same_node_server: server.clone(),
+        node_server: server.clone(),
         server,
         service: None,
         running: None,
+        programs: None,
         limit_namespaces: vec![a, b],
     })
 }
@@ -328,7 +378,7 @@ mod tests {
             };
             let plan = plan_for(&cluster_description("bnx", plugin, datapath, 1)).expect("plans");
             assert_eq!(plan.nodes.len(), NODES as usize, "{kind}");
-            assert!(plan.nodes.iter().all(|n| n.pods.len() == 1), "{kind}");
+            assert!(plan.nodes.iter().all(|n| n.pods.len() == 2), "{kind}");
             let target = service_target(&plan, 0).expect("a service");
             assert_eq!(target.backend.address, plan.nodes[0].pods[0].ip);
             assert_eq!(target.client.address, plan.nodes[1].pods[0].ip);

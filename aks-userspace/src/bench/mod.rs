@@ -3,12 +3,15 @@
 //! …) so the machine's noise falls on every cell alike; medians and ratios reported.
 //!
 //! - `cells`: building and removing the cells, where their workloads run;
-//! - `workloads`: stream, request/response, connection rate, first-packet latency;
+//! - `workloads`: stream, request/response, connection rate, first-packet latency, each
+//!   as a user sees it and pinned to one CPU (the datapath's own cost);
+//! - `cost`: CPU time and the BPF programs' run time around each measurement;
 //! - `sweep`: the service-count sweep;
 //! - `stats`: medians and percentiles; `report`: table, JSON, CSV; `plot`: the SVG;
 //! - `interrupt`: Ctrl-C turns into an error, so the cells' guards clean up.
 
 pub mod cells;
+pub mod cost;
 pub mod interrupt;
 pub mod plot;
 pub mod report;
@@ -22,7 +25,26 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use cells::{Cell, CellKind, SERVICE_TARGET_PORT};
-use report::{BenchReport, CellResult, Machine, Metric, Settings};
+use report::{BenchReport, CellResult, Machine, Settings, Summary, Workload};
+use workloads::{ConnectTarget, Measured, View};
+
+/// The VNet fabric the cells run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fabric {
+    /// As `aksnet up` builds it: conntrack only on the internet link.
+    Stateless,
+    /// The old fabric, every forwarded packet tracked: to measure what that cost.
+    Stateful,
+}
+
+impl Fabric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stateless => "stateless",
+            Self::Stateful => "stateful",
+        }
+    }
+}
 
 /// How long and how much a run measures; every workload is bounded by these.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,40 +54,45 @@ pub struct BenchOptions {
     pub prefix: String,
     pub quick: bool,
     pub rounds: usize,
-    /// Per workload per cell per round.
+    /// Per workload per view per cell per round.
     pub duration: Duration,
-    /// Connection-rate attempts per cell per round, at most (keeps SNAT ports and
+    /// Connection-rate attempts per measurement, at most (keeps SNAT ports and
     /// conntrack entries bounded).
     pub max_connections: usize,
     /// Service counts of the sweep; empty skips it.
     pub sweep_services: Vec<usize>,
+    /// First-packet samples per sweep point and round.
     pub sweep_connections: usize,
+    pub fabric: Fabric,
 }
 
 impl BenchOptions {
-    /// The full run.
+    /// The full run: 7 rounds keep the ratios of medians within ±5 % from run to run
+    /// here (see the README).
     pub fn full(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
             quick: false,
-            rounds: 5,
-            duration: Duration::from_secs(3),
-            max_connections: 10_000,
-            sweep_services: vec![10, 1_000, 10_000],
-            sweep_connections: 1_000,
+            rounds: 7,
+            duration: Duration::from_secs(1),
+            max_connections: 20_000,
+            sweep_services: vec![10, 1_000, 10_000, 100_000],
+            sweep_connections: 500,
+            fabric: Fabric::Stateless,
         }
     }
 
-    /// A short run (seconds per cell): the smoke test's.
+    /// A short run (a fraction of a second per workload and cell): the smoke test's.
     pub fn quick(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
             quick: true,
             rounds: 2,
-            duration: Duration::from_millis(1000),
+            duration: Duration::from_millis(300),
             max_connections: 2_000,
             sweep_services: vec![10, 1_000],
             sweep_connections: 100,
+            fabric: Fabric::Stateless,
         }
     }
 
@@ -92,125 +119,69 @@ impl BenchOptions {
         if let Some(n) = self
             .sweep_services
             .iter()
-            .find(|&&n| !(1..=60_000).contains(&n))
+            .find(|&&n| !(1..=cells::MAX_SERVICES).contains(&n))
         {
-            bail!("--sweep {n}: service counts must be 1 to 60000 (the /16 service CIDR)");
+            bail!(
+                "--sweep {n}: service counts must be 1 to {} (the benchmark's /14 service CIDR)",
+                cells::MAX_SERVICES
+            );
         }
         Ok(())
     }
 }
 
-/// Runs the benchmark; `progress` gets a line per step (which cell, which round).
+/// Runs the benchmark; `progress` gets a line per step (which workload, which round).
 pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
     options.validate()?;
     let started = Instant::now();
     let date = utc_date();
+    // The kernel counts BPF run time only while this lives.
+    let _statistics = cost::BpfStatistics::enable()?;
     let mut cells = Vec::with_capacity(CellKind::ALL.len());
     for kind in CellKind::ALL {
         interrupt::check()?;
         progress(&format!("building cell {kind}"));
-        cells.push(Cell::create(kind, &options.prefix)?);
+        let cell = Cell::create(kind, &options.prefix)?;
+        if options.fabric == Fabric::Stateful {
+            if let Some(running) = &cell.running {
+                crate::cluster::make_fabric_stateful(&running.state.vnet)?;
+            }
+        }
+        cells.push(cell);
     }
 
-    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); cells.len()]; Metric::ALL.len()];
-    let mut notes: Vec<Vec<Option<String>>> = vec![vec![None; cells.len()]; Metric::ALL.len()];
-    let index = |m: Metric| Metric::ALL.iter().position(|&x| x == m).unwrap_or(0);
-    let seconds = options.duration.as_secs_f64().ceil() as u64;
+    let plan: Vec<(Workload, View)> = Workload::ALL
+        .into_iter()
+        .flat_map(|w| View::ALL.into_iter().map(move |v| (w, v)))
+        .collect();
+    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); cells.len()]; plan.len()];
+    let mut notes: Vec<Vec<Option<String>>> = vec![vec![None; cells.len()]; plan.len()];
     for round in 1..=options.rounds {
-        for (c, cell) in cells.iter().enumerate() {
-            interrupt::check()?;
+        for (p, &(workload, view)) in plan.iter().enumerate() {
             progress(&format!(
-                "stream: round {round}/{}: {}",
-                options.rounds, cell.kind
+                "round {round}/{}: {} ({})",
+                options.rounds,
+                workload.name(),
+                view.name()
             ));
-            match workloads::stream(&cell.client, &cell.server, seconds) {
-                Ok(gbps) => samples[index(Metric::Stream)][c].push(gbps),
-                Err(e) => note_failure(&mut notes[index(Metric::Stream)][c], &e)?,
-            }
-        }
-    }
-    for round in 1..=options.rounds {
-        for (c, cell) in cells.iter().enumerate() {
-            interrupt::check()?;
-            progress(&format!(
-                "request/response: round {round}/{}: {}",
-                options.rounds, cell.kind
-            ));
-            match workloads::request_response(&cell.client, &cell.server, options.duration) {
-                Ok(rr) => {
-                    samples[index(Metric::RrRate)][c].push(rr.transactions_per_second);
-                    samples[index(Metric::RrP50)][c].push(rr.p50_us);
-                    samples[index(Metric::RrP99)][c].push(rr.p99_us);
+            for (c, cell) in cells.iter_mut().enumerate() {
+                interrupt::check()?;
+                if !workload.is_request_response() && workload != Workload::Stream {
+                    collect_garbage(cell)?;
                 }
-                Err(e) => {
-                    for m in [Metric::RrRate, Metric::RrP50, Metric::RrP99] {
-                        note_failure(&mut notes[index(m)][c], &e)?;
+                let meter = cost::Meter::start(cell.programs.as_ref())?;
+                let measured = measure(workload, view, cell, options);
+                let cost = meter.stop()?;
+                match measured {
+                    Ok(Some(m)) => {
+                        if m.failures > 0 {
+                            notes[p][c] = Some(format!("{} failed in round {round}", m.failures));
+                        }
+                        samples[p][c].push(Sample { measured: m, cost });
                     }
+                    Ok(None) => notes[p][c] = Some("no services (no datapath)".to_owned()),
+                    Err(e) => note_failure(&mut notes[p][c], &e)?,
                 }
-            }
-        }
-    }
-    for round in 1..=options.rounds {
-        for (c, cell) in cells.iter_mut().enumerate() {
-            interrupt::check()?;
-            progress(&format!(
-                "connect internet: round {round}/{}: {}",
-                options.rounds, cell.kind
-            ));
-            // The eBPF datapath's conntrack is collected by `up`; here, between rounds.
-            if let Some(running) = cell.running.as_mut() {
-                running.datapath.collect_garbage()?;
-            }
-            let target = SocketAddr::from((cell.internet.address, workloads::CONNECT_PORT));
-            let m = index(Metric::ConnectInternet);
-            match workloads::connection_rate(
-                &cell.client,
-                &cell.internet,
-                workloads::CONNECT_PORT,
-                target,
-                options.duration,
-                options.max_connections,
-            ) {
-                Ok(rate) => {
-                    samples[m][c].push(rate.per_second);
-                    if rate.failures > 0 {
-                        notes[m][c] = Some(format!(
-                            "{} failed connections in round {round}",
-                            rate.failures
-                        ));
-                    }
-                }
-                Err(e) => note_failure(&mut notes[m][c], &e)?,
-            }
-        }
-    }
-    let m = index(Metric::ConnectService);
-    for (c, cell) in cells.iter().enumerate() {
-        if cell.service.is_none() {
-            // Only the limit cell has no service: it has no datapath.
-            notes[m][c] = Some("no services (no datapath)".to_owned());
-        }
-    }
-    for round in 1..=options.rounds {
-        for (c, cell) in cells.iter().enumerate() {
-            let Some(service) = &cell.service else {
-                continue;
-            };
-            interrupt::check()?;
-            progress(&format!(
-                "connect ClusterIP: round {round}/{}: {}",
-                options.rounds, cell.kind
-            ));
-            match workloads::connection_rate(
-                &service.client,
-                &service.backend,
-                SERVICE_TARGET_PORT,
-                SocketAddr::from((service.cluster_ip, service.port)),
-                options.duration,
-                options.max_connections,
-            ) {
-                Ok(rate) => samples[m][c].push(rate.per_second),
-                Err(e) => note_failure(&mut notes[m][c], &e)?,
             }
         }
     }
@@ -226,38 +197,67 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         sweep::run(
             &options.prefix,
             &options.sweep_services,
-            options.rounds,
-            options.sweep_connections,
+            sweep::SweepBounds {
+                rounds: options.rounds,
+                connections: options.sweep_connections,
+                duration: options.duration,
+                max_connections: options.max_connections,
+            },
             progress,
         )?
     };
 
-    let baseline = CellKind::BASELINE.to_string();
-    let limit = CellKind::Limit.to_string();
+    let baseline = cell_names
+        .iter()
+        .position(|n| *n == CellKind::BASELINE.to_string());
+    let limit = cell_names
+        .iter()
+        .position(|n| *n == CellKind::Limit.to_string());
     let mut results = Vec::new();
-    for (mi, metric) in Metric::ALL.into_iter().enumerate() {
-        let medians: Vec<Option<f64>> = samples[mi].iter().map(|s| stats::median(s)).collect();
-        let median_of = |name: &str| {
-            cell_names
-                .iter()
-                .position(|n| n == name)
-                .and_then(|i| medians[i])
-        };
-        let (base, lim) = (median_of(&baseline), median_of(&limit));
-        for (c, name) in cell_names.iter().enumerate() {
-            let median = medians[c];
-            let against = |reference: Option<f64>| metric.ratio(median?, reference?);
-            results.push(CellResult {
-                metric,
-                unit: metric.unit(),
-                higher_is_better: metric.higher_is_better(),
-                cell: name.clone(),
-                samples: samples[mi][c].clone(),
-                median,
-                vs_kubenet_iptables: against(base),
-                vs_limit: against(lim),
-                note: notes[mi][c].clone(),
-            });
+    for (p, &(workload, view)) in plan.iter().enumerate() {
+        let (cost_unit, per) = workload.cost_unit();
+        let summaries: Vec<CellResult> = cell_names
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                let of = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
+                    samples[p][c].iter().filter_map(f).collect()
+                };
+                let rate_samples = of(&|s| Some(s.measured.rate));
+                let cost_samples = of(&|s| Some(s.cost.cpu_seconds / s.measured.work * per));
+                CellResult {
+                    workload,
+                    view,
+                    cell: name.clone(),
+                    unit: workload.unit(),
+                    rate: Summary::of(&rate_samples),
+                    p50_us: Summary::of(&of(&|s| s.measured.p50_us)),
+                    p99_us: Summary::of(&of(&|s| s.measured.p99_us)),
+                    cost_unit,
+                    cost: Summary::of(&cost_samples),
+                    bpf_ns_per_run: Summary::of(&of(&|s| s.cost.bpf_ns_per_run)),
+                    rate_samples,
+                    cost_samples,
+                    vs_kubenet_iptables: None,
+                    vs_limit: None,
+                    cost_vs_kubenet_iptables: None,
+                    note: notes[p][c].clone(),
+                }
+            })
+            .collect();
+        let rate = |i: Option<usize>| i.and_then(|i| summaries[i].rate).map(|s| s.median);
+        let cost = |i: Option<usize>| i.and_then(|i| summaries[i].cost).map(|s| s.median);
+        let (base_rate, limit_rate, base_cost) = (rate(baseline), rate(limit), cost(baseline));
+        for mut r in summaries {
+            let mine = r.rate.map(|s| s.median);
+            let divide = |a: Option<f64>, b: Option<f64>| {
+                let q = a? / b?;
+                q.is_finite().then_some(q)
+            };
+            r.vs_kubenet_iptables = divide(mine, base_rate);
+            r.vs_limit = divide(mine, limit_rate);
+            r.cost_vs_kubenet_iptables = divide(base_cost, r.cost.map(|s| s.median));
+            results.push(r);
         }
     }
     Ok(BenchReport {
@@ -268,14 +268,83 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
             rounds: options.rounds,
             duration_seconds: options.duration.as_secs_f64(),
             max_connections_per_round: options.max_connections,
+            concurrency: workloads::CONCURRENCY,
             sweep_services: options.sweep_services.clone(),
             sweep_connections_per_round: options.sweep_connections,
+            fabric: options.fabric.name().to_owned(),
         },
         cells: cell_names,
         results,
         sweep,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// One round's measurement and what it cost.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    measured: Measured,
+    cost: cost::Cost,
+}
+
+/// Runs `workload` once on `cell`; `None` where the cell has nothing to measure (the
+/// limit has no ClusterIPs).
+fn measure(
+    workload: Workload,
+    view: View,
+    cell: &Cell,
+    options: &BenchOptions,
+) -> Result<Option<Measured>> {
+    let d = options.duration;
+    let internet = ConnectTarget {
+        client: &cell.client,
+        server: &cell.internet,
+        listen_port: workloads::CONNECT_PORT,
+        address: SocketAddr::from((cell.internet.address, workloads::CONNECT_PORT)),
+    };
+    let connect = |target: &ConnectTarget, clients| {
+        workloads::connection_rate(target, clients, d, options.max_connections, view)
+    };
+    let service = || {
+        cell.service.as_ref().map(|s| ConnectTarget {
+            client: &s.client,
+            server: &s.backend,
+            listen_port: SERVICE_TARGET_PORT,
+            address: SocketAddr::from((s.cluster_ip, s.port)),
+        })
+    };
+    Ok(Some(match workload {
+        Workload::Stream => {
+            let seconds = d.as_secs_f64().ceil() as u64;
+            workloads::stream(&cell.client, &cell.server, seconds, view)?
+        }
+        Workload::RrPodToPod => workloads::request_response(&cell.client, &cell.server, d, view)?,
+        Workload::RrSameNode => {
+            workloads::request_response(&cell.client, &cell.same_node_server, d, view)?
+        }
+        Workload::RrNodeToNode => {
+            workloads::request_response(&cell.node_client, &cell.node_server, d, view)?
+        }
+        Workload::ConnectSnat => connect(&internet, 1)?,
+        Workload::ConnectSnatConcurrent => connect(&internet, workloads::CONCURRENCY)?,
+        Workload::ConnectService => match service() {
+            Some(target) => connect(&target, 1)?,
+            None => return Ok(None),
+        },
+        Workload::ConnectServiceConcurrent => match service() {
+            Some(target) => connect(&target, workloads::CONCURRENCY)?,
+            None => return Ok(None),
+        },
+    }))
+}
+
+/// Expires idle flows of the eBPF datapath's conntrack (`up` does it every few
+/// seconds; here, before every connection workload, so each starts alike).
+pub(crate) fn collect_garbage(cell: &mut Cell) -> Result<()> {
+    if let Some(running) = cell.running.as_mut() {
+        running.datapath.collect_garbage()?;
+    }
+    Ok(())
 }
 
 /// Records a failed measurement (the first failure's message); an interruption is not a
@@ -288,26 +357,34 @@ fn note_failure(note: &mut Option<String>, err: &anyhow::Error) -> Result<()> {
     Ok(())
 }
 
-/// The machine, as the README describes it: cores, memory, kernel.
+/// The machine, as the README describes it: CPU model, cores, memory, kernel.
 fn machine() -> Machine {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory_gib = crate::model::conntrack::machine_memory_bytes() as f64 / (1u64 << 30) as f64;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
     Machine {
+        cpu_model,
         cores,
         memory_gib,
         kernel,
+        pinned_cpu: View::Datapath.cpu().unwrap_or(0),
     }
 }
 
+/// Now, UTC, to the minute.
 fn utc_date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::now_utc()
+        .format(&format)
         .unwrap_or_default()
 }

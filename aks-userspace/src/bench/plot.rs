@@ -1,13 +1,14 @@
 //! The SVG picture of a run (plotters, SVG backend only): bars of each cell's medians
-//! for stream throughput, request/response rate and latency, and connection rate; the
-//! service sweep's first-packet latency and the time to program one more service.
+//! for request/response, connection rates and stream throughput, and the service
+//! sweep's connection rate and first-packet latency against the service count.
 
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
-use super::report::{BenchReport, Metric};
+use super::report::{BenchReport, Workload};
+use super::workloads::View;
 
 const WIDTH: u32 = 1500;
 const HEIGHT: u32 = 900;
@@ -42,39 +43,52 @@ fn draw(report: &BenchReport, root: &Area) -> DrawResult {
     );
     let root = root.titled(&title, ("sans-serif", 22))?;
     let panels = root.split_evenly((2, 3));
+    let both = |w| [(w, View::User), (w, View::Datapath)];
     bars(
         report,
         &panels[0],
-        &[Metric::Stream],
-        "TCP stream pod → pod (Gbit/s)",
+        &both(Workload::RrPodToPod),
+        "request/response pod → pod (trans/s): user | pinned",
     )?;
     bars(
         report,
         &panels[1],
-        &[Metric::RrRate],
-        "request/response (transactions/s)",
+        &[
+            (Workload::ConnectSnat, View::Datapath),
+            (Workload::ConnectSnatConcurrent, View::Datapath),
+        ],
+        "new conn/s through SNAT, pinned: 1-by-1 | ×4",
     )?;
     bars(
         report,
         &panels[2],
-        &[Metric::RrP50, Metric::RrP99],
-        "request/response latency p50 | p99 (µs)",
+        &[
+            (Workload::ConnectService, View::Datapath),
+            (Workload::ConnectServiceConcurrent, View::Datapath),
+        ],
+        "new conn/s to a ClusterIP, pinned: 1-by-1 | ×4",
     )?;
     bars(
         report,
         &panels[3],
-        &[Metric::ConnectInternet, Metric::ConnectService],
-        "new connections/s: internet (SNAT) | ClusterIP",
+        &both(Workload::Stream),
+        "TCP stream pod → pod (Gbit/s): user | pinned",
     )?;
-    sweep(report, &panels[4], SweepValue::FirstPacket)?;
-    sweep(report, &panels[5], SweepValue::ProgramOneMore)?;
+    sweep(report, &panels[4], SweepValue::ConnectRate)?;
+    sweep(report, &panels[5], SweepValue::FirstPacket)?;
     Ok(())
 }
 
 /// Grouped bars: one group per cell (centred on its index), one bar per metric.
-fn bars(report: &BenchReport, area: &Area, metrics: &[Metric], caption: &str) -> DrawResult {
+fn bars(
+    report: &BenchReport,
+    area: &Area,
+    metrics: &[(Workload, View)],
+    caption: &str,
+) -> DrawResult {
     let cells = &report.cells;
-    let value = |metric: Metric, cell: &str| report.median(metric, cell);
+    let value =
+        |(workload, view): (Workload, View), cell: &str| report.median(workload, view, cell);
     let top = metrics
         .iter()
         .flat_map(|&m| cells.iter().filter_map(move |c| value(m, c)))
@@ -127,20 +141,21 @@ fn bars(report: &BenchReport, area: &Area, metrics: &[Metric], caption: &str) ->
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SweepValue {
     FirstPacket,
-    ProgramOneMore,
+    ConnectRate,
 }
 
 /// The service sweep against the service count (log scale): first-packet p50 and p99,
-/// or the time to program one more service (log scale too).
+/// or the pinned connection rate to the last service (log scale too).
 fn sweep(report: &BenchReport, area: &Area, what: SweepValue) -> DrawResult {
     let points: Vec<_> = report
         .sweep
         .iter()
         .filter(|p| p.first_packet_p50_us.is_some())
+        .filter(|p| what != SweepValue::ConnectRate || p.connect_pinned.is_some())
         .collect();
     let caption = match what {
         SweepValue::FirstPacket => "service sweep: first-packet latency p50, p99 (µs)",
-        SweepValue::ProgramOneMore => "service sweep: program one more service (ms)",
+        SweepValue::ConnectRate => "service sweep: conn/s to the last service (pinned)",
     };
     let series = |p: &super::sweep::SweepPoint| -> Vec<f64> {
         match what {
@@ -148,7 +163,7 @@ fn sweep(report: &BenchReport, area: &Area, what: SweepValue) -> DrawResult {
                 .into_iter()
                 .flatten()
                 .collect(),
-            SweepValue::ProgramOneMore => p.program_one_more_ms.into_iter().collect(),
+            SweepValue::ConnectRate => p.connect_pinned.map(|s| s.median).into_iter().collect(),
         }
     };
     let max_services = points.iter().map(|p| p.services).max().unwrap_or(10) as f64;
@@ -217,7 +232,7 @@ fn sweep(report: &BenchReport, area: &Area, what: SweepValue) -> DrawResult {
                 .background_style(WHITE.mix(0.8))
                 .draw()?;
         }
-        SweepValue::ProgramOneMore => {
+        SweepValue::ConnectRate => {
             let y_range = (bottom / 2.0).max(1e-3)..top * 2.0;
             let mut chart = builder.build_cartesian_2d(x_range.log_scale(), y_range.log_scale())?;
             chart.configure_mesh().x_desc("ClusterIP services").draw()?;
@@ -226,7 +241,7 @@ fn sweep(report: &BenchReport, area: &Area, what: SweepValue) -> DrawResult {
                 let data: Vec<(f64, f64)> = points
                     .iter()
                     .filter(|p| &p.cell == cell)
-                    .filter_map(|p| Some((p.services as f64, p.program_one_more_ms?)))
+                    .filter_map(|p| Some((p.services as f64, p.connect_pinned?.median)))
                     .collect();
                 let style = colour.stroke_width(2);
                 chart

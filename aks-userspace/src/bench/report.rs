@@ -1,91 +1,135 @@
 //! What a benchmark run produced, and its three forms: the terminal table, JSON, CSV.
-//! Every ratio reads "higher is better": a rate is divided by the reference's, a
-//! latency divides the reference's (so 1.3× on p99 means 1.3 times lower latency).
+//! Every ratio reads "higher is better": a rate is divided by the reference's, a cost
+//! divides the reference's (so 1.3× on CPU per GB means 1.3 times less CPU).
 
 use std::fmt::Write as _;
 
+use anyhow::Result;
 use serde::Serialize;
 
 use super::sweep::SweepPoint;
+use super::workloads::View;
 use crate::table::Table;
 
-/// What is measured, per cell.
+/// What is measured, per cell and view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Metric {
+pub enum Workload {
     /// TCP stream pod → pod on another node (iperf3).
     Stream,
-    /// TCP request/response: transactions per second.
-    RrRate,
-    /// TCP request/response: round-trip latency p50.
-    RrP50,
-    /// TCP request/response: round-trip latency p99.
-    RrP99,
-    /// New connections per second to the internet host (through SNAT).
-    ConnectInternet,
-    /// New connections per second to a ClusterIP.
+    /// Request/response pod → pod on another node: node datapath twice, and the fabric.
+    RrPodToPod,
+    /// Request/response between two pods of one node: the node datapath alone.
+    RrSameNode,
+    /// Request/response node → node through the VNet: the fabric (and the nodes' uplink
+    /// programs or rules).
+    RrNodeToNode,
+    /// New connections to the internet host (through SNAT), one at a time.
+    ConnectSnat,
+    /// The same from several client threads at once.
+    ConnectSnatConcurrent,
+    /// New connections to a ClusterIP, one at a time.
     ConnectService,
+    /// The same from several client threads at once.
+    ConnectServiceConcurrent,
 }
 
-impl Metric {
-    pub const ALL: [Metric; 6] = [
+impl Workload {
+    pub const ALL: [Workload; 8] = [
         Self::Stream,
-        Self::RrRate,
-        Self::RrP50,
-        Self::RrP99,
-        Self::ConnectInternet,
+        Self::RrPodToPod,
+        Self::RrSameNode,
+        Self::RrNodeToNode,
+        Self::ConnectSnat,
+        Self::ConnectSnatConcurrent,
         Self::ConnectService,
+        Self::ConnectServiceConcurrent,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Stream => "stream pod→pod",
-            Self::RrRate => "request/response",
-            Self::RrP50 => "rr latency p50",
-            Self::RrP99 => "rr latency p99",
-            Self::ConnectInternet => "connect internet (SNAT)",
-            Self::ConnectService => "connect ClusterIP",
+            Self::RrPodToPod => "rr pod→pod (2 nodes)",
+            Self::RrSameNode => "rr pod→pod (same node)",
+            Self::RrNodeToNode => "rr node→node (fabric)",
+            Self::ConnectSnat => "connect SNAT 1-by-1",
+            Self::ConnectSnatConcurrent => "connect SNAT ×4",
+            Self::ConnectService => "connect ClusterIP 1-by-1",
+            Self::ConnectServiceConcurrent => "connect ClusterIP ×4",
         }
     }
 
     pub fn unit(self) -> &'static str {
         match self {
             Self::Stream => "Gbit/s",
-            Self::RrRate => "trans/s",
-            Self::RrP50 | Self::RrP99 => "µs",
-            Self::ConnectInternet | Self::ConnectService => "conn/s",
+            Self::RrPodToPod | Self::RrSameNode | Self::RrNodeToNode => "trans/s",
+            _ => "conn/s",
         }
     }
 
-    pub fn higher_is_better(self) -> bool {
-        !matches!(self, Self::RrP50 | Self::RrP99)
+    /// What CPU time is reported per, and the factor from the workload's unit of work
+    /// (bytes, transactions, connections) to it.
+    pub fn cost_unit(self) -> (&'static str, f64) {
+        match self {
+            Self::Stream => ("CPU-s/GB", 1e9),
+            Self::RrPodToPod | Self::RrSameNode | Self::RrNodeToNode => ("CPU-s/10k trans", 1e4),
+            _ => ("CPU-s/10k conn", 1e4),
+        }
     }
 
-    /// "higher is better" ratio of `value` against `reference`.
-    pub fn ratio(self, value: f64, reference: f64) -> Option<f64> {
-        let ratio = if self.higher_is_better() {
-            value / reference
-        } else {
-            reference / value
-        };
-        ratio.is_finite().then_some(ratio)
+    pub fn is_request_response(self) -> bool {
+        matches!(
+            self,
+            Self::RrPodToPod | Self::RrSameNode | Self::RrNodeToNode
+        )
     }
 }
 
-/// One metric of one cell: the value of every round and their median.
+/// The middle and the spread of the rounds' values.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(samples: &[f64]) -> Option<Self> {
+        let finite: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
+        Some(Self {
+            median: super::stats::median(&finite)?,
+            min: finite.iter().copied().fold(f64::INFINITY, f64::min),
+            max: finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+}
+
+/// One workload of one cell in one view: every round's values and their summaries.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CellResult {
-    pub metric: Metric,
-    pub unit: &'static str,
-    pub higher_is_better: bool,
+    pub workload: Workload,
+    pub view: View,
     pub cell: String,
-    pub samples: Vec<f64>,
-    pub median: Option<f64>,
-    /// Median against kubenet/iptables' median, higher is better.
+    pub unit: &'static str,
+    pub rate_samples: Vec<f64>,
+    pub rate: Option<Summary>,
+    /// Request/response round trips: every round's p50 and p99, µs.
+    pub p50_us: Option<Summary>,
+    pub p99_us: Option<Summary>,
+    pub cost_unit: &'static str,
+    pub cost_samples: Vec<f64>,
+    /// CPU seconds per `cost_unit`.
+    pub cost: Option<Summary>,
+    /// Mean nanoseconds per BPF program run (one packet at one hook) over the rounds.
+    pub bpf_ns_per_run: Option<Summary>,
+    /// Rate median against kubenet/iptables' (higher is better).
     pub vs_kubenet_iptables: Option<f64>,
-    /// Median against the limit cell's median, higher is better.
+    /// Rate median against the limit cell's.
     pub vs_limit: Option<f64>,
+    /// kubenet/iptables' CPU cost divided by this cell's (higher is better).
+    pub cost_vs_kubenet_iptables: Option<f64>,
     /// Why numbers are missing, or what went wrong in some round.
     pub note: Option<String>,
 }
@@ -93,9 +137,12 @@ pub struct CellResult {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
+    pub cpu_model: String,
     pub cores: usize,
     pub memory_gib: f64,
     pub kernel: String,
+    /// The CPU the datapath-cost view pins every thread to.
+    pub pinned_cpu: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -105,14 +152,18 @@ pub struct Settings {
     pub rounds: usize,
     pub duration_seconds: f64,
     pub max_connections_per_round: usize,
+    pub concurrency: usize,
     pub sweep_services: Vec<usize>,
     pub sweep_connections_per_round: usize,
+    /// Whether the VNet fabric kept conntrack on forwarded traffic (`--fabric
+    /// stateful`: the old fabric, for comparison) or not (the default).
+    pub fabric: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BenchReport {
-    /// UTC, as `date -u` prints it.
+    /// UTC, `YYYY-MM-DD HH:MM UTC`.
     pub date: String,
     pub machine: Machine,
     pub settings: Settings,
@@ -122,13 +173,15 @@ pub struct BenchReport {
     pub elapsed_seconds: f64,
 }
 
-fn number(value: f64) -> String {
+pub fn number(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
     } else if value >= 10.0 {
         format!("{value:.1}")
-    } else {
+    } else if value >= 0.1 {
         format!("{value:.2}")
+    } else {
+        format!("{value:.4}")
     }
 }
 
@@ -136,35 +189,61 @@ fn ratio(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}×"))
 }
 
+fn spread(s: Option<Summary>) -> String {
+    s.map_or_else(
+        || "-".to_owned(),
+        |s| format!("{} ({}–{})", number(s.median), number(s.min), number(s.max)),
+    )
+}
+
+fn median(s: Option<Summary>) -> String {
+    s.map_or_else(|| "-".to_owned(), |s| number(s.median))
+}
+
 impl BenchReport {
-    /// The human tables: every metric per cell, then the sweep.
+    /// The human tables: every workload per view and cell, then the sweep.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "aksnet bench, {}: {} cores, {:.0} GiB, kernel {}; {} rounds of {}s per cell, medians; ratios higher-is-better\n",
+            "aksnet bench, {}: {}, {} cores, {:.0} GiB, kernel {}\n{} rounds of {}s per workload, view and cell; medians (min–max over rounds); fabric {}; pinned view: every thread on CPU {}; ratios higher-is-better\n",
             self.date,
+            self.machine.cpu_model,
             self.machine.cores,
             self.machine.memory_gib,
             self.machine.kernel,
             self.settings.rounds,
-            self.settings.duration_seconds
+            self.settings.duration_seconds,
+            self.settings.fabric,
+            self.machine.pinned_cpu,
         );
         let mut table = Table::new(&[
             "WORKLOAD",
+            "VIEW",
             "CELL",
-            ">MEDIAN",
+            ">RATE (MIN–MAX)",
             "UNIT",
-            ">VS KUBENET/IPTABLES",
+            ">VS K/IPT",
             ">VS LIMIT",
+            ">P50 µs",
+            ">CPU COST",
+            "COST UNIT",
+            ">CPU VS K/IPT",
+            ">BPF ns/run",
             "NOTE",
         ]);
         for r in &self.results {
             table.row(vec![
-                r.metric.name().to_owned(),
+                r.workload.name().to_owned(),
+                r.view.name().to_owned(),
                 r.cell.clone(),
-                r.median.map_or_else(|| "-".to_owned(), number),
+                spread(r.rate),
                 r.unit.to_owned(),
                 ratio(r.vs_kubenet_iptables),
                 ratio(r.vs_limit),
+                median(r.p50_us),
+                spread(r.cost),
+                r.cost_unit.to_owned(),
+                ratio(r.cost_vs_kubenet_iptables),
+                median(r.bpf_ns_per_run),
                 r.note.clone().unwrap_or_default(),
             ]);
         }
@@ -173,6 +252,8 @@ impl BenchReport {
             let mut sweep = Table::new(&[
                 "SERVICE SWEEP",
                 ">SERVICES",
+                ">CONN/S USER",
+                ">CONN/S PINNED (MIN–MAX)",
                 ">FIRST PACKET P50 µs",
                 ">P99 µs",
                 ">PROGRAM ONE MORE ms",
@@ -183,6 +264,8 @@ impl BenchReport {
                 sweep.row(vec![
                     p.cell.clone(),
                     p.services.to_string(),
+                    median(p.connect_user),
+                    spread(p.connect_pinned),
                     opt(p.first_packet_p50_us),
                     opt(p.first_packet_p99_us),
                     opt(p.program_one_more_ms),
@@ -194,49 +277,92 @@ impl BenchReport {
         out
     }
 
-    /// One line per cell result and per sweep point, with a `kind` column telling which.
-    pub fn to_csv(&self) -> String {
-        let mut out = String::from(
-            "kind,workload,cell,services,unit,median,vs_kubenet_iptables,vs_limit,p50_us,p99_us,program_one_more_ms,samples,note\n",
-        );
+    /// One record per cell result and per sweep point, with a `kind` column telling which.
+    pub fn to_csv(&self) -> Result<Vec<u8>> {
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record([
+            "kind",
+            "workload",
+            "view",
+            "cell",
+            "services",
+            "unit",
+            "median",
+            "min",
+            "max",
+            "vs_kubenet_iptables",
+            "vs_limit",
+            "p50_us",
+            "p99_us",
+            "cost_unit",
+            "cost",
+            "cost_vs_kubenet_iptables",
+            "bpf_ns_per_run",
+            "program_one_more_ms",
+            "samples",
+            "note",
+        ])?;
         let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
-        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let mid = |s: Option<Summary>| opt(s.map(|s| s.median));
         for r in &self.results {
-            let samples: Vec<String> = r.samples.iter().map(|s| format!("{s:.6}")).collect();
-            let _ = writeln!(
-                out,
-                "cell,{},{},,{},{},{},{},,,,{},{}",
-                quote(r.metric.name()),
-                r.cell,
+            let samples: Vec<String> = r.rate_samples.iter().map(|s| format!("{s:.6}")).collect();
+            csv.write_record([
+                "cell",
+                r.workload.name(),
+                r.view.name(),
+                &r.cell,
+                "",
                 r.unit,
-                opt(r.median),
-                opt(r.vs_kubenet_iptables),
-                opt(r.vs_limit),
-                quote(&samples.join(" ")),
-                quote(r.note.as_deref().unwrap_or(""))
-            );
+                &mid(r.rate),
+                &opt(r.rate.map(|s| s.min)),
+                &opt(r.rate.map(|s| s.max)),
+                &opt(r.vs_kubenet_iptables),
+                &opt(r.vs_limit),
+                &mid(r.p50_us),
+                &mid(r.p99_us),
+                r.cost_unit,
+                &mid(r.cost),
+                &opt(r.cost_vs_kubenet_iptables),
+                &mid(r.bpf_ns_per_run),
+                "",
+                &samples.join(" "),
+                r.note.as_deref().unwrap_or(""),
+            ])?;
         }
         for p in &self.sweep {
-            let _ = writeln!(
-                out,
-                "sweep,service sweep,{},{},µs,,,,{},{},{},,{}",
-                p.cell,
-                p.services,
-                opt(p.first_packet_p50_us),
-                opt(p.first_packet_p99_us),
-                opt(p.program_one_more_ms),
-                quote(p.note.as_deref().unwrap_or(""))
-            );
+            csv.write_record([
+                "sweep",
+                "connect ClusterIP 1-by-1",
+                "pinned",
+                &p.cell,
+                &p.services.to_string(),
+                "conn/s",
+                &mid(p.connect_pinned),
+                &opt(p.connect_pinned.map(|s| s.min)),
+                &opt(p.connect_pinned.map(|s| s.max)),
+                "",
+                "",
+                &opt(p.first_packet_p50_us),
+                &opt(p.first_packet_p99_us),
+                "",
+                "",
+                "",
+                "",
+                &opt(p.program_one_more_ms),
+                "",
+                p.note.as_deref().unwrap_or(""),
+            ])?;
         }
-        out
+        Ok(csv.into_inner().map_err(|e| e.into_error())?)
     }
 
-    /// The median of `metric` for `cell`, if measured.
-    pub fn median(&self, metric: Metric, cell: &str) -> Option<f64> {
+    /// The rate median of `workload` in `view` for `cell`, if measured.
+    pub fn median(&self, workload: Workload, view: View, cell: &str) -> Option<f64> {
         self.results
             .iter()
-            .find(|r| r.metric == metric && r.cell == cell)
-            .and_then(|r| r.median)
+            .find(|r| r.workload == workload && r.view == view && r.cell == cell)
+            .and_then(|r| r.rate)
+            .map(|s| s.median)
     }
 }
 
@@ -245,9 +371,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ratios_read_higher_is_better() {
-        assert_eq!(Metric::Stream.ratio(12.0, 10.0), Some(1.2));
-        assert_eq!(Metric::RrP99.ratio(50.0, 100.0), Some(2.0));
-        assert_eq!(Metric::Stream.ratio(1.0, 0.0), None);
+    fn summaries_keep_the_spread_and_skip_what_was_not_measured() {
+        let s = Summary::of(&[3.0, f64::NAN, 1.0, 2.0]).expect("three values");
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Summary::of(&[f64::NAN]), None);
+    }
+
+    #[test]
+    fn cost_units_turn_work_into_the_reported_unit() {
+        assert_eq!(Workload::Stream.cost_unit(), ("CPU-s/GB", 1e9));
+        assert_eq!(Workload::ConnectSnat.cost_unit().1, 1e4);
+        assert!(Workload::RrSameNode.is_request_response());
+        assert!(!Workload::ConnectService.is_request_response());
     }
 }

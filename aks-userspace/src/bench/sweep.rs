@@ -1,7 +1,10 @@
 //! The service sweep: kubenet clusters holding 10, 1,000, 10,000 … ClusterIP services,
-//! all up at once and measured in alternation. For each: the first-packet latency
-//! (connect time) to the service at the end of the table, and the time to program one
-//! more service into a running node.
+//! all up at once and measured in alternation. For each: the connection rate to the
+//! service at the end of the table (one at a time, in both views), the first-packet
+//! latency (connect time) to it, and the time to program one more service into a
+//! running node. iptables stops at [`IPTABLES_LIMIT`] services: beyond, building the
+//! rules and every sync of them take minutes (they grow linearly; the table shows
+//! the 10,000-service numbers to extrapolate from).
 //!
 //! On iptables "one more service" is what kube-proxy does on every sync: one
 //! `iptables-restore --noflush` of its whole `nat` table (every `KUBE-*` chain declared,
@@ -9,6 +12,9 @@
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use super::report::Summary;
+use super::workloads::{ConnectTarget, View};
 
 use crate::datapath::ebpf::ServiceMaps;
 use crate::state::ClusterState;
@@ -30,14 +36,28 @@ use crate::plan::Plan;
 pub struct SweepPoint {
     pub cell: String,
     pub services: usize,
+    /// New connections/s to the last service, one at a time, as a user sees it.
+    pub connect_user: Option<Summary>,
+    /// The same with client and server pinned to one CPU.
+    pub connect_pinned: Option<Summary>,
     pub first_packet_p50_us: Option<f64>,
     pub first_packet_p99_us: Option<f64>,
     /// Time to program one more service, milliseconds.
     pub program_one_more_ms: Option<f64>,
-    /// Per round: (p50 µs, p99 µs, program ms).
-    pub rounds: Vec<(f64, f64, f64)>,
+    pub rounds: Vec<SweepRound>,
     /// Why there are no numbers, when there are none.
     pub note: Option<String>,
+}
+
+/// One round at one sweep point.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepRound {
+    pub first_packet_p50_us: f64,
+    pub first_packet_p99_us: f64,
+    pub program_one_more_ms: f64,
+    pub connect_user: f64,
+    pub connect_pinned: f64,
 }
 
 /// A sweep cluster and what is needed to grow it by one service.
@@ -45,6 +65,20 @@ struct SweepCell {
     cell: Cell,
     plan: Plan,
     services: usize,
+}
+
+/// The most services the iptables datapath is swept to (see the module's note).
+pub const IPTABLES_LIMIT: usize = 10_000;
+
+/// How long and how much each sweep measurement runs.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepBounds {
+    pub rounds: usize,
+    /// First-packet samples per round.
+    pub connections: usize,
+    /// Duration of each connection-rate measurement, and its cap.
+    pub duration: Duration,
+    pub max_connections: usize,
 }
 
 /// Progress lines go through this (the CLI prints them on stderr).
@@ -55,21 +89,29 @@ pub type Progress<'a> = &'a dyn Fn(&str);
 pub fn run(
     prefix: &str,
     points: &[usize],
-    rounds: usize,
-    connections: usize,
+    bounds: SweepBounds,
     progress: Progress,
 ) -> Result<Vec<SweepPoint>> {
     let mut results = Vec::new();
     for datapath in [model::Datapath::Iptables, model::Datapath::Ebpf] {
         let kind = CellKind::cluster(NetworkPlugin::Kubenet, datapath);
-        results.extend(sweep_datapath(
-            kind,
-            prefix,
-            points,
-            rounds,
-            connections,
-            progress,
-        )?);
+        let (measured, skipped): (Vec<usize>, Vec<usize>) = points
+            .iter()
+            .partition(|&&n| datapath == model::Datapath::Ebpf || n <= IPTABLES_LIMIT);
+        results.extend(sweep_datapath(kind, prefix, &measured, bounds, progress)?);
+        results.extend(skipped.into_iter().map(|services| SweepPoint {
+            cell: kind.to_string(),
+            services,
+            connect_user: None,
+            connect_pinned: None,
+            first_packet_p50_us: None,
+            first_packet_p99_us: None,
+            program_one_more_ms: None,
+            rounds: Vec::new(),
+            note: Some(format!(
+                "not run: beyond {IPTABLES_LIMIT} services iptables takes minutes to build and to sync (linear in services)"
+            )),
+        }));
     }
     Ok(results)
 }
@@ -78,10 +120,10 @@ fn sweep_datapath(
     kind: CellKind,
     prefix: &str,
     points: &[usize],
-    rounds: usize,
-    connections: usize,
+    bounds: SweepBounds,
     progress: Progress,
 ) -> Result<Vec<SweepPoint>> {
+    let rounds = bounds.rounds;
     let CellKind::Cluster { plugin, datapath } = kind else {
         bail!("the sweep runs on clusters");
     };
@@ -113,9 +155,9 @@ fn sweep_datapath(
         });
     }
 
-    let mut per_point: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); sweep_cells.len()];
+    let mut per_point: Vec<Vec<SweepRound>> = vec![Vec::new(); sweep_cells.len()];
     for round in 0..rounds {
-        for (i, sweep) in sweep_cells.iter().enumerate() {
+        for (i, sweep) in sweep_cells.iter_mut().enumerate() {
             super::interrupt::check()?;
             progress(&format!(
                 "sweep: round {}/{rounds}: {kind} with {} services",
@@ -125,21 +167,35 @@ fn sweep_datapath(
             let target = sweep
                 .cell
                 .service
-                .as_ref()
+                .clone()
                 .context("sweep cell without service")?;
-            let first = workloads::first_packet_latency(
-                &target.client,
-                &target.backend,
-                target.backend_port,
-                SocketAddr::from((target.cluster_ip, target.port)),
-                connections,
-            )?;
+            let connect = ConnectTarget {
+                client: &target.client,
+                server: &target.backend,
+                listen_port: target.backend_port,
+                address: SocketAddr::from((target.cluster_ip, target.port)),
+            };
+            let first = workloads::first_packet_latency(&connect, bounds.connections)?;
+            let mut rates = [f64::NAN; 2];
+            for (rate, view) in rates.iter_mut().zip(View::ALL) {
+                super::collect_garbage(&mut sweep.cell)?;
+                *rate = workloads::connection_rate(
+                    &connect,
+                    1,
+                    bounds.duration,
+                    bounds.max_connections,
+                    view,
+                )?
+                .rate;
+            }
             let programmed = program_one_more(&sweep.cell, &sweep.plan)?;
-            per_point[i].push((
-                first.p50_us,
-                first.p99_us,
-                programmed.as_secs_f64() * 1000.0,
-            ));
+            per_point[i].push(SweepRound {
+                first_packet_p50_us: first.p50_us.unwrap_or(f64::NAN),
+                first_packet_p99_us: first.p99_us.unwrap_or(f64::NAN),
+                program_one_more_ms: programmed.as_secs_f64() * 1000.0,
+                connect_user: rates[0],
+                connect_pinned: rates[1],
+            });
         }
     }
 
@@ -147,15 +203,16 @@ fn sweep_datapath(
         .iter()
         .zip(per_point)
         .map(|(sweep, rounds)| {
-            let column = |f: fn(&(f64, f64, f64)) -> f64| {
-                stats::median(&rounds.iter().map(f).collect::<Vec<_>>())
-            };
+            let values = |f: fn(&SweepRound) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
+            let column = |f: fn(&SweepRound) -> f64| stats::median(&values(f));
             SweepPoint {
                 cell: kind.to_string(),
                 services: sweep.services,
-                first_packet_p50_us: column(|r| r.0),
-                first_packet_p99_us: column(|r| r.1),
-                program_one_more_ms: column(|r| r.2),
+                connect_user: Summary::of(&values(|r| r.connect_user)),
+                connect_pinned: Summary::of(&values(|r| r.connect_pinned)),
+                first_packet_p50_us: column(|r| r.first_packet_p50_us),
+                first_packet_p99_us: column(|r| r.first_packet_p99_us),
+                program_one_more_ms: column(|r| r.program_one_more_ms),
                 rounds,
                 note: None,
             }

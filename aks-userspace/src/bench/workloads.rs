@@ -4,22 +4,36 @@
 //! - `request_response`: one TCP connection, 64-byte ping-pong as fast as it goes,
 //!   every round trip timed (transactions/s, p50/p99 latency);
 //! - `connection_rate`: a new TCP connection per request (connect, 1 byte each way,
-//!   close), toward the internet host (through SNAT) or a ClusterIP;
+//!   the server closes, the client closes after the server's FIN), one at a time or
+//!   several clients at once;
 //! - `first_packet_latency`: the time `connect` takes to a ClusterIP, each time from a
 //!   new source port, so every SYN walks the service rules (the service sweep).
 //!
+//! Every server is real: threads blocked in `accept(2)` on one listener, never a poll
+//! with a sleep (a 200 µs sleep takes ~290 µs here and capped every cell alike at about
+//! 3,400 connections/s). The server closes first, so TIME_WAIT stays with the server
+//! and the client's ephemeral ports never run out (above ~10k connections/s they would
+//! within seconds).
+//!
+//! Each workload runs in one of two [`View`]s: as a user sees it (the scheduler places
+//! the threads), or its datapath cost (client and server threads pinned to one CPU, as
+//! netperf's `-T` does, so no round trip waits for the other vCPU to wake: that wake-up
+//! costs ~60 µs here, more than the whole datapath).
+//!
 //! Sockets are made inside the namespaces in-process (a socket stays in the namespace it
-//! was made in); iperf3 is started from a thread inside the namespace, so it inherits
-//! it, and is killed by its own handle if it outlives its bound.
+//! was made in, and threads inherit their creator's namespace); iperf3 is started from a
+//! thread inside the namespace, so it inherits it, and is killed by its own handle if it
+//! outlives its bound.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 
 use super::cells::Place;
 use super::interrupt;
@@ -34,42 +48,81 @@ pub const CONNECT_PORT: u16 = 17102;
 /// Bytes each way per request/response transaction.
 pub const RR_MESSAGE: usize = 64;
 
-/// How long one connection attempt may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Client threads of the concurrent connection workload (and server threads of every
+/// connection workload).
+pub const CONCURRENCY: usize = 4;
 
-/// Request/response: transactions per second and round-trip latency.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RequestResponse {
-    pub transactions_per_second: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
+/// How long one connection attempt, or one wait for an answer, may take before the
+/// attempt counts as failed.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a workload is scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum View {
+    /// Threads where the scheduler puts them: what an application sees.
+    User,
+    /// Client and server threads pinned to one CPU: the datapath's own cost, without
+    /// cross-CPU wake-ups.
+    #[serde(rename = "pinned")]
+    Datapath,
 }
 
-/// New connections per second, and how many attempts failed.
+impl View {
+    pub const ALL: [View; 2] = [Self::User, Self::Datapath];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Datapath => "pinned",
+        }
+    }
+
+    /// The CPU every thread of the workload runs on, if pinned: the last one.
+    pub fn cpu(self) -> Option<usize> {
+        match self {
+            Self::User => None,
+            Self::Datapath => Some(thread::available_parallelism().map_or(1, |n| n.get()) - 1),
+        }
+    }
+}
+
+/// What one workload run measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ConnectionRate {
-    pub per_second: f64,
-    pub connections: usize,
+pub struct Measured {
+    /// The workload's rate in its unit (Gbit/s, transactions/s, connections/s).
+    pub rate: f64,
+    /// What the CPU cost is divided by: bytes (stream), transactions, connections.
+    pub work: f64,
+    /// Latency percentiles, µs, where the workload times single operations.
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
     pub failures: usize,
 }
 
-/// First-packet latency (connect time) percentiles, microseconds.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FirstPacket {
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub failures: usize,
+/// Pins the calling thread to `cpu`, if given.
+fn pin(cpu: Option<usize>) -> Result<()> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).context("choosing the CPU to pin to")?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning a benchmark thread to CPU {cpu}"))
 }
 
-/// iperf3 from `client` to `server` for `seconds` (≥ 1; iperf3 counts whole seconds):
-/// the receiver's rate in Gbit/s.
-pub fn stream(client: &Place, server: &Place, seconds: u64) -> Result<f64> {
+/// iperf3 from `client` to `server` for `seconds` (≥ 1; iperf3 counts whole seconds),
+/// both processes on one CPU in the datapath view (iperf3's own `-A`).
+pub fn stream(client: &Place, server: &Place, seconds: u64, view: View) -> Result<Measured> {
     let seconds = seconds.max(1);
     let bound = Duration::from_secs(seconds + 10);
     let port = IPERF_PORT.to_string();
+    let affinity: Vec<String> = view
+        .cpu()
+        .map(|cpu| vec!["-A".to_owned(), cpu.to_string()])
+        .unwrap_or_default();
     let server_child = netns::run_in(&server.namespace, || {
         Command::new("iperf3")
             .args(["-s", "-1", "-p", &port])
+            .args(&affinity)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -85,6 +138,7 @@ pub fn stream(client: &Place, server: &Place, seconds: u64) -> Result<f64> {
         let client_child = netns::run_in(&client.namespace, || {
             Command::new("iperf3")
                 .args(["-c", &address, "-p", &port, "-t", &duration, "-J"])
+                .args(&affinity)
                 .args(["--connect-timeout", "1000"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -103,11 +157,22 @@ pub fn stream(client: &Place, server: &Place, seconds: u64) -> Result<f64> {
             }
             bail!("iperf3 from {} to {address}: {error}", client.namespace);
         }
-        let bits = report["end"]["sum_received"]["bits_per_second"]
+        let received = &report["end"]["sum_received"];
+        let bits = received["bits_per_second"]
             .as_f64()
             .context("iperf3's JSON has no end.sum_received.bits_per_second")?;
+        let bytes = received["bytes"]
+            .as_f64()
+            .context("iperf3's JSON has no end.sum_received.bytes")?;
+        // Reaped here, so its CPU time is in the caller's children's usage.
         server_child.wait_bounded(Duration::from_secs(5));
-        return Ok(bits / 1e9);
+        return Ok(Measured {
+            rate: bits / 1e9,
+            work: bytes,
+            p50_us: None,
+            p99_us: None,
+            failures: 0,
+        });
     }
     unreachable!("the loop returns or fails")
 }
@@ -169,34 +234,76 @@ fn wait_bounded(child: Child, bound: Duration) -> Result<std::process::Output> {
     })
 }
 
-/// A listener bound inside `place`'s namespace on `port`, non-blocking.
-fn listen(place: &Place, port: u16) -> Result<TcpListener> {
-    netns::run_in(&place.namespace, || {
-        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-            .with_context(|| format!("listening on port {port}"))?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
+/// Runs `client` while a server listens in `place` on `port`: `threads` threads blocked
+/// in `accept(2)`, each handing its connection to `handler`. When `client` returns, the
+/// listener is shut down, which wakes every blocked `accept` (Linux fails it with
+/// EINVAL), and the threads end.
+fn with_server<R: Send>(
+    place: &Place,
+    port: u16,
+    threads: usize,
+    cpu: Option<usize>,
+    handler: fn(TcpStream),
+    client: impl FnOnce() -> Result<R> + Send,
+) -> Result<R> {
+    let listener = netns::run_in(&place.namespace, || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+            .with_context(|| format!("listening on port {port}"))
     })
-    .with_context(|| format!("starting a benchmark listener in {}", place.namespace))
+    .with_context(|| format!("starting a benchmark server in {}", place.namespace))?;
+    thread::scope(|scope| {
+        let servers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    pin(cpu)?;
+                    loop {
+                        match listener.accept() {
+                            Ok((stream, _)) => {
+                                let _ = stream.set_nodelay(true);
+                                let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                                handler(stream);
+                            }
+                            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                            // The shutdown below (or a resource error, whose effect the
+                            // clients count as failed connections).
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let result = client();
+        let _ = nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        for server in servers {
+            server
+                .join()
+                .map_err(|_| anyhow::anyhow!("a server thread panicked"))??;
+        }
+        result
+    })
 }
 
-/// Accepts connections until `stop`, handing each (blocking, with timeouts) to `serve`.
-fn accept_until(listener: &TcpListener, stop: &AtomicBool, serve: impl Fn(TcpStream)) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
-                let _ = stream.set_nodelay(true);
-                serve(stream);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_micros(200));
-            }
-            Err(_) => thread::sleep(Duration::from_millis(1)),
+/// The request/response server: 64-byte messages echoed until the client closes.
+fn echo(mut stream: TcpStream) {
+    let mut buffer = [0u8; RR_MESSAGE];
+    while stream.read_exact(&mut buffer).is_ok() {
+        if stream.write_all(&buffer).is_err() {
+            break;
         }
     }
 }
+
+/// The connection server: one byte read, one byte answered, then the server closes
+/// (first), so the TIME_WAIT socket is the server's.
+fn answer_and_close(mut stream: TcpStream) {
+    let mut byte = [0u8; 1];
+    if stream.read_exact(&mut byte).is_ok() {
+        let _ = stream.write_all(&byte);
+    }
+}
+
+/// The first-packet server: accepts and closes.
+fn close(_stream: TcpStream) {}
 
 /// One TCP connection from `client` to `server`, 64-byte messages echoed back, as many
 /// as fit in `duration`.
@@ -204,29 +311,20 @@ pub fn request_response(
     client: &Place,
     server: &Place,
     duration: Duration,
-) -> Result<RequestResponse> {
-    let listener = listen(server, RR_PORT)?;
-    let stop = AtomicBool::new(false);
+    view: View,
+) -> Result<Measured> {
     let target = SocketAddr::from((server.address, RR_PORT));
-    let latencies = thread::scope(|scope| {
-        scope.spawn(|| {
-            accept_until(&listener, &stop, |mut stream| {
-                let mut buffer = [0u8; RR_MESSAGE];
-                while stream.read_exact(&mut buffer).is_ok() {
-                    if stream.write_all(&buffer).is_err() {
-                        break;
-                    }
-                }
-            })
-        });
-        let result = netns::run_in(&client.namespace, || {
-            let mut stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)
+    let cpu = view.cpu();
+    let (latencies, elapsed) = with_server(server, RR_PORT, 1, cpu, echo, || {
+        netns::run_in(&client.namespace, || {
+            pin(cpu)?;
+            let mut stream = TcpStream::connect_timeout(&target, IO_TIMEOUT)
                 .with_context(|| format!("connecting to {target}"))?;
             stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
             let message = [0x5au8; RR_MESSAGE];
             let mut answer = [0u8; RR_MESSAGE];
-            let mut latencies = Vec::with_capacity(200_000);
+            let mut latencies = Vec::with_capacity(400_000);
             let started = Instant::now();
             while started.elapsed() < duration {
                 let sent = Instant::now();
@@ -240,128 +338,172 @@ pub fn request_response(
                 }
             }
             Ok((latencies, started.elapsed()))
-        });
-        stop.store(true, Ordering::Relaxed);
-        result
+        })
     })
     .with_context(|| format!("request/response from {} to {target}", client.namespace))?;
-    let (latencies, elapsed) = latencies;
-    Ok(RequestResponse {
-        transactions_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50_us: stats::percentile(&latencies, 50.0).unwrap_or(f64::NAN),
-        p99_us: stats::percentile(&latencies, 99.0).unwrap_or(f64::NAN),
+    Ok(Measured {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        work: latencies.len() as f64,
+        p50_us: stats::percentile(&latencies, 50.0),
+        p99_us: stats::percentile(&latencies, 99.0),
+        failures: 0,
     })
 }
 
-/// A new connection per request from `client` to `target_address:port`, answered by a
-/// listener in `listener_place` on `listen_port` (they differ for a ClusterIP): as many
-/// as fit in `duration`, at most `max_connections`.
+/// Where a connection workload connects to, and where its server listens.
+pub struct ConnectTarget<'a> {
+    pub client: &'a Place,
+    /// The namespace the server listens in (a backend, for a ClusterIP).
+    pub server: &'a Place,
+    pub listen_port: u16,
+    /// What the client connects to (the ClusterIP, for a service).
+    pub address: SocketAddr,
+}
+
+/// New connections from `target.client` to `target.address` by `clients` threads at
+/// once (1 = one at a time), as many as fit in `duration`, at most `max_connections`.
 pub fn connection_rate(
-    client: &Place,
-    listener_place: &Place,
-    listen_port: u16,
-    target: SocketAddr,
+    target: &ConnectTarget,
+    clients: usize,
     duration: Duration,
     max_connections: usize,
-) -> Result<ConnectionRate> {
-    let listener = listen(listener_place, listen_port)?;
-    let stop = AtomicBool::new(false);
-    let (connections, failures, elapsed) = thread::scope(|scope| {
-        scope.spawn(|| {
-            accept_until(&listener, &stop, |mut stream| {
-                let mut byte = [0u8; 1];
-                if stream.read_exact(&mut byte).is_ok() {
-                    let _ = stream.write_all(&byte);
-                }
+    view: View,
+) -> Result<Measured> {
+    let cpu = view.cpu();
+    let address = target.address;
+    let budget = max_connections.div_ceil(clients.max(1));
+    let (connections, failures, elapsed) = with_server(
+        target.server,
+        target.listen_port,
+        CONCURRENCY,
+        cpu,
+        answer_and_close,
+        || {
+            netns::run_in(&target.client.namespace, || {
+                let started = Instant::now();
+                let counts = thread::scope(|scope| {
+                    let workers: Vec<_> = (0..clients.max(1))
+                        .map(|_| {
+                            scope.spawn(move || -> Result<(usize, usize)> {
+                                pin(cpu)?;
+                                let (mut done, mut failed) = (0usize, 0usize);
+                                while started.elapsed() < duration && done + failed < budget {
+                                    match one_connection(address) {
+                                        Ok(()) => done += 1,
+                                        Err(_) => failed += 1,
+                                    }
+                                    if (done + failed) % 256 == 0 {
+                                        interrupt::check()?;
+                                    }
+                                }
+                                Ok((done, failed))
+                            })
+                        })
+                        .collect();
+                    workers
+                        .into_iter()
+                        .map(|w| {
+                            w.join()
+                                .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?;
+                let elapsed = started.elapsed();
+                let (done, failed) = counts
+                    .iter()
+                    .fold((0, 0), |(d, f), (dd, ff)| (d + dd, f + ff));
+                Ok((done, failed, elapsed))
             })
-        });
-        let result = netns::run_in(&client.namespace, || {
-            let (mut connections, mut failures) = (0usize, 0usize);
-            let started = Instant::now();
-            while started.elapsed() < duration && connections + failures < max_connections {
-                match one_request(target) {
-                    Ok(()) => connections += 1,
-                    Err(_) => failures += 1,
-                }
-                if (connections + failures) % 256 == 0 {
-                    interrupt::check()?;
-                }
-            }
-            Ok((connections, failures, started.elapsed()))
-        });
-        stop.store(true, Ordering::Relaxed);
-        result
-    })
-    .with_context(|| format!("connection rate from {} to {target}", client.namespace))?;
+        },
+    )
+    .with_context(|| {
+        format!(
+            "connection rate from {} to {address}",
+            target.client.namespace
+        )
+    })?;
     if connections == 0 {
         bail!(
-            "no connection from {} to {target} succeeded ({failures} attempts failed)",
-            client.namespace
+            "no connection from {} to {address} succeeded ({failures} attempts failed)",
+            target.client.namespace
         );
     }
-    Ok(ConnectionRate {
-        per_second: connections as f64 / elapsed.as_secs_f64(),
-        connections,
+    Ok(Measured {
+        rate: connections as f64 / elapsed.as_secs_f64(),
+        work: connections as f64,
+        p50_us: None,
+        p99_us: None,
         failures,
     })
 }
 
-/// Connect, one byte there and back, close (the client closes first).
-fn one_request(target: SocketAddr) -> Result<()> {
-    let mut stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
-    stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+/// Connect, one byte there and back, then wait for the server's FIN before closing, so
+/// the client's side never enters TIME_WAIT.
+fn one_connection(target: SocketAddr) -> Result<()> {
+    let mut stream = TcpStream::connect_timeout(&target, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_nodelay(true)?;
     stream.write_all(b"x")?;
-    let mut byte = [0u8; 1];
-    stream.read_exact(&mut byte)?;
-    Ok(())
+    let mut buffer = [0u8; 2];
+    stream.read_exact(&mut buffer[..1])?;
+    match stream.read(&mut buffer)? {
+        0 => Ok(()),
+        n => bail!("the server sent {n} more bytes instead of closing"),
+    }
 }
 
-/// `count` connections from `client` to `target`, each timed from `connect` to the
+/// `count` connections from `target.client`, each timed from `connect` to the
 /// established socket (the SYN's trip, through the service rules, and the SYN-ACK's).
-pub fn first_packet_latency(
-    client: &Place,
-    listener_place: &Place,
-    listen_port: u16,
-    target: SocketAddr,
-    count: usize,
-) -> Result<FirstPacket> {
-    let listener = listen(listener_place, listen_port)?;
-    let stop = AtomicBool::new(false);
-    let (samples, failures) = thread::scope(|scope| {
-        scope.spawn(|| accept_until(&listener, &stop, drop));
-        let result = netns::run_in(&client.namespace, || {
-            let mut samples = Vec::with_capacity(count);
-            let mut failures = 0;
-            for _ in 0..count {
-                let started = Instant::now();
-                match TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
-                    Ok(stream) => {
-                        samples.push(started.elapsed().as_nanos() as f64 / 1000.0);
-                        drop(stream);
+pub fn first_packet_latency(target: &ConnectTarget, count: usize) -> Result<Measured> {
+    let address = target.address;
+    let (samples, failures) = with_server(
+        target.server,
+        target.listen_port,
+        CONCURRENCY,
+        None,
+        close,
+        || {
+            netns::run_in(&target.client.namespace, || {
+                let mut samples = Vec::with_capacity(count);
+                let mut failures = 0;
+                for _ in 0..count {
+                    let started = Instant::now();
+                    match TcpStream::connect_timeout(&address, IO_TIMEOUT) {
+                        Ok(stream) => {
+                            samples.push(started.elapsed().as_nanos() as f64 / 1000.0);
+                            // Waits for the server's close, so the client never holds
+                            // TIME_WAIT here either.
+                            let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                            let _ = (&stream).read(&mut [0u8; 1]);
+                        }
+                        Err(_) => failures += 1,
                     }
-                    Err(_) => failures += 1,
+                    if failures > 3 && samples.is_empty() {
+                        break;
+                    }
+                    interrupt::check()?;
                 }
-                if failures > 3 && samples.is_empty() {
-                    break;
-                }
-                interrupt::check()?;
-            }
-            Ok((samples, failures))
-        });
-        stop.store(true, Ordering::Relaxed);
-        result
-    })
-    .with_context(|| format!("first-packet latency from {} to {target}", client.namespace))?;
+                Ok((samples, failures))
+            })
+        },
+    )
+    .with_context(|| {
+        format!(
+            "first-packet latency from {} to {address}",
+            target.client.namespace
+        )
+    })?;
     if samples.is_empty() {
         bail!(
-            "no connection from {} to {target} succeeded",
-            client.namespace
+            "no connection from {} to {address} succeeded",
+            target.client.namespace
         );
     }
-    Ok(FirstPacket {
-        p50_us: stats::percentile(&samples, 50.0).unwrap_or(f64::NAN),
-        p99_us: stats::percentile(&samples, 99.0).unwrap_or(f64::NAN),
+    Ok(Measured {
+        rate: f64::NAN,
+        work: samples.len() as f64,
+        p50_us: stats::percentile(&samples, 50.0),
+        p99_us: stats::percentile(&samples, 99.0),
         failures,
     })
 }

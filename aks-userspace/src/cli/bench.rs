@@ -11,19 +11,23 @@ use aks_userspace::bench::{self, interrupt, BenchOptions};
 /// What the command line asked for.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A short run (about a second per workload and cell, 2 rounds, sweep to 1,000).
+    /// A short run (0.3 s per workload, view and cell, 2 rounds, sweep to 1,000).
     #[arg(long)]
     pub quick: bool,
-    /// Rounds per workload and cell (default 5, quick 2).
+    /// Rounds per workload, view and cell (default 7, quick 2).
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// Seconds per workload, cell and round (default 3, quick 1).
+    /// Seconds per workload, view, cell and round (default 1, quick 0.3).
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Service counts of the sweep, comma-separated (default 10,1000,10000);
-    /// `--sweep` with no value skips it.
+    /// Service counts of the sweep, comma-separated (default 10,1000,10000,100000;
+    /// iptables stops at 10,000); `--sweep` with no value skips it.
     #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub sweep: Option<Vec<usize>>,
+    /// The VNet fabric of every cell: `stateless` as `aksnet up` builds it, or
+    /// `stateful` (every forwarded packet tracked, as before) to measure what that costs.
+    #[arg(long, value_enum, default_value_t = FabricArg::Stateless)]
+    pub fabric: FabricArg,
     /// Names of the clusters it makes start with this (1-3 characters).
     #[arg(long, default_value = "bn")]
     pub prefix: String,
@@ -36,6 +40,12 @@ pub struct BenchArgs {
     /// Also draw the results as an SVG plot into this file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FabricArg {
+    Stateless,
+    Stateful,
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
@@ -55,6 +65,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         );
         options.duration = Duration::from_secs_f64(seconds);
     }
+    options.fabric = match args.fabric {
+        FabricArg::Stateless => bench::Fabric::Stateless,
+        FabricArg::Stateful => bench::Fabric::Stateful,
+    };
     if let Some(sweep) = args.sweep {
         options.sweep_services = sweep;
     }
@@ -62,8 +76,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     // From here Ctrl-C and SIGTERM end the run through the cells' guards.
     interrupt::install()?;
     eprintln!(
-        "aksnet bench: {} cells × {} rounds × {:.1}s per workload{}; clusters named {}*",
+        "aksnet bench: {} cells × {} workloads × 2 views × {} rounds × {:.1}s{}; clusters named {}*",
         bench::cells::CellKind::ALL.len(),
+        bench::report::Workload::ALL.len(),
         options.rounds,
         options.duration.as_secs_f64(),
         if options.sweep_services.is_empty() {
@@ -81,7 +96,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.csv {
-        std::fs::write(path, report.to_csv())
+        std::fs::write(path, report.to_csv()?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }

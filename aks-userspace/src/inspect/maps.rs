@@ -134,7 +134,7 @@ fn count_keys(name: &str, data: MapData, capacity: u32) -> Result<Option<u32>> {
         CONNTRACK_MAP => hash::<FlowKey, CtEntry>(map, limit)?,
         NAT_MAP => hash::<FlowKey, NatTarget>(map, limit)?,
         SERVICES_MAP => hash::<ServiceKey, ServiceSlot>(map, limit)?,
-        BACKENDS_MAP => hash::<u32, LbBackend>(map, limit)?,
+        BACKENDS_MAP => hash::<u64, LbBackend>(map, limit)?,
         REV_NAT_MAP => hash::<u32, RevNat>(map, limit)?,
         LB_FLOWS_MAP => hash::<FlowKey, LbFlow>(map, limit)?,
         LB_REPLIES_MAP => hash::<FlowKey, LbReply>(map, limit)?,

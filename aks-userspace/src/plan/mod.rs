@@ -2,6 +2,7 @@
 //! the VNet routes where, which pods back which service. The namespace builder and the
 //! datapath loaders consume this; `aksnet plan` prints it.
 
+pub mod maps;
 mod notes;
 mod render;
 mod usage;
@@ -16,6 +17,7 @@ use crate::model::{
     Cluster, Datapath, ExternalHosts, NetworkPlugin, OsType, PlanError, PodNetwork, Protocol,
 };
 
+pub use maps::MapCapacities;
 pub use render::render;
 pub use usage::{PodCidrUsage, PoolUsage, SubnetUsage, Warning};
 
@@ -49,6 +51,9 @@ pub struct Plan {
     pub conntrack: crate::model::conntrack::ConntrackSettings,
     /// Network policy: engine, namespaces, policies (pod identities are on each pod).
     pub policy: crate::model::policy::PolicyModel,
+    /// Sizes of the eBPF datapath's maps per node (the compiled ones unless the
+    /// description needs more).
+    pub maps: MapCapacities,
     pub subnet_usage: Vec<SubnetUsage>,
     pub pod_cidr_usage: Option<PodCidrUsage>,
     pub warnings: Vec<Warning>,
@@ -167,7 +172,28 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         _ => route_table(&nodes),
     };
     let services = place_services(cluster, &nodes);
-    let (subnet_usage, pod_cidr_usage, warnings) = usage::usage(cluster);
+    let (subnet_usage, pod_cidr_usage, mut warnings) = usage::usage(cluster);
+    let maps = match maps::capacities(
+        &nodes,
+        &route_table,
+        &services,
+        &cluster.non_masquerade_cidrs,
+    ) {
+        Ok(maps) => maps,
+        Err(err) if cluster.datapath == Datapath::Ebpf => return Err(err),
+        // The iptables datapath has no maps to size.
+        Err(_) => MapCapacities::default(),
+    };
+    let namespaces = maps::namespaces(&nodes);
+    if namespaces > maps::MANY_NAMESPACES {
+        warnings.push(Warning {
+            field: "podsPerNode".into(),
+            message: format!(
+                "{namespaces} network namespaces (one per pod and node); above {} `up` and `down` take minutes",
+                maps::MANY_NAMESPACES
+            ),
+        });
+    }
     Ok(Plan {
         name: cluster.name.clone(),
         network_plugin: cluster.network_plugin,
@@ -187,6 +213,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         nsg: cluster.nsg.clone(),
         conntrack: cluster.conntrack.clone(),
         policy: cluster.policy.clone(),
+        maps,
         subnet_usage,
         pod_cidr_usage,
         warnings,

@@ -183,7 +183,7 @@ fn pod_wiring(plan: &Plan, node: &Node) -> PodWiring {
 
 /// A /24 around a lone host address (the internet host gets a TEST-NET /24 link) and a
 /// gateway on it that is not the host itself.
-fn link_for(host: Ipv4Addr) -> (Ipv4Cidr, Ipv4Addr) {
+pub(crate) fn link_for(host: Ipv4Addr) -> (Ipv4Cidr, Ipv4Addr) {
     let [a, b, c, d] = host.octets();
     let cidr =
         Ipv4Cidr::new(Ipv4Addr::new(a, b, c, 0), 24).expect("a /24 network address is valid");

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use aks_ebpf_common::conntrack::{nat_capacity, CONNTRACK_DEFAULT_CAPACITY};
-use aks_ebpf_common::{Program, CONNTRACK_MAP, NAT_MAP, STATS_MAP};
+use aks_ebpf_common::lb::{BACKENDS_MAP, REV_NAT_MAP, SERVICES_MAP};
+use aks_ebpf_common::{Program, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, ROUTES_MAP, STATS_MAP};
 use anyhow::{Context, Result};
 use aya::maps::{Map, PerCpuArray};
 use aya::programs::links::FdLink;
@@ -14,6 +15,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::attach::{self, TcAttachMode, TcAttachment};
 use super::{object_bytes, ReasonTotals};
 use crate::netns;
+use crate::plan::MapCapacities;
 
 /// TC ingress on the host side of every pod veth.
 const FROM_POD: &str = Program::FromPod.name();
@@ -55,6 +57,22 @@ impl NodeDatapath {
         pin_dir: Option<&Path>,
         conntrack_capacity: u32,
     ) -> Result<Self> {
+        Self::load_sized(
+            namespace,
+            pin_dir,
+            conntrack_capacity,
+            &MapCapacities::default(),
+        )
+    }
+
+    /// As [`load_with_capacity`](Self::load_with_capacity), with the endpoint, route and
+    /// service maps sized as `maps` says (the plan derives them from the description).
+    pub fn load_sized(
+        namespace: &str,
+        pin_dir: Option<&Path>,
+        conntrack_capacity: u32,
+        maps: &MapCapacities,
+    ) -> Result<Self> {
         raise_memlock_rlimit();
         // aya-log's level lives in the object: records above it are never produced.
         let log_level = log::max_level() as u8;
@@ -62,6 +80,11 @@ impl NodeDatapath {
             .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries(CONNTRACK_MAP, conntrack_capacity)
             .map_max_entries(NAT_MAP, nat_capacity(conntrack_capacity))
+            .map_max_entries(ENDPOINTS_MAP, maps.endpoints)
+            .map_max_entries(ROUTES_MAP, maps.routes)
+            .map_max_entries(SERVICES_MAP, maps.services)
+            .map_max_entries(BACKENDS_MAP, maps.backends)
+            .map_max_entries(REV_NAT_MAP, maps.rev_nat)
             .load(object_bytes())
             .context("loading the aksnet eBPF object")?;
         for name in [FROM_POD, FROM_VNET] {

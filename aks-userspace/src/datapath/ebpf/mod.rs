@@ -69,10 +69,11 @@ impl EbpfDatapath {
         let identities = policy::identities(plan)?;
         let mut policy_keys = 0;
         for node in &layout.nodes {
-            let mut datapath = NodeDatapath::load_with_capacity(
+            let mut datapath = NodeDatapath::load_sized(
                 &node.namespace,
                 Some(&pin_root.join(&node.name)),
                 plan.conntrack.max_entries,
+                &plan.maps,
             )
             .with_context(|| format!("loading the eBPF datapath for node {}", node.name))?;
             logs.push(datapath.take_log_stream(&node.name)?);

@@ -6,13 +6,14 @@
 //!
 //! Ids cost no scan, so adding one service takes the same few map updates at 10 or at
 //! 10,000 services: a service's reverse-NAT id is found by probing `REV_NAT` from a hash
-//! of its frontend, and its backends' ids are `rev_nat_id << 16 | slot`.
+//! of its frontend (ids run up to the map's capacity, which `up` sizes from the
+//! description), and its backends' ids are `rev_nat_id << 32 | slot`.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use aks_ebpf_common::lb::{
-    LbBackend, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, REV_NAT_MAP, SERVICES_MAP,
+    backend_id, LbBackend, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, REV_NAT_MAP, SERVICES_MAP,
 };
 use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
@@ -25,13 +26,10 @@ use crate::plan::ServicePlan;
 /// seeded from what the maps already hold.
 pub struct ServiceMaps {
     services: HashMap<MapData, ServiceKey, ServiceSlot>,
-    backends: HashMap<MapData, u32, LbBackend>,
+    backends: HashMap<MapData, u64, LbBackend>,
     rev_nat: HashMap<MapData, u32, RevNat>,
-}
-
-/// The `BACKENDS` key of a service's slot.
-fn backend_id(rev_nat_id: u16, slot: u16) -> u32 {
-    u32::from(rev_nat_id) << 16 | u32::from(slot)
+    /// `REV_NAT`'s capacity: ids run from 1 to it.
+    rev_nat_ids: u32,
 }
 
 pub fn protocol_number(protocol: Protocol) -> u8 {
@@ -51,26 +49,34 @@ impl ServiceMaps {
     fn from_data(services: MapData, backends: MapData, rev_nat: MapData) -> Result<Self> {
         let services: HashMap<MapData, ServiceKey, ServiceSlot> =
             HashMap::try_from(Map::HashMap(services))?;
-        let backends: HashMap<MapData, u32, LbBackend> = HashMap::try_from(Map::HashMap(backends))?;
+        let backends: HashMap<MapData, u64, LbBackend> = HashMap::try_from(Map::HashMap(backends))?;
+        let rev_nat_ids = rev_nat.info()?.max_entries();
         let rev_nat: HashMap<MapData, u32, RevNat> = HashMap::try_from(Map::HashMap(rev_nat))?;
         Ok(Self {
             services,
             backends,
             rev_nat,
+            rev_nat_ids,
         })
     }
 
     /// A free reverse-NAT id for a new frontend: linear probing from a hash of it.
-    fn free_rev_nat_id(&self, vip: u32, port: u16, protocol: u8) -> Result<u16> {
-        let start =
-            (vip ^ (u32::from(port) << 8) ^ u32::from(protocol)).wrapping_mul(0x9e37_79b1) >> 16;
-        for step in 0..u32::from(u16::MAX) {
-            let id = ((start + step) % u32::from(u16::MAX) + 1) as u16;
-            if self.rev_nat.get(&u32::from(id), 0).is_err() {
+    fn free_rev_nat_id(&self, vip: u32, port: u16, protocol: u8) -> Result<u32> {
+        let ids = self.rev_nat_ids.max(1);
+        // splitmix64's finaliser over the whole frontend: every input bit moves the
+        // start, so neighbouring ClusterIPs (which differ only in the high bytes of the
+        // map form) spread over the ids and probing stays short however full it gets.
+        let mut z = u64::from(vip) << 24 | u64::from(port) << 8 | u64::from(protocol);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let start = ((z ^ (z >> 31)) % u64::from(ids)) as u32;
+        for step in 0..ids {
+            let id = start.wrapping_add(step) % ids + 1;
+            if self.rev_nat.get(&id, 0).is_err() {
                 return Ok(id);
             }
         }
-        bail!("every reverse-NAT id is taken ({} services)", u16::MAX)
+        bail!("every reverse-NAT id is taken (REV_NAT holds {ids} services; the cluster was sized for fewer: recreate it with the services in its description)")
     }
 
     /// Adds `service`, or replaces its backends if its frontend exists.
@@ -95,7 +101,7 @@ impl ServiceMaps {
             None => self.free_rev_nat_id(vip, port, protocol)?,
         };
         self.rev_nat
-            .insert(u32::from(rev_nat_id), RevNat { vip, port, _pad: 0 }, 0)
+            .insert(rev_nat_id, RevNat { vip, port, _pad: 0 }, 0)
             .with_context(|| format!("writing REV_NAT for service {}", service.name))?;
         let count = service.backends.len() as u16;
         for (i, backend) in service.backends.iter().enumerate() {
@@ -110,8 +116,9 @@ impl ServiceMaps {
                 .with_context(|| format!("writing BACKENDS for service {}", service.name))?;
             let slot = ServiceSlot {
                 backend_id: id,
-                count: 0,
                 rev_nat_id,
+                count: 0,
+                _pad: 0,
             };
             self.services
                 .insert(ServiceKey::new(vip, port, protocol, i as u16 + 1), slot, 0)
@@ -126,8 +133,9 @@ impl ServiceMaps {
         // The master last: from here on new flows see the new backends.
         let master = ServiceSlot {
             backend_id: 0,
-            count,
             rev_nat_id,
+            count,
+            _pad: 0,
         };
         self.services
             .insert(master_key, master, 0)
@@ -160,7 +168,7 @@ impl ServiceMaps {
                 .remove(&ServiceKey::new(vip, port, protocol, slot));
             let _ = self.backends.remove(&backend_id(master.rev_nat_id, slot));
         }
-        let _ = self.rev_nat.remove(&u32::from(master.rev_nat_id));
+        let _ = self.rev_nat.remove(&master.rev_nat_id);
         Ok(true)
     }
 }
