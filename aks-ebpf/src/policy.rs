@@ -7,9 +7,9 @@
 
 use aks_ebpf_common::{
     policy::{
-        lookup_keys, PolicyKey, DIRECTION_EGRESS, DIRECTION_INGRESS, ENDPOINT_EGRESS_ISOLATED,
-        ENDPOINT_INGRESS_ISOLATED, IDENTITY_UNKNOWN, IPCACHE_CAPACITY, POLICY_CAPACITY,
-        POLICY_CT_CAPACITY,
+        PolicyKey, DIRECTION_EGRESS, DIRECTION_INGRESS, ENDPOINT_EGRESS_ISOLATED,
+        ENDPOINT_INGRESS_ISOLATED, IDENTITY_ANY, IDENTITY_UNKNOWN, IPCACHE_CAPACITY,
+        POLICY_CAPACITY, POLICY_CT_CAPACITY,
     },
     FlowKey, Reason,
 };
@@ -32,47 +32,70 @@ static POLICY: HashMap<PolicyKey, u32, { POLICY_CAPACITY as usize }> = HashMap::
 #[btf_map]
 static POLICY_CT: LruHashMap<FlowKey, u32, { POLICY_CT_CAPACITY as usize }> = LruHashMap::new();
 
-/// The policy tuple of a packet: ports only for TCP and UDP (ICMP echo identifiers are
-/// not ports to policy).
+/// Judges the packet `ip` (transport header `l4`) from a local pod whose `ENDPOINTS`
+/// flags are `source` to a local pod with flags `destination` (0 for a side that is not a
+/// local pod, or that no policy selects). Ports count only for TCP and UDP (ICMP echo
+/// identifiers are not ports to policy). `Err` carries the drop reason.
 #[inline(always)]
-pub fn flow(ip: &Ipv4Frame, l4: Option<&Transport>) -> FlowKey {
+pub fn enforce_packet(
+    ip: &Ipv4Frame,
+    l4: Option<&Transport>,
+    source: u32,
+    destination: u32,
+) -> Result<(), Reason> {
     use aks_ebpf_common::conntrack::{PROTO_TCP, PROTO_UDP};
     let protocol = ip.protocol();
-    let (src_port, dst_port) = match l4 {
-        Some(l4) => (l4.src_port, l4.dst_port),
-        None => (0, 0),
+    let ports = match l4 {
+        Some(l4) if matches!(protocol, PROTO_TCP | PROTO_UDP) => {
+            (u32::from(l4.src_port) << 16) | u32::from(l4.dst_port)
+        }
+        _ => 0,
     };
-    FlowKey::new(ip.src(), ip.dst(), src_port, dst_port, protocol)
-        .with_policy_ports(matches!(protocol, PROTO_TCP | PROTO_UDP))
+    enforce(
+        ip.src(),
+        ip.dst(),
+        ports,
+        protocol,
+        flags(source, destination),
+    )
 }
 
-/// Judges `flow` from a local pod whose `ENDPOINTS` flags are `source` to a local pod
-/// with flags `destination` (0 for a side that is not a local pod, or that no policy
-/// selects: plain integers, not `Option`s, whose undefined payload the verifier would
-/// see spilled). `Err` carries the drop reason.
+/// Both sides' flags in one argument (BPF calls take five).
 #[inline(always)]
-pub fn enforce(flow: &FlowKey, source: u32, destination: u32) -> Result<(), Reason> {
+pub fn flags(source: u32, destination: u32) -> u32 {
+    (source & 0xff) | ((destination & 0xff) << 8)
+}
+
+/// The connection `src`:`ports >> 16` → `dst`:`ports & 0xffff` over `protocol`, with
+/// [`flags`]. Scalars, not a `FlowKey` on the caller's stack, and not inlined: one frame
+/// for its keys instead of one per call site in `from_pod`, which keeps the combined stack
+/// under 6.1's 512 bytes (a local function, so any kernel accepts the call).
+#[inline(never)]
+pub fn enforce(src: u32, dst: u32, ports: u32, protocol: u8, flags: u32) -> Result<(), Reason> {
+    let source = flags & 0xff;
+    let destination = (flags >> 8) & 0xff;
     // A pod no policy selects needs nothing; one isolated in either direction has its
     // connections remembered, so replies to it pass its isolated side.
     if source == 0 && destination == 0 {
         return Ok(());
     }
-    if established(flow) {
+    let flow = FlowKey::new(src, dst, (ports >> 16) as u16, ports as u16, protocol);
+    if established(&flow) {
         return Ok(());
     }
     if source & ENDPOINT_EGRESS_ISOLATED != 0
-        && !allowed(flow.src, identity(flow.dst), flow, DIRECTION_EGRESS)
+        && !allowed(flow.src, identity(flow.dst), &flow, DIRECTION_EGRESS)
     {
         return Err(Reason::DropPolicyEgress);
     }
     if destination & ENDPOINT_INGRESS_ISOLATED != 0
-        && !allowed(flow.dst, identity(flow.src), flow, DIRECTION_INGRESS)
+        && !allowed(flow.dst, identity(flow.src), &flow, DIRECTION_INGRESS)
     {
         return Err(Reason::DropPolicyIngress);
     }
     // Best effort: an LRU insert only fails on memory pressure, and then the next packet
     // is judged again by the same rules.
-    let _ = POLICY_CT.insert(flow, 1, 0);
+    let _ = POLICY_CT.insert(&flow, 1, 0);
     Ok(())
 }
 
@@ -98,10 +121,18 @@ fn identity(addr: u32) -> u32 {
 
 #[inline(always)]
 fn allowed(endpoint: u32, identity: u32, flow: &FlowKey, direction: u8) -> bool {
-    let keys = lookup_keys(endpoint, identity, flow.dst_port, flow.protocol, direction);
+    // The keys of `lookup_keys`, built one at a time (an array of all six would sit on
+    // the stack).
     let mut i = 0;
-    while i < keys.len() {
-        if POLICY.get_ptr(keys[i]).is_some() {
+    while i < 6 {
+        let key = PolicyKey {
+            endpoint,
+            identity: if i < 3 { identity } else { IDENTITY_ANY },
+            dst_port: if i % 3 == 0 { flow.dst_port } else { 0 },
+            protocol: if i % 3 == 2 { 0 } else { flow.protocol },
+            direction,
+        };
+        if POLICY.get_ptr(&key).is_some() {
             return true;
         }
         i += 1;

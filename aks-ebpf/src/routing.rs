@@ -119,7 +119,6 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
     let dst = ip.dst();
     // The sending pod's policy flags (zero for a pod no policy selects).
     let source_flags = maps::endpoint(ip.src()).map_or(0, |pod| pod.flags);
-    let policy_flow = policy::flow(ip, packet.l4());
     if dst == config.node_ip {
         // The node's own connections into its pods reach them without a program (the
         // node's stack sends them), so policy never saw them start: a TCP segment that
@@ -130,7 +129,7 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
                 || l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
         });
         if opening {
-            if let Err(reason) = policy::enforce(&policy_flow, source_flags, 0) {
+            if let Err(reason) = policy::enforce_packet(ip, packet.l4(), source_flags, 0) {
                 return (reason, TC_ACT_SHOT);
             }
         }
@@ -149,7 +148,7 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
         return (Reason::DropFragmentToService, TC_ACT_SHOT);
     }
     if let Some(pod) = maps::endpoint(dst) {
-        if let Err(reason) = policy::enforce(&policy_flow, source_flags, pod.flags) {
+        if let Err(reason) = policy::enforce_packet(ip, packet.l4(), source_flags, pod.flags) {
             return (reason, TC_ACT_SHOT);
         }
         if let Err(reason) = forward::hop(ip, pod.host_mac, pod.pod_mac) {
@@ -157,7 +156,7 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
         }
         return forward::to_peer(pod.host_ifindex, Reason::RedirectedPeer);
     }
-    if let Err(reason) = policy::enforce(&policy_flow, source_flags, 0) {
+    if let Err(reason) = policy::enforce_packet(ip, packet.l4(), source_flags, 0) {
         return (reason, TC_ACT_SHOT);
     }
     let route = maps::route(dst);
@@ -214,7 +213,7 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
             return decision;
         }
     }
-    if let Err(reason) = policy::enforce(&policy::flow(ip, packet.l4()), 0, pod.flags) {
+    if let Err(reason) = policy::enforce_packet(ip, packet.l4(), 0, pod.flags) {
         return (reason, TC_ACT_SHOT);
     }
     if let Some((l4, _)) = &translatable {
@@ -334,14 +333,11 @@ fn to_service(
     let local = maps::endpoint(backend.backend_addr);
     // Policy judges the connection to the backend the service chose, as Kubernetes
     // policies see traffic after the ClusterIP is translated.
-    let to_backend = FlowKey::new(
-        flow.src,
-        backend.backend_addr,
-        flow.src_port,
-        backend.backend_port,
-        flow.protocol,
-    );
-    if let Err(reason) = policy::enforce(&to_backend, source_flags, local.map_or(0, |p| p.flags)) {
+    let ports = (u32::from(flow.src_port) << 16) | u32::from(backend.backend_port);
+    let flags = policy::flags(source_flags, local.map_or(0, |p| p.flags));
+    if let Err(reason) =
+        policy::enforce(flow.src, backend.backend_addr, ports, flow.protocol, flags)
+    {
         return (reason, TC_ACT_SHOT);
     }
     let behind_overlay = local.is_none()
