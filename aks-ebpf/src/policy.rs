@@ -95,7 +95,7 @@ pub fn enforce(src: u32, dst: u32, ports: u32, protocol: u8, flags: u32) -> Resu
     }
     // Best effort: an LRU insert only fails on memory pressure, and then the next packet
     // is judged again by the same rules.
-    let _ = POLICY_CT.insert(&flow, 1, 0);
+    let _ = POLICY_CT.insert(flow, 1, 0);
     Ok(())
 }
 
@@ -132,7 +132,7 @@ fn allowed(endpoint: u32, identity: u32, flow: &FlowKey, direction: u8) -> bool 
             protocol: if i % 3 == 2 { 0 } else { flow.protocol },
             direction,
         };
-        if POLICY.get_ptr(&key).is_some() {
+        if POLICY.get_ptr(key).is_some() {
             return true;
         }
         i += 1;
