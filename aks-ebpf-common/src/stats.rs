@@ -91,6 +91,12 @@ crate::names::named_enum! {
         /// about a masqueraded flow: the outer destination and the quoted packet's source
         /// translated back to the pod, every checksum fixed, delivered into the pod.
         RedirectedPeerIcmpError = 26 => "redirected-peer-icmp-error",
+        /// A new connection the sending pod's egress network policy does not allow (the
+        /// default deny of the policies isolating it): dropped in `from_pod`.
+        DropPolicyEgress = 27 => "drop-policy-egress",
+        /// A new connection the receiving pod's ingress network policy does not allow:
+        /// dropped before delivery into the pod.
+        DropPolicyIngress = 28 => "drop-policy-ingress",
     }
 }
 

@@ -18,6 +18,7 @@ mod maps;
 mod nat;
 mod nsg;
 mod packet;
+mod policy;
 mod rewrite;
 mod routing;
 mod stats;

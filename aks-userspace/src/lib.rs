@@ -13,6 +13,8 @@ pub mod model;
 pub mod monitor;
 pub mod netns;
 pub mod plan;
+pub mod policies;
+pub mod policy;
 pub mod services;
 pub mod state;
 pub mod stop;

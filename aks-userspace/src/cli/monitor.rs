@@ -79,7 +79,7 @@ fn print_event(event: &MonitorEvent, json: bool) -> Result<()> {
         None => ip.to_string(),
     };
     println!(
-        "{} [{}] {:<9} {:<22} {} ({}) {} {} -> {} {}B {}",
+        "{} [{}] {:<9} {:<22} {} ({}) {} {} -> {} {}B {}{}",
         clock_time(event.time_ns),
         event.node,
         event.program,
@@ -90,7 +90,11 @@ fn print_event(event: &MonitorEvent, json: bool) -> Result<()> {
         endpoint(event.src, event.sport),
         endpoint(event.dst, event.dport),
         event.len,
-        event.verdict.to_uppercase()
+        event.verdict.to_uppercase(),
+        event
+            .policy
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" ({p})"))
     );
     Ok(())
 }

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 
 use aks_userspace::cluster_lock::ClusterLock;
-use aks_userspace::errln;
 use aks_userspace::model::{Protocol, ServiceDescription};
 use aks_userspace::services::{self, ServiceChange};
 use aks_userspace::state::ClusterState;
@@ -97,12 +96,7 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
     let name = super::resolve_cluster_name(cluster.as_deref())?;
     // Held until the change is programmed and recorded: a concurrent `services` or
     // `down` waits, and the record read below is the latest.
-    let _lock = ClusterLock::existing(&name, |holder| {
-        errln!(
-            "cluster {name}: waiting for another aksnet command{} that is changing it",
-            holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
-        )
-    })?;
+    let _lock = ClusterLock::existing(&name, ClusterLock::say_waiting(&name))?;
     let mut state = ClusterState::require(&name)?;
     let update = services::apply(&mut state, change)?;
     println!(

@@ -151,6 +151,17 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         exposures: super::loadbalancer::resolve(&description.services, description.datapath)?,
         outbound: super::outbound::resolve(description.outbound_type)?,
         conntrack: super::conntrack::resolve(description.conntrack.as_ref(), node_count)?,
+        policy: super::policy::resolve(
+            &super::policy::PolicyDescription {
+                engine: description.network_policy,
+                pod_templates: &description.pod_templates,
+                namespaces: &description.namespaces,
+                policies: &description.network_policies,
+            },
+            plugin,
+            description.datapath,
+            pods_per_node,
+        )?,
     })
 }
 
