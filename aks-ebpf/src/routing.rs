@@ -73,14 +73,14 @@ fn parse(ctx: &TcContext, frame: &Frame) -> Result<Option<Packet>, Reason> {
     let Some(ip) = parse_ipv4(frame)? else {
         return Ok(None);
     };
-    ip.check(ctx.len(), |offset, options, len| {
-        // SAFETY: `options` is a stack buffer of 40 bytes and `len` at most 40.
+    ip.check(ctx.len(), |offset, word| {
+        // SAFETY: `word` is a stack buffer of 4 bytes, the length copied.
         let copied = unsafe {
             bpf_skb_load_bytes(
                 ctx.skb.skb as *const c_void,
                 offset as u32,
-                options.as_mut_ptr().cast(),
-                len,
+                word.as_mut_ptr().cast(),
+                4,
             )
         };
         copied == 0

@@ -302,6 +302,11 @@ fn three_tier_on_ebpf_overlay_with_cilium() {
     three_tier_is_enforced_in("ebpf", "cilium", "npo", true);
 }
 
+#[test]
+fn three_tier_on_iptables_overlay_with_calico() {
+    three_tier_is_enforced_in("iptables", "calico", "npq", true);
+}
+
 /// `check --expect` with these rows; whether every row passed.
 fn expect_rows(name: &str, tag: &str, rows: &str) -> bool {
     let file = std::env::temp_dir().join(format!("aksnet-policy-expect-{name}-{tag}.yaml"));

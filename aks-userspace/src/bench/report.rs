@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::policy_sweep::PolicyPoint;
 use super::sweep::SweepPoint;
 use super::workloads::View;
 use crate::table::Table;
@@ -155,6 +156,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub sweep_services: Vec<usize>,
     pub sweep_connections_per_round: usize,
+    /// Rule counts of the policy sweep.
+    pub policy_rules: Vec<usize>,
     /// Whether the VNet fabric kept conntrack on forwarded traffic (`--fabric
     /// stateful`: the old fabric, for comparison) or not (the default).
     pub fabric: String,
@@ -170,6 +173,8 @@ pub struct BenchReport {
     pub cells: Vec<String>,
     pub results: Vec<CellResult>,
     pub sweep: Vec<SweepPoint>,
+    /// The policy sweep: first packet and connection rate against the rule count.
+    pub policy: Vec<PolicyPoint>,
     pub elapsed_seconds: f64,
 }
 
@@ -274,10 +279,36 @@ impl BenchReport {
             }
             let _ = write!(out, "\n{sweep}");
         }
+        if !self.policy.is_empty() {
+            let mut policy = Table::new(&[
+                "POLICY SWEEP",
+                "ENGINE",
+                ">RULES",
+                ">CONN/S USER",
+                ">CONN/S PINNED (MIN–MAX)",
+                ">FIRST PACKET P50 µs",
+                ">P99 µs",
+            ]);
+            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), number);
+            for p in &self.policy {
+                policy.row(vec![
+                    p.cell.clone(),
+                    p.engine.clone(),
+                    p.rules.to_string(),
+                    median(p.connect_user),
+                    spread(p.connect_pinned),
+                    opt(p.first_packet_p50_us),
+                    opt(p.first_packet_p99_us),
+                ]);
+            }
+            let _ = write!(out, "\n{policy}");
+        }
         out
     }
 
-    /// One record per cell result and per sweep point, with a `kind` column telling which.
+    /// One record per cell result, per sweep point and per policy-sweep point, with a
+    /// `kind` column telling which (a policy point's rule count is in `services`' place:
+    /// `rules`).
     pub fn to_csv(&self) -> Result<Vec<u8>> {
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record([
@@ -286,6 +317,7 @@ impl BenchReport {
             "view",
             "cell",
             "services",
+            "rules",
             "unit",
             "median",
             "min",
@@ -312,6 +344,7 @@ impl BenchReport {
                 r.view.name(),
                 &r.cell,
                 "",
+                "",
                 r.unit,
                 &mid(r.rate),
                 &opt(r.rate.map(|s| s.min)),
@@ -336,6 +369,7 @@ impl BenchReport {
                 "pinned",
                 &p.cell,
                 &p.services.to_string(),
+                "",
                 "conn/s",
                 &mid(p.connect_pinned),
                 &opt(p.connect_pinned.map(|s| s.min)),
@@ -351,6 +385,31 @@ impl BenchReport {
                 &opt(p.program_one_more_ms),
                 "",
                 p.note.as_deref().unwrap_or(""),
+            ])?;
+        }
+        for p in &self.policy {
+            csv.write_record([
+                "policy",
+                "connect pod to pod 1-by-1",
+                "pinned",
+                &p.cell,
+                "",
+                &p.rules.to_string(),
+                "conn/s",
+                &mid(p.connect_pinned),
+                &opt(p.connect_pinned.map(|s| s.min)),
+                &opt(p.connect_pinned.map(|s| s.max)),
+                "",
+                "",
+                &opt(p.first_packet_p50_us),
+                &opt(p.first_packet_p99_us),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                &format!("engine {}", p.engine),
             ])?;
         }
         Ok(csv.into_inner().map_err(|e| e.into_error())?)

@@ -11,7 +11,7 @@ use aks_userspace::bench::{self, interrupt, BenchOptions};
 /// What the command line asked for.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A short run (0.3 s per workload, view and cell, 2 rounds, sweep to 1,000).
+    /// A short run (0.3 s per workload, view and cell, 2 rounds, sweeps to 1,000).
     #[arg(long)]
     pub quick: bool,
     /// Rounds per workload, view and cell (default 7, quick 2).
@@ -24,6 +24,11 @@ pub struct BenchArgs {
     /// iptables stops at 10,000); `--sweep` with no value skips it.
     #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub sweep: Option<Vec<usize>>,
+    /// Rule counts of the network-policy sweep, comma-separated (default 10,1000,10000;
+    /// quick 10,1000): Azure CNI with Azure NPM on iptables and Cilium on eBPF, first
+    /// packet and connection rate pod to pod; `--policy-sweep` with no value skips it.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    pub policy_sweep: Option<Vec<usize>>,
     /// The VNet fabric of every cell: `stateless` as `aksnet up` builds it, or
     /// `stateful` (every forwarded packet tracked, as before) to measure what that costs.
     #[arg(long, value_enum, default_value_t = FabricArg::Stateless)]
@@ -72,11 +77,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if let Some(sweep) = args.sweep {
         options.sweep_services = sweep;
     }
+    if let Some(rules) = args.policy_sweep {
+        options.policy_rules = rules;
+    }
     options.validate()?;
     // From here Ctrl-C and SIGTERM end the run through the cells' guards.
     interrupt::install()?;
     eprintln!(
-        "aksnet bench: {} cells × {} workloads × 2 views × {} rounds × {:.1}s{}; clusters named {}*",
+        "aksnet bench: {} cells × {} workloads × 2 views × {} rounds × {:.1}s{}{}; clusters named {}*",
         bench::cells::CellKind::ALL.len(),
         bench::report::Workload::ALL.len(),
         options.rounds,
@@ -85,6 +93,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             String::new()
         } else {
             format!(", service sweep {:?}", options.sweep_services)
+        },
+        if options.policy_rules.is_empty() {
+            String::new()
+        } else {
+            format!(", policy sweep {:?} rules", options.policy_rules)
         },
         options.prefix
     );
