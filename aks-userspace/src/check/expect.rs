@@ -149,12 +149,16 @@ impl NetworkModel {
     }
 
     /// Who the destination's ingress policy sees: the source itself, or the node it was
-    /// masqueraded to.
+    /// masqueraded to (by any of the node's addresses: its own, its pod bridge's, its
+    /// tunnel's).
     fn seen_endpoint<'m>(&'m self, source: &'m Endpoint, seen: Ipv4Addr) -> PolicyEndpoint<'m> {
         if seen == source.address {
             return self.policy_endpoint(source);
         }
-        match self.nodes.iter().find(|n| n.address == seen) {
+        let of_node = |n: &&ModelNode| {
+            n.address == seen || n.pod_gateway == Some(seen) || n.tunnel_address == Some(seen)
+        };
+        match self.nodes.iter().find(of_node) {
             Some(node) => PolicyEndpoint::Node {
                 address: seen,
                 name: &node.name,
@@ -413,6 +417,21 @@ fn seen_source(
     if let (EndpointKind::Node { name }, EndpointKind::Pod { node: pod_node }) =
         (&source.kind, &destination.kind)
     {
+        // On the iptables datapath kubenet's and Overlay's pods hang off a bridge with
+        // an address (cbr0): the node's stack reaches its own pods from that address.
+        let bridge = match model.datapath {
+            Datapath::Iptables => model.node(name).and_then(|n| n.pod_gateway),
+            Datapath::Ebpf => None,
+        };
+        if let (Some(address), true) = (bridge, pod_node == name) {
+            return (
+                ExpectedSource {
+                    address,
+                    who: format!("cbr0 of {name}"),
+                },
+                "a node reaches its own pods over the pod bridge, from the bridge's address".into(),
+            );
+        }
         let tunnel = model.node(name).and_then(|n| n.tunnel_address);
         if let (Some(address), true) = (tunnel, pod_node != name) {
             return (

@@ -179,8 +179,11 @@ mod tests {
 
     /// The record `up` would write for the three-tier example, without building it.
     fn three_tier() -> (ClusterState, NetworkModel) {
-        let plan =
-            crate::plan::plan(&crate::model::load(THREE_TIER).expect("valid")).expect("plan");
+        three_tier_from(THREE_TIER)
+    }
+
+    fn three_tier_from(yaml: &str) -> (ClusterState, NetworkModel) {
+        let plan = crate::plan::plan(&crate::model::load(yaml).expect("valid")).expect("plan");
         let layout = layout(&plan);
         let state = ClusterState {
             name: plan.name.clone(),
@@ -296,6 +299,47 @@ mod tests {
             "{blocked} of {}",
             checks.len()
         );
+    }
+
+    #[test]
+    fn on_iptables_overlay_a_node_reaches_its_own_pods_from_its_bridge_and_is_allowed() {
+        let yaml = THREE_TIER
+            .replacen("datapath: ebpf", "datapath: iptables", 1)
+            .replacen("networkPolicy: cilium", "networkPolicy: calico", 1)
+            .replacen(
+                "networkPlugin: azure",
+                "networkPlugin: azure\nnetworkPluginMode: overlay",
+                1,
+            );
+        let (state, model) = three_tier_from(&yaml);
+        let (endpoints, checks) = policy_matrix(&state, &model);
+        let bridge = model.nodes[0]
+            .pod_gateway
+            .expect("Overlay nodes have a pod bridge");
+        match row(
+            &endpoints,
+            &checks,
+            "nodepool1-0 -> slot 2",
+            "nodepool1-0-pod2",
+            5432,
+        ) {
+            Expectation::Reachable {
+                source: Some(source),
+                why,
+            } => {
+                assert_eq!(source.address, bridge, "{why}");
+                assert!(why.contains("from its own node"), "{why}");
+            }
+            other => panic!("expected reachable from the bridge, got {other}"),
+        }
+        assert!(row(
+            &endpoints,
+            &checks,
+            "nodepool1-1 -> slot 2",
+            "nodepool1-0-pod2",
+            5432
+        )
+        .is_blocked());
     }
 
     #[test]
