@@ -426,3 +426,66 @@ fn live_policy_changes_on_ebpf() {
 fn live_policy_changes_on_iptables() {
     live_policy_changes("iptables", "azure", "npj");
 }
+
+/// Policy beside the features that came after it, on the iptables datapath (where
+/// LoadBalancer services run): an NSG rule in the fabric (on-prem to port 17001 in the
+/// node subnet, not the NodePorts), a NAT gateway for egress, and
+/// two LoadBalancer services whose backend (the first node's first pod) a policy admits
+/// from the internet only, on its target port.
+const COEXISTING: &str = "networkPolicy: azure\noutboundType: managedNATGateway\npodTemplates:\n  - { labels: { app: shop } }\n  - { labels: { app: client } }\nnetworkPolicies:\n  - metadata: { name: shop-from-internet }\n    spec:\n      podSelector: { matchLabels: { app: shop } }\n      policyTypes: [Ingress]\n      ingress:\n        - from: [{ ipBlock: { cidr: 203.0.113.0/24 } }]\n          ports: [{ protocol: TCP, port: 17001 }]\nservices:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\n  - { name: web-local, clusterIP: 10.0.0.21, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer, externalTrafficPolicy: Local }\nnsg:\n  - { name: deny-onprem-17001, priority: 100, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n";
+
+#[test]
+fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_iptables() {
+    require_privileges();
+    let name = cluster_name("npl");
+    let _down = Down(name.clone());
+    let yaml = format!(
+        "name: {name}\nnetworkPlugin: azure\ndatapath: iptables\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - {{ name: nodepool1, count: 2, osType: Linux }}\npodsPerNode: 2\n{COEXISTING}"
+    );
+    let file = std::env::temp_dir().join(format!("aksnet-policy-{name}.yaml"));
+    std::fs::write(&file, yaml).expect("writing the description");
+    up_keep(&file);
+
+    // The matrix (NSG and NAT gateway rows included) and the policy view agree with the
+    // model.
+    aksnet_ok(&["check", &name]);
+    aksnet_ok(&["check", &name, "--policies"]);
+    // The frontends: each row's verdict is its own; here the outcomes the policy makes.
+    let out = aksnet(&["check", &name, "--frontends", "--json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    eprintln!("{rows:#}");
+    assert_eq!(out.status.code(), Some(0), "check --frontends passes");
+    let row = |service: &str, client: &str| -> &Value {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["service"] == service && r["client"] == client)
+            .unwrap_or_else(|| panic!("no row {service} from {client}"))
+    };
+    let answered = |r: &Value| r["answered"].as_u64().expect("answered");
+    let attempts = |r: &Value| r["attempts"].as_u64().expect("attempts");
+    // Local keeps the client's address, which the policy admits: every connection.
+    let local = row("web-local", "internet");
+    assert_eq!(answered(local), attempts(local), "{local}");
+    // Cluster: through the backend's own node the policy sees the client (admitted),
+    // through the other node that node's address (denied): some answered, not all.
+    let cluster = row("web", "internet");
+    assert_eq!(cluster["expected"]["outcome"], "partly", "{cluster}");
+    assert!(
+        answered(cluster) > 0 && answered(cluster) < attempts(cluster),
+        "{cluster}"
+    );
+    // On-prem is not admitted by the policy, whatever the path.
+    for service in ["web", "web-local"] {
+        let r = row(service, "on-prem");
+        assert_eq!(answered(r), 0, "{r}");
+        assert!(
+            r["expected"]["reason"]
+                .as_str()
+                .is_some_and(|why| why.contains("default/shop-from-internet")),
+            "{r}"
+        );
+    }
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
