@@ -201,6 +201,11 @@ fn spread(s: Option<Summary>) -> String {
     )
 }
 
+/// A value, or `-` where there is none.
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), number)
+}
+
 fn median(s: Option<Summary>) -> String {
     s.map_or_else(|| "-".to_owned(), |s| number(s.median))
 }
@@ -264,7 +269,6 @@ impl BenchReport {
                 ">PROGRAM ONE MORE ms",
                 "NOTE",
             ]);
-            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), number);
             for p in &self.sweep {
                 sweep.row(vec![
                     p.cell.clone(),
@@ -289,7 +293,6 @@ impl BenchReport {
                 ">FIRST PACKET P50 µs",
                 ">P99 µs",
             ]);
-            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), number);
             for p in &self.policy {
                 policy.row(vec![
                     p.cell.clone(),
