@@ -437,7 +437,7 @@ const COEXISTING: &str = "networkPolicy: azure\noutboundType: managedNATGateway\
 #[test]
 fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_iptables() {
     require_privileges();
-    let name = cluster_name("npl");
+    let name = cluster_name("npb");
     let _down = Down(name.clone());
     let yaml = format!(
         "name: {name}\nnetworkPlugin: azure\ndatapath: iptables\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - {{ name: nodepool1, count: 2, osType: Linux }}\npodsPerNode: 2\n{COEXISTING}"
