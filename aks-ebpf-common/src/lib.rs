@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod event;
 pub mod lb;
 mod names;
+pub mod nodeport;
 pub mod nsg;
 pub mod policy;
 pub mod route;
@@ -30,7 +31,7 @@ pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE,
 pub use stats::{Reason, ReasonCounter, STATS_MAP};
 
 /// Every map the kernel object declares, by name (each one's pin file too).
-pub const MAPS: [&str; 18] = [
+pub const MAPS: [&str; 21] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     ROUTES_MAP,
@@ -42,6 +43,9 @@ pub const MAPS: [&str; 18] = [
     lb::REV_NAT_MAP,
     lb::LB_FLOWS_MAP,
     lb::LB_REPLIES_MAP,
+    nodeport::NODEPORTS_MAP,
+    nodeport::NODEPORT_FLOWS_MAP,
+    nodeport::NODEPORT_REPLIES_MAP,
     STATS_MAP,
     EVENTS_MAP,
     MONITOR_MAP,

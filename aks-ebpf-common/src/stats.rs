@@ -91,12 +91,35 @@ crate::names::named_enum! {
         /// about a masqueraded flow: the outer destination and the quoted packet's source
         /// translated back to the pod, every checksum fixed, delivered into the pod.
         RedirectedPeerIcmpError = 26 => "redirected-peer-icmp-error",
+        /// To a node port from outside: translated to a backend on this node and
+        /// delivered into it, the client's address kept.
+        NodePortDnat = 27 => "nodeport-dnat",
+        /// To a node port from outside, `externalTrafficPolicy: Cluster`: translated to
+        /// a backend on another node, SNATed to the node address (so the reply comes
+        /// back here) and sent on.
+        NodePortDnatSnat = 28 => "nodeport-dnat-snat",
+        /// A local backend's reply to a node port flow: its source translated back to
+        /// `nodeIP:nodePort`, sent out of the uplink.
+        NodePortRevDnat = 29 => "nodeport-rev-dnat",
+        /// A remote backend's reply to a SNATed node port flow: translated back to
+        /// `nodeIP:nodePort → client`, sent out of the uplink.
+        NodePortRevSnat = 30 => "nodeport-rev-snat",
+        /// A new flow to the node port of an `externalTrafficPolicy: Local` service with
+        /// no backend on this node: dropped (kube-proxy's KUBE-EXTERNAL-SERVICES does the
+        /// same; the load balancer's health probe keeps traffic away from such a node).
+        DropNodePortNoLocalBackend = 31 => "drop-nodeport-no-local-backend",
+        /// A new flow to the node port of a `Cluster` service without backends, or a
+        /// backend slot missing while userspace rewrites the service: dropped.
+        DropNodePortNoBackend = 32 => "drop-nodeport-no-backend",
+        /// SNAT for a node port flow to a backend on another node found no free port
+        /// after its retries: dropped.
+        DropNodePortNoSnatPort = 33 => "drop-nodeport-no-snat-port",
         /// A new connection the sending pod's egress network policy does not allow (the
         /// default deny of the policies isolating it): dropped in `from_pod`.
-        DropPolicyEgress = 27 => "drop-policy-egress",
+        DropPolicyEgress = 34 => "drop-policy-egress",
         /// A new connection the receiving pod's ingress network policy does not allow:
         /// dropped before delivery into the pod.
-        DropPolicyIngress = 28 => "drop-policy-ingress",
+        DropPolicyIngress = 35 => "drop-policy-ingress",
     }
 }
 

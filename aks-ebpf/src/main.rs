@@ -16,6 +16,7 @@ mod icmp_error;
 mod lb;
 mod maps;
 mod nat;
+mod nodeport;
 mod nsg;
 mod packet;
 mod policy;

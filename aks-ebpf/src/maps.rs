@@ -7,12 +7,16 @@ use aks_ebpf_common::{
         LbBackend, LbFlow, LbReply, RevNat, ServiceKey, ServiceSlot, BACKENDS_CAPACITY,
         LB_FLOWS_CAPACITY, REV_NAT_CAPACITY, SERVICES_CAPACITY,
     },
+    nodeport::{
+        NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORTS_CAPACITY,
+        NODEPORT_FLOWS_CAPACITY,
+    },
     CtEntry, Endpoint, FlowKey, NatTarget, NodeConfig, NsgRule, Route, ENDPOINTS_CAPACITY,
     NSG_CAPACITY, ROUTES_CAPACITY,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap},
     macros::btf_map,
 };
 
@@ -100,3 +104,21 @@ pub static LB_REPLIES: HashMap<
     { LB_FLOWS_CAPACITY as usize },
     { BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
+
+/// Node ports and their backend slots (see aks-ebpf-common's `nodeport`).
+#[btf_map]
+pub static NODEPORTS: HashMap<NodePortKey, NodePortSlot, { NODEPORTS_CAPACITY as usize }> =
+    HashMap::new();
+
+/// The backend (and SNAT port) each flow from outside to a node port was given.
+#[btf_map]
+pub static NODEPORT_FLOWS: LruHashMap<FlowKey, NodePortFlow, { NODEPORT_FLOWS_CAPACITY as usize }> =
+    LruHashMap::new();
+
+/// Where a backend's reply to a node port flow goes back to.
+#[btf_map]
+pub static NODEPORT_REPLIES: LruHashMap<
+    FlowKey,
+    NodePortReply,
+    { NODEPORT_FLOWS_CAPACITY as usize },
+> = LruHashMap::new();

@@ -98,6 +98,11 @@ fn egress_mapping(
     };
     let mut claimed = false;
     for _ in 0..=NAT_PORT_RETRIES {
+        // A tuple a node port flow's SNAT holds would take that flow's replies.
+        if crate::nodeport::holds(&flow.reply_after_snat(config.node_ip, port)) {
+            port = random_port(min, span);
+            continue;
+        }
         match NAT.insert(
             flow.reply_after_snat(config.node_ip, port),
             back,

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    forward, icmp_error, lb, maps, nat,
+    forward, icmp_error, lb, maps, nat, nodeport,
     packet::{parse_ipv4, transport, Frame, Ipv4Frame, Transport},
     policy,
 };
@@ -140,6 +140,10 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
         if let Some(decision) = service_reply(ctx, ip, flow, l4) {
             return decision;
         }
+        if let Some(decision) = nodeport::reply(ctx, config, ip, flow, l4, Reason::NodePortRevDnat)
+        {
+            return decision;
+        }
         if let Some(master) = lb::frontend(flow) {
             return to_service(ctx, config, ip, flow, l4, &master, source_flags);
         }
@@ -201,8 +205,8 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
     };
     let ip = &packet.ip;
     let dst = ip.dst();
-    if maps::config().is_some_and(|c| c.node_ip == dst) {
-        return for_the_node(ctx, frame, &packet);
+    if let Some(config) = maps::config().filter(|c| c.node_ip == dst) {
+        return for_the_node(ctx, config, frame, &packet);
     }
     let Some(pod) = maps::endpoint(dst) else {
         return (Reason::PassedToStack, TC_ACT_OK);
@@ -231,9 +235,10 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
 }
 
 /// A packet for the node's address: a reply to a masqueraded flow, or an ICMP error
-/// about one, goes back to its pod; anything else is the node's own traffic.
+/// about one, goes back to its pod; a flow to a node port (or a remote backend's reply
+/// to one) goes on as `nodeport` decides; anything else is the node's own traffic.
 #[inline(always)]
-fn for_the_node(ctx: &TcContext, frame: &Frame, packet: &Packet) -> Decision {
+fn for_the_node(ctx: &TcContext, config: &NodeConfig, frame: &Frame, packet: &Packet) -> Decision {
     let ip = &packet.ip;
     if let Some(l4) = packet.l4() {
         if ip.protocol() == PROTO_ICMP && icmp_is_error(l4.icmp_type) {
@@ -243,8 +248,12 @@ fn for_the_node(ctx: &TcContext, frame: &Frame, packet: &Packet) -> Decision {
     let Some((l4, flow)) = packet.translatable() else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
+    if let Some(decision) = nodeport::reply(ctx, config, ip, &flow, l4, Reason::NodePortRevSnat) {
+        return decision;
+    }
     let Some(target) = nat::reply_target(&flow, l4.tcp_flags, frame.len()) else {
-        return (Reason::PassedToStack, TC_ACT_OK);
+        return nodeport::to_node_port(ctx, config, ip, &flow, l4)
+            .unwrap_or((Reason::PassedToStack, TC_ACT_OK));
     };
     let Some(pod) = maps::endpoint(target.addr) else {
         // The pod is gone; its flow's entries expire with the GC.

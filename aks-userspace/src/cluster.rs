@@ -56,9 +56,9 @@ fn fabric_rules(plan: &Plan) -> String {
     );
     let nat =
         fabric::loadbalancer::nat_rules(&balancing) + &fabric::egress::nat_rules(&plan.outbound);
-    if !nat.is_empty() {
-        rules.push_str(&format!("*nat\n{nat}COMMIT\n"));
-    }
+    // Always named, even empty: a reprogrammed fabric (see `reprogram_fabric`) must
+    // lose the DNAT of a load balancer that was removed.
+    rules.push_str(&format!("*nat\n{nat}COMMIT\n"));
     rules.push_str("*filter\n");
     rules.push_str(&fabric::nsg::filter_chains(&plan.nsg));
     rules.push_str(&fabric::loadbalancer::filter_chains(&balancing));
@@ -74,6 +74,14 @@ fn fabric_rules(plan: &Plan) -> String {
     rules.push_str(&fabric::egress::filter_rules(&plan.outbound));
     rules.push_str("COMMIT\n");
     rules
+}
+
+/// Replaces the fabric's rules of a running cluster with those `plan` gives (the load
+/// balancer's frontends after `aksnet services` changed a service), atomically, table by
+/// table. Flows already admitted keep their translation (the fabric's conntrack).
+pub fn reprogram_fabric(plan: &Plan, vnet_namespace: &str) -> Result<()> {
+    iptables::replace(vnet_namespace, &fabric_rules(plan))
+        .context("reprogramming the VNet fabric (the load balancer's frontends)")
 }
 
 /// The fabric as it was before it went stateless (every forwarded packet tracked): what

@@ -1,15 +1,19 @@
-//! Changing the ClusterIP services of a running cluster (`aksnet services add|remove`),
-//! for either datapath: the saved description is changed and planned again (so every
-//! AKS rule still holds), then the eBPF datapath's pinned service maps are updated in
-//! place on every node, or the iptables datapath's whole ruleset is replaced atomically
-//! on every node, as kube-proxy does. Established flows to backends that remain go on.
+//! Changing the services of a running cluster (`aksnet services add|remove`), for
+//! either datapath: the saved description is changed and planned again (so every AKS
+//! rule still holds), then the eBPF datapath's pinned service and node port maps are
+//! updated in place on every node, or the iptables datapath's whole ruleset is replaced
+//! atomically on every node, as kube-proxy does. When a NodePort or LoadBalancer
+//! service is involved, the fabric's load balancer (frontends, rules, the nodes the
+//! health probe admits) is reprogrammed too, as the cloud provider updates Azure's.
+//! Established flows to backends that remain go on.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::datapath::ebpf::ServiceMaps;
+use crate::datapath::ebpf::{NodePortMaps, ServiceMaps};
 use crate::datapath::iptables_rules::reprogram_node;
+use crate::model::loadbalancer::Exposure;
 use crate::model::{self, Datapath, ServiceDescription};
 use crate::plan::{self, Plan, ServicePlan};
 use crate::state::ClusterState;
@@ -81,14 +85,31 @@ pub fn apply(state: &mut ClusterState, change: ServiceChange) -> Result<ServiceU
             }
         }
     }
-    let cluster = model::validate(&description).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plan = plan::plan(&cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Kept typed: the command exits 2 on a change that does not plan (bad input).
+    let cluster = model::validate(&description)?;
+    let plan = plan::plan(&cluster)?;
     let started = Instant::now();
     let now = plan.services.iter().find(|s| s.name == name);
-    let how = program(state, &plan, previous.as_ref(), now)?;
+    let mut how = program(state, &plan, previous.as_ref(), now)?;
+    let exposed_before = state.exposures.iter().find(|e| e.service == name).cloned();
+    let exposed_now = plan.exposures.iter().find(|e| e.service == name);
+    if exposed_before.is_some() || exposed_now.is_some() {
+        if state.datapath == Datapath::Ebpf {
+            program_node_ports(
+                state,
+                previous.as_ref(),
+                exposed_before.as_ref(),
+                now,
+                exposed_now,
+            )?;
+        }
+        crate::cluster::reprogram_fabric(&plan, &state.vnet)?;
+        how.push_str(", the node ports and the fabric's load balancer");
+    }
     let programming = started.elapsed();
     ClusterState::save_description(&state.name, &description)?;
     state.services = plan.services.clone();
+    state.exposures = plan.exposures.clone();
     state.save()?;
     Ok(ServiceUpdate {
         service: name,
@@ -137,4 +158,37 @@ fn program(
             Ok(format!("iptables-restore of {rules} rules on each node"))
         }
     }
+}
+
+/// The node port of a NodePort or LoadBalancer service on every node of the eBPF
+/// datapath: the old one removed if it moved (or the service is no longer exposed),
+/// the new one written.
+fn program_node_ports(
+    state: &ClusterState,
+    previous: Option<&ServicePlan>,
+    exposed_before: Option<&Exposure>,
+    now: Option<&ServicePlan>,
+    exposed_now: Option<&Exposure>,
+) -> Result<()> {
+    for node in &state.nodes {
+        let dir = ClusterState::pin_dir(&state.name).join(&node.name);
+        let mut maps = NodePortMaps::open_pinned(&dir, &node.name)?;
+        if let (Some(old), Some(old_service)) = (exposed_before, previous) {
+            let kept = exposed_now.zip(now).is_some_and(|(e, s)| {
+                (e.node_port, s.protocol) == (old.node_port, old_service.protocol)
+            });
+            if !kept {
+                maps.remove(old.node_port, old_service.protocol)?;
+            }
+        }
+        if let (Some(exposure), Some(service)) = (exposed_now, now) {
+            maps.upsert(exposure, service).with_context(|| {
+                format!(
+                    "programming the node port of service {} on node {}",
+                    service.name, node.name
+                )
+            })?;
+        }
+    }
+    Ok(())
 }

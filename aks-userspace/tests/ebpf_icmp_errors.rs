@@ -116,19 +116,3 @@ fn a_frag_needed_for_a_masqueraded_flow_reaches_the_pod() {
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
 }
-
-/// The packets counted under `reason` anywhere in `inspect stats --json` output (summed
-/// over nodes and programs, whatever the nesting).
-fn find_packets(value: &serde_json::Value, reason: &str) -> u64 {
-    match value {
-        serde_json::Value::Array(items) => items.iter().map(|v| find_packets(v, reason)).sum(),
-        serde_json::Value::Object(map) => {
-            if map.values().any(|v| v == reason) {
-                map.get("packets").and_then(|p| p.as_u64()).unwrap_or(0)
-            } else {
-                map.values().map(|v| find_packets(v, reason)).sum()
-            }
-        }
-        _ => 0,
-    }
-}

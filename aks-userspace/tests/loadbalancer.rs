@@ -4,6 +4,7 @@
 //! pick a backend. `externalTrafficPolicy: Cluster`: every node carries traffic and the
 //! backend sees a node address; `Local`: only the backend's node carries traffic and the
 //! backend sees the client. `loadBalancerSourceRanges` admit only their prefixes.
+//! Both datapaths: kube-proxy's chains (iptables) and `from_vnet`'s node ports (eBPF).
 
 mod common;
 
@@ -76,18 +77,33 @@ fn seen(result: &ServiceProbeResult) -> BTreeSet<Ipv4Addr> {
 }
 
 fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) {
+    load_balancer_services_in(plugin, "", datapath, tag);
+}
+
+/// As above, with `mode` (e.g. `networkPluginMode: overlay`) in the description.
+fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str) {
     require_privileges();
     let name = cluster_name(tag);
     let _down = Down(name.clone());
-    let file = description_with(&name, plugin, datapath, 2, 1, SERVICES);
+    let extra = format!("{mode}{SERVICES}");
+    let file = description_with(&name, plugin, datapath, 2, 1, &extra);
     up_keep(&file);
-    // What a node masquerades to: its address, or (kubenet, towards a pod on its own
-    // bridge) cbr0's, as kube-proxy's MASQUERADE picks the outgoing interface's address.
+    // What a node masquerades to: its address, or (kubenet, Overlay: towards a pod on its
+    // own bridge) the bridge's, as kube-proxy's MASQUERADE picks the outgoing
+    // interface's address.
     let plan = json(&["plan", file.to_str().expect("utf-8 path"), "--json"]);
+    // On the Overlay a node masquerades towards another node's pod to its tunnel
+    // device's address, the network address of its pod range.
+    let overlay = mode.contains("overlay");
     let node_addresses = |node: &serde_json::Value| -> BTreeSet<Ipv4Addr> {
+        let tunnel = node["podCidr"]
+            .as_str()
+            .filter(|_| overlay)
+            .and_then(|c| c.split('/').next()?.parse().ok());
         ["ip", "podGateway"]
             .iter()
             .filter_map(|k| node[k].as_str()?.parse().ok())
+            .chain(tunnel)
             .collect()
     };
     let per_node: Vec<BTreeSet<Ipv4Addr>> = plan["nodes"]
@@ -123,6 +139,26 @@ fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) 
     };
 
     // Cluster: every node forwards (both answer the probe), the backend sees a node.
+    // The eBPF datapath SNATs only towards another node's backend (as Cilium): the
+    // backend's own node hands it the client's address.
+    let web_backends = &state
+        .services
+        .iter()
+        .find(|s| s.name == "web")
+        .expect("web recorded")
+        .backends;
+    let per_node: Vec<BTreeSet<Ipv4Addr>> = per_node
+        .into_iter()
+        .zip(&state.nodes)
+        .map(|(addresses, node)| {
+            let hosts_backend = web_backends.iter().any(|b| b.node == node.name);
+            if datapath == "ebpf" && hosts_backend {
+                BTreeSet::from([state.internet.address])
+            } else {
+                addresses
+            }
+        })
+        .collect();
     let web = probe(&state, "web", frontend("web"), &internet);
     assert_eq!(web.answered, ATTEMPTS, "{web:?}");
     let seen_web = seen(&web);
@@ -159,12 +195,48 @@ fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) 
     let direct = probe(&state, "web-local", backend_node, &on_prem);
     assert_eq!(direct.answered, ATTEMPTS, "{direct:?}");
     assert_eq!(seen(&direct), BTreeSet::from([state.on_prem.address]));
+    // A pod of node 1 reaching node 0's node port arrives there from the VNet like any
+    // client: with its own address on Azure CNI, masqueraded to node 1 where pod
+    // addresses stay inside the node (kubenet, Overlay).
+    let pod = &state.nodes[1].pods[0];
+    let from_pod = host(
+        &pod.name,
+        &pod.namespace,
+        pod.address,
+        EndpointKind::Pod {
+            node: state.nodes[1].name.clone(),
+        },
+    );
+    let via_pod = probe(&state, "web-local", backend_node, &from_pod);
+    assert_eq!(via_pod.answered, ATTEMPTS, "{via_pod:?}");
+    let pod_source = if plugin == "kubenet" || mode.contains("overlay") {
+        state.nodes[1].address
+    } else {
+        pod.address
+    };
+    assert_eq!(seen(&via_pod), BTreeSet::from([pod_source]), "{via_pod:?}");
 
     // loadBalancerSourceRanges: on-prem's prefix is admitted, the internet is not.
     let ranged = probe(&state, "onprem-only", frontend("onprem-only"), &on_prem);
     assert_eq!(ranged.answered, ATTEMPTS, "{ranged:?}");
     let denied = probe(&state, "onprem-only", frontend("onprem-only"), &internet);
     assert_eq!(denied.answered, 0, "outside the source ranges: {denied:?}");
+
+    // The eBPF datapath counts each step under its own reason.
+    if datapath == "ebpf" {
+        let out = aksnet_ok(&["inspect", "stats", "--cluster", &name, "--json"]);
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        for reason in [
+            "nodeport-dnat",
+            "nodeport-dnat-snat",
+            "nodeport-rev-dnat",
+            "nodeport-rev-snat",
+            "drop-nodeport-no-local-backend",
+        ] {
+            let counted = find_packets(&stats, reason);
+            assert!(counted >= 1, "{reason} counted {counted} times");
+        }
+    }
 
     // `check --frontends` judges each frontend from both hosts against the model.
     let rows = json(&["check", &name, "--frontends", "--json"]);
@@ -191,4 +263,179 @@ fn azure_cni_iptables() {
 #[test]
 fn kubenet_iptables() {
     load_balancer_services_from_outside("kubenet", "iptables", "lb");
+}
+
+#[test]
+fn azure_cni_ebpf() {
+    load_balancer_services_from_outside("azure", "ebpf", "lc");
+}
+
+#[test]
+fn kubenet_ebpf() {
+    load_balancer_services_from_outside("kubenet", "ebpf", "ld");
+}
+
+#[test]
+fn azure_overlay_ebpf() {
+    // A backend on another node sits behind the tunnel: the SNATed flow is routed into
+    // it by the node's kernel.
+    load_balancer_services_in("azure", "networkPluginMode: overlay\n", "ebpf", "le");
+}
+
+#[test]
+fn azure_overlay_iptables() {
+    load_balancer_services_in("azure", "networkPluginMode: overlay\n", "iptables", "lf");
+}
+
+/// `aksnet services add|remove` on a running cluster reprograms the fabric's load
+/// balancer (frontend, rule, the nodes its health probe admits) and the nodes' node
+/// ports, on either datapath.
+fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
+    require_privileges();
+    let name = cluster_name(tag);
+    let _down = Down(name.clone());
+    let base = "services:\n  - { name: base, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1 }\n";
+    let file = description_with(&name, "azure", datapath, 2, 1, base);
+    up_keep(&file);
+    let add = |policy: &str| {
+        aksnet_ok(&[
+            "services",
+            "add",
+            "web",
+            "--cluster",
+            &name,
+            "--cluster-ip",
+            "10.0.0.30",
+            "--port",
+            "80",
+            "--target-port",
+            "17001",
+            "--backends",
+            "1",
+            "--type",
+            "LoadBalancer",
+            "--external-traffic-policy",
+            policy,
+        ])
+    };
+    let state_now = || ClusterState::require(&name).expect("cluster state");
+    let internet = |state: &ClusterState| {
+        host(
+            "internet",
+            &state.internet.namespace,
+            state.internet.address,
+            EndpointKind::Internet,
+        )
+    };
+
+    // Added as Local: the frontend answers, the backend sees the client.
+    let out = add("Local");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("load balancer"),
+        "says what it programmed: {said}"
+    );
+    let state = state_now();
+    let exposure = state
+        .exposures
+        .iter()
+        .find(|e| e.service == "web")
+        .expect("web exposed")
+        .clone();
+    let frontend = SocketAddr::from((exposure.frontend.expect("a frontend"), 80));
+    let local = probe(&state, "web", frontend, &internet(&state));
+    assert_eq!(local.answered, ATTEMPTS, "{local:?}");
+    assert_eq!(seen(&local), BTreeSet::from([state.internet.address]));
+    let rows = json(&["check", &name, "--frontends", "--json"]);
+    for row in rows.as_array().expect("frontend rows") {
+        assert_eq!(row["verdict"], "pass", "{row}");
+    }
+
+    // A change that does not plan is bad input: exit 2, naming the field, nothing changed.
+    let bad = aksnet(&[
+        "services",
+        "add",
+        "bad",
+        "--cluster",
+        &name,
+        "--cluster-ip",
+        "10.0.0.31",
+        "--port",
+        "80",
+        "--backends",
+        "1",
+        "--type",
+        "NodePort",
+        "--node-port",
+        "80",
+    ]);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{said}");
+    assert!(said.contains("nodePort"), "names the field: {said}");
+    assert!(state_now().services.iter().all(|s| s.name != "bad"));
+
+    // Changed to Cluster: both nodes take traffic now; node 1 has no backend, so its
+    // share reaches the backend SNATed to node 1's address.
+    add("Cluster");
+    let state = state_now();
+    let cluster = probe(&state, "web", frontend, &internet(&state));
+    assert_eq!(cluster.answered, ATTEMPTS, "{cluster:?}");
+    assert!(
+        seen(&cluster).contains(&state.nodes[1].address),
+        "node 1 carries traffic after the change: {cluster:?}"
+    );
+    let rows = json(&["check", &name, "--frontends", "--json"]);
+    for row in rows.as_array().expect("frontend rows") {
+        assert_eq!(row["verdict"], "pass", "{row}");
+    }
+
+    // Removed: the frontend and the node ports are gone (the backend still listens,
+    // so an answer would mean a leftover rule or map entry).
+    let web = state
+        .services
+        .iter()
+        .find(|s| s.name == "web")
+        .expect("web recorded")
+        .clone();
+    let listeners = check::backend_listeners(&state, &web).expect("backend pods");
+    aksnet_ok(&["services", "delete", "web", "--cluster", &name]);
+    let state = state_now();
+    assert!(state.exposures.iter().all(|e| e.service != "web"));
+    let on_prem = host(
+        "on-prem",
+        &state.on_prem.namespace,
+        state.on_prem.address,
+        EndpointKind::OnPrem,
+    );
+    for (target, client) in [
+        (frontend, internet(&state)),
+        (
+            SocketAddr::from((state.nodes[0].address, exposure.node_port)),
+            on_prem,
+        ),
+    ] {
+        let gone = check::probe_service_at(
+            &web,
+            target,
+            &listeners,
+            &client,
+            3,
+            check::FRONTEND_ATTEMPT_TIMEOUT,
+        )
+        .expect("probing a removed service");
+        assert_eq!(gone.answered, 0, "{target} is gone: {gone:?}");
+    }
+
+    aksnet_ok(&["down", &name]);
+    assert_gone(&name);
+}
+
+#[test]
+fn services_add_and_remove_reprogram_the_load_balancer_ebpf() {
+    services_reprogram_the_load_balancer("ebpf", "lg");
+}
+
+#[test]
+fn services_add_and_remove_reprogram_the_load_balancer_iptables() {
+    services_reprogram_the_load_balancer("iptables", "lh");
 }

@@ -427,20 +427,22 @@ fn live_policy_changes_on_iptables() {
     live_policy_changes("iptables", "azure", "npj");
 }
 
-/// Policy beside the features that came after it, on the iptables datapath (where
-/// LoadBalancer services run): an NSG rule in the fabric (on-prem to port 17001 in the
+/// Policy beside the features that came after it: an NSG rule in the fabric (on-prem to port 17001 in the
 /// node subnet, not the NodePorts), a NAT gateway for egress, and
 /// two LoadBalancer services whose backend (the first node's first pod) a policy admits
 /// from the internet only, on its target port.
-const COEXISTING: &str = "networkPolicy: azure\noutboundType: managedNATGateway\npodTemplates:\n  - { labels: { app: shop } }\n  - { labels: { app: client } }\nnetworkPolicies:\n  - metadata: { name: shop-from-internet }\n    spec:\n      podSelector: { matchLabels: { app: shop } }\n      policyTypes: [Ingress]\n      ingress:\n        - from: [{ ipBlock: { cidr: 203.0.113.0/24 } }]\n          ports: [{ protocol: TCP, port: 17001 }]\nservices:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\n  - { name: web-local, clusterIP: 10.0.0.21, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer, externalTrafficPolicy: Local }\nnsg:\n  - { name: deny-onprem-17001, priority: 100, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n";
+const COEXISTING: &str = "outboundType: managedNATGateway\npodTemplates:\n  - { labels: { app: shop } }\n  - { labels: { app: client } }\nnetworkPolicies:\n  - metadata: { name: shop-from-internet }\n    spec:\n      podSelector: { matchLabels: { app: shop } }\n      policyTypes: [Ingress]\n      ingress:\n        - from: [{ ipBlock: { cidr: 203.0.113.0/24 } }]\n          ports: [{ protocol: TCP, port: 17001 }]\nservices:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\n  - { name: web-local, clusterIP: 10.0.0.21, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer, externalTrafficPolicy: Local }\nnsg:\n  - { name: deny-onprem-17001, priority: 100, access: Deny, protocol: Tcp, sourceAddressPrefix: 192.168.100.0/24, destinationAddressPrefix: 10.224.0.0/24, destinationPortRange: \"17001\" }\n";
 
-#[test]
-fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_iptables() {
+fn policy_coexists_with_load_balancers_nsg_and_nat_gateway(
+    datapath: &str,
+    engine: &str,
+    tag: &str,
+) {
     require_privileges();
-    let name = cluster_name("npb");
+    let name = cluster_name(tag);
     let _down = Down(name.clone());
     let yaml = format!(
-        "name: {name}\nnetworkPlugin: azure\ndatapath: iptables\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - {{ name: nodepool1, count: 2, osType: Linux }}\npodsPerNode: 2\n{COEXISTING}"
+        "name: {name}\nnetworkPlugin: azure\ndatapath: {datapath}\nnetworkPolicy: {engine}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - {{ name: nodepool1, count: 2, osType: Linux }}\npodsPerNode: 2\n{COEXISTING}"
     );
     let file = std::env::temp_dir().join(format!("aksnet-policy-{name}.yaml"));
     std::fs::write(&file, yaml).expect("writing the description");
@@ -488,4 +490,14 @@ fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_iptables() {
     }
     aksnet_ok(&["down", &name]);
     assert_gone(&name);
+}
+
+#[test]
+fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_iptables() {
+    policy_coexists_with_load_balancers_nsg_and_nat_gateway("iptables", "azure", "npb");
+}
+
+#[test]
+fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_ebpf() {
+    policy_coexists_with_load_balancers_nsg_and_nat_gateway("ebpf", "cilium", "npf");
 }

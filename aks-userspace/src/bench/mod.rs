@@ -7,6 +7,7 @@
 //!   as a user sees it and pinned to one CPU (the datapath's own cost);
 //! - `cost`: CPU time and the BPF programs' run time around each measurement;
 //! - `sweep`: the service-count sweep;
+//! - `frontends`: connection rate through a LoadBalancer frontend (`--frontends`);
 //! - `policy_sweep`: the network-policy sweep (rule count against first packet and
 //!   connection rate, eBPF vs iptables);
 //! - `stats`: medians and percentiles; `report`: table, JSON, CSV; `plot`: the SVG;
@@ -14,6 +15,7 @@
 
 pub mod cells;
 pub mod cost;
+pub mod frontends;
 pub mod interrupt;
 pub mod plot;
 pub mod policy_sweep;

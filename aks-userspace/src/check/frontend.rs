@@ -7,7 +7,9 @@
 //!   client's own address (only nodes with a backend take traffic; any other would drop);
 //! - `Cluster`: every connection answered, the backend sees the address of the node that
 //!   took it (SNAT), and every node takes some (any node forwards). On kubenet a node
-//!   forwarding to a backend on its own bridge masquerades to `cbr0`'s address.
+//!   forwarding to a backend on its own bridge masquerades to `cbr0`'s address. The eBPF
+//!   datapath SNATs only towards a backend on another node (as Cilium): a node handing
+//!   the flow to its own backend keeps the client's address.
 //! - NetworkPolicy on an isolated backend judges the source its node sees: the client
 //!   when the node that took the connection holds the backend (DNAT only; the SNAT of
 //!   `Cluster` comes after the policy, in POSTROUTING), the address of the node that
@@ -29,7 +31,7 @@ use super::{Endpoint, EndpointKind};
 use crate::fabric::loadbalancer::answering_nodes;
 use crate::model::loadbalancer::{Exposure, ExternalTrafficPolicy, ServiceType};
 use crate::model::nsg::Access;
-use crate::model::NetworkPlugin;
+use crate::model::{Datapath, NetworkPlugin, PodNetwork};
 use crate::plan::ServicePlan;
 use crate::policy::{PolicyEndpoint, PolicyFlow, PolicyVerdict};
 use crate::state::ClusterState;
@@ -306,17 +308,31 @@ fn reachable_frontend(
             let per_node: Vec<BTreeSet<Ipv4Addr>> = healthy
                 .iter()
                 .map(|(name, address)| {
-                    let mut seen = BTreeSet::from([*address]);
                     let hosts_backend = service.backends.iter().any(|b| &b.node == name);
-                    let bridge = model
-                        .nodes
-                        .iter()
-                        .find(|n| &n.name == name)
-                        .and_then(|n| n.pod_gateway);
-                    if let (NetworkPlugin::Kubenet, true, Some(cbr0)) =
-                        (model.network_plugin, hosts_backend, bridge)
-                    {
-                        seen.insert(cbr0);
+                    // The eBPF datapath (as Cilium) SNATs only towards a backend on
+                    // another node; a node with a backend of its own hands the flow
+                    // to it with the client's address. Its backends are picked among
+                    // all, so such a node shows the client or its own address.
+                    if model.datapath == Datapath::Ebpf && hosts_backend {
+                        return BTreeSet::from([client.address, *address]);
+                    }
+                    let mut seen = BTreeSet::from([*address]);
+                    let node = model.nodes.iter().find(|n| &n.name == name);
+                    let overlay = model.pod_network == PodNetwork::AzureOverlay;
+                    // kube-proxy's MASQUERADE takes the address of the interface the
+                    // flow leaves by: the pod bridge (kubenet, Overlay) towards a
+                    // backend of this node, the tunnel device (Overlay) towards one of
+                    // another node.
+                    let bridge = node.and_then(|n| n.pod_gateway);
+                    if let (true, Some(bridge)) = (
+                        hosts_backend
+                            && (model.network_plugin == NetworkPlugin::Kubenet || overlay),
+                        bridge,
+                    ) {
+                        seen.insert(bridge);
+                    }
+                    if let (true, Some(tunnel)) = (overlay, node.and_then(|n| n.tunnel_address)) {
+                        seen.insert(tunnel);
                     }
                     seen
                 })

@@ -33,6 +33,11 @@ pub struct BenchArgs {
     /// `stateful` (every forwarded packet tracked, as before) to measure what that costs.
     #[arg(long, value_enum, default_value_t = FabricArg::Stateless)]
     pub fabric: FabricArg,
+    /// Measure only the connection rate from the internet host to a LoadBalancer
+    /// frontend (externalTrafficPolicy Cluster and Local, eBPF and iptables), on its own
+    /// two clusters; --rounds and --duration apply, --json writes its report.
+    #[arg(long)]
+    pub frontends: bool,
     /// Names of the clusters it makes start with this (1-3 characters).
     #[arg(long, default_value = "bn")]
     pub prefix: String,
@@ -83,6 +88,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     options.validate()?;
     // From here Ctrl-C and SIGTERM end the run through the cells' guards.
     interrupt::install()?;
+    if args.frontends {
+        return frontends(&options, args.json.as_deref());
+    }
     eprintln!(
         "aksnet bench: {} cells × {} workloads × 2 views × {} rounds × {:.1}s{}{}; clusters named {}*",
         bench::cells::CellKind::ALL.len(),
@@ -115,6 +123,30 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(path) = &args.plot {
         bench::plot::write_svg(&report, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--frontends`: the LoadBalancer frontend's connection rate, on its own.
+fn frontends(options: &BenchOptions, json: Option<&std::path::Path>) -> Result<ExitCode> {
+    let options = bench::frontends::FrontendBenchOptions {
+        prefix: options.prefix.clone(),
+        rounds: options.rounds,
+        duration: options.duration,
+        max_connections: options.max_connections,
+    };
+    eprintln!(
+        "aksnet bench --frontends: 2 clusters x 2 policies x {} rounds x {:.1}s; clusters named {}*",
+        options.rounds,
+        options.duration.as_secs_f64(),
+        options.prefix
+    );
+    let report = bench::frontends::run(&options, &|line| eprintln!("bench: {line}"))?;
+    print!("{}", report.render());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,5 @@
-//! `aksnet services add|remove|list`: change a running cluster's ClusterIP services.
+//! `aksnet services add|remove|list`: change a running cluster's services (ClusterIP,
+//! NodePort, LoadBalancer).
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -6,7 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
+use aks_userspace::cidr::Ipv4Cidr;
 use aks_userspace::cluster_lock::ClusterLock;
+use aks_userspace::errln;
+use aks_userspace::model::loadbalancer::{ExternalTrafficPolicy, ServiceType};
 use aks_userspace::model::{Protocol, ServiceDescription};
 use aks_userspace::services::{self, ServiceChange};
 use aks_userspace::state::ClusterState;
@@ -32,11 +36,28 @@ pub enum ServicesAction {
         /// How many pods back it (spread across nodes, as the planner places them).
         #[arg(long)]
         backends: u32,
+        /// ClusterIP, NodePort or LoadBalancer (a LoadBalancer gets a frontend on the
+        /// fabric's load balancer, reprogrammed at once).
+        #[arg(long = "type", default_value = "ClusterIP", value_parser = parse_type)]
+        service_type: ServiceType,
+        /// NodePort/LoadBalancer: the node port (30000-32767); allocated when left out.
+        #[arg(long)]
+        node_port: Option<u32>,
+        /// NodePort/LoadBalancer: Cluster (default) or Local.
+        #[arg(long, value_parser = parse_policy)]
+        external_traffic_policy: Option<ExternalTrafficPolicy>,
+        /// LoadBalancer: a fixed frontend address from the public IP pool.
+        #[arg(long = "load-balancer-ip")]
+        load_balancer_ip: Option<Ipv4Addr>,
+        /// LoadBalancer: a client prefix allowed to reach the frontend (repeatable).
+        #[arg(long = "load-balancer-source-range")]
+        load_balancer_source_ranges: Vec<Ipv4Cidr>,
         /// The cluster; may be left out when exactly one exists.
         #[arg(long)]
         cluster: Option<String>,
     },
-    /// Remove a service.
+    /// Remove a service (its node port and load balancer frontend with it).
+    #[command(alias = "delete")]
     Remove {
         name: String,
         #[arg(long)]
@@ -49,6 +70,27 @@ pub enum ServicesAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_type(value: &str) -> Result<ServiceType, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "clusterip" => Ok(ServiceType::ClusterIP),
+        "nodeport" => Ok(ServiceType::NodePort),
+        "loadbalancer" => Ok(ServiceType::LoadBalancer),
+        _ => Err(format!(
+            "{value:?} is not a service type; use ClusterIP, NodePort or LoadBalancer"
+        )),
+    }
+}
+
+fn parse_policy(value: &str) -> Result<ExternalTrafficPolicy, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "cluster" => Ok(ExternalTrafficPolicy::Cluster),
+        "local" => Ok(ExternalTrafficPolicy::Local),
+        _ => Err(format!(
+            "{value:?} is not an externalTrafficPolicy; use Cluster or Local"
+        )),
+    }
 }
 
 fn parse_protocol(value: &str) -> Result<Protocol, String> {
@@ -72,6 +114,11 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
             target_port,
             protocol,
             backends,
+            service_type,
+            node_port,
+            external_traffic_policy,
+            load_balancer_ip,
+            load_balancer_source_ranges,
             cluster,
         } => (
             cluster,
@@ -82,13 +129,12 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
                 target_port,
                 protocol: Some(protocol),
                 backends,
-                // `services add` makes ClusterIP services; external access is described
-                // in the cluster's YAML.
-                service_type: None,
-                node_port: None,
-                external_traffic_policy: None,
-                load_balancer_source_ranges: Vec::new(),
-                load_balancer_ip: None,
+                // Checked by planning, as the YAML's fields are (field, value, fix).
+                service_type: Some(service_type),
+                node_port,
+                external_traffic_policy,
+                load_balancer_source_ranges,
+                load_balancer_ip,
             }),
         ),
         ServicesAction::Remove { name, cluster } => (cluster, ServiceChange::Remove(name)),
@@ -98,7 +144,19 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
     // `down` waits, and the record read below is the latest.
     let _lock = ClusterLock::existing(&name, ClusterLock::say_waiting(&name))?;
     let mut state = ClusterState::require(&name)?;
-    let update = services::apply(&mut state, change)?;
+    let update = match services::apply(&mut state, change) {
+        Ok(update) => update,
+        Err(err) => {
+            return match err.downcast_ref::<aks_userspace::model::PlanError>() {
+                // The change itself is bad input (field, value, fix): exit 2, as `plan`.
+                Some(invalid) => {
+                    errln!("error: cluster {name}: {invalid}");
+                    Ok(ExitCode::from(super::EXIT_INVALID_DESCRIPTION))
+                }
+                None => Err(err),
+            };
+        }
+    };
     println!(
         "service {} programmed on {} nodes in {:.3} ms ({}); the cluster has {} services",
         update.service,
@@ -126,9 +184,13 @@ fn list(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
         "PORT",
         "TARGET",
         "PROTO",
+        "TYPE",
+        "NODE PORT",
+        "FRONTEND",
         "BACKENDS",
     ]);
     for s in &state.services {
+        let exposure = state.exposures.iter().find(|e| e.service == s.name);
         let backends: Vec<String> = s
             .backends
             .iter()
@@ -140,6 +202,14 @@ fn list(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
             s.port.to_string(),
             s.target_port.to_string(),
             format!("{:?}", s.protocol).to_uppercase(),
+            exposure.map_or_else(
+                || "ClusterIP".to_owned(),
+                |e| format!("{:?}/{:?}", e.service_type, e.external_traffic_policy),
+            ),
+            exposure.map_or_else(|| "-".to_owned(), |e| e.node_port.to_string()),
+            exposure
+                .and_then(|e| e.frontend)
+                .map_or_else(|| "-".to_owned(), |f| f.to_string()),
             backends.join(", "),
         ]);
     }

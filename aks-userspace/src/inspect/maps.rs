@@ -8,6 +8,10 @@ use aks_ebpf_common::lb::{
     LbBackend, LbFlow, LbReply, RevNat, ServiceKey, ServiceSlot, BACKENDS_MAP, LB_FLOWS_MAP,
     LB_REPLIES_MAP, REV_NAT_MAP, SERVICES_MAP,
 };
+use aks_ebpf_common::nodeport::{
+    NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORTS_MAP, NODEPORT_FLOWS_MAP,
+    NODEPORT_REPLIES_MAP,
+};
 use aks_ebpf_common::policy::{PolicyKey, IPCACHE_MAP, POLICY_CT_MAP, POLICY_MAP};
 use aks_ebpf_common::{
     CtEntry, Endpoint, FlowKey, NatTarget, Route, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, NSG_MAP,
@@ -138,6 +142,9 @@ fn count_keys(name: &str, data: MapData, capacity: u32) -> Result<Option<u32>> {
         REV_NAT_MAP => hash::<u32, RevNat>(map, limit)?,
         LB_FLOWS_MAP => hash::<FlowKey, LbFlow>(map, limit)?,
         LB_REPLIES_MAP => hash::<FlowKey, LbReply>(map, limit)?,
+        NODEPORTS_MAP => hash::<NodePortKey, NodePortSlot>(map, limit)?,
+        NODEPORT_FLOWS_MAP => hash::<FlowKey, NodePortFlow>(map, limit)?,
+        NODEPORT_REPLIES_MAP => hash::<FlowKey, NodePortReply>(map, limit)?,
         ROUTES_MAP => {
             let trie: LpmTrie<MapData, u32, Route> = LpmTrie::try_from(map)?;
             count(trie.keys().take(limit))?

@@ -17,7 +17,7 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 
 use super::description::ServiceDescription;
-use super::{Datapath, PlanError};
+use super::PlanError;
 use crate::cidr::Ipv4Cidr;
 
 /// Kubernetes' default `--service-node-port-range`.
@@ -74,12 +74,7 @@ pub fn public_ip_pool() -> Ipv4Cidr {
 
 /// Validates the external fields of `services` and allocates node ports and frontends.
 /// Returns one entry per NodePort or LoadBalancer service, in description order.
-/// The eBPF datapath has no NodePort handling yet, so it refuses them rather than
-/// bringing up services nothing on the node would answer.
-pub fn resolve(
-    services: &[ServiceDescription],
-    datapath: Datapath,
-) -> Result<Vec<Exposure>, PlanError> {
+pub fn resolve(services: &[ServiceDescription]) -> Result<Vec<Exposure>, PlanError> {
     let pool = public_ip_pool();
     let mut taken_ports = BTreeSet::new();
     let mut taken_frontends = BTreeSet::new();
@@ -99,12 +94,6 @@ pub fn resolve(
                 ))
             }
         };
-        if external && datapath == Datapath::Ebpf {
-            return Err(PlanError::invalid(
-                field("type"),
-                format!("{service_type:?} needs NodePort handling on the nodes, which the ebpf datapath does not have yet; use datapath: iptables, or type ClusterIP"),
-            ));
-        }
         if service.node_port.is_some() {
             only("nodePort", external, "NodePort or LoadBalancer")?;
         }

@@ -148,7 +148,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         services,
         external_hosts,
         nsg: super::nsg::resolve(&description.nsg)?,
-        exposures: super::loadbalancer::resolve(&description.services, description.datapath)?,
+        exposures: super::loadbalancer::resolve(&description.services)?,
         outbound: super::outbound::resolve(description.outbound_type)?,
         conntrack: super::conntrack::resolve(description.conntrack.as_ref(), node_count)?,
         policy: super::policy::resolve(

@@ -184,3 +184,19 @@ impl ForegroundUp {
         assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
     }
 }
+
+/// The packets counted under `reason` anywhere in `inspect stats --json` output (summed
+/// over nodes and programs, whatever the nesting).
+pub fn find_packets(value: &Value, reason: &str) -> u64 {
+    match value {
+        Value::Array(items) => items.iter().map(|v| find_packets(v, reason)).sum(),
+        Value::Object(map) => {
+            if map.values().any(|v| v == reason) {
+                map.get("packets").and_then(|p| p.as_u64()).unwrap_or(0)
+            } else {
+                map.values().map(|v| find_packets(v, reason)).sum()
+            }
+        }
+        _ => 0,
+    }
+}

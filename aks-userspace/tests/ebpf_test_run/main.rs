@@ -13,6 +13,7 @@ mod events;
 mod frames;
 mod harness;
 mod icmp_errors;
+mod nodeport;
 mod nsg;
 mod policy;
 mod refused;

@@ -3,13 +3,14 @@
 //! pinned with the links under `/sys/fs/bpf/aksnet/<cluster>/<node>/`.
 //!
 //! Submodules: the embedded object, loading and attaching it in a node's namespace
-//! (`loader`, with `attach` for the TC attach modes), and reading and writing its maps (`conntrack`, `services`, `stats`, `maps`).
+//! (`loader`, with `attach` for the TC attach modes), and reading and writing its maps (`conntrack`, `services`, `nodeports`, `stats`, `maps`).
 
 mod attach;
 mod conntrack;
 mod loader;
 mod logs;
 mod maps;
+mod nodeports;
 mod object;
 pub mod policy;
 mod services;
@@ -20,6 +21,7 @@ pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
 pub use maps::{map_addr, open_pinned};
+pub use nodeports::NodePortMaps;
 pub use object::object_bytes;
 pub use services::{protocol_number, ServiceMaps};
 pub use stats::{read_pinned, ReasonTotals};
@@ -107,6 +109,19 @@ impl EbpfDatapath {
                     format!("programming service {} on node {}", service.name, node.name)
                 })?;
             }
+            let mut node_ports = datapath.node_port_maps(&node.name)?;
+            for exposure in &plan.exposures {
+                let Some(service) = plan.services.iter().find(|s| s.name == exposure.service)
+                else {
+                    continue;
+                };
+                node_ports.upsert(exposure, service).with_context(|| {
+                    format!(
+                        "programming the node port of service {} on node {}",
+                        service.name, node.name
+                    )
+                })?;
+            }
             // Maps first, programs second: no packet ever meets a half-filled datapath.
             datapath
                 .attach_uplink(&node.uplink)
@@ -115,6 +130,8 @@ impl EbpfDatapath {
                 datapath
                     .attach_overlay(crate::topology::overlay::OVERLAY_DEVICE)
                     .with_context(|| format!("attaching to the overlay of node {}", node.name))?;
+                accept_own_source_on_uplink(&node.namespace, &node.uplink)
+                    .with_context(|| format!("preparing the uplink of node {}", node.name))?;
             }
             // NSG rules are the fabric's (`fabric::nsg`), enforced statefully outside
             // the node as Azure does: `nsg` (XDP, stateless) stays unattached.
@@ -193,6 +210,17 @@ impl Datapath for EbpfDatapath {
             stream.flush();
         }
     }
+}
+
+/// A node port flow to a backend behind the Overlay is SNATed to the node address in
+/// `from_vnet` (uplink ingress) and then routed into the tunnel by the node's kernel,
+/// which refuses a packet arriving with one of its own addresses as the source unless
+/// the interface accepts it (`accept_local`). Set in the node's namespace only.
+fn accept_own_source_on_uplink(namespace: &str, uplink: &str) -> Result<()> {
+    let key = format!("/proc/sys/net/ipv4/conf/{uplink}/accept_local");
+    netns::run_in(namespace, || {
+        std::fs::write(&key, "1").with_context(|| format!("writing 1 to {key}"))
+    })
 }
 
 fn node_config(plan: &Plan, node: &NodeLayout) -> Result<NodeConfig> {

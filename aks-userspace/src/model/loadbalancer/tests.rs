@@ -2,11 +2,13 @@ use super::*;
 use crate::model::Protocol;
 
 #[test]
-fn the_ebpf_datapath_refuses_external_services_until_it_has_node_ports() {
-    let err = resolve(&[service("a", Some(ServiceType::NodePort))], Datapath::Ebpf)
-        .expect_err("no NodePort in BPF yet");
-    assert_eq!(err.field(), Some("services[0].type"));
-    assert!(resolve(&[service("a", None)], Datapath::Ebpf).is_ok());
+fn both_datapaths_expose_node_ports() {
+    for exposures in [
+        resolve(&[service("a", Some(ServiceType::NodePort))]),
+        resolve(&[service("a", Some(ServiceType::LoadBalancer))]),
+    ] {
+        assert_eq!(exposures.expect("valid").len(), 1);
+    }
 }
 
 fn service(name: &str, service_type: Option<ServiceType>) -> ServiceDescription {
@@ -27,13 +29,10 @@ fn service(name: &str, service_type: Option<ServiceType>) -> ServiceDescription 
 
 #[test]
 fn cluster_ip_services_are_not_exposed() {
-    assert!(resolve(
-        &[
-            service("a", None),
-            service("b", Some(ServiceType::ClusterIP))
-        ],
-        Datapath::Iptables
-    )
+    assert!(resolve(&[
+        service("a", None),
+        service("b", Some(ServiceType::ClusterIP))
+    ])
     .expect("valid")
     .is_empty());
 }
@@ -49,11 +48,8 @@ fn node_ports_and_frontends_are_allocated_around_the_ones_asked_for() {
         external_traffic_policy: Some(ExternalTrafficPolicy::Local),
         ..service("local", Some(ServiceType::LoadBalancer))
     };
-    let exposures = resolve(
-        &[service("np", Some(ServiceType::NodePort)), asked, local],
-        Datapath::Iptables,
-    )
-    .expect("valid");
+    let exposures =
+        resolve(&[service("np", Some(ServiceType::NodePort)), asked, local]).expect("valid");
     assert_eq!(exposures.len(), 3);
     // The explicit 30000 was reserved before allocation started.
     assert_eq!(exposures[0].node_port, 30001);
@@ -73,7 +69,7 @@ fn node_ports_and_frontends_are_allocated_around_the_ones_asked_for() {
 #[test]
 fn bad_external_fields_name_the_field() {
     let field = |services: &[ServiceDescription]| {
-        resolve(services, Datapath::Iptables)
+        resolve(services)
             .expect_err("invalid")
             .field()
             .map(str::to_owned)

@@ -1,0 +1,182 @@
+//! NodePort and LoadBalancer services from outside (`from_vnet`): a local backend gets
+//! the client's address (DNAT only) and its reply leaves as `nodeIP:nodePort`; with
+//! `externalTrafficPolicy: Cluster` a backend on another node gets the flow SNATed to
+//! the node, and its reply is translated back to the client; a flow keeps its backend
+//! and SNAT port; a `Local` node port without a local backend drops.
+
+use std::net::Ipv4Addr;
+
+use aks_ebpf_common::Reason;
+use aks_userspace::model::loadbalancer::{Exposure, ExternalTrafficPolicy, ServiceType};
+
+use crate::frames::*;
+use crate::harness::*;
+use crate::services::web_service;
+
+const NODE_PORT: u16 = 30080;
+
+fn exposure(service: &str, node_port: u16, policy: ExternalTrafficPolicy) -> Exposure {
+    Exposure {
+        service: service.into(),
+        service_type: ServiceType::LoadBalancer,
+        node_port,
+        external_traffic_policy: policy,
+        health_check_node_port: None,
+        frontend: Some(Ipv4Addr::new(198, 51, 100, 10)),
+        source_ranges: Vec::new(),
+    }
+}
+
+impl Harness {
+    /// A LoadBalancer service with `backends` (placed on this node, "n", unless
+    /// `elsewhere`) behind `NODE_PORT`, under `policy`.
+    fn with_node_port(
+        backends: &[[u8; 4]],
+        policy: ExternalTrafficPolicy,
+        elsewhere: bool,
+    ) -> Self {
+        let h = Harness::new();
+        let mut service = web_service(backends);
+        if elsewhere {
+            for backend in &mut service.backends {
+                backend.node = "other".into();
+            }
+        }
+        let exposure = exposure(&service.name, NODE_PORT, policy);
+        h.datapath
+            .node_port_maps("n")
+            .expect("NODEPORTS")
+            .upsert(&exposure, &service)
+            .expect("programming the node port");
+        h
+    }
+}
+
+#[test]
+fn a_local_backend_gets_the_client_and_its_reply_leaves_from_the_node_port() {
+    let h = Harness::with_node_port(&[LOCAL_POD], ExternalTrafficPolicy::Local, false);
+    let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (verdict, out) = h.run("from_vnet", &syn, Reason::NodePortDnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_routed(&out, POD_MAC, HOST_MAC, 63, "DNAT into the local backend");
+    assert_eq!(
+        endpoint_of(&out, false),
+        (LOCAL_POD, 8080),
+        "to the targetPort"
+    );
+    assert_eq!(
+        endpoint_of(&out, true),
+        (INTERNET, 40000),
+        "the client's address is kept"
+    );
+
+    let reply = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
+        .ports(8080, 40000)
+        .bytes();
+    let (verdict, out) = h.run("from_pod", &reply, Reason::NodePortRevDnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_routed(
+        &out,
+        GATEWAY_MAC,
+        UPLINK_MAC,
+        63,
+        "the reply out of the uplink",
+    );
+    assert_eq!(
+        endpoint_of(&out, true),
+        (NODE, NODE_PORT),
+        "the reply comes from the node port"
+    );
+    assert_eq!(endpoint_of(&out, false), (INTERNET, 40000));
+}
+
+#[test]
+fn cluster_snats_towards_another_nodes_backend_and_translates_the_reply_back() {
+    let h = Harness::with_node_port(&[REMOTE_POD], ExternalTrafficPolicy::Cluster, true);
+    let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (verdict, out) = h.run("from_vnet", &syn, Reason::NodePortDnatSnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, "on to the VNet");
+    assert_eq!(endpoint_of(&out, false), (REMOTE_POD, 8080));
+    let (source, snat_port) = endpoint_of(&out, true);
+    assert_eq!(source, NODE, "SNATed to the node address");
+    assert!(
+        (NAT_PORTS.0..=NAT_PORTS.1).contains(&snat_port),
+        "a port of the NAT range: {snat_port}"
+    );
+
+    // The flow sticks: the next packet gets the same backend and SNAT port.
+    let ack = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (_, again) = h.run("from_vnet", &ack, Reason::NodePortDnatSnat);
+    assert_eq!(endpoint_of(&again, true), (NODE, snat_port));
+    assert_eq!(endpoint_of(&again, false), (REMOTE_POD, 8080));
+
+    let reply = FrameSpec::tcp(REMOTE_POD, NODE, 0)
+        .ports(8080, snat_port)
+        .bytes();
+    let (verdict, out) = h.run("from_vnet", &reply, Reason::NodePortRevSnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, "back out to the client");
+    assert_eq!(
+        endpoint_of(&out, true),
+        (NODE, NODE_PORT),
+        "from the node port"
+    );
+    assert_eq!(
+        endpoint_of(&out, false),
+        (INTERNET, 40000),
+        "to the client again"
+    );
+}
+
+#[test]
+fn a_local_node_port_without_a_local_backend_drops() {
+    let h = Harness::with_node_port(&[REMOTE_POD], ExternalTrafficPolicy::Local, true);
+    let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (verdict, _) = h.run("from_vnet", &syn, Reason::DropNodePortNoLocalBackend);
+    assert_eq!(verdict, TC_ACT_SHOT);
+}
+
+#[test]
+fn a_cluster_node_port_without_backends_drops_and_other_ports_reach_the_node() {
+    let h = Harness::with_node_port(&[], ExternalTrafficPolicy::Cluster, false);
+    let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (verdict, _) = h.run("from_vnet", &syn, Reason::DropNodePortNoBackend);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    // Not a node port: the node's own.
+    let other = FrameSpec::tcp(INTERNET, NODE, 22).bytes();
+    let (verdict, _) = h.run("from_vnet", &other, Reason::PassedToStack);
+    assert_eq!(verdict, TC_ACT_OK);
+}
+
+#[test]
+fn a_new_connection_on_a_reused_client_port_gets_its_own_node_port_back() {
+    // Two node ports, one local backend: a client port used towards one and then the
+    // other leaves one reply tuple (backend → client) for both.
+    let h = Harness::with_node_port(&[LOCAL_POD], ExternalTrafficPolicy::Local, false);
+    let other = 30081;
+    h.datapath
+        .node_port_maps("n")
+        .expect("NODEPORTS")
+        .upsert(
+            &exposure("other", other, ExternalTrafficPolicy::Local),
+            &web_service(&[LOCAL_POD]),
+        )
+        .expect("programming the second node port");
+    let reply = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
+        .ports(8080, 40000)
+        .bytes();
+    let back_from = |h: &Harness| {
+        let (_, out) = h.run("from_pod", &reply, Reason::NodePortRevDnat);
+        endpoint_of(&out, true)
+    };
+    let syn = |port| FrameSpec::tcp(INTERNET, NODE, port).bytes();
+    h.run("from_vnet", &syn(NODE_PORT), Reason::NodePortDnat);
+    assert_eq!(back_from(&h), (NODE, NODE_PORT));
+    h.run("from_vnet", &syn(other), Reason::NodePortDnat);
+    assert_eq!(back_from(&h), (NODE, other));
+    // The first node port's flow is known (the same backend), but a new SYN on it
+    // takes the reply tuple back.
+    h.run("from_vnet", &syn(NODE_PORT), Reason::NodePortDnat);
+    assert_eq!(back_from(&h), (NODE, NODE_PORT));
+}
