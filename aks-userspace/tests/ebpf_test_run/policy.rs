@@ -16,7 +16,7 @@ use crate::frames::*;
 use crate::harness::*;
 
 /// `keys`: the local pod's allowed (identity, port, protocol, direction).
-fn policy_harness(keys: &[(u32, u16, u8, u8)]) -> Harness {
+pub fn policy_harness(keys: &[(u32, u16, u8, u8)]) -> Harness {
     let mut h = Harness::new();
     let cidr = |a: [u8; 4], len| Ipv4Cidr::new(Ipv4Addr::from(a), len).expect("cidr");
     let ipcache = [
