@@ -109,7 +109,9 @@ impl Ipv4Frame {
     /// The fixed 20 bytes are read directly; options (rare, at most 40 bytes, a multiple
     /// of 4) are summed one 32-bit word at a time, each copied by `load_word(offset,
     /// word)`. One word on the stack, not a 40-byte buffer: `from_pod` with network
-    /// policy sits at 6.1's 512-byte limit for the stack of a program and its calls.
+    /// policy sits at 6.1's 512-byte limit for the stack of a program and its calls,
+    /// and no buffer is zeroed (a byte-by-byte `memset` call on every packet, ~45 ns per
+    /// program run in the bench's profile, before options were summed this way).
     /// The loop has a constant bound, so it unrolls into straight-line code with one
     /// early exit per word.
     #[inline(always)]

@@ -100,11 +100,21 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
                     r["cost"]["median"].as_f64().is_some_and(|c| c > 0.0),
                     "{cell} {workload} ({view}) has no CPU cost: {r}"
                 );
-                // Every cell's ratio is against the same baseline, the new cells' too.
+                // Every cell's ratio is against the same baseline, the new cells' too:
+                // one per round, their median within their spread.
+                let ratio = &r["vsKubenetIptables"];
                 assert!(
-                    r["vsKubenetIptables"].as_f64().is_some_and(|q| q > 0.0),
+                    ratio["median"].as_f64().is_some_and(|q| q > 0.0),
                     "{cell} {workload} ({view}) has no ratio to kubenet/iptables: {r}"
                 );
+                assert!(
+                    ratio["min"].as_f64() <= ratio["median"].as_f64()
+                        && ratio["median"].as_f64() <= ratio["max"].as_f64(),
+                    "ratio min ≤ median ≤ max: {r}"
+                );
+                if *cell == "kubenet/iptables" {
+                    assert_eq!(ratio["median"].as_f64(), Some(1.0), "{r}");
+                }
                 let spread = &r["rate"];
                 assert!(
                     spread["min"].as_f64() <= spread["median"].as_f64()

@@ -108,12 +108,35 @@ pub struct Meter<'a> {
 }
 
 /// What the work between [`Meter::start`] and [`Meter::stop`] cost.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Cost {
     pub cpu_seconds: f64,
+    /// The BPF programs' runs meanwhile; `None` without BPF programs.
+    pub bpf: Option<BpfRuns>,
+}
+
+impl Cost {
     /// Mean run time of one BPF program run (one packet at one hook), nanoseconds; `None`
     /// without BPF programs (or without runs).
-    pub bpf_ns_per_run: Option<f64>,
+    pub fn bpf_ns_per_run(&self) -> Option<f64> {
+        let bpf = self.bpf?;
+        (bpf.runs > 0).then(|| bpf.run_time.as_nanos() as f64 / bpf.runs as f64)
+    }
+
+    /// The cost of two measurements (slices of one round) together.
+    pub fn plus(self, other: Cost) -> Cost {
+        let bpf = match (self.bpf, other.bpf) {
+            (Some(a), Some(b)) => Some(BpfRuns {
+                run_time: a.run_time + b.run_time,
+                runs: a.runs + b.runs,
+            }),
+            (a, b) => a.or(b),
+        };
+        Cost {
+            cpu_seconds: self.cpu_seconds + other.cpu_seconds,
+            bpf,
+        }
+    }
 }
 
 impl<'a> Meter<'a> {
@@ -127,15 +150,13 @@ impl<'a> Meter<'a> {
 
     pub fn stop(self) -> Result<Cost> {
         let cpu_seconds = process_cpu_seconds()? - self.cpu_seconds;
-        let bpf_ns_per_run = self.programs.and_then(|p| {
+        let bpf = self.programs.map(|p| {
             let now = p.runs();
-            let runs = now.runs.saturating_sub(self.bpf.runs);
-            let time = now.run_time.saturating_sub(self.bpf.run_time);
-            (runs > 0).then(|| time.as_nanos() as f64 / runs as f64)
+            BpfRuns {
+                runs: now.runs.saturating_sub(self.bpf.runs),
+                run_time: now.run_time.saturating_sub(self.bpf.run_time),
+            }
         });
-        Ok(Cost {
-            cpu_seconds,
-            bpf_ns_per_run,
-        })
+        Ok(Cost { cpu_seconds, bpf })
     }
 }

@@ -51,6 +51,10 @@ impl Fabric {
     }
 }
 
+/// The shortest slice of a round: shorter, and setting up the server and connection
+/// would weigh in the rate.
+const MIN_SLICE: Duration = Duration::from_millis(50);
+
 /// How long and how much a run measures; every workload is bounded by these.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchOptions {
@@ -72,22 +76,36 @@ pub struct BenchOptions {
     /// sweep's bounds (connections per round, duration).
     pub policy_rules: Vec<usize>,
     pub fabric: Fabric,
+    /// Slices each round's measurement of a workload is cut into, every cell measured
+    /// in turn within each slice (iperf3's stream, which counts whole seconds, is not
+    /// cut).
+    pub slices: usize,
+    /// What is measured: every cell, workload and view unless narrowed (`--cells`,
+    /// `--workloads`, `--views`), e.g. to profile one or to check a ratio's stability.
+    pub cells: Vec<CellKind>,
+    pub workloads: Vec<Workload>,
+    pub views: Vec<View>,
 }
 
 impl BenchOptions {
-    /// The full run: 7 rounds keep the ratios of medians within ±5 % from run to run
-    /// here (see the README).
+    /// The full run: 9 rounds of 4 slices; the medians of the per-round ratios held
+    /// about ±5 % between two runs even on the loaded shared machine (the README's
+    /// "Stability of the ratios").
     pub fn full(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
             quick: false,
-            rounds: 7,
+            rounds: 9,
             duration: Duration::from_secs(1),
             max_connections: 20_000,
             sweep_services: vec![10, 1_000, 10_000, 100_000],
             sweep_connections: 500,
             policy_rules: vec![10, 1_000, 10_000],
             fabric: Fabric::Stateless,
+            slices: 4,
+            cells: CellKind::ALL.to_vec(),
+            workloads: Workload::ALL.to_vec(),
+            views: View::ALL.to_vec(),
         }
     }
 
@@ -103,6 +121,18 @@ impl BenchOptions {
             sweep_connections: 100,
             policy_rules: vec![10, 1_000],
             fabric: Fabric::Stateless,
+            slices: 2,
+            cells: CellKind::ALL.to_vec(),
+            workloads: Workload::ALL.to_vec(),
+            views: View::ALL.to_vec(),
+        }
+    }
+
+    /// The slices of one round of `workload`.
+    pub fn slices_of(&self, workload: Workload) -> usize {
+        match workload {
+            Workload::Stream => 1,
+            _ => self.slices,
         }
     }
 
@@ -125,6 +155,18 @@ impl BenchOptions {
                 "--duration {:?}: use 0.2 to 60 seconds per workload and round",
                 self.duration
             );
+        }
+        if !(1..=10).contains(&self.slices) || self.duration.div_f64(self.slices as f64) < MIN_SLICE
+        {
+            bail!(
+                "--slices {}: use 1 to 10, and at most one per {:?} of --duration ({:?})",
+                self.slices,
+                MIN_SLICE,
+                self.duration
+            );
+        }
+        if self.cells.is_empty() || self.workloads.is_empty() || self.views.is_empty() {
+            bail!("--cells, --workloads and --views each need at least one name");
         }
         if let Some(n) = self
             .sweep_services
@@ -166,8 +208,8 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
     let date = utc_date();
     // The kernel counts BPF run time only while this lives.
     let _statistics = cost::BpfStatistics::enable()?;
-    let mut cells = Vec::with_capacity(CellKind::ALL.len());
-    for kind in CellKind::ALL {
+    let mut cells = Vec::with_capacity(options.cells.len());
+    for &kind in &options.cells {
         interrupt::check()?;
         progress(&format!("building cell {kind}"));
         let cell = Cell::create(kind, &options.prefix)?;
@@ -179,38 +221,55 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         cells.push(cell);
     }
 
-    let plan: Vec<(Workload, View)> = Workload::ALL
-        .into_iter()
-        .flat_map(|w| View::ALL.into_iter().map(move |v| (w, v)))
+    let plan: Vec<(Workload, View)> = options
+        .workloads
+        .iter()
+        .flat_map(|&w| options.views.iter().map(move |&v| (w, v)))
         .collect();
-    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); cells.len()]; plan.len()];
+    // samples[workload and view][cell][round]: `None` where the round measured nothing.
+    let mut samples: Vec<Vec<Vec<Option<Sample>>>> =
+        vec![vec![Vec::with_capacity(options.rounds); cells.len()]; plan.len()];
     let mut notes: Vec<Vec<Option<String>>> = vec![vec![None; cells.len()]; plan.len()];
-    for round in 1..=options.rounds {
+    for round in 0..options.rounds {
         for (p, &(workload, view)) in plan.iter().enumerate() {
             progress(&format!(
-                "round {round}/{}: {} ({})",
+                "round {}/{}: {} ({})",
+                round + 1,
                 options.rounds,
                 workload.name(),
                 view.name()
             ));
-            for (c, cell) in cells.iter_mut().enumerate() {
-                interrupt::check()?;
-                if !workload.is_request_response() && workload != Workload::Stream {
-                    collect_garbage(cell)?;
-                }
-                let meter = cost::Meter::start(cell.programs.as_ref())?;
-                let measured = measure(workload, view, cell, options);
-                let cost = meter.stop()?;
-                match measured {
-                    Ok(Some(m)) => {
-                        if m.failures > 0 {
-                            notes[p][c] = Some(format!("{} failed in round {round}", m.failures));
-                        }
-                        samples[p][c].push(Sample { measured: m, cost });
+            // The round's time split into slices, each measuring every cell in turn, the
+            // order rotated from slice to slice: the noise of any moment falls on every
+            // cell alike, and no cell always goes first.
+            let slices = options.slices_of(workload);
+            let slice = options.duration.div_f64(slices as f64);
+            let mut taken: Vec<Vec<Sample>> = vec![Vec::new(); cells.len()];
+            for s in 0..slices {
+                for c in stats::turn_order(round * slices + s, cells.len()) {
+                    let cell = &mut cells[c];
+                    interrupt::check()?;
+                    if !workload.is_request_response() && workload != Workload::Stream {
+                        collect_garbage(cell)?;
                     }
-                    Ok(None) => notes[p][c] = Some("no services (no datapath)".to_owned()),
-                    Err(e) => note_failure(&mut notes[p][c], &e)?,
+                    let meter = cost::Meter::start(cell.programs.as_ref())?;
+                    let measured = measure(workload, view, cell, options, slice);
+                    let cost = meter.stop()?;
+                    match measured {
+                        Ok(Some(m)) => {
+                            if m.failures > 0 {
+                                notes[p][c] =
+                                    Some(format!("{} failed in round {}", m.failures, round + 1));
+                            }
+                            taken[c].push(Sample { measured: m, cost });
+                        }
+                        Ok(None) => notes[p][c] = Some("no services (no datapath)".to_owned()),
+                        Err(e) => note_failure(&mut notes[p][c], &e)?,
+                    }
                 }
+            }
+            for (c, slices) in taken.into_iter().enumerate() {
+                samples[p][c].push(Sample::merged(slices));
             }
         }
     }
@@ -241,57 +300,52 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         )?
     };
 
-    let baseline = cell_names
-        .iter()
-        .position(|n| *n == CellKind::BASELINE.to_string());
-    let limit = cell_names
-        .iter()
-        .position(|n| *n == CellKind::Limit.to_string());
+    let position = |kind: CellKind| cell_names.iter().position(|n| *n == kind.to_string());
+    let (baseline, limit) = (position(CellKind::BASELINE), position(CellKind::Limit));
     let mut results = Vec::new();
     for (p, &(workload, view)) in plan.iter().enumerate() {
         let (cost_unit, per) = workload.cost_unit();
-        let summaries: Vec<CellResult> = cell_names
-            .iter()
-            .enumerate()
-            .map(|(c, name)| {
-                let of = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
-                    samples[p][c].iter().filter_map(f).collect()
-                };
-                let rate_samples = of(&|s| Some(s.measured.rate));
-                let cost_samples = of(&|s| Some(s.cost.cpu_seconds / s.measured.work * per));
-                CellResult {
-                    workload,
-                    view,
-                    cell: name.clone(),
-                    unit: workload.unit(),
-                    rate: Summary::of(&rate_samples),
-                    p50_us: Summary::of(&of(&|s| s.measured.p50_us)),
-                    p99_us: Summary::of(&of(&|s| s.measured.p99_us)),
-                    cost_unit,
-                    cost: Summary::of(&cost_samples),
-                    bpf_ns_per_run: Summary::of(&of(&|s| s.cost.bpf_ns_per_run)),
-                    rate_samples,
-                    cost_samples,
-                    vs_kubenet_iptables: None,
-                    vs_limit: None,
-                    cost_vs_kubenet_iptables: None,
-                    note: notes[p][c].clone(),
-                }
-            })
-            .collect();
-        let rate = |i: Option<usize>| i.and_then(|i| summaries[i].rate).map(|s| s.median);
-        let cost = |i: Option<usize>| i.and_then(|i| summaries[i].cost).map(|s| s.median);
-        let (base_rate, limit_rate, base_cost) = (rate(baseline), rate(limit), cost(baseline));
-        for mut r in summaries {
-            let mine = r.rate.map(|s| s.median);
-            let divide = |a: Option<f64>, b: Option<f64>| {
-                let q = a? / b?;
-                q.is_finite().then_some(q)
+        let rounds = &samples[p];
+        let rate = |s: &Sample| Some(s.measured.rate);
+        let cost = |s: &Sample| Some(s.cost.cpu_seconds / s.measured.work * per);
+        for (c, name) in cell_names.iter().enumerate() {
+            let of = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
+                rounds[c].iter().flatten().filter_map(f).collect()
             };
-            r.vs_kubenet_iptables = divide(mine, base_rate);
-            r.vs_limit = divide(mine, limit_rate);
-            r.cost_vs_kubenet_iptables = divide(base_cost, r.cost.map(|s| s.median));
-            results.push(r);
+            // Ratios round by round, each from measurements taken side by side.
+            let per_round = |i: usize, f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<Option<f64>> {
+                rounds[i].iter().map(|s| s.as_ref().and_then(f)).collect()
+            };
+            let ratio_to =
+                |reference: Option<usize>, f: &dyn Fn(&Sample) -> Option<f64>, inverse| {
+                    let (mine, theirs) = (per_round(c, f), per_round(reference?, f));
+                    let ratios = if inverse {
+                        stats::paired_ratios(&theirs, &mine)
+                    } else {
+                        stats::paired_ratios(&mine, &theirs)
+                    };
+                    Summary::of(&ratios)
+                };
+            let rate_samples = of(&rate);
+            let cost_samples = of(&cost);
+            results.push(CellResult {
+                workload,
+                view,
+                cell: name.clone(),
+                unit: workload.unit(),
+                rate: Summary::of(&rate_samples),
+                p50_us: Summary::of(&of(&|s| s.measured.p50_us())),
+                p99_us: Summary::of(&of(&|s| s.measured.p99_us())),
+                cost_unit,
+                cost: Summary::of(&cost_samples),
+                bpf_ns_per_run: Summary::of(&of(&|s| s.cost.bpf_ns_per_run())),
+                rate_samples,
+                cost_samples,
+                vs_kubenet_iptables: ratio_to(baseline, &rate, false),
+                vs_limit: ratio_to(limit, &rate, false),
+                cost_vs_kubenet_iptables: ratio_to(baseline, &cost, true),
+                note: notes[p][c].clone(),
+            });
         }
     }
     Ok(BenchReport {
@@ -301,6 +355,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
             quick: options.quick,
             rounds: options.rounds,
             duration_seconds: options.duration.as_secs_f64(),
+            slices: options.slices,
             max_connections_per_round: options.max_connections,
             concurrency: workloads::CONCURRENCY,
             sweep_services: options.sweep_services.clone(),
@@ -316,11 +371,22 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
     })
 }
 
-/// One round's measurement and what it cost.
-#[derive(Clone, Copy, Debug)]
+/// One round's measurement of one cell and what it cost.
+#[derive(Clone, Debug)]
 struct Sample {
     measured: Measured,
     cost: cost::Cost,
+}
+
+impl Sample {
+    /// A round's slices as one measurement.
+    fn merged(slices: Vec<Sample>) -> Option<Sample> {
+        let cost = slices
+            .iter()
+            .fold(cost::Cost::default(), |a, s| a.plus(s.cost));
+        let measured = Measured::merged(slices.into_iter().map(|s| s.measured).collect())?;
+        Some(Sample { measured, cost })
+    }
 }
 
 /// Runs `workload` once on `cell`; `None` where the cell has nothing to measure (the
@@ -330,17 +396,20 @@ fn measure(
     view: View,
     cell: &Cell,
     options: &BenchOptions,
+    d: Duration,
 ) -> Result<Option<Measured>> {
-    let d = options.duration;
     let internet = ConnectTarget {
         client: &cell.client,
         server: &cell.internet,
         listen_port: workloads::CONNECT_PORT,
         address: SocketAddr::from((cell.internet.address, workloads::CONNECT_PORT)),
     };
-    let connect = |target: &ConnectTarget, clients| {
-        workloads::connection_rate(target, clients, d, options.max_connections, view)
-    };
+    // The cap holds for the round: its slices share it.
+    let cap = options
+        .max_connections
+        .div_ceil(options.slices_of(workload));
+    let connect =
+        |target: &ConnectTarget, clients| workloads::connection_rate(target, clients, d, cap, view);
     let service = || {
         cell.service.as_ref().map(|s| ConnectTarget {
             client: &s.client,

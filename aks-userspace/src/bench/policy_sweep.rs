@@ -167,8 +167,8 @@ fn sweep_datapath(
                 .rate;
             }
             per_point[i].push(PolicyRound {
-                first_packet_p50_us: first.p50_us.unwrap_or(f64::NAN),
-                first_packet_p99_us: first.p99_us.unwrap_or(f64::NAN),
+                first_packet_p50_us: first.p50_us().unwrap_or(f64::NAN),
+                first_packet_p99_us: first.p99_us().unwrap_or(f64::NAN),
                 connect_user: rates[0],
                 connect_pinned: rates[1],
             });

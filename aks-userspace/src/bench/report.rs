@@ -60,6 +60,24 @@ impl Workload {
         }
     }
 
+    /// The name in JSON and on the command line (`--workloads`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::RrPodToPod => "rr-pod-to-pod",
+            Self::RrSameNode => "rr-same-node",
+            Self::RrNodeToNode => "rr-node-to-node",
+            Self::ConnectSnat => "connect-snat",
+            Self::ConnectSnatConcurrent => "connect-snat-concurrent",
+            Self::ConnectService => "connect-service",
+            Self::ConnectServiceConcurrent => "connect-service-concurrent",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.key() == key)
+    }
+
     pub fn unit(self) -> &'static str {
         match self {
             Self::Stream => "Gbit/s",
@@ -125,12 +143,13 @@ pub struct CellResult {
     pub cost: Option<Summary>,
     /// Mean nanoseconds per BPF program run (one packet at one hook) over the rounds.
     pub bpf_ns_per_run: Option<Summary>,
-    /// Rate median against kubenet/iptables' (higher is better).
-    pub vs_kubenet_iptables: Option<f64>,
-    /// Rate median against the limit cell's.
-    pub vs_limit: Option<f64>,
-    /// kubenet/iptables' CPU cost divided by this cell's (higher is better).
-    pub cost_vs_kubenet_iptables: Option<f64>,
+    /// The rate against kubenet/iptables' (higher is better): one ratio per round, of
+    /// measurements taken side by side, and their median and spread.
+    pub vs_kubenet_iptables: Option<Summary>,
+    /// The rate against the limit cell's, the same way.
+    pub vs_limit: Option<Summary>,
+    /// kubenet/iptables' CPU cost divided by this cell's (higher is better), per round.
+    pub cost_vs_kubenet_iptables: Option<Summary>,
     /// Why numbers are missing, or what went wrong in some round.
     pub note: Option<String>,
 }
@@ -152,6 +171,8 @@ pub struct Settings {
     pub quick: bool,
     pub rounds: usize,
     pub duration_seconds: f64,
+    /// Slices of each round (every cell in turn in each; stream uncut).
+    pub slices: usize,
     pub max_connections_per_round: usize,
     pub concurrency: usize,
     pub sweep_services: Vec<usize>,
@@ -190,8 +211,17 @@ pub fn number(value: f64) -> String {
     }
 }
 
-fn ratio(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}×"))
+/// A ratio's median over the rounds and its spread: `1.42× (1.38–1.47)`.
+fn ratio(value: Option<Summary>) -> String {
+    value.map_or_else(
+        || "-".to_owned(),
+        |r| format!("{:.2}× ({:.2}–{:.2})", r.median, r.min, r.max),
+    )
+}
+
+/// A ratio's median alone.
+fn ratio_median(value: Option<Summary>) -> String {
+    value.map_or_else(|| "-".to_owned(), |r| format!("{:.2}×", r.median))
 }
 
 fn spread(s: Option<Summary>) -> String {
@@ -214,7 +244,7 @@ impl BenchReport {
     /// The human tables: every workload per view and cell, then the sweep.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "aksnet bench, {}: {}, {} cores, {:.0} GiB, kernel {}\n{} rounds of {}s per workload, view and cell; medians (min–max over rounds); fabric {}; pinned view: every thread on CPU {}; ratios higher-is-better\n",
+            "aksnet bench, {}: {}, {} cores, {:.0} GiB, kernel {}\n{} rounds of {}s per workload, view and cell; medians (min–max over rounds); each round {} slice(s) per cell, cells in turn; ratios are per round, side by side, then their median (min–max), higher-is-better; fabric {}; pinned view: every thread on CPU {}\n",
             self.date,
             self.machine.cpu_model,
             self.machine.cores,
@@ -222,6 +252,7 @@ impl BenchReport {
             self.machine.kernel,
             self.settings.rounds,
             self.settings.duration_seconds,
+            self.settings.slices,
             self.settings.fabric,
             self.machine.pinned_cpu,
         );
@@ -231,7 +262,7 @@ impl BenchReport {
             "CELL",
             ">RATE (MIN–MAX)",
             "UNIT",
-            ">VS K/IPT",
+            ">VS K/IPT (MIN–MAX)",
             ">VS LIMIT",
             ">P50 µs",
             ">CPU COST",
@@ -248,11 +279,11 @@ impl BenchReport {
                 spread(r.rate),
                 r.unit.to_owned(),
                 ratio(r.vs_kubenet_iptables),
-                ratio(r.vs_limit),
+                ratio_median(r.vs_limit),
                 median(r.p50_us),
                 spread(r.cost),
                 r.cost_unit.to_owned(),
-                ratio(r.cost_vs_kubenet_iptables),
+                ratio_median(r.cost_vs_kubenet_iptables),
                 median(r.bpf_ns_per_run),
                 r.note.clone().unwrap_or_default(),
             ]);
@@ -326,6 +357,8 @@ impl BenchReport {
             "min",
             "max",
             "vs_kubenet_iptables",
+            "vs_kubenet_iptables_min",
+            "vs_kubenet_iptables_max",
             "vs_limit",
             "p50_us",
             "p99_us",
@@ -352,13 +385,15 @@ impl BenchReport {
                 &mid(r.rate),
                 &opt(r.rate.map(|s| s.min)),
                 &opt(r.rate.map(|s| s.max)),
-                &opt(r.vs_kubenet_iptables),
-                &opt(r.vs_limit),
+                &mid(r.vs_kubenet_iptables),
+                &opt(r.vs_kubenet_iptables.map(|s| s.min)),
+                &opt(r.vs_kubenet_iptables.map(|s| s.max)),
+                &mid(r.vs_limit),
                 &mid(r.p50_us),
                 &mid(r.p99_us),
                 r.cost_unit,
                 &mid(r.cost),
-                &opt(r.cost_vs_kubenet_iptables),
+                &mid(r.cost_vs_kubenet_iptables),
                 &mid(r.bpf_ns_per_run),
                 "",
                 &samples.join(" "),
@@ -377,6 +412,8 @@ impl BenchReport {
                 &mid(p.connect_pinned),
                 &opt(p.connect_pinned.map(|s| s.min)),
                 &opt(p.connect_pinned.map(|s| s.max)),
+                "",
+                "",
                 "",
                 "",
                 &opt(p.first_packet_p50_us),
@@ -445,5 +482,22 @@ mod tests {
         assert_eq!(Workload::ConnectSnat.cost_unit().1, 1e4);
         assert!(Workload::RrSameNode.is_request_response());
         assert!(!Workload::ConnectService.is_request_response());
+    }
+
+    #[test]
+    fn workload_keys_are_their_json_names() {
+        for w in Workload::ALL {
+            assert_eq!(serde_json::to_value(w).expect("json"), w.key());
+            assert_eq!(Workload::from_key(w.key()), Some(w));
+        }
+        assert_eq!(Workload::from_key("rr"), None);
+    }
+
+    #[test]
+    fn ratios_print_their_median_and_spread() {
+        let s = Summary::of(&[1.5, 1.42, 1.38]);
+        assert_eq!(ratio(s), "1.42× (1.38–1.50)");
+        assert_eq!(ratio_median(s), "1.42×");
+        assert_eq!(ratio(None), "-");
     }
 }

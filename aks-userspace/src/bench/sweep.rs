@@ -188,8 +188,8 @@ fn sweep_datapath(
             }
             let programmed = program_one_more(&sweep.cell, &sweep.plan)?;
             per_point[i].push(SweepRound {
-                first_packet_p50_us: first.p50_us.unwrap_or(f64::NAN),
-                first_packet_p99_us: first.p99_us.unwrap_or(f64::NAN),
+                first_packet_p50_us: first.p50_us().unwrap_or(f64::NAN),
+                first_packet_p99_us: first.p99_us().unwrap_or(f64::NAN),
                 program_one_more_ms: programmed.as_secs_f64() * 1000.0,
                 connect_user: rates[0],
                 connect_pinned: rates[1],

@@ -88,16 +88,49 @@ impl View {
 }
 
 /// What one workload run measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Measured {
     /// The workload's rate in its unit (Gbit/s, transactions/s, connections/s).
     pub rate: f64,
+    /// How long the rate was measured over, seconds.
+    pub seconds: f64,
     /// What the CPU cost is divided by: bytes (stream), transactions, connections.
     pub work: f64,
-    /// Latency percentiles, µs, where the workload times single operations.
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
+    /// Every single operation timed, µs (round trips; connects), or none.
+    pub latencies_us: Vec<f64>,
     pub failures: usize,
+}
+
+impl Measured {
+    /// One measurement out of slices of it taken in turn with other cells' (a round's
+    /// slices): the rate over their summed time, their work, latencies and failures
+    /// together. `None` without slices.
+    pub fn merged(slices: Vec<Measured>) -> Option<Measured> {
+        if slices.is_empty() {
+            return None;
+        }
+        let seconds: f64 = slices.iter().map(|m| m.seconds).sum();
+        let mut merged = Measured {
+            rate: slices.iter().map(|m| m.rate * m.seconds).sum::<f64>() / seconds,
+            seconds,
+            work: slices.iter().map(|m| m.work).sum(),
+            latencies_us: Vec::new(),
+            failures: slices.iter().map(|m| m.failures).sum(),
+        };
+        for slice in slices {
+            merged.latencies_us.extend(slice.latencies_us);
+        }
+        Some(merged)
+    }
+
+    /// The median single operation, µs, if operations were timed.
+    pub fn p50_us(&self) -> Option<f64> {
+        stats::percentile(&self.latencies_us, 50.0)
+    }
+
+    pub fn p99_us(&self) -> Option<f64> {
+        stats::percentile(&self.latencies_us, 99.0)
+    }
 }
 
 /// Pins the calling thread to `cpu`, if given.
@@ -164,13 +197,14 @@ pub fn stream(client: &Place, server: &Place, seconds: u64, view: View) -> Resul
         let bytes = received["bytes"]
             .as_f64()
             .context("iperf3's JSON has no end.sum_received.bytes")?;
+        let measured_seconds = received["seconds"].as_f64().unwrap_or(seconds as f64);
         // Reaped here, so its CPU time is in the caller's children's usage.
         server_child.wait_bounded(Duration::from_secs(5));
         return Ok(Measured {
             rate: bits / 1e9,
+            seconds: measured_seconds,
             work: bytes,
-            p50_us: None,
-            p99_us: None,
+            latencies_us: Vec::new(),
             failures: 0,
         });
     }
@@ -326,7 +360,8 @@ pub fn request_response(
             let mut answer = [0u8; RR_MESSAGE];
             let mut latencies = Vec::with_capacity(400_000);
             let started = Instant::now();
-            while started.elapsed() < duration {
+            // At least one round trip, however late a busy machine runs this.
+            while latencies.is_empty() || started.elapsed() < duration {
                 let sent = Instant::now();
                 stream.write_all(&message)?;
                 stream
@@ -343,9 +378,9 @@ pub fn request_response(
     .with_context(|| format!("request/response from {} to {target}", client.namespace))?;
     Ok(Measured {
         rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        seconds: elapsed.as_secs_f64(),
         work: latencies.len() as f64,
-        p50_us: stats::percentile(&latencies, 50.0),
-        p99_us: stats::percentile(&latencies, 99.0),
+        latencies_us: latencies,
         failures: 0,
     })
 }
@@ -387,7 +422,12 @@ pub fn connection_rate(
                             scope.spawn(move || -> Result<(usize, usize)> {
                                 pin(cpu)?;
                                 let (mut done, mut failed) = (0usize, 0usize);
-                                while started.elapsed() < duration && done + failed < budget {
+                                // At least one attempt each, however late a busy
+                                // machine starts this thread (a short slice can be
+                                // over before it runs).
+                                while done + failed == 0
+                                    || (started.elapsed() < duration && done + failed < budget)
+                                {
                                     match one_connection(address) {
                                         Ok(()) => done += 1,
                                         Err(_) => failed += 1,
@@ -430,9 +470,9 @@ pub fn connection_rate(
     }
     Ok(Measured {
         rate: connections as f64 / elapsed.as_secs_f64(),
+        seconds: elapsed.as_secs_f64(),
         work: connections as f64,
-        p50_us: None,
-        p99_us: None,
+        latencies_us: Vec::new(),
         failures,
     })
 }
@@ -501,9 +541,41 @@ pub fn first_packet_latency(target: &ConnectTarget, count: usize) -> Result<Meas
     }
     Ok(Measured {
         rate: f64::NAN,
+        seconds: f64::NAN,
         work: samples.len() as f64,
-        p50_us: stats::percentile(&samples, 50.0),
-        p99_us: stats::percentile(&samples, 99.0),
+        latencies_us: samples,
         failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(rate: f64, seconds: f64, latencies_us: Vec<f64>) -> Measured {
+        Measured {
+            rate,
+            seconds,
+            work: rate * seconds,
+            latencies_us,
+            failures: 1,
+        }
+    }
+
+    #[test]
+    fn slices_merge_into_the_rate_over_their_summed_time() {
+        let merged = Measured::merged(vec![
+            slice(1000.0, 0.25, vec![3.0, 1.0]),
+            slice(3000.0, 0.75, vec![2.0]),
+        ])
+        .expect("two slices");
+        // 250 + 2250 operations in one second.
+        assert_eq!(merged.rate, 2500.0);
+        assert_eq!(
+            (merged.seconds, merged.work, merged.failures),
+            (1.0, 2500.0, 2)
+        );
+        assert_eq!(merged.p50_us(), Some(2.0), "latencies pooled");
+        assert_eq!(Measured::merged(Vec::new()), None);
+    }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use aks_userspace::bench::cells::CellKind;
+use aks_userspace::bench::report::Workload;
+use aks_userspace::bench::workloads::View;
 use aks_userspace::bench::{self, interrupt, BenchOptions};
 
 /// What the command line asked for.
@@ -14,7 +17,7 @@ pub struct BenchArgs {
     /// A short run (0.3 s per workload, view and cell, 2 rounds, sweeps to 1,000).
     #[arg(long)]
     pub quick: bool,
-    /// Rounds per workload, view and cell (default 7, quick 2).
+    /// Rounds per workload, view and cell (default 9, quick 2).
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Seconds per workload, view, cell and round (default 1, quick 0.3).
@@ -33,6 +36,21 @@ pub struct BenchArgs {
     /// `stateful` (every forwarded packet tracked, as before) to measure what that costs.
     #[arg(long, value_enum, default_value_t = FabricArg::Stateless)]
     pub fabric: FabricArg,
+    /// Slices each round of a workload is cut into, every cell measured in turn in
+    /// each (default 4, quick 2; stream is not cut).
+    #[arg(long)]
+    pub slices: Option<usize>,
+    /// Only these cells, comma-separated (e.g. azure/ebpf,kubenet/iptables,limit);
+    /// ratios need kubenet/iptables (and the limit) among them.
+    #[arg(long, value_delimiter = ',', value_parser = parse_cell)]
+    pub cells: Option<Vec<CellKind>>,
+    /// Only these workloads, comma-separated, by their JSON names (e.g.
+    /// rr-pod-to-pod,connect-snat).
+    #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
+    pub workloads: Option<Vec<Workload>>,
+    /// Only these views: user, pinned.
+    #[arg(long, value_delimiter = ',', value_parser = parse_view)]
+    pub views: Option<Vec<View>>,
     /// Measure only the connection rate from the internet host to a LoadBalancer
     /// frontend (externalTrafficPolicy Cluster and Local, eBPF and iptables), on its own
     /// two clusters; --rounds and --duration apply, --json writes its report.
@@ -50,6 +68,34 @@ pub struct BenchArgs {
     /// Also draw the results as an SVG plot into this file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+fn parse_cell(name: &str) -> Result<CellKind, String> {
+    CellKind::ALL
+        .into_iter()
+        .find(|k| k.to_string() == name)
+        .ok_or_else(|| format!("no cell {name:?}; cells: {}", names(CellKind::ALL)))
+}
+
+fn parse_workload(name: &str) -> Result<Workload, String> {
+    Workload::from_key(name).ok_or_else(|| {
+        let keys = Workload::ALL.map(Workload::key);
+        format!("no workload {name:?}; workloads: {}", keys.join(", "))
+    })
+}
+
+fn parse_view(name: &str) -> Result<View, String> {
+    View::ALL
+        .into_iter()
+        .find(|v| v.name() == name)
+        .ok_or_else(|| format!("no view {name:?}; views: user, pinned"))
+}
+
+fn names<T: std::fmt::Display>(all: impl IntoIterator<Item = T>) -> String {
+    all.into_iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -82,6 +128,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if let Some(sweep) = args.sweep {
         options.sweep_services = sweep;
     }
+    if let Some(slices) = args.slices {
+        options.slices = slices;
+    }
+    if let Some(cells) = args.cells {
+        options.cells = cells;
+    }
+    if let Some(workloads) = args.workloads {
+        options.workloads = workloads;
+    }
+    if let Some(views) = args.views {
+        options.views = views;
+    }
     if let Some(rules) = args.policy_sweep {
         options.policy_rules = rules;
     }
@@ -92,9 +150,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         return frontends(&options, args.json.as_deref());
     }
     eprintln!(
-        "aksnet bench: {} cells × {} workloads × 2 views × {} rounds × {:.1}s{}{}; clusters named {}*",
-        bench::cells::CellKind::ALL.len(),
-        bench::report::Workload::ALL.len(),
+        "aksnet bench: {} cells × {} workloads × {} views × {} rounds × {:.1}s{}{}; clusters named {}*",
+        options.cells.len(),
+        options.workloads.len(),
+        options.views.len(),
         options.rounds,
         options.duration.as_secs_f64(),
         if options.sweep_services.is_empty() {
