@@ -32,7 +32,8 @@ pub struct RunningCluster {
 /// - kubenet's route table is associated with the node subnet only, so on-prem (over
 ///   ExpressRoute) has no route to pod addresses: its traffic to the pod CIDR is dropped.
 /// - the node subnet's NSG rules (see `fabric::nsg`), stateful, after the above;
-/// - egress per `outboundType` (`fabric::egress`): a NAT gateway's SNAT, or none;
+/// - egress per `outboundType` (`fabric::egress`): the load balancer's outbound rule
+///   (per-node SNAT ports), a NAT gateway's SNAT, or none;
 /// - the cluster's load balancer (`fabric::loadbalancer`), whose admitted flows come
 ///   first: a public frontend is the inbound path the first rule speaks of.
 ///
@@ -42,7 +43,8 @@ pub struct RunningCluster {
 /// conntrack in the `raw` table: Azure's fabric is offloaded hardware that costs a node
 /// nothing, and a conntrack lookup and entry per forwarded packet here cost the host
 /// more than a node's whole datapath did (see the README's benchmark section).
-fn fabric_rules(plan: &Plan) -> String {
+pub(crate) fn fabric_rules(plan: &Plan) -> String {
+    let backends = fabric::egress::backend_nodes(plan);
     let (internet_link, _) = layout::link_for(plan.external_hosts.internet);
     let balancing = fabric::loadbalancer::rules(plan);
     let tracked = fabric::nsg::raw_rules(&plan.nsg) + &fabric::loadbalancer::raw_rules(&balancing);
@@ -54,16 +56,18 @@ fn fabric_rules(plan: &Plan) -> String {
          -A PREROUTING -m comment --comment \"aksnet: the rest of the VNet fabric is stateless, as Azure's\" -j NOTRACK\n\
          COMMIT\n"
     );
-    let nat =
-        fabric::loadbalancer::nat_rules(&balancing) + &fabric::egress::nat_rules(&plan.outbound);
+    let nat = fabric::loadbalancer::nat_rules(&balancing)
+        + &fabric::egress::nat_rules(&plan.outbound, &backends);
     // Always named, even empty: a reprogrammed fabric (see `reprogram_fabric`) must
-    // lose the DNAT of a load balancer that was removed.
+    // lose the DNAT of a load balancer that was removed, or the SNAT of an egress.
     rules.push_str(&format!("*nat\n{nat}COMMIT\n"));
     rules.push_str("*filter\n");
     rules.push_str(&fabric::nsg::filter_chains(&plan.nsg));
     rules.push_str(&fabric::loadbalancer::filter_chains(&balancing));
+    rules.push_str(&fabric::egress::filter_chains(&plan.outbound, &backends));
     let nsg_chain = (!plan.nsg.is_empty()).then_some(fabric::nsg::CHAIN);
     rules.push_str(&fabric::loadbalancer::filter_rules(&balancing, nsg_chain));
+    rules.push_str(&fabric::firewall::admit_rules(plan));
     rules.push_str("-A FORWARD -i internet -m conntrack --ctstate NEW -m comment --comment \"aksnet: no inbound from the internet without a public IP\" -j DROP\n");
     if let Some(pod_cidr) = plan.pod_cidr {
         rules.push_str(&format!(
@@ -71,7 +75,7 @@ fn fabric_rules(plan: &Plan) -> String {
         ));
     }
     rules.push_str(&fabric::nsg::filter_rules(&plan.nsg));
-    rules.push_str(&fabric::egress::filter_rules(&plan.outbound));
+    rules.push_str(&fabric::egress::filter_rules(&plan.outbound, &backends));
     rules.push_str("COMMIT\n");
     rules
 }
@@ -182,7 +186,7 @@ pub fn create_described(
             .collect(),
         services: plan.services.clone(),
         exposures: plan.exposures.clone(),
-        outbound: plan.outbound,
+        outbound: plan.outbound.clone(),
         conntrack: Some(plan.conntrack.clone()),
         network_policy: plan.policy.engine,
     };
@@ -200,6 +204,8 @@ pub fn create_described(
         crate::stop::check()?;
         iptables::restore(&layout.vnet, &fabric_rules(plan))
             .context("programming the VNet fabric")?;
+        fabric::egress::apply_idle_timeout(&layout.vnet, &plan.outbound)?;
+        fabric::firewall::install(plan, &layout.vnet)?;
         let datapath = datapath::install(plan, &layout)?;
         crate::stop::check()?;
         Ok(datapath)

@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod cluster;
 pub mod cluster_lock;
 pub mod datapath;
+pub mod egress_update;
 pub mod fabric;
 pub mod inspect;
 pub mod model;

@@ -59,23 +59,30 @@ enum Command {
         #[arg(long, conflicts_with = "name")]
         all: bool,
     },
-    /// Upgrade a running kubenet or Azure CNI Node Subnet cluster to Azure CNI Overlay
-    /// in place, as `az aks update --network-plugin-mode overlay` does: one way, every
-    /// node reimaged (its pods rebuilt, its datapath reloaded), one at a time. A failure
-    /// or Ctrl-C rolls the upgraded nodes back.
+    /// Change a running cluster in place, as `az aks update` does: upgrade kubenet or
+    /// Azure CNI Node Subnet to Azure CNI Overlay (`--network-plugin-mode overlay`: one
+    /// way, every node reimaged one at a time, a failure or Ctrl-C rolls the upgraded
+    /// nodes back), or change its egress (`--outbound-type`: the fabric's rules are
+    /// replaced, the flows of the old egress forgotten).
     ///
     /// Exits with 2 when AKS would refuse (a Pod Subnet cluster, Node Subnet without
-    /// --pod-cidr, another pod CIDR for kubenet).
+    /// --pod-cidr, another pod CIDR for kubenet; managedNATGateway to or from
+    /// userDefinedRouting).
+    #[command(group(clap::ArgGroup::new("change").required(true).args(["network_plugin_mode", "outbound_type"])))]
     Update {
         /// The cluster; may be left out when exactly one exists.
         name: Option<String>,
         /// The target mode; only `overlay` exists (other plugin changes need a new
         /// cluster, as in AKS).
         #[arg(long = "network-plugin-mode", value_enum)]
-        network_plugin_mode: PluginModeArg,
+        network_plugin_mode: Option<PluginModeArg>,
         /// The Overlay pod CIDR: required from Node Subnet; kubenet keeps its own.
-        #[arg(long = "pod-cidr")]
+        #[arg(long = "pod-cidr", requires = "network_plugin_mode")]
         pod_cidr: Option<aks_userspace::cidr::Ipv4Cidr>,
+        /// The new outbound type: loadBalancer, managedNATGateway, userDefinedRouting or
+        /// none (the AKS names).
+        #[arg(long = "outbound-type", conflicts_with = "network_plugin_mode")]
+        outbound_type: Option<aks_userspace::model::outbound::OutboundType>,
     },
     /// Add, change or remove ClusterIP services of a running cluster, on either
     /// datapath; prints how long programming the datapath took.
@@ -204,9 +211,17 @@ enum Inspect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
-    /// managedNATGateway: the public ports each node holds in the NAT gateway's shared
-    /// pool, from the fabric's connection table (empty for other outbound types).
+    /// Egress SNAT per node: the load balancer's outbound rule (each node's port block,
+    /// flows, the most to one destination, new flows dropped once its ports are in use)
+    /// or the NAT gateway's shared pool, from the fabric (empty for `none`).
     Egress {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// userDefinedRouting: the firewall's log, each rule with the packets it decided
+    /// (NAT rules, egress SNAT, packets of unknown sessions dropped: asymmetric routing)
+    /// and the sessions in its connection table (--node is ignored).
+    Firewall {
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -262,6 +277,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
         Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
         Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
         Inspect::Egress { target } => cli::inspect::egress(&target.target()),
+        Inspect::Firewall { target } => cli::inspect::firewall(&target.target()),
         Inspect::Stats {
             target,
             reason,
@@ -294,8 +310,14 @@ fn main() -> ExitCode {
         Command::Policy { action } => cli::policy::run(action),
         Command::Update {
             name,
-            network_plugin_mode: PluginModeArg::Overlay,
+            outbound_type: Some(outbound_type),
+            ..
+        } => cli::update::run_outbound(name.as_deref(), outbound_type),
+        Command::Update {
+            name,
+            network_plugin_mode: _,
             pod_cidr,
+            outbound_type: None,
         } => cli::update::run(name.as_deref(), pod_cidr),
         Command::Check {
             name,

@@ -63,8 +63,7 @@ pub fn to_overlay(
     pod_cidr: Option<Ipv4Cidr>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Outcome> {
-    let _lock = ClusterLock::existing(name, ClusterLock::say_waiting(name))?
-        .ok_or_else(|| Refused(format!("there is no cluster {name:?}; see `aksnet up`")))?;
+    let _lock = change_lock(name)?;
     let state = ClusterState::require(name)?;
     if let Some(pid) = cluster_lock::owner_pid(name) {
         return Err(Refused(format!(
@@ -142,6 +141,18 @@ pub fn to_overlay(
         nodes: total,
         took: started.elapsed(),
     })
+}
+
+/// The change lock of existing cluster `name`, saying on stderr when another command
+/// holds it and this one waits; no cluster of that name is [`Refused`].
+pub(crate) fn change_lock(name: &str) -> Result<ClusterLock> {
+    ClusterLock::existing(name, |holder| {
+        crate::errln!(
+            "cluster {name}: waiting for another aksnet command{} that is changing it",
+            holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+        )
+    })?
+    .ok_or_else(|| Refused(format!("there is no cluster {name:?}; see `aksnet up`")).into())
 }
 
 /// The description after the upgrade, or `None` when it already is Overlay. Refuses what
@@ -274,8 +285,9 @@ fn wait_until_gone(namespace: &str, link: &str) -> Result<()> {
 
 /// The part of the vnet namespace's spec that serves `node_namespace`: the veth into it,
 /// its address, and the routes and neighbours over it (kubenet's UDR for the node's pod
-/// /24 with the old plan; only the node's host route with Overlay).
-fn vnet_side(vnet: &NamespaceSpec, node_namespace: &str) -> NamespaceSpec {
+/// /24 with the old plan; only the node's host route with Overlay). Also serves the
+/// firewall's namespace (`egress_update`).
+pub(crate) fn vnet_side(vnet: &NamespaceSpec, node_namespace: &str) -> NamespaceSpec {
     let mut side = NamespaceSpec::new(&vnet.name, vnet.forwarding);
     side.veths = vnet
         .veths

@@ -180,7 +180,8 @@ fn expectations_from_a_file_pass_fail_or_are_refused() {
 
     let good = file(
         "good",
-        "- { from: nodepool1-0-pod0, to: internet, expect: reachable, source: node }\n\
+        "- { from: nodepool1-0-pod0, to: on-prem, expect: reachable, source: node }\n\
+         - { from: nodepool1-0-pod0, to: internet, expect: reachable, source: 198.51.100.4 }\n\
          - { from: nodepool1-0-pod0, to: nodepool1-1-pod0, expect: reachable, source: pod }\n\
          - { from: on-prem, to: nodepool1-1, port: 8080, protocol: UDP, expect: reachable, source: 192.168.100.10 }\n\
          - { from: internet, to: nodepool1-0-pod0, expect: blocked }\n",
@@ -188,7 +189,7 @@ fn expectations_from_a_file_pass_fail_or_are_refused() {
     let out = aksnet(&["check", &name, "--expect", &good]);
     print!("{}", text(&out));
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 of 4 rows pass"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 of 5 rows pass"));
 
     let wrong = file(
         "wrong",
@@ -205,7 +206,7 @@ fn expectations_from_a_file_pass_fail_or_are_refused() {
     assert!(
         rows[0]["mismatch"]
             .as_str()
-            .is_some_and(|m| m.contains("saw reachable as 10.224.0.4")),
+            .is_some_and(|m| m.contains("saw reachable as 198.51.100.4")),
         "{}",
         rows[0]
     );
@@ -289,14 +290,18 @@ fn a_detached_program_fails_the_masquerade_row() {
         .into_iter()
         .filter(|r| r["verdict"] == "fail")
         .collect();
-    // Node Subnet masquerades everything outside the VNet: on-prem and the internet.
+    // Node Subnet masquerades everything outside the VNet: on-prem and the internet
+    // (where the load balancer's outbound rule then SNATs the node, not a pod address).
     let paths: Vec<&Value> = failed.iter().map(|r| &r["path"]).collect();
     assert_eq!(paths, ["pod -> on-prem", "pod -> internet"], "{failed:?}");
-    for row in &failed {
+    for (row, expected) in failed
+        .iter()
+        .zip(["(node nodepool1-0)", "(load balancer outbound)"])
+    {
         assert!(
             row["mismatch"]
                 .as_str()
-                .is_some_and(|m| m.contains("(node nodepool1-0), saw reachable as")
+                .is_some_and(|m| m.contains(&format!("{expected}, saw reachable as"))
                     && m.ends_with("(itself)")),
             "{row}"
         );

@@ -83,14 +83,18 @@ fn kubenet_routes_pods_through_the_route_table_and_masquerades_the_rest() {
             "{path}: inside the non-masquerade CIDRs"
         );
     }
-    for path in ["pod -> internet", "pod -> on-prem"] {
+    for (path, seen) in [
+        // The node's address, SNATed again by the load balancer's outbound rule.
+        ("pod -> internet", "198.51.100.4"),
+        ("pod -> on-prem", "10.224.0.4"),
+    ] {
         let r = probe(&results, path);
         assert_eq!(
             r["connected"], true,
             "{path}: the reply came back through reverse SNAT: {r}"
         );
         assert_eq!(
-            r["seenAs"], "nodepool1-0",
+            r["seenSource"], seen,
             "{path}: kubenet pods leave as their node"
         );
     }

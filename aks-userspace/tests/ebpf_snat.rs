@@ -32,12 +32,12 @@ fn azure_cni_node_subnet_masquerades_outside_the_vnet() {
     let _down = Down(name.clone());
     up_keep(&description(&name, "azure", "ebpf", 2, 1));
     let results = check(&name);
+    // The internet sees the load balancer's outbound address (outboundType
+    // loadBalancer), which SNATs what the node sends: the node's own masquerade is what
+    // on-prem sees.
     let internet = probe(&results, "pod -> internet");
     assert_eq!(internet["connected"], true, "{internet}");
-    assert_eq!(
-        internet["seenAs"], "nodepool1-0",
-        "the internet sees the node"
-    );
+    assert_eq!(internet["seenSource"], "198.51.100.4", "{internet}");
     // Outside the VNet, on-prem too, sees the node (concepts-network-legacy-cni.md).
     let on_prem = probe(&results, "pod -> on-prem");
     assert_eq!(on_prem["connected"], true, "{on_prem}");
@@ -97,7 +97,10 @@ fn thousands_of_concurrent_flows_through_snat_all_complete() {
     raise_open_files(4 * FLOWS as u64 + 256);
     let name = cluster_name("sc");
     let _down = Down(name.clone());
-    up_keep(&description(&name, "kubenet", "ebpf", 1, 1));
+    // Every flow goes to one destination: the load balancer's outbound rule must give
+    // the node more than FLOWS ports to it (its default 1,024 would refuse the rest).
+    let ports = "loadBalancerProfile: { allocatedOutboundPorts: 64000 }\n";
+    up_keep(&description_with(&name, "kubenet", "ebpf", 1, 1, ports));
     let state = ClusterState::require(&name).expect("state");
     let pod = state.nodes[0].pods[0].namespace.clone();
     let internet = state.internet.clone();
@@ -131,14 +134,19 @@ fn thousands_of_concurrent_flows_through_snat_all_complete() {
         Ok(clients)
     })
     .expect("connecting from the pod");
-    let node_ip = state.nodes[0].address.to_string();
+    // The node's masquerade, then the load balancer's outbound rule.
+    let outbound_ip = "198.51.100.4";
     let mut answered = 0;
     for stream in &clients {
         let mut line = String::new();
         BufReader::new(stream)
             .read_line(&mut line)
             .expect("reading the answer");
-        assert_eq!(line.trim(), node_ip, "the internet host sees the node");
+        assert_eq!(
+            line.trim(),
+            outbound_ip,
+            "the internet host sees the outbound address"
+        );
         answered += 1;
     }
     let held = server.join().expect("server thread");

@@ -52,11 +52,13 @@ fn assert_common_matrix(results: &[Value], plugin: &str) {
     } else {
         assert_eq!(to_node["seenSource"], to_node["sourceAddress"], "{to_node}");
     }
+    // ip-masq-agent masquerades to the node towards the internet; the load balancer's
+    // outbound rule (outboundType loadBalancer) then SNATs the node to its address.
     let internet = probe(results, "pod -> internet");
     assert_eq!(internet["connected"], true);
     assert_eq!(
-        internet["seenAs"], "nodepool1-0",
-        "{plugin}: ip-masq-agent masquerades to the node towards the internet"
+        internet["seenSource"], "198.51.100.4",
+        "{plugin}: {internet}"
     );
     let on_prem_node = probe(results, "on-prem -> node");
     assert_eq!(on_prem_node["connected"], true);

@@ -328,6 +328,10 @@ fn cluster_description(
     let mut yaml = format!(
         "name: {name}\nnetworkPlugin: {plugin}\n{mode_fields}datapath: {datapath}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nmaxPods: {max_pods}\nnodePools:\n  - {{ name: nodepool1, count: {NODES}, osType: Linux }}\npodsPerNode: {PODS_PER_NODE}\n"
     );
+    // Egress by NAT gateway (64,512 ports shared), not the default load balancer: its
+    // 1,024 ports per node to one destination run out within the first thousand of the
+    // connection workloads' flows to the internet host (see README, "Egress").
+    yaml.push_str("outboundType: managedNATGateway\n");
     if services > SERVICES_IN_DEFAULT_CIDR {
         yaml.push_str(&format!("serviceCidr: {LARGE_SERVICE_CIDR}\n"));
     }

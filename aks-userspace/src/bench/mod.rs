@@ -20,6 +20,7 @@ pub mod interrupt;
 pub mod plot;
 pub mod policy_sweep;
 pub mod report;
+pub mod snat;
 pub mod stats;
 pub mod sweep;
 pub mod workloads;

@@ -21,7 +21,10 @@
 //!    internet gets no reply: neither has a route back to the pod CIDR.
 //!    The internet, per `outboundType`: `none` has no egress (blocked);
 //!    `managedNATGateway` sees the NAT gateway's public address (the fabric SNATs after
-//!    the node's masquerade); `loadBalancer` as rule 3 says (see `model::outbound`).
+//!    the node's masquerade); `loadBalancer` sees the load balancer's outbound address
+//!    when the flow leaves with a node's address (its outbound rule serves the nodes'
+//!    primary addresses), the address of rule 3 otherwise; `userDefinedRouting` sees
+//!    the firewall's public address (0.0.0.0/0 leads to it, it SNATs).
 //! 5. The NSG of the node subnet: inbound rules, evaluated where a packet enters a node
 //!    from the VNet (so not between pods of one node), on the address the node sees, in
 //!    priority order, first match decides, no match allows. Azure's NSGs are stateful:
@@ -94,7 +97,7 @@ impl NetworkModel {
             pod_cidr: plan.pod_cidr,
             non_masquerade_cidrs: plan.non_masquerade_cidrs.clone(),
             nsg: plan.nsg.clone(),
-            outbound: plan.outbound,
+            outbound: plan.outbound.clone(),
             nodes: plan
                 .nodes
                 .iter()
@@ -278,6 +281,27 @@ pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
                 return Expectation::Blocked {
                     reason: "outboundType none: no egress to the internet".into(),
                 }
+            }
+            (OutboundType::LoadBalancer, Some(address))
+                if model.outbound.outbound_rule.is_some()
+                    && model.nodes.iter().any(|n| n.address == seen.address) =>
+            {
+                why = format!(
+                    "{why}, then the load balancer's outbound rule SNATs the node to its public address"
+                );
+                seen = ExpectedSource {
+                    address,
+                    who: "load balancer outbound".into(),
+                };
+            }
+            (OutboundType::UserDefinedRouting, Some(address)) => {
+                why = format!(
+                    "{why}, then the route table sends it to the firewall, which SNATs to its public address"
+                );
+                seen = ExpectedSource {
+                    address,
+                    who: "firewall".into(),
+                };
             }
             (OutboundType::ManagedNatGateway, Some(address)) => {
                 why = format!("{why}, then the NAT gateway SNATs to its public address");

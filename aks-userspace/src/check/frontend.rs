@@ -173,6 +173,11 @@ pub fn expect_frontend(
             reason: "not in loadBalancerSourceRanges".into(),
         };
     }
+    if client.kind == EndpointKind::Internet && model.outbound.firewall.is_some() {
+        return FrontendExpectation::Blocked {
+            reason: "asymmetric routing: the reply follows 0.0.0.0/0 to the firewall, which has no session and drops it (limit-egress-traffic.md)".into(),
+        };
+    }
     let nodes = state.nodes.iter().map(|n| (n.name.clone(), n.address));
     let healthy = answering_nodes(nodes, exposure.external_traffic_policy, service);
     // The NSG sees the flow after the load balancer: towards a node's NodePort.

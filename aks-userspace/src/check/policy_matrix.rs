@@ -199,7 +199,7 @@ mod tests {
             conntrack: None,
             services: Vec::new(),
             exposures: Vec::new(),
-            outbound: plan.outbound,
+            outbound: plan.outbound.clone(),
             network_policy: plan.policy.engine,
         };
         (state, NetworkModel::from_plan(&plan))

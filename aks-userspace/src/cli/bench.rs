@@ -68,6 +68,15 @@ pub struct BenchArgs {
     /// Also draw the results as an SVG plot into this file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Instead of the matrix: the connection rate from one pod to the internet until its
+    /// node's load balancer SNAT ports run out (kubenet/iptables and azure/ebpf
+    /// clusters, `--rounds` rounds, default 3).
+    #[arg(long)]
+    pub snat_exhaustion: bool,
+    /// `allocatedOutboundPorts` of the --snat-exhaustion clusters (a multiple of 8, at
+    /// most 32,000 for their two nodes; default 1024, AKS's for up to 50 nodes).
+    #[arg(long, default_value_t = 1024, requires = "snat_exhaustion")]
+    pub snat_ports: u32,
 }
 
 fn parse_cell(name: &str) -> Result<CellKind, String> {
@@ -106,6 +115,14 @@ pub enum FabricArg {
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     super::require_root("aksnet bench")?;
+    if args.snat_exhaustion {
+        return super::bench_snat::run(
+            &args.prefix,
+            args.snat_ports,
+            args.rounds,
+            args.json.as_deref(),
+        );
+    }
     let mut options = if args.quick {
         BenchOptions::quick(&args.prefix)
     } else {

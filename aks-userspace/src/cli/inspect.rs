@@ -174,22 +174,94 @@ pub fn egress(target: &Target) -> Result<ExitCode> {
     let rows = inspect::egress(&state)?;
     if rows.is_empty() && !target.json {
         println!(
-            "cluster {}: outboundType {}: no NAT gateway flows",
+            "cluster {}: outboundType {}: no SNAT at the load balancer or a NAT gateway",
             state.name, state.outbound.outbound_type
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["NODE", "PUBLIC IP", ">FLOWS", ">PORTS IN USE", ">POOL"]);
+    let mut table = Table::new(&[
+        "NODE",
+        "PUBLIC IP",
+        "PORTS",
+        ">FLOWS",
+        ">PORTS IN USE",
+        ">BUSIEST",
+        ">POOL",
+        ">EXHAUSTED DROPS",
+    ]);
     for r in &rows {
         table.row(vec![
             r.node.clone(),
             r.public_ip.to_string(),
+            r.port_range.clone(),
             r.flows.to_string(),
             r.ports_in_use.to_string(),
+            r.busiest.to_string(),
             r.pool.to_string(),
+            r.exhausted_drops
+                .map_or_else(|| "-".to_owned(), |d| d.to_string()),
         ]);
     }
     target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn firewall(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect firewall")?;
+    let Some(log) = inspect::firewall(&state)? else {
+        if target.json {
+            println!("null");
+        } else {
+            println!(
+                "cluster {}: outboundType {} has no firewall (userDefinedRouting has)",
+                state.name, state.outbound.outbound_type
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if target.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&log).context("while encoding the firewall log")?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rules = Table::new(&["TABLE", "RULE", "ACTION", ">PACKETS", ">BYTES"]);
+    for r in &log.rules {
+        rules.row(vec![
+            r.table.clone(),
+            r.rule.clone(),
+            r.action.clone(),
+            r.packets.to_string(),
+            r.bytes.to_string(),
+        ]);
+    }
+    let mut flows = Table::new(&["PROTO", "STATE", "ORIGINAL", "REPLY", "NAT", ">EXPIRES S"]);
+    let tuple = |t: &FlowTuple| {
+        let port = |p: Option<u16>| p.map_or_else(String::new, |p| format!(":{p}"));
+        format!("{}{} -> {}{}", t.src, port(t.sport), t.dst, port(t.dport))
+    };
+    for f in &log.flows {
+        flows.row(vec![
+            f.protocol.clone(),
+            f.state.clone().unwrap_or_else(|| "-".into()),
+            tuple(&f.original),
+            tuple(&f.reply),
+            f.nat.clone().unwrap_or_else(|| "-".into()),
+            f.timeout_secs.to_string(),
+        ]);
+    }
+    println!(
+        "cluster {}: firewall {} ({} flows)",
+        state.name,
+        log.namespace,
+        log.flows.len()
+    );
+    print!("{rules}");
+    if !log.flows.is_empty() {
+        println!();
+        print!("{flows}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

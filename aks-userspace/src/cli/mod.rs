@@ -2,6 +2,7 @@
 //! output, and returns the exit code.
 
 pub mod bench;
+mod bench_snat;
 pub mod check;
 pub mod down;
 pub mod inspect;

@@ -3,5 +3,6 @@
 //! outside the node, whatever datapath the node runs.
 
 pub mod egress;
+pub mod firewall;
 pub mod loadbalancer;
 pub mod nsg;

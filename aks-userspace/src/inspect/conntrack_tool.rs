@@ -39,6 +39,26 @@ pub fn read(namespace: &str, node: &str) -> Result<Vec<Flow>> {
         .collect()
 }
 
+/// Deletes the flows of `namespace` whose replies go to `address` (those translated to
+/// it). `conntrack -D` exits with 1 when it deleted nothing, which is fine here.
+pub fn delete_flows_to(namespace: &str, address: Ipv4Addr) -> Result<()> {
+    netns::run_in(namespace, || {
+        let out = Command::new("conntrack")
+            .args(["-D", "-f", "ipv4", "--reply-dst", &address.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .context(
+                "starting conntrack (is conntrack-tools installed? `apt-get install conntrack`)",
+            )?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !stderr.contains(" 0 flow entries") {
+            bail!("conntrack -D failed ({}): {}", out.status, stderr.trim());
+        }
+        Ok(())
+    })
+    .with_context(|| format!("removing the flows translated to {address} in {namespace}"))
+}
+
 /// One line of `conntrack -L -o extended`:
 /// `ipv4 2 tcp 6 117 TIME_WAIT src=… dst=… sport=… dport=… src=… dst=… sport=… dport=… [ASSURED] mark=0 use=1`.
 /// The first `src=` opens the original direction, the second the reply.

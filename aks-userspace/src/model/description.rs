@@ -64,6 +64,13 @@ pub struct ClusterDescription {
     /// Kubernetes NetworkPolicy objects (networking.k8s.io/v1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_policies: Vec<super::policy::NetworkPolicyDescription>,
+    /// The load balancer's outbound rule (`allocatedOutboundPorts`,
+    /// `idleTimeoutInMinutes`), as AKS's `networkProfile.loadBalancerProfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_profile: Option<super::outbound::LoadBalancerProfileDescription>,
+    /// userDefinedRouting: the firewall's DNAT rules (`natRules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<super::outbound::FirewallDescription>,
 }
 
 /// `name: null` (also `name: ~` or `name:` with nothing after it) is a missing name, not

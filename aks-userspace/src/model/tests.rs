@@ -41,6 +41,8 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         pod_templates: Vec::new(),
         namespaces: Vec::new(),
         network_policies: Vec::new(),
+        load_balancer_profile: None,
+        firewall: None,
     }
 }
 

@@ -133,7 +133,7 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         node_count * u64::from(pods_per_node),
     )?;
 
-    Ok(Cluster {
+    let cluster = Cluster {
         name: description.name.clone(),
         network_plugin: plugin,
         pod_network: network,
@@ -149,7 +149,18 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
         external_hosts,
         nsg: super::nsg::resolve(&description.nsg)?,
         exposures: super::loadbalancer::resolve(&description.services)?,
-        outbound: super::outbound::resolve(description.outbound_type)?,
+        outbound: super::outbound::resolve(
+            description.outbound_type,
+            description.load_balancer_profile.as_ref(),
+            description.firewall.as_ref(),
+            node_count,
+            &super::outbound::VnetRanges {
+                address_space: description.vnet.address_space,
+                subnets: std::iter::once(description.vnet.node_subnet)
+                    .chain(description.vnet.pod_subnet)
+                    .collect(),
+            },
+        )?,
         conntrack: super::conntrack::resolve(description.conntrack.as_ref(), node_count)?,
         policy: super::policy::resolve(
             &super::policy::PolicyDescription {
@@ -162,7 +173,13 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
             description.datapath,
             pods_per_node,
         )?,
-    })
+    };
+    super::outbound::check_nat_rules(&cluster.outbound, |service| {
+        cluster.exposures.iter().any(|e| {
+            e.service == service && e.service_type == super::loadbalancer::ServiceType::LoadBalancer
+        })
+    })?;
+    Ok(cluster)
 }
 
 pub fn check_cluster_name(name: &str) -> Result<(), PlanError> {

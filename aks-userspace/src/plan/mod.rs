@@ -216,7 +216,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         non_masquerade_cidrs: cluster.non_masquerade_cidrs.clone(),
         nsg: cluster.nsg.clone(),
         exposures: cluster.exposures.clone(),
-        outbound: cluster.outbound,
+        outbound: cluster.outbound.clone(),
         conntrack: cluster.conntrack.clone(),
         policy: cluster.policy.clone(),
         maps,

@@ -266,7 +266,25 @@ fn egress_line(plan: &Plan) -> String {
             NAT_GATEWAY_PORTS.0, NAT_GATEWAY_PORTS.1
         ),
         (OutboundType::None, _) => "none: no egress to the internet".to_owned(),
-        _ => "loadBalancer: the internet sees the node address (masqueraded on the node; per-node SNAT ports at a public address are not emulated)".to_owned(),
+        (OutboundType::UserDefinedRouting, Some(ip)) => match &plan.outbound.firewall {
+            Some(firewall) => format!(
+                "userDefinedRouting: 0.0.0.0/0 goes to the firewall {} (AzureFirewallSubnet {}); the internet sees {ip}; {} NAT rules",
+                firewall.private_ip,
+                firewall.subnet,
+                firewall.nat_rules.len()
+            ),
+            None => format!("userDefinedRouting: the internet sees {ip}"),
+        },
+        _ => match plan.outbound.load_balancer() {
+            Some((ip, rule)) => format!(
+                "loadBalancer: the internet sees {ip}, {} SNAT ports per node (ports {}-{} for the first), idle timeout {} min",
+                rule.allocated_outbound_ports,
+                rule.node_ports(0).0,
+                rule.node_ports(0).1,
+                rule.idle_timeout_in_minutes
+            ),
+            None => "loadBalancer: the internet sees the node address".to_owned(),
+        },
     };
     format!("EGRESS (outboundType) {what}")
 }

@@ -105,6 +105,10 @@ const ROLE_POD: u8 = 0x04;
 const ROLE_EXTERNAL: u8 = 0x05;
 const ROLE_BRIDGE: u8 = 0x06;
 const ROLE_TUNNEL: u8 = 0x07;
+const ROLE_FIREWALL: u8 = 0x08;
+
+/// The vnet namespace's link to the firewall (userDefinedRouting).
+pub const FIREWALL_LINK: &str = "firewall";
 
 /// kubenet's bridge (the name kubelet's kubenet gave it).
 pub const KUBENET_BRIDGE: &str = "cbr0";
@@ -238,6 +242,9 @@ pub fn layout(plan: &Plan) -> Layout {
     }
     route_pods_to_nodes(&mut vnet, plan);
     let (mut externals, internet, on_prem) = external_hosts(&mut vnet, plan, &prefix);
+    if let Some(firewall) = &plan.outbound.firewall {
+        externals.push(firewall_namespace(&mut vnet, firewall, &prefix));
+    }
 
     let mut namespaces = vec![vnet];
     namespaces.append(&mut externals);
@@ -353,6 +360,49 @@ fn external_hosts(
         address: on_prem.host,
     };
     (externals, internet, on_prem)
+}
+
+/// The firewall's namespace (`<prefix>firewall`): one leg in its subnet, default route
+/// to the VNet; the VNet routes the firewall's public address to it. Which traffic the
+/// VNet sends it (the route table's 0.0.0.0/0) is the fabric's (`fabric::firewall`).
+pub fn firewall_namespace(
+    vnet: &mut NamespaceSpec,
+    firewall: &crate::model::outbound::Firewall,
+    prefix: &str,
+) -> NamespaceSpec {
+    let ns = firewall_namespace_name(prefix);
+    let gateway = firewall
+        .subnet
+        .nth(1)
+        .expect("a resolved firewall subnet has a .1");
+    let macs = (mac(ROLE_FIREWALL, 0, 1), mac(ROLE_FIREWALL, 0, 2));
+    vnet_link(
+        vnet,
+        FIREWALL_LINK,
+        macs,
+        &ns,
+        (gateway, firewall.subnet.prefix()),
+        false,
+    );
+    vnet.routes.push(RouteSpec {
+        destination: crate::model::outbound::FIREWALL_PUBLIC_IP,
+        prefix_len: 32,
+        gateway: Some(firewall.private_ip),
+        device: FIREWALL_LINK.into(),
+    });
+    let mut spec = NamespaceSpec::new(&ns, true);
+    spec.interfaces.push(InterfaceSpec {
+        name: UPLINK.into(),
+        addresses: vec![(firewall.private_ip, firewall.subnet.prefix())],
+        proxy_arp: false,
+    });
+    spec.routes.push(default_route(gateway, UPLINK));
+    spec
+}
+
+/// The firewall's namespace name for cluster prefix `prefix`.
+pub fn firewall_namespace_name(prefix: &str) -> String {
+    format!("{prefix}firewall")
 }
 
 /// Node `index`'s namespace (uplink, default route to the VNet, its pods' veths and, on

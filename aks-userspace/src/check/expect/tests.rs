@@ -91,7 +91,11 @@ fn azure_cni_node_subnet_pods_keep_their_address_in_the_vnet_only() {
         assert_eq!(seen(&expect(&p, &a, &node(&p, 1), 17001)), a.address);
         // Outside the VNet the node address (concepts-network-legacy-cni.md).
         assert_eq!(seen(&expect(&p, &a, &on_prem, 17001)), p.nodes[0].ip);
-        assert_eq!(seen(&expect(&p, &a, &internet, 17001)), p.nodes[0].ip);
+        // The internet sees the load balancer's outbound address (egress-outboundtype.md).
+        assert_eq!(
+            seen(&expect(&p, &a, &internet, 17001)),
+            crate::model::outbound::LOAD_BALANCER_OUTBOUND_IP
+        );
         assert_eq!(seen(&expect(&p, &on_prem, &a, 17001)), ON_PREM);
         assert_eq!(seen(&expect(&p, &on_prem, &node(&p, 0), 17001)), ON_PREM);
         assert_eq!(
@@ -231,9 +235,13 @@ fn overlay_keeps_pod_addresses_between_pods_and_masquerades_everything_else() {
         let on_prem = host(EndpointKind::OnPrem, ON_PREM);
         let internet = host(EndpointKind::Internet, INTERNET);
         assert_eq!(seen(&expect(&p, &a, &pod(&p, 1, 0), 17001)), a.address);
-        for outside in [node(&p, 1), on_prem.clone(), internet] {
+        for outside in [node(&p, 1), on_prem.clone()] {
             assert_eq!(seen(&expect(&p, &a, &outside, 17001)), p.nodes[0].ip);
         }
+        assert_eq!(
+            seen(&expect(&p, &a, &internet, 17001)),
+            crate::model::outbound::LOAD_BALANCER_OUTBOUND_IP
+        );
         let e = expect(&p, &on_prem, &a, 17001);
         assert!(
             blocked_reason(&e).contains("the VNet has no route for the pod CIDR"),
