@@ -441,6 +441,8 @@ impl BenchReport {
                 &opt(p.connect_pinned.map(|s| s.max)),
                 "",
                 "",
+                "",
+                "",
                 &opt(p.first_packet_p50_us),
                 &opt(p.first_packet_p99_us),
                 "",
