@@ -43,10 +43,10 @@ pub struct RunningCluster {
 /// conntrack in the `raw` table: Azure's fabric is offloaded hardware that costs a node
 /// nothing, and a conntrack lookup and entry per forwarded packet here cost the host
 /// more than a node's whole datapath did (see the README's benchmark section).
-pub(crate) fn fabric_rules(plan: &Plan) -> String {
+pub(crate) fn fabric_rules(plan: &Plan, probes: Option<&crate::probes::ProbeRecord>) -> String {
     let backends = fabric::egress::backend_nodes(plan);
     let (internet_link, _) = layout::link_for(plan.external_hosts.internet);
-    let balancing = fabric::loadbalancer::rules(plan);
+    let balancing = fabric::loadbalancer::rules(plan, probes);
     let tracked = fabric::nsg::raw_rules(&plan.nsg) + &fabric::loadbalancer::raw_rules(&balancing);
     let mut rules = format!(
         "*raw\n\
@@ -81,10 +81,13 @@ pub(crate) fn fabric_rules(plan: &Plan) -> String {
 }
 
 /// Replaces the fabric's rules of a running cluster with those `plan` gives (the load
-/// balancer's frontends after `aksnet services` changed a service), atomically, table by
-/// table. Flows already admitted keep their translation (the fabric's conntrack).
+/// balancer's frontends after `aksnet services` changed a service, or the nodes in
+/// rotation after the probe agent saw one change), atomically, table by table. The
+/// load balancer keeps the nodes the probe record has in or out of rotation. Flows
+/// already admitted keep their translation (the fabric's conntrack).
 pub fn reprogram_fabric(plan: &Plan, vnet_namespace: &str) -> Result<()> {
-    iptables::replace(vnet_namespace, &fabric_rules(plan))
+    let probes = crate::probes::ProbeRecord::load(&plan.name)?;
+    iptables::replace(vnet_namespace, &fabric_rules(plan, probes.as_ref()))
         .context("reprogramming the VNet fabric (the load balancer's frontends)")
 }
 
@@ -134,6 +137,7 @@ pub fn create_described(
                 existing.pid,
                 existing.namespaces.len()
             );
+            crate::probes::stop(&plan.name)?;
             remove_recorded(&existing)?;
             // The record directory went, with the lock in it: start again.
             drop(change);
@@ -202,7 +206,7 @@ pub fn create_described(
     let built = (|| -> Result<Box<dyn Datapath>> {
         topology::build(&layout.namespaces)?;
         crate::stop::check()?;
-        iptables::restore(&layout.vnet, &fabric_rules(plan))
+        iptables::restore(&layout.vnet, &fabric_rules(plan, None))
             .context("programming the VNet fabric")?;
         fabric::egress::apply_idle_timeout(&layout.vnet, &plan.outbound)?;
         fabric::firewall::install(plan, &layout.vnet)?;
@@ -263,6 +267,8 @@ pub struct Removal {
     pub removed_by_owner: Option<u32>,
     /// Why the record was not trusted, when what carries the prefix was removed instead.
     pub untrusted_record: Option<String>,
+    /// The cluster's probe agent, stopped first (SIGTERM).
+    pub probe_agent: Option<u32>,
 }
 
 /// How long `down` waits for a running `up` it asked to stop.
@@ -312,11 +318,16 @@ pub fn remove_waiting(name: &str, mut waiting: impl FnMut(Option<u32>)) -> Resul
             // An `up` took the name between the check above and the lock: ask it too.
             continue;
         }
-        return match ClusterState::read(name) {
+        // The probe agent has sockets in the node namespaces (which would keep them
+        // alive past `ip netns del`) and writes the fabric: it goes first. It never waits
+        // for the change lock held here.
+        let probe_agent = crate::probes::stop(name)?;
+        let removal = match ClusterState::read(name) {
             Record::Valid(state) => remove_recorded(&state),
             Record::Missing => remove_by_prefix(name, "it has no state.json".to_owned()),
             Record::Untrusted(why) => remove_by_prefix(name, why),
         };
+        return removal.map(|r| Removal { probe_agent, ..r });
     }
 }
 

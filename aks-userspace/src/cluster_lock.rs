@@ -9,6 +9,9 @@
 //!   `/proc/locks` says which process holds it, so `down` signals that process and never
 //!   a recycled PID.
 //!
+//! - `agent`, held by the cluster's load balancer probe agent (`crate::probes`) for as
+//!   long as it lives: `down` stops the process that holds it, found the same way.
+//!
 //! `down` deletes the directory with its lock files while holding the change lock: a
 //! process that was waiting then holds a lock on a deleted file. Every acquisition
 //! therefore checks that the file it locked is still the one at the path, and starts
@@ -167,6 +170,56 @@ impl ClusterLock {
             ),
         }
     }
+
+    /// Takes the change lock of `cluster` if it is free right now; `None` when another
+    /// command holds it or there is no record. For work that retries later rather than
+    /// wait (the probe agent must never keep `down` waiting).
+    pub fn try_change(cluster: &str) -> Result<Option<Self>> {
+        match try_lock(&lock_file(cluster, "lock"), false)? {
+            Attempt::Held(lock) => Ok(Some(lock)),
+            Attempt::Busy | Attempt::NoRecord => Ok(None),
+        }
+    }
+
+    /// Creates the (unlocked) agent lock file of a cluster being made, so the agent it
+    /// starts can lock it without ever creating the record directory itself.
+    pub fn prepare_agent(cluster: &str) -> Result<()> {
+        let path = lock_file(cluster, "agent");
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Takes the agent lock of `cluster` for the life of its probe agent. Fails when
+    /// another agent holds it or the cluster's record is gone.
+    pub fn agent(cluster: &str) -> Result<Self> {
+        match try_lock(&lock_file(cluster, "agent"), false)? {
+            Attempt::Held(lock) => Ok(lock),
+            Attempt::Busy => bail!(
+                "cluster {cluster:?} already has a probe agent{}",
+                holder_text(cluster, "agent")
+            ),
+            Attempt::NoRecord => bail!("cluster {cluster:?} has no record (removed?)"),
+        }
+    }
+}
+
+/// The probe agent of `cluster` right now: the process holding its agent lock (so never
+/// a recycled PID).
+pub fn agent_pid(cluster: &str) -> Option<u32> {
+    lock_holder(&lock_file(cluster, "agent"))
+}
+
+/// Whether a live probe agent holds the agent lock of `cluster`.
+pub fn agent_alive(cluster: &str) -> bool {
+    matches!(
+        try_lock(&lock_file(cluster, "agent"), false),
+        Ok(Attempt::Busy)
+    )
 }
 
 /// The process whose `aksnet up` owns `cluster` right now, if one does. This is the

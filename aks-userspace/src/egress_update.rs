@@ -173,7 +173,9 @@ fn plan_of(description: &ClusterDescription) -> Result<Plan> {
 
 /// Replaces the fabric's rules with `plan`'s (every table) and sets its idle timeout.
 fn apply(vnet: &str, plan: &Plan) -> Result<()> {
-    iptables::replace(vnet, &cluster::fabric_rules(plan))
+    // The load balancer keeps the nodes its probes have in or out of rotation.
+    let probes = crate::probes::ProbeRecord::load(&plan.name)?;
+    iptables::replace(vnet, &cluster::fabric_rules(plan, probes.as_ref()))
         .context("reprogramming the VNet fabric")?;
     fabric::egress::apply_idle_timeout(vnet, &plan.outbound)
 }

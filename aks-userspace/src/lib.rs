@@ -16,6 +16,7 @@ pub mod netns;
 pub mod plan;
 pub mod policies;
 pub mod policy;
+pub mod probes;
 pub mod services;
 pub mod state;
 pub mod stop;

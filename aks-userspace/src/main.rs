@@ -49,6 +49,24 @@ enum Command {
         /// info, debug, trace, off); debug shows every drop with its reason.
         #[arg(long, default_value = "info")]
         log_level: log::LevelFilter,
+        /// How often the load balancer's health probe asks each node, in milliseconds
+        /// (cloud-provider-azure's default: 5000; Azure's minimum is 5000, shorter is
+        /// allowed here for tests).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+        probe_interval_ms: u64,
+        /// Equal probe results in a row that take a node out of rotation or put it back
+        /// (Azure's probeThreshold; cloud-provider-azure's default: 2).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+        probe_threshold: u32,
+    },
+    /// The cluster's load balancer probe agent, started by `up` (not for direct use).
+    #[command(name = "probe-agent", hide = true)]
+    ProbeAgent {
+        name: String,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+        interval_ms: u64,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        threshold: u32,
     },
     /// Remove a cluster completely: namespaces, interfaces, pinned BPF objects, its record.
     /// Works on clusters whose `up` was killed, and does nothing if there is nothing left.
@@ -231,6 +249,12 @@ enum Inspect {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// The load balancer's health probe of each frontend, per node, as the cluster's
+    /// probe agent last saw it: state (up, down, unknown), last answer, when, counts.
+    Probes {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Packets and bytes per reason per node (`STATS`), and their totals.
     Stats {
         #[command(flatten)]
@@ -276,6 +300,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
         Inspect::Endpoints { target, ip } => cli::inspect::endpoints(&target.target(), ip),
         Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
         Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
+        Inspect::Probes { target } => cli::inspect::probes(&target.target()),
         Inspect::Egress { target } => cli::inspect::egress(&target.target()),
         Inspect::Firewall { target } => cli::inspect::firewall(&target.target()),
         Inspect::Stats {
@@ -304,7 +329,30 @@ fn main() -> ExitCode {
             keep,
             check,
             log_level,
-        } => cli::up::run(file.as_deref(), keep, check, log_level),
+            probe_interval_ms,
+            probe_threshold,
+        } => cli::up::run(
+            file.as_deref(),
+            keep,
+            check,
+            log_level,
+            aks_userspace::probes::ProbeSettings {
+                interval: std::time::Duration::from_millis(probe_interval_ms),
+                threshold: probe_threshold,
+            },
+        ),
+        Command::ProbeAgent {
+            name,
+            interval_ms,
+            threshold,
+        } => aks_userspace::probes::agent::run(
+            &name,
+            aks_userspace::probes::ProbeSettings {
+                interval: std::time::Duration::from_millis(interval_ms),
+                threshold,
+            },
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
         Command::Services { action } => cli::services::run(action),
         Command::Policy { action } => cli::policy::run(action),

@@ -217,7 +217,7 @@ pub fn is_namespace_of(namespace: &str, prefix: &str) -> bool {
 
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a
 /// part: a temporary file unique to this process and call, then a rename over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = path
         .file_name()

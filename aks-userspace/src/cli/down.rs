@@ -67,8 +67,11 @@ fn report(name: &str, removal: &Removal) {
             removal.namespaces
         );
     } else if removal.existed {
+        let agent = removal
+            .probe_agent
+            .map_or_else(String::new, |pid| format!(", its probe agent (pid {pid})"));
         outln!(
-            "cluster {name} removed: {} namespaces{pins}",
+            "cluster {name} removed: {} namespaces{pins}{agent}",
             removal.namespaces
         );
     } else {

@@ -138,6 +138,52 @@ pub fn routes(target: &Target, lookup: Option<Ipv4Addr>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn probes(target: &Target) -> Result<ExitCode> {
+    let state = target.state("aksnet inspect probes")?;
+    let inspect::RecordedProbes { rows, settings } = inspect::probes(&state, target.node)?;
+    if !target.json {
+        let agent = aks_userspace::cluster_lock::agent_pid(&state.name).map_or_else(
+            || "no probe agent runs".to_owned(),
+            |pid| format!("probe agent pid {pid}"),
+        );
+        match settings {
+            Some((interval, threshold)) => println!(
+                "{agent}: every {interval} ms, {threshold} equal results in a row change a node's state"
+            ),
+            None => println!("{agent}: no probe recorded yet"),
+        }
+    }
+    let now = aks_userspace::probes::prober::now_ms();
+    let mut table = Table::new(&[
+        "SERVICE", "FRONTEND", "POLICY", "PROBE", "NODE", "STATE", "LAST", ">AGO", ">CHANGED",
+        ">PROBES", ">OK", ">FAILED",
+    ]);
+    let ago = |at: Option<u64>| {
+        at.map_or_else(
+            || "-".to_owned(),
+            |t| format!("{:.1}s", now.saturating_sub(t) as f64 / 1000.0),
+        )
+    };
+    for r in &rows {
+        table.row(vec![
+            r.service.clone(),
+            format!("{}:{}", r.frontend, r.port),
+            format!("{:?}", r.policy),
+            r.probe.clone(),
+            format!("{} ({})", r.node, r.address),
+            format!("{:?}", r.state).to_lowercase(),
+            r.last_result.clone().unwrap_or_else(|| "-".into()),
+            ago(r.last_probe_unix_ms),
+            ago(r.changed_unix_ms),
+            r.probes.to_string(),
+            r.successes.to_string(),
+            r.failures.to_string(),
+        ]);
+    }
+    target.print(&state, &rows, table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn nsg(target: &Target) -> Result<ExitCode> {
     let state = target.state("aksnet inspect nsg")?;
     let rows = inspect::nsg_rules(&state)?;

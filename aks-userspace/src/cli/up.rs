@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use aks_userspace::cluster;
 use aks_userspace::datapath::Datapath;
+use aks_userspace::probes::{self, ProbeSettings};
 use aks_userspace::stop::{self, Stopped};
 use aks_userspace::{errln, outln};
 
@@ -15,6 +16,7 @@ pub fn run(
     keep: bool,
     check: bool,
     log_level: log::LevelFilter,
+    probes: ProbeSettings,
 ) -> Result<ExitCode> {
     // Also the level the eBPF programs log at (written into the object when it loads).
     log::set_max_level(log_level);
@@ -55,6 +57,20 @@ pub fn run(
             }
         }
     };
+    // The load balancer's health probes run in an agent that lives as long as the
+    // cluster (also after `--keep` returns); without it the cluster is not what AKS is.
+    let agent = match probes::start(&plan.name, probes) {
+        Ok(pid) => pid,
+        Err(err) => {
+            drop(running);
+            let removed = cluster::remove(&plan.name);
+            let err = err.context(format!("starting cluster {}", plan.name));
+            return Err(match removed {
+                Ok(_) => err.context("the cluster was removed"),
+                Err(cleanup) => err.context(format!("and removing it failed: {cleanup:#}")),
+            });
+        }
+    };
     outln!(
         "cluster {} is up: {} namespaces in {:.2}s",
         plan.name,
@@ -62,6 +78,11 @@ pub fn run(
         running.build_time.as_secs_f64()
     );
     outln!("  {}", running.datapath.summary());
+    outln!(
+        "  load balancer health probes: agent pid {agent}, every {} ms, {} in a row change a node's state",
+        probes.interval.as_millis(),
+        probes.threshold
+    );
     if check && stop::requested().is_none() {
         let model = aks_userspace::check::NetworkModel::from_plan(&plan);
         if !super::check::matrix(&running.state, &model, false)? {

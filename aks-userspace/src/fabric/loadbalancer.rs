@@ -6,11 +6,13 @@
 //! - **Distribution**: DNAT to `nodeIP:nodePort`, one node per flow chosen at random
 //!   among the healthy ones (iptables `statistic`, as Azure's 5-tuple hash spreads
 //!   flows); the client's address is kept, as Azure's load balancer keeps it.
-//! - **Health probe**: the answer each node gives is what kube-proxy answers. With
-//!   `externalTrafficPolicy: Cluster` every node answers (any node forwards); with
-//!   `Local` only nodes hosting a backend answer the `healthCheckNodePort` probe (the
-//!   others say 503), so only they get traffic. The answers are derived from the plan
-//!   when the rules are written; the fabric sends no probe packets (see README).
+//! - **Health probe**: the cluster's probe agent (`crate::probes`) probes every node
+//!   of every frontend from the fabric and records what it decided; the rules send new
+//!   flows only to nodes in rotation. With `externalTrafficPolicy: Local` kube-proxy's
+//!   `healthCheckNodePort` answers 503 on nodes without a local backend, so they drop
+//!   out; with `Cluster` every node's proxy answers. Until the probe has decided for a
+//!   node (a new cluster or frontend), the answer kube-proxy would give from the plan
+//!   stands in.
 //! - **loadBalancerSourceRanges**: AKS writes them as NSG rules on the node subnet
 //!   (allow the ranges to the frontend, deny the rest); here they admit or drop new
 //!   flows to the frontend before the NSG's own rules are walked.
@@ -21,6 +23,7 @@ use std::net::Ipv4Addr;
 use crate::model::loadbalancer::{Exposure, ExternalTrafficPolicy, ServiceType};
 use crate::model::Protocol;
 use crate::plan::{Plan, ServicePlan};
+use crate::probes::{ProbeRecord, PROXY_HEALTHZ_PORT};
 
 /// The `filter` chain every packet through the fabric meets first: admits new flows to
 /// a frontend from allowed sources (past the fabric's "no inbound from the internet").
@@ -41,8 +44,9 @@ pub struct LoadBalancingRule {
     pub source_ranges: Vec<String>,
 }
 
-/// The load-balancing rules of `plan`: one per `LoadBalancer` service.
-pub fn rules(plan: &Plan) -> Vec<LoadBalancingRule> {
+/// The load-balancing rules of `plan`: one per `LoadBalancer` service, each to the
+/// nodes `probes` has in rotation (the plan's answer where it has not decided).
+pub fn rules(plan: &Plan, probes: Option<&ProbeRecord>) -> Vec<LoadBalancingRule> {
     plan.exposures
         .iter()
         .filter(|e| e.service_type == ServiceType::LoadBalancer)
@@ -55,7 +59,7 @@ pub fn rules(plan: &Plan) -> Vec<LoadBalancingRule> {
                 protocol: service.protocol,
                 node_port: e.node_port,
                 policy: e.external_traffic_policy,
-                healthy: healthy_nodes(plan, e, service),
+                healthy: in_rotation(plan, e, service, probes),
                 source_ranges: e.source_ranges.iter().map(|c| c.to_string()).collect(),
             })
         })
@@ -71,6 +75,31 @@ pub fn healthy_nodes(
 ) -> Vec<(String, Ipv4Addr)> {
     let nodes = plan.nodes.iter().map(|n| (n.name.clone(), n.ip));
     answering_nodes(nodes, exposure.external_traffic_policy, service)
+}
+
+/// The nodes that get new flows of `exposure`'s frontend: those the probe record has
+/// in rotation, and where it has not decided, those whose probe kube-proxy would answer.
+fn in_rotation(
+    plan: &Plan,
+    exposure: &Exposure,
+    service: &ServicePlan,
+    probes: Option<&ProbeRecord>,
+) -> Vec<(String, Ipv4Addr)> {
+    let expected = healthy_nodes(plan, exposure, service);
+    let probe_port = match exposure.external_traffic_policy {
+        ExternalTrafficPolicy::Local => exposure.health_check_node_port,
+        ExternalTrafficPolicy::Cluster => Some(PROXY_HEALTHZ_PORT),
+    };
+    plan.nodes
+        .iter()
+        .filter(|n| {
+            let probed = probes
+                .zip(probe_port)
+                .and_then(|(record, port)| record.in_rotation(&exposure.service, port, &n.name));
+            probed.unwrap_or_else(|| expected.iter().any(|(name, _)| name == &n.name))
+        })
+        .map(|n| (n.name.clone(), n.ip))
+        .collect()
 }
 
 /// Of `nodes` (name, address), those that answer the health probe under `policy`.

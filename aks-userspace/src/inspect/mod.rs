@@ -15,6 +15,7 @@ mod firewall;
 mod flow;
 mod maps;
 mod nsg;
+mod probes;
 mod routes;
 mod stats;
 
@@ -42,6 +43,7 @@ pub use firewall::{firewall, FirewallLog, FirewallRuleRow};
 pub use flow::{Flow, FlowTuple};
 pub use maps::{maps, MapRow};
 pub use nsg::{nsg_rules, NsgRow};
+pub use probes::{probes, ProbeRow, RecordedProbes};
 pub use routes::{longest_prefix_match, routes, RouteRow};
 pub use stats::{reason_by_name, stats, StatsRow, TOTAL};
 

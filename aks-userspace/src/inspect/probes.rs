@@ -1,0 +1,86 @@
+//! `inspect probes`: the load balancer's health probe of each frontend, per node, as the
+//! cluster's probe agent last recorded it (`probes::ProbeRecord`).
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::model::loadbalancer::ExternalTrafficPolicy;
+use crate::probes::{ProbeRecord, ProbeState};
+use crate::state::ClusterState;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRow {
+    pub service: String,
+    pub frontend: Ipv4Addr,
+    pub port: u16,
+    pub policy: ExternalTrafficPolicy,
+    /// `HTTP <port><path>`: what the probe asks each node.
+    pub probe: String,
+    pub node: String,
+    pub address: Ipv4Addr,
+    pub state: ProbeState,
+    pub last_result: Option<String>,
+    pub last_probe_unix_ms: Option<u64>,
+    /// How long ago the last probe was sent, when this row was read.
+    pub last_probe_age_ms: Option<u64>,
+    pub changed_unix_ms: Option<u64>,
+    pub probes: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub consecutive: u32,
+}
+
+/// What the probe record holds, as rows.
+pub struct RecordedProbes {
+    pub rows: Vec<ProbeRow>,
+    /// The agent's interval (ms) and threshold, once it has written a record.
+    pub settings: Option<(u64, u32)>,
+}
+
+/// The probe rows of `state`'s cluster (of `node` only, when given).
+pub fn probes(state: &ClusterState, node: Option<&str>) -> Result<RecordedProbes> {
+    if let Some(node) = node {
+        super::select_nodes(state, Some(node))?;
+    }
+    let Some(record) = ProbeRecord::load(&state.name)? else {
+        return Ok(RecordedProbes {
+            rows: Vec::new(),
+            settings: None,
+        });
+    };
+    let now = crate::probes::prober::now_ms();
+    let rows = record
+        .frontends
+        .iter()
+        .flat_map(|f| {
+            f.nodes
+                .iter()
+                .filter(|n| node.is_none_or(|want| n.node == want))
+                .map(move |n| ProbeRow {
+                    service: f.service.clone(),
+                    frontend: f.frontend,
+                    port: f.port,
+                    policy: f.policy,
+                    probe: format!("HTTP {}{}", f.probe_port, f.path),
+                    node: n.node.clone(),
+                    address: n.address,
+                    state: n.state,
+                    last_result: n.last_result.clone(),
+                    last_probe_unix_ms: n.last_probe_unix_ms,
+                    last_probe_age_ms: n.last_probe_unix_ms.map(|t| now.saturating_sub(t)),
+                    changed_unix_ms: n.changed_unix_ms,
+                    probes: n.probes,
+                    successes: n.successes,
+                    failures: n.failures,
+                    consecutive: n.consecutive,
+                })
+        })
+        .collect();
+    Ok(RecordedProbes {
+        rows,
+        settings: Some((record.interval_ms, record.threshold)),
+    })
+}
