@@ -117,6 +117,12 @@ crate::names::named_enum! {
         /// it into the node's tunnel device (keeping the pod address). Not
         /// `passed-to-stack`: the packet is forwarded, not delivered to the node.
         ToOverlay = 34 => "to-overlay",
+        /// A new connection the sending pod's egress network policy does not allow (the
+        /// default deny of the policies isolating it): dropped in `from_pod`.
+        DropPolicyEgress = 35 => "drop-policy-egress",
+        /// A new connection the receiving pod's ingress network policy does not allow:
+        /// dropped before delivery into the pod.
+        DropPolicyIngress = 36 => "drop-policy-ingress",
     }
 }
 

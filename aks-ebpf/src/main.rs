@@ -20,6 +20,7 @@ mod maps;
 mod nat;
 mod nodeport;
 mod packet;
+mod policy;
 mod rewrite;
 mod routing;
 mod stats;

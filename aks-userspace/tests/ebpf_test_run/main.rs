@@ -14,6 +14,7 @@ mod frames;
 mod harness;
 mod icmp_errors;
 mod nodeport;
+mod policy;
 mod refused;
 mod routing;
 mod services;
