@@ -60,6 +60,16 @@ impl FlowKey {
         }
     }
 
+    /// The tuple with its ports zeroed unless `keep` (network policy matches ports only
+    /// for TCP and UDP).
+    pub const fn with_policy_ports(self, keep: bool) -> FlowKey {
+        if keep {
+            self
+        } else {
+            FlowKey::new(self.src, self.dst, 0, 0, self.protocol)
+        }
+    }
+
     /// The tuple replies to this (egress) flow carry once it leaves as
     /// `node:nat_port`.
     pub const fn reply_after_snat(&self, node: u32, nat_port: u16) -> FlowKey {

@@ -17,6 +17,7 @@ pub mod fabric;
 pub mod lb;
 mod names;
 pub mod nodeport;
+pub mod policy;
 pub mod route;
 pub mod stats;
 pub mod wire;
@@ -30,7 +31,7 @@ pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE,
 pub use stats::{Reason, ReasonCounter, STATS_MAP};
 
 /// Every map the kernel object declares, by name (each one's pin file too).
-pub const MAPS: [&str; 18] = [
+pub const MAPS: [&str; 21] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     ROUTES_MAP,
@@ -49,4 +50,7 @@ pub const MAPS: [&str; 18] = [
     EVENTS_MAP,
     MONITOR_MAP,
     EVENTS_LOST_MAP,
+    policy::IPCACHE_MAP,
+    policy::POLICY_MAP,
+    policy::POLICY_CT_MAP,
 ];

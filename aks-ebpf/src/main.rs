@@ -24,6 +24,7 @@ mod maps;
 mod nat;
 mod nodeport;
 mod packet;
+mod policy;
 mod rewrite;
 mod routing;
 mod stats;

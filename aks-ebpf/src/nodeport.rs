@@ -23,7 +23,7 @@ use aya_ebpf::{
 use crate::maps::{self, NAT, NODEPORTS, NODEPORT_FLOWS, NODEPORT_REPLIES};
 use crate::packet::{Ipv4Frame, Transport};
 use crate::rewrite::{rewrite, End};
-use crate::{forward, routing::Decision};
+use crate::{forward, policy, routing::Decision};
 
 /// A packet from the VNet to `nodeIP:port`: if `port` is a node port, the packet goes
 /// to its flow's backend (chosen now for a new flow).
@@ -219,6 +219,17 @@ fn forward_to_backend(
     chosen: &NodePortFlow,
 ) -> Decision {
     let local = maps::endpoint(chosen.backend_addr);
+    // The network policy of a backend on this node judges the client's own address
+    // (kept here); a backend on another node is judged there, on this node's address.
+    if let Some(pod) = &local {
+        let ports = (u32::from(flow.src_port) << 16) | u32::from(chosen.backend_port);
+        let flags = policy::flags(0, pod.flags);
+        if let Err(reason) =
+            policy::enforce(flow.src, chosen.backend_addr, ports, flow.protocol, flags)
+        {
+            return (reason, TC_ACT_SHOT);
+        }
+    }
     let behind_overlay = local.is_none()
         && maps::route(chosen.backend_addr).is_some_and(|r| r.flags & ROUTE_OVERLAY != 0);
     // Next hop first (direct packet access), then the rewrite (helpers). Into the

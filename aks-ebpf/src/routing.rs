@@ -16,9 +16,13 @@ use aya_ebpf::{
 use crate::{
     forward, icmp_error, lb, maps, nat, nodeport,
     packet::{parse_ipv4, transport, Frame, Ipv4Frame, Transport},
+    policy,
 };
 
 pub type Decision = (Reason, i32);
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// An IPv4 packet as both TC programs see it, parsed once.
 struct Packet {
@@ -69,14 +73,14 @@ fn parse(ctx: &TcContext, frame: &Frame) -> Result<Option<Packet>, Reason> {
     let Some(ip) = parse_ipv4(frame)? else {
         return Ok(None);
     };
-    ip.check(ctx.len(), |offset, options, len| {
-        // SAFETY: `options` is a stack buffer of 40 bytes and `len` at most 40.
+    ip.check(ctx.len(), |offset, word| {
+        // SAFETY: `word` is a stack buffer of 4 bytes, the length copied.
         let copied = unsafe {
             bpf_skb_load_bytes(
                 ctx.skb.skb as *const c_void,
                 offset as u32,
-                options.as_mut_ptr().cast(),
-                len,
+                word.as_mut_ptr().cast(),
+                4,
             )
         };
         copied == 0
@@ -113,7 +117,22 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
         return (Reason::DropSpoofedSource, TC_ACT_SHOT);
     }
     let dst = ip.dst();
+    // The sending pod's policy flags (zero for a pod no policy selects).
+    let source_flags = maps::endpoint(ip.src()).map_or(0, |pod| pod.flags);
     if dst == config.node_ip {
+        // The node's own connections into its pods reach them without a program (the
+        // node's stack sends them), so policy never saw them start: a TCP segment that
+        // is not an opening SYN is such a reply and passes. (UDP has no such mark; a
+        // reply of the node's UDP flow to an egress-isolated pod is judged as new.)
+        let opening = packet.l4().is_none_or(|l4| {
+            ip.protocol() != aks_ebpf_common::conntrack::PROTO_TCP
+                || l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        });
+        if opening {
+            if let Err(reason) = policy::enforce_packet(ip, packet.l4(), source_flags, 0) {
+                return (reason, TC_ACT_SHOT);
+            }
+        }
         return (Reason::PassedToStack, TC_ACT_OK);
     }
     let translatable = packet.translatable();
@@ -126,17 +145,23 @@ pub fn from_pod(ctx: &TcContext, frame: &Frame) -> Decision {
             return decision;
         }
         if let Some(master) = lb::frontend(flow) {
-            return to_service(ctx, config, ip, flow, l4, &master);
+            return to_service(ctx, config, ip, flow, l4, &master, source_flags);
         }
     }
     if ip.is_later_fragment() && config.is_service_address(dst) {
         return (Reason::DropFragmentToService, TC_ACT_SHOT);
     }
     if let Some(pod) = maps::endpoint(dst) {
+        if let Err(reason) = policy::enforce_packet(ip, packet.l4(), source_flags, pod.flags) {
+            return (reason, TC_ACT_SHOT);
+        }
         if let Err(reason) = forward::hop(ip, pod.host_mac, pod.pod_mac) {
             return (reason, TC_ACT_SHOT);
         }
         return forward::to_peer(pod.host_ifindex, Reason::RedirectedPeer);
+    }
+    if let Err(reason) = policy::enforce_packet(ip, packet.l4(), source_flags, 0) {
+        return (reason, TC_ACT_SHOT);
     }
     let route = maps::route(dst);
     // Overlay: pods of another node are reached through the node's tunnel device, which
@@ -186,10 +211,16 @@ pub fn from_vnet(ctx: &TcContext, frame: &Frame) -> Decision {
     let Some(pod) = maps::endpoint(dst) else {
         return (Reason::PassedToStack, TC_ACT_OK);
     };
-    if let Some((l4, flow)) = packet.translatable() {
-        if let Some(decision) = service_reply(ctx, ip, &flow, l4) {
+    let translatable = packet.translatable();
+    if let Some((l4, flow)) = &translatable {
+        if let Some(decision) = service_reply(ctx, ip, flow, l4) {
             return decision;
         }
+    }
+    if let Err(reason) = policy::enforce_packet(ip, packet.l4(), 0, pod.flags) {
+        return (reason, TC_ACT_SHOT);
+    }
+    if let Some((l4, _)) = &translatable {
         // A peer outside the non-masquerade CIDRs opening a flow to this pod: remember
         // it, so the pod's replies leave untranslated.
         if maps::route(ip.src()).is_none_or(|r| r.flags & ROUTE_MASQUERADE != 0) {
@@ -289,6 +320,7 @@ fn to_service(
     flow: &FlowKey,
     l4: &Transport,
     master: &ServiceSlot,
+    source_flags: u32,
 ) -> Decision {
     let backend = match lb::backend_for(flow, master, l4.tcp_flags) {
         Ok(backend) => backend,
@@ -308,6 +340,15 @@ fn to_service(
     // the tunnel. Its reply comes back out of the tunnel device, where `from_vnet` undoes
     // the translation.
     let local = maps::endpoint(backend.backend_addr);
+    // Policy judges the connection to the backend the service chose, as Kubernetes
+    // policies see traffic after the ClusterIP is translated.
+    let ports = (u32::from(flow.src_port) << 16) | u32::from(backend.backend_port);
+    let flags = policy::flags(source_flags, local.map_or(0, |p| p.flags));
+    if let Err(reason) =
+        policy::enforce(flow.src, backend.backend_addr, ports, flow.protocol, flags)
+    {
+        return (reason, TC_ACT_SHOT);
+    }
     let behind_overlay = local.is_none()
         && maps::route(backend.backend_addr).is_some_and(|r| r.flags & ROUTE_OVERLAY != 0);
     if behind_overlay {

@@ -152,6 +152,12 @@ pub fn create_described(
                     plan.name, existing.network_plugin, plan.name, plan.network_plugin
                 );
             }
+            if existing.network_policy != plan.policy.engine {
+                bail!(
+                    "networkPolicy: cluster {:?} already runs network policy engine {} and AKS chooses the engine at creation (it cannot be changed in place); remove it with `aksnet down {}` and create it again with networkPolicy: {}",
+                    plan.name, existing.network_policy, plan.name, plan.policy.engine
+                );
+            }
             let owner = match cluster_lock::owner_pid(&plan.name) {
                 Some(pid) => format!("its `aksnet up` (pid {pid}) is running"),
                 None => format!(
@@ -188,6 +194,7 @@ pub fn create_described(
         exposures: plan.exposures.clone(),
         outbound: plan.outbound.clone(),
         conntrack: Some(plan.conntrack.clone()),
+        network_policy: plan.policy.engine,
     };
     // Recorded before anything exists, so `down` can always find what to remove.
     state.save()?;

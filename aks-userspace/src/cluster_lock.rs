@@ -109,6 +109,17 @@ impl ClusterLock {
         }
     }
 
+    /// The usual `waiting` callback of [`existing`](Self::existing): one line on stderr
+    /// naming the command (pid) that holds the cluster.
+    pub fn say_waiting(cluster: &str) -> impl FnOnce(Option<u32>) + '_ {
+        move |holder| {
+            crate::errln!(
+                "cluster {cluster}: waiting for another aksnet command{} that is changing it",
+                holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+            )
+        }
+    }
+
     /// Takes the change lock of an existing cluster, waiting up to `WAIT_FOR_CHANGE`
     /// while another command holds it (`waiting` is called once, when it has to wait).
     /// `None` when there is no record (the cluster was never made, or was removed while

@@ -14,6 +14,8 @@ pub mod model;
 pub mod monitor;
 pub mod netns;
 pub mod plan;
+pub mod policies;
+pub mod policy;
 pub mod probes;
 pub mod services;
 pub mod state;

@@ -108,6 +108,12 @@ enum Command {
         #[command(subcommand)]
         action: cli::services::ServicesAction,
     },
+    /// Apply, delete or list Kubernetes NetworkPolicies of a running cluster: O(changed
+    /// keys) map updates on eBPF, one iptables-restore per node on iptables.
+    Policy {
+        #[command(subcommand)]
+        action: cli::policy::PolicyAction,
+    },
     /// Probe connectivity between pods, nodes, on-prem and the internet, and compare
     /// each row with what AKS would do (reachable or blocked and why, the source address
     /// the destination should see).
@@ -129,6 +135,11 @@ enum Command {
         /// externalTrafficPolicy and loadBalancerSourceRanges.
         #[arg(long, conflicts_with_all = ["expect", "services"])]
         frontends: bool,
+        /// Probe the network policies instead: every pair of pod slots a policy selects
+        /// (on one node and across nodes) on the ports the policies name, and isolated
+        /// pods to and from outside; each row names the policy that allows or denies it.
+        #[arg(long, conflicts_with_all = ["expect", "services", "frontends"])]
+        policies: bool,
         /// Check your own assertions instead of the standard matrix: a YAML list of
         /// `{ from, to, port, protocol, expect: reachable|blocked, source: pod|node|ADDRESS }`.
         #[arg(long, value_name = "FILE")]
@@ -355,6 +366,7 @@ fn main() -> ExitCode {
         .map(|()| ExitCode::SUCCESS),
         Command::Down { name, all } => cli::down::run(name.as_deref(), all),
         Command::Services { action } => cli::services::run(action),
+        Command::Policy { action } => cli::policy::run(action),
         Command::Update {
             name,
             outbound_type: Some(outbound_type),
@@ -371,13 +383,15 @@ fn main() -> ExitCode {
             json,
             services,
             frontends,
+            policies,
             expect,
         } => {
-            let mode = match (&expect, services, frontends) {
-                (Some(file), _, _) => cli::check::Mode::Expect(file),
-                (None, true, _) => cli::check::Mode::Services,
-                (None, false, true) => cli::check::Mode::Frontends,
-                (None, false, false) => cli::check::Mode::Matrix,
+            let mode = match (&expect, services, frontends, policies) {
+                (Some(file), ..) => cli::check::Mode::Expect(file),
+                (None, true, ..) => cli::check::Mode::Services,
+                (None, false, true, _) => cli::check::Mode::Frontends,
+                (None, false, false, true) => cli::check::Mode::Policies,
+                (None, false, false, false) => cli::check::Mode::Matrix,
             };
             cli::check::run(name.as_deref(), json, mode)
         }

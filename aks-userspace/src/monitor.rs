@@ -7,6 +7,7 @@
 //! events between them rather than each seeing all of them.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -51,6 +52,10 @@ pub struct MonitorEvent {
     #[serde(flatten)]
     pub packet: FlowTuple,
     pub len: u32,
+    /// A network policy drop: `default deny by shop/db-from-api`, naming the policies
+    /// that isolate the pod (from the cluster's description).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 struct NodeEvents {
@@ -71,6 +76,9 @@ pub struct Monitor {
     kind: EventKind,
     /// Wall clock minus the monotonic clock the kernel stamps events with.
     clock_offset_ns: i128,
+    /// The cluster's plan, to name the policies behind a policy drop; `None` when its
+    /// description cannot be read (the drops still show, unnamed).
+    plan: Option<crate::plan::Plan>,
 }
 
 impl Monitor {
@@ -104,6 +112,10 @@ impl Monitor {
             kind,
             clock_offset_ns: clock_ns(ClockId::CLOCK_REALTIME)?
                 - clock_ns(ClockId::CLOCK_MONOTONIC)?,
+            plan: ClusterState::load_description(&state.name)
+                .ok()
+                .and_then(|d| crate::model::validate(&d).ok())
+                .and_then(|c| crate::plan::plan(&c).ok()),
         })
     }
 
@@ -144,6 +156,9 @@ impl Monitor {
                         dport: has_ports(event.protocol).then_some(event.dst_port),
                     },
                     len: event.len,
+                    policy: self.plan.as_ref().and_then(|plan| {
+                        policy_drop(plan, reason?, ip(event.src_addr), ip(event.dst_addr))
+                    }),
                 });
             }
         }
@@ -216,6 +231,23 @@ fn set_tracing(mut map: Map, on: bool, node: &str) -> Result<Map> {
             })?;
     }
     Ok(map)
+}
+
+/// `default deny by <policies>` for a policy drop: the source pod's egress policies or
+/// the destination pod's ingress policies.
+fn policy_drop(
+    plan: &crate::plan::Plan,
+    reason: Reason,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> Option<String> {
+    use crate::model::policy::PolicyType;
+    let names = match reason {
+        Reason::DropPolicyEgress => crate::policy::isolating_names(plan, src, PolicyType::Egress),
+        Reason::DropPolicyIngress => crate::policy::isolating_names(plan, dst, PolicyType::Ingress),
+        _ => return None,
+    };
+    Some(format!("default deny by {}", names.join(", ")))
 }
 
 /// What a reason means for the packet.

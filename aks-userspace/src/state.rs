@@ -53,6 +53,10 @@ pub struct ClusterState {
     /// Egress to the internet (`outboundType`); `loadBalancer` in older records.
     #[serde(default)]
     pub outbound: crate::model::outbound::Outbound,
+    /// The network policy engine, fixed at creation as in AKS. Absent in records written
+    /// before policies: none.
+    #[serde(default)]
+    pub network_policy: crate::model::policy::NetworkPolicyEngine,
 }
 
 impl ClusterState {

@@ -167,6 +167,11 @@ pub fn overlay_description(
 ) -> Result<Option<ClusterDescription>, Refused> {
     let running = model::validate(description)
         .map_err(|e| Refused(format!("the saved description no longer validates: {e}")))?;
+    if running.policy.engine == model::policy::NetworkPolicyEngine::Azure {
+        return Err(Refused(
+            "networkPolicy: the cluster runs Azure Network Policy Manager, which AKS requires to be removed before the update to Overlay (update-azure-cni.md); recreate the cluster with networkPolicy: calico or cilium (the engine cannot be changed in place)".into(),
+        ));
+    }
     let pod_cidr = match running.pod_network {
         PodNetwork::AzureOverlay => return Ok(None),
         PodNetwork::AzurePodSubnet => {
@@ -349,6 +354,18 @@ mod tests {
         );
         // The same pod CIDR spelled out is fine.
         assert!(overlay_description(&kubenet, Some(cidr("10.250.0.0/16"))).is_ok());
+    }
+
+    #[test]
+    fn azure_npm_blocks_the_update() {
+        let npm = description("azure", "networkPolicy: azure\n");
+        // `description` fixes datapath: ebpf; NPM needs iptables.
+        let npm = ClusterDescription {
+            datapath: model::Datapath::Iptables,
+            ..npm
+        };
+        let err = overlay_description(&npm, Some(cidr("10.244.0.0/16"))).expect_err("NPM");
+        assert!(err.0.starts_with("networkPolicy:"), "{err}");
     }
 
     #[test]

@@ -159,6 +159,29 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
             );
         }
     }
+    let policy = report["policy"].as_array().expect("policy sweep");
+    for (cell, engine) in [("azure/iptables", "azure"), ("azure/ebpf", "cilium")] {
+        let measured: Vec<&Value> = policy.iter().filter(|p| p["cell"] == cell).collect();
+        let rules: Vec<u64> = measured
+            .iter()
+            .filter_map(|p| p["rules"].as_u64())
+            .collect();
+        assert_eq!(
+            rules,
+            [10, 1_000],
+            "quick sweeps 10 and 1,000 policy rules on {cell}"
+        );
+        for p in measured {
+            assert_eq!(p["engine"], engine, "{p}");
+            assert!(
+                p["firstPacketP50Us"].as_f64().is_some_and(|us| us > 0.0),
+                "{p}"
+            );
+            for view in ["connectUser", "connectPinned"] {
+                assert!(p[view]["median"].as_f64().is_some_and(|r| r > 0.0), "{p}");
+            }
+        }
+    }
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
             .expect("reading kernel.bpf_stats_enabled")

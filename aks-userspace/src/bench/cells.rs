@@ -113,6 +113,15 @@ impl CellKind {
         plan_for(&cluster_description(name, plugin, mode, datapath, services))
     }
 
+    /// The description (YAML) of this cell's cluster named `name` with `services`
+    /// ClusterIP services, for a benchmark that adds to it (the policy sweep).
+    pub fn description(self, name: &str, services: usize) -> Result<String> {
+        let Some((plugin, mode, datapath)) = self.network() else {
+            bail!("the {self} cell is no cluster and has no description");
+        };
+        Ok(cluster_description(name, plugin, mode, datapath, services))
+    }
+
     /// A cluster cell's plugin, plugin mode and datapath.
     fn network(self) -> Option<(NetworkPlugin, Option<NetworkPluginMode>, model::Datapath)> {
         match self {
@@ -344,7 +353,7 @@ pub fn service_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(SERVICE_IP_BASE) + i as u32)
 }
 
-fn plan_for(yaml: &str) -> Result<Plan> {
+pub(super) fn plan_for(yaml: &str) -> Result<Plan> {
     let cluster = model::load(yaml).context("the benchmark's cluster description is invalid")?;
     plan::plan(&cluster).context("planning the benchmark cluster")
 }

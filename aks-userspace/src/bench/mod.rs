@@ -8,6 +8,8 @@
 //! - `cost`: CPU time and the BPF programs' run time around each measurement;
 //! - `sweep`: the service-count sweep;
 //! - `frontends`: connection rate through a LoadBalancer frontend (`--frontends`);
+//! - `policy_sweep`: the network-policy sweep (rule count against first packet and
+//!   connection rate, eBPF vs iptables);
 //! - `stats`: medians and percentiles; `report`: table, JSON, CSV; `plot`: the SVG;
 //! - `interrupt`: Ctrl-C turns into an error, so the cells' guards clean up.
 
@@ -16,6 +18,7 @@ pub mod cost;
 pub mod frontends;
 pub mod interrupt;
 pub mod plot;
+pub mod policy_sweep;
 pub mod report;
 pub mod snat;
 pub mod stats;
@@ -74,6 +77,9 @@ pub struct BenchOptions {
     pub sweep_services: Vec<usize>,
     /// First-packet samples per sweep point and round.
     pub sweep_connections: usize,
+    /// Rule counts of the policy sweep; empty skips it. Measured with the service
+    /// sweep's bounds (connections per round, duration).
+    pub policy_rules: Vec<usize>,
     pub fabric: Fabric,
     /// Slices each round's measurement of a workload is cut into, every cell measured
     /// in turn within each slice (iperf3's stream, which counts whole seconds, is not
@@ -99,6 +105,7 @@ impl BenchOptions {
             max_connections: 20_000,
             sweep_services: vec![10, 1_000, 10_000, 100_000],
             sweep_connections: 500,
+            policy_rules: vec![10, 1_000, 10_000],
             fabric: Fabric::Forwarder,
             slices: 4,
             cells: CellKind::ALL.to_vec(),
@@ -117,6 +124,7 @@ impl BenchOptions {
             max_connections: 2_000,
             sweep_services: vec![10, 1_000],
             sweep_connections: 100,
+            policy_rules: vec![10, 1_000],
             fabric: Fabric::Forwarder,
             slices: 2,
             cells: CellKind::ALL.to_vec(),
@@ -175,7 +183,26 @@ impl BenchOptions {
                 cells::MAX_SERVICES
             );
         }
+        if let Some(n) = self
+            .policy_rules
+            .iter()
+            .find(|&&n| !(1..=policy_sweep::MAX_RULES).contains(&n))
+        {
+            bail!(
+                "--policy-sweep {n}: rule counts must be 1 to {} (the eBPF policy maps' capacity)",
+                policy_sweep::MAX_RULES
+            );
+        }
         Ok(())
+    }
+
+    fn sweep_bounds(&self) -> sweep::SweepBounds {
+        sweep::SweepBounds {
+            rounds: self.rounds,
+            connections: self.sweep_connections,
+            duration: self.duration,
+            max_connections: self.max_connections,
+        }
     }
 }
 
@@ -267,12 +294,17 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         sweep::run(
             &options.prefix,
             &options.sweep_services,
-            sweep::SweepBounds {
-                rounds: options.rounds,
-                connections: options.sweep_connections,
-                duration: options.duration,
-                max_connections: options.max_connections,
-            },
+            options.sweep_bounds(),
+            progress,
+        )?
+    };
+    let policy = if options.policy_rules.is_empty() {
+        Vec::new()
+    } else {
+        policy_sweep::run(
+            &options.prefix,
+            &options.policy_rules,
+            options.sweep_bounds(),
             progress,
         )?
     };
@@ -337,11 +369,13 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
             concurrency: workloads::CONCURRENCY,
             sweep_services: options.sweep_services.clone(),
             sweep_connections_per_round: options.sweep_connections,
+            policy_rules: options.policy_rules.clone(),
             fabric: options.fabric.name().to_owned(),
         },
         cells: cell_names,
         results,
         sweep,
+        policy,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
 }

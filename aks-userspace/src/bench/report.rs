@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::policy_sweep::PolicyPoint;
 use super::sweep::SweepPoint;
 use super::workloads::View;
 use crate::table::Table;
@@ -176,6 +177,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub sweep_services: Vec<usize>,
     pub sweep_connections_per_round: usize,
+    /// Rule counts of the policy sweep.
+    pub policy_rules: Vec<usize>,
     /// Whether the VNet fabric kept conntrack on forwarded traffic (`--fabric
     /// stateful`: the old fabric, for comparison) or not (the default).
     pub fabric: String,
@@ -191,6 +194,8 @@ pub struct BenchReport {
     pub cells: Vec<String>,
     pub results: Vec<CellResult>,
     pub sweep: Vec<SweepPoint>,
+    /// The policy sweep: first packet and connection rate against the rule count.
+    pub policy: Vec<PolicyPoint>,
     pub elapsed_seconds: f64,
 }
 
@@ -224,6 +229,11 @@ fn spread(s: Option<Summary>) -> String {
         || "-".to_owned(),
         |s| format!("{} ({}–{})", number(s.median), number(s.min), number(s.max)),
     )
+}
+
+/// A value, or `-` where there is none.
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), number)
 }
 
 fn median(s: Option<Summary>) -> String {
@@ -290,7 +300,6 @@ impl BenchReport {
                 ">PROGRAM ONE MORE ms",
                 "NOTE",
             ]);
-            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), number);
             for p in &self.sweep {
                 sweep.row(vec![
                     p.cell.clone(),
@@ -305,10 +314,35 @@ impl BenchReport {
             }
             let _ = write!(out, "\n{sweep}");
         }
+        if !self.policy.is_empty() {
+            let mut policy = Table::new(&[
+                "POLICY SWEEP",
+                "ENGINE",
+                ">RULES",
+                ">CONN/S USER",
+                ">CONN/S PINNED (MIN–MAX)",
+                ">FIRST PACKET P50 µs",
+                ">P99 µs",
+            ]);
+            for p in &self.policy {
+                policy.row(vec![
+                    p.cell.clone(),
+                    p.engine.clone(),
+                    p.rules.to_string(),
+                    median(p.connect_user),
+                    spread(p.connect_pinned),
+                    opt(p.first_packet_p50_us),
+                    opt(p.first_packet_p99_us),
+                ]);
+            }
+            let _ = write!(out, "\n{policy}");
+        }
         out
     }
 
-    /// One record per cell result and per sweep point, with a `kind` column telling which.
+    /// One record per cell result, per sweep point and per policy-sweep point, with a
+    /// `kind` column telling which (a policy point's rule count is in `services`' place:
+    /// `rules`).
     pub fn to_csv(&self) -> Result<Vec<u8>> {
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record([
@@ -317,6 +351,7 @@ impl BenchReport {
             "view",
             "cell",
             "services",
+            "rules",
             "unit",
             "median",
             "min",
@@ -345,6 +380,7 @@ impl BenchReport {
                 r.view.name(),
                 &r.cell,
                 "",
+                "",
                 r.unit,
                 &mid(r.rate),
                 &opt(r.rate.map(|s| s.min)),
@@ -371,6 +407,7 @@ impl BenchReport {
                 "pinned",
                 &p.cell,
                 &p.services.to_string(),
+                "",
                 "conn/s",
                 &mid(p.connect_pinned),
                 &opt(p.connect_pinned.map(|s| s.min)),
@@ -388,6 +425,33 @@ impl BenchReport {
                 &opt(p.program_one_more_ms),
                 "",
                 p.note.as_deref().unwrap_or(""),
+            ])?;
+        }
+        for p in &self.policy {
+            csv.write_record([
+                "policy",
+                "connect pod to pod 1-by-1",
+                "pinned",
+                &p.cell,
+                "",
+                &p.rules.to_string(),
+                "conn/s",
+                &mid(p.connect_pinned),
+                &opt(p.connect_pinned.map(|s| s.min)),
+                &opt(p.connect_pinned.map(|s| s.max)),
+                "",
+                "",
+                "",
+                "",
+                &opt(p.first_packet_p50_us),
+                &opt(p.first_packet_p99_us),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                &format!("engine {}", p.engine),
             ])?;
         }
         Ok(csv.into_inner().map_err(|e| e.into_error())?)

@@ -29,6 +29,10 @@
 //!    from the VNet (so not between pods of one node), on the address the node sees, in
 //!    priority order, first match decides, no match allows. Azure's NSGs are stateful:
 //!    replies are never filtered.
+//! 6. Network policy (when the cluster has an engine): the Kubernetes decision of
+//!    [`crate::policy::evaluate`]: the source pod's egress, then the destination pod's
+//!    ingress, judged on the address the destination sees. A blocked row names the
+//!    policies whose default deny stops it.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -38,8 +42,10 @@ use serde::Serialize;
 use super::{Endpoint, EndpointKind};
 use crate::cidr::Ipv4Cidr;
 use crate::model::nsg::{Access, SecurityRule};
+use crate::model::policy::{Labels, PolicyModel};
 use crate::model::{Datapath, NetworkPlugin, PodNetwork, Protocol};
 use crate::plan::Plan;
+use crate::policy::{Allowance, PolicyEndpoint, PolicyFlow, PolicyVerdict};
 
 /// The part of a cluster's plan the expectations depend on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +62,19 @@ pub struct NetworkModel {
     pub nodes: Vec<ModelNode>,
     /// Egress to the internet (`outboundType`).
     pub outbound: crate::model::outbound::Outbound,
+    /// The policy engine and policies.
+    pub policy: PolicyModel,
+    /// Every pod's Kubernetes identity, for the policy decision.
+    pub pods: Vec<ModelPod>,
+}
+
+/// A pod as network policy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelPod {
+    pub address: Ipv4Addr,
+    pub node: String,
+    pub namespace: String,
+    pub labels: Labels,
 }
 
 /// A node: its address, and (kubenet) the address of its pod bridge.
@@ -92,6 +111,62 @@ impl NetworkModel {
                     },
                 })
                 .collect(),
+            policy: plan.policy.clone(),
+            pods: plan
+                .pods()
+                .map(|p| ModelPod {
+                    address: p.ip,
+                    node: p.node.clone(),
+                    namespace: p.namespace.clone(),
+                    labels: p.labels.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `endpoint` as network policy sees it: a pod with its identity, a node, or an
+    /// address outside the cluster.
+    fn policy_endpoint<'m>(&'m self, endpoint: &'m Endpoint) -> PolicyEndpoint<'m> {
+        match &endpoint.kind {
+            EndpointKind::Pod { .. } => {
+                match self.pods.iter().find(|p| p.address == endpoint.address) {
+                    Some(pod) => PolicyEndpoint::Pod {
+                        address: pod.address,
+                        namespace: &pod.namespace,
+                        labels: &pod.labels,
+                        node: &pod.node,
+                    },
+                    None => PolicyEndpoint::External {
+                        address: endpoint.address,
+                    },
+                }
+            }
+            EndpointKind::Node { name } => PolicyEndpoint::Node {
+                address: endpoint.address,
+                name,
+            },
+            EndpointKind::OnPrem | EndpointKind::Internet => PolicyEndpoint::External {
+                address: endpoint.address,
+            },
+        }
+    }
+
+    /// Who the destination's ingress policy sees: the source itself, or the node it was
+    /// masqueraded to (by any of the node's addresses: its own, its pod bridge's, its
+    /// tunnel's).
+    fn seen_endpoint<'m>(&'m self, source: &'m Endpoint, seen: Ipv4Addr) -> PolicyEndpoint<'m> {
+        if seen == source.address {
+            return self.policy_endpoint(source);
+        }
+        let of_node = |n: &&ModelNode| {
+            n.address == seen || n.pod_gateway == Some(seen) || n.tunnel_address == Some(seen)
+        };
+        match self.nodes.iter().find(of_node) {
+            Some(node) => PolicyEndpoint::Node {
+                address: seen,
+                name: &node.name,
+            },
+            None => PolicyEndpoint::External { address: seen },
         }
     }
 
@@ -250,10 +325,47 @@ pub fn expect_flow(model: &NetworkModel, flow: &Flow) -> Expectation {
             }
         }
     }
+    let why = match policy_decision(model, flow, seen.address) {
+        PolicyVerdict::Denied(denial) => {
+            return Expectation::Blocked {
+                reason: format!("NetworkPolicy: {denial}"),
+            }
+        }
+        PolicyVerdict::Allowed { egress, ingress } => {
+            let mut allowed_by = Vec::new();
+            for (side, allowance) in [("egress", egress), ("ingress", ingress)] {
+                match allowance {
+                    Allowance::Policy(name) => allowed_by.push(format!("{side} by {name}")),
+                    Allowance::OwnNode => allowed_by.push(format!("{side} from its own node")),
+                    Allowance::NotIsolated => {}
+                }
+            }
+            if allowed_by.is_empty() {
+                why
+            } else {
+                format!("{why}; NetworkPolicy allows {}", allowed_by.join(", "))
+            }
+        }
+    };
     Expectation::Reachable {
         source: Some(seen),
         why,
     }
+}
+
+/// The policy decision for `flow`, the destination's ingress judged on `seen`.
+fn policy_decision(model: &NetworkModel, flow: &Flow, seen: Ipv4Addr) -> PolicyVerdict {
+    let policy_flow = PolicyFlow {
+        source: model.policy_endpoint(flow.source),
+        destination: model.policy_endpoint(flow.destination),
+        protocol: flow.protocol,
+        port: flow.port,
+    };
+    crate::policy::evaluate_as_seen(
+        &model.policy,
+        &policy_flow,
+        model.seen_endpoint(flow.source, seen),
+    )
 }
 
 /// What a service backend should see when `client` reaches it through a ClusterIP: as a
@@ -329,6 +441,21 @@ fn seen_source(
     if let (EndpointKind::Node { name }, EndpointKind::Pod { node: pod_node }) =
         (&source.kind, &destination.kind)
     {
+        // On the iptables datapath kubenet's and Overlay's pods hang off a bridge with
+        // an address (cbr0): the node's stack reaches its own pods from that address.
+        let bridge = match model.datapath {
+            Datapath::Iptables => model.node(name).and_then(|n| n.pod_gateway),
+            Datapath::Ebpf => None,
+        };
+        if let (Some(address), true) = (bridge, pod_node == name) {
+            return (
+                ExpectedSource {
+                    address,
+                    who: format!("cbr0 of {name}"),
+                },
+                "a node reaches its own pods over the pod bridge, from the bridge's address".into(),
+            );
+        }
         let tunnel = model.node(name).and_then(|n| n.tunnel_address);
         if let (Some(address), true) = (tunnel, pod_node != name) {
             return (

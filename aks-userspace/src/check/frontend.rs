@@ -10,6 +10,12 @@
 //!   forwarding to a backend on its own bridge masquerades to `cbr0`'s address. The eBPF
 //!   datapath SNATs only towards a backend on another node (as Cilium): a node handing
 //!   the flow to its own backend keeps the client's address.
+//! - NetworkPolicy on an isolated backend judges the source its node sees: the client
+//!   when the node that took the connection holds the backend (DNAT only; the SNAT of
+//!   `Cluster` comes after the policy, in POSTROUTING), the address of the node that
+//!   forwarded it otherwise (SNATed there). So with `Cluster` a policy admitting the
+//!   client can still deny the paths through other nodes: the frontend is then partly
+//!   reachable, as in a real cluster.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,6 +33,7 @@ use crate::model::loadbalancer::{Exposure, ExternalTrafficPolicy, ServiceType};
 use crate::model::nsg::Access;
 use crate::model::{Datapath, NetworkPlugin, PodNetwork};
 use crate::plan::ServicePlan;
+use crate::policy::{PolicyEndpoint, PolicyFlow, PolicyVerdict};
 use crate::state::ClusterState;
 
 /// How long one connection through a frontend may take: past TCP's 1 s initial
@@ -47,6 +54,12 @@ pub enum FrontendExpectation {
         why: String,
         allowed: BTreeSet<Ipv4Addr>,
         per_node: Vec<BTreeSet<Ipv4Addr>>,
+    },
+    /// Some paths are denied by NetworkPolicy, others allowed: not every connection is
+    /// answered, and the answered ones show only addresses of `allowed`.
+    Partly {
+        why: String,
+        allowed: BTreeSet<Ipv4Addr>,
     },
 }
 
@@ -197,6 +210,99 @@ pub fn expect_frontend(
             reason: "an NSG rule denies it towards the NodePort".into(),
         };
     }
+    let taking: Vec<(String, Ipv4Addr)> = admitted.iter().map(|n| (*n).clone()).collect();
+    let (denials, open_nodes) = policy_paths(model, exposure, service, client, &taking);
+    let Some(denial) = denials.first() else {
+        return reachable_frontend(model, exposure, service, client, &healthy);
+    };
+    if open_nodes.is_empty() {
+        return FrontendExpectation::Blocked {
+            reason: format!("NetworkPolicy: {denial}"),
+        };
+    }
+    // What the backends can see is what the nodes with an open path deliver.
+    let open: Vec<(String, Ipv4Addr)> = healthy
+        .iter()
+        .filter(|(name, _)| open_nodes.contains(name))
+        .cloned()
+        .collect();
+    match reachable_frontend(model, exposure, service, client, &open) {
+        FrontendExpectation::Reachable { allowed, .. } => FrontendExpectation::Partly {
+            why: format!(
+                "NetworkPolicy denies {} of the paths through the nodes ({denial})",
+                denials.len()
+            ),
+            allowed,
+        },
+        other => other,
+    }
+}
+
+/// The NetworkPolicy decision on every path a connection from `client` can take: through
+/// each node of `taking` to each backend that node forwards to. Returns the denials (as
+/// text) and the nodes with at least one allowed path.
+fn policy_paths(
+    model: &NetworkModel,
+    exposure: &Exposure,
+    service: &ServicePlan,
+    client: &Endpoint,
+    taking: &[(String, Ipv4Addr)],
+) -> (Vec<String>, BTreeSet<String>) {
+    let mut denials = Vec::new();
+    let mut open = BTreeSet::new();
+    for (node, node_address) in taking {
+        for backend in &service.backends {
+            let local = &backend.node == node;
+            if exposure.external_traffic_policy == ExternalTrafficPolicy::Local && !local {
+                continue;
+            }
+            let Some(pod) = model.pods.iter().find(|p| p.address == backend.ip) else {
+                continue;
+            };
+            let destination = PolicyEndpoint::Pod {
+                address: pod.address,
+                namespace: &pod.namespace,
+                labels: &pod.labels,
+                node: &pod.node,
+            };
+            let source = PolicyEndpoint::External {
+                address: client.address,
+            };
+            let seen = if local {
+                source
+            } else {
+                PolicyEndpoint::Node {
+                    address: *node_address,
+                    name: node,
+                }
+            };
+            let flow = PolicyFlow {
+                source,
+                destination,
+                protocol: service.protocol,
+                port: backend.port,
+            };
+            match crate::policy::evaluate_as_seen(&model.policy, &flow, seen) {
+                PolicyVerdict::Allowed { .. } => {
+                    open.insert(node.clone());
+                }
+                PolicyVerdict::Denied(denial) => {
+                    denials.push(format!("via {node} to {}: {denial}", backend.pod))
+                }
+            }
+        }
+    }
+    (denials, open)
+}
+
+/// What the frontend does when NetworkPolicy stands in no path's way.
+fn reachable_frontend(
+    model: &NetworkModel,
+    exposure: &Exposure,
+    service: &ServicePlan,
+    client: &Endpoint,
+    healthy: &[(String, Ipv4Addr)],
+) -> FrontendExpectation {
     match exposure.external_traffic_policy {
         ExternalTrafficPolicy::Local => FrontendExpectation::Reachable {
             why: "Local: only backend nodes take it, the client's address is kept".into(),
@@ -281,6 +387,17 @@ fn judge(
             ))
         }
         FrontendExpectation::Reachable { .. } => Verdict::pass(),
+        FrontendExpectation::Partly { .. } if answered == attempts => Verdict::fail(format!(
+            "expected NetworkPolicy to deny some paths, saw all {attempts} answered"
+        )),
+        FrontendExpectation::Partly { allowed, .. } if !seen.is_subset(allowed) => {
+            Verdict::fail(format!(
+                "expected the backend to see {}, saw {}",
+                list(allowed),
+                list(seen)
+            ))
+        }
+        FrontendExpectation::Partly { .. } => Verdict::pass(),
     }
 }
 
@@ -291,6 +408,14 @@ impl std::fmt::Display for FrontendExpectation {
             Self::Reachable { allowed, .. } => {
                 let seen: Vec<String> = allowed.iter().map(Ipv4Addr::to_string).collect();
                 write!(f, "reachable as {}", seen.join(" | "))
+            }
+            Self::Partly { allowed, .. } => {
+                let seen: Vec<String> = allowed.iter().map(Ipv4Addr::to_string).collect();
+                write!(
+                    f,
+                    "partly reachable (policy denies some paths) as {}",
+                    seen.join(" | ")
+                )
             }
         }
     }
@@ -335,5 +460,22 @@ mod tests {
         };
         assert!(judge(&blocked, 3, 0, &BTreeSet::new()).passed());
         assert!(!judge(&blocked, 3, 1, &set(&[[203, 0, 113, 10]])).passed());
+    }
+
+    #[test]
+    fn partly_needs_some_paths_denied_and_only_the_open_nodes_seen() {
+        let expected = FrontendExpectation::Partly {
+            why: String::new(),
+            allowed: set(&[[10, 224, 0, 4]]),
+        };
+        assert!(judge(&expected, 60, 31, &set(&[[10, 224, 0, 4]])).passed());
+        assert!(
+            !judge(&expected, 60, 60, &set(&[[10, 224, 0, 4]])).passed(),
+            "policy not enforced: every connection answered"
+        );
+        assert!(
+            !judge(&expected, 60, 40, &set(&[[10, 224, 0, 4], [10, 224, 0, 5]])).passed(),
+            "a denied node's path delivered"
+        );
     }
 }

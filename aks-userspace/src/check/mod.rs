@@ -16,6 +16,7 @@ pub mod expect_file;
 mod frontend;
 mod listener;
 mod matrix;
+mod policy_matrix;
 mod probe;
 mod report;
 mod service;
@@ -27,6 +28,7 @@ use serde::Serialize;
 pub use expect::{Expectation, NetworkModel};
 pub use frontend::{check_frontends, FrontendCheck, FrontendExpectation, FRONTEND_ATTEMPT_TIMEOUT};
 pub use matrix::{cluster_endpoints, cluster_matrix};
+pub use policy_matrix::policy_matrix;
 pub use probe::{
     run, Endpoint, EndpointKind, Probe, ProbeResult, BLOCKED_TIMEOUT, CHECK_PORT, REACHABLE_TIMEOUT,
 };
@@ -57,7 +59,18 @@ pub fn expected_matrix(
     model: &NetworkModel,
 ) -> (Vec<Endpoint>, Vec<(Probe, Expectation)>) {
     let (endpoints, probes) = cluster_matrix(state);
-    let checked = probes
+    let checked = with_expectations(model, &endpoints, probes);
+    (endpoints, checked)
+}
+
+/// Each probe with what `model` expects of it, waiting only [`BLOCKED_TIMEOUT`] when it
+/// should be blocked.
+pub fn with_expectations(
+    model: &NetworkModel,
+    endpoints: &[Endpoint],
+    probes: Vec<Probe>,
+) -> Vec<(Probe, Expectation)> {
+    probes
         .into_iter()
         .map(|probe| {
             let expectation = expect::expect_flow(
@@ -76,8 +89,7 @@ pub fn expected_matrix(
             };
             (Probe { timeout, ..probe }, expectation)
         })
-        .collect();
-    (endpoints, checked)
+        .collect()
 }
 
 /// Runs the probes and judges each against its expectation.

@@ -14,7 +14,7 @@ use aks_userspace::bench::{self, interrupt, BenchOptions};
 /// What the command line asked for.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A short run (0.3 s per workload, view and cell, 2 rounds, sweep to 1,000).
+    /// A short run (0.3 s per workload, view and cell, 2 rounds, sweeps to 1,000).
     #[arg(long)]
     pub quick: bool,
     /// Rounds per workload, view and cell (default 9, quick 2).
@@ -27,6 +27,11 @@ pub struct BenchArgs {
     /// iptables stops at 10,000); `--sweep` with no value skips it.
     #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub sweep: Option<Vec<usize>>,
+    /// Rule counts of the network-policy sweep, comma-separated (default 10,1000,10000;
+    /// quick 10,1000): Azure CNI with Azure NPM on iptables and Cilium on eBPF, first
+    /// packet and connection rate pod to pod; `--policy-sweep` with no value skips it.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    pub policy_sweep: Option<Vec<usize>>,
     /// The VNet fabric of every cell: `forwarder` as `aksnet up` builds it (the BPF
     /// forwarder routes node-to-node traffic, the stateless iptables fabric the rest),
     /// `stateless` (the iptables fabric alone) or `stateful` (every forwarded packet
@@ -156,6 +161,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if let Some(views) = args.views {
         options.views = views;
     }
+    if let Some(rules) = args.policy_sweep {
+        options.policy_rules = rules;
+    }
     options.validate()?;
     // From here Ctrl-C and SIGTERM end the run through the cells' guards.
     interrupt::install()?;
@@ -163,7 +171,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         return frontends(&options, args.json.as_deref());
     }
     eprintln!(
-        "aksnet bench: {} cells × {} workloads × {} views × {} rounds × {:.1}s{}; clusters named {}*",
+        "aksnet bench: {} cells × {} workloads × {} views × {} rounds × {:.1}s{}{}; clusters named {}*",
         options.cells.len(),
         options.workloads.len(),
         options.views.len(),
@@ -173,6 +181,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             String::new()
         } else {
             format!(", service sweep {:?}", options.sweep_services)
+        },
+        if options.policy_rules.is_empty() {
+            String::new()
+        } else {
+            format!(", policy sweep {:?} rules", options.policy_rules)
         },
         options.prefix
     );

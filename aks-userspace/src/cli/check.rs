@@ -1,4 +1,4 @@
-//! `aksnet check [NAME] [--json] [--services | --frontends] [--expect FILE]`.
+//! `aksnet check [NAME] [--json] [--services | --frontends | --policies | --expect FILE]`.
 //!
 //! Exit status: 0 when every row matches what the cluster model expects, 1 when any row
 //! does not (or the cluster is incomplete), 2 for bad input (an unknown cluster, a bad
@@ -23,6 +23,7 @@ pub enum Mode<'a> {
     Matrix,
     Services,
     Frontends,
+    Policies,
     Expect(&'a Path),
 }
 
@@ -64,6 +65,7 @@ pub fn run(name: Option<&str>, json: bool, mode: Mode) -> Result<ExitCode> {
     let passed = match (mode, assertions) {
         (Mode::Services, _) => services(&state, &model, json)?,
         (Mode::Frontends, _) => frontends(&state, &model, json)?,
+        (Mode::Policies, _) => policies(&state, &model, json)?,
         (_, Some(checks)) => {
             let endpoints = check::cluster_endpoints(&state);
             report(
@@ -116,6 +118,23 @@ fn read_expectations(
 /// Probes the standard matrix of `state`, prints it, and says whether every row passed.
 pub fn matrix(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
     let (endpoints, checks) = check::expected_matrix(state, model);
+    let rows = check::run_checked(&endpoints, checks)?;
+    report(state, model, &rows, json)
+}
+
+/// Probes every pair the cluster's policies select; a cluster without policies has
+/// nothing to show, which is said (and passes).
+fn policies(state: &ClusterState, model: &NetworkModel, json: bool) -> Result<bool> {
+    let (endpoints, checks) = check::policy_matrix(state, model);
+    if checks.is_empty() && !json {
+        println!(
+            "cluster {}: network policy engine {}, {} policies: no pod is isolated, nothing to probe",
+            state.name,
+            model.policy.engine,
+            model.policy.policies.len()
+        );
+        return Ok(true);
+    }
     let rows = check::run_checked(&endpoints, checks)?;
     report(state, model, &rows, json)
 }

@@ -8,6 +8,7 @@ pub mod down;
 pub mod inspect;
 pub mod monitor;
 pub mod plan;
+pub mod policy;
 pub mod services;
 pub mod up;
 pub mod update;

@@ -85,7 +85,7 @@ fn print_event(event: &MonitorEvent, json: bool) -> Result<()> {
         None => ip.to_string(),
     };
     println!(
-        "{} [{}] {:<9} {:<22} {} ({}) {} {} -> {} {}B {}",
+        "{} [{}] {:<9} {:<22} {} ({}) {} {} -> {} {}B {}{}",
         clock_time(event.time_ns),
         event.node,
         event.program,
@@ -96,7 +96,11 @@ fn print_event(event: &MonitorEvent, json: bool) -> Result<()> {
         endpoint(event.packet.src, event.packet.sport),
         endpoint(event.packet.dst, event.packet.dport),
         event.len,
-        event.verdict.to_uppercase()
+        event.verdict.to_uppercase(),
+        event
+            .policy
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" ({p})"))
     );
     Ok(())
 }

@@ -152,12 +152,7 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
     let name = super::resolve_cluster_name(cluster.as_deref())?;
     // Held until the change is programmed and recorded: a concurrent `services` or
     // `down` waits, and the record read below is the latest.
-    let _lock = ClusterLock::existing(&name, |holder| {
-        errln!(
-            "cluster {name}: waiting for another aksnet command{} that is changing it",
-            holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
-        )
-    })?;
+    let _lock = ClusterLock::existing(&name, ClusterLock::say_waiting(&name))?;
     let mut state = ClusterState::require(&name)?;
     let update = match services::apply(&mut state, change) {
         Ok(update) => update,

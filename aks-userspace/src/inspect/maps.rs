@@ -12,6 +12,7 @@ use aks_ebpf_common::nodeport::{
     NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORTS_MAP, NODEPORT_FLOWS_MAP,
     NODEPORT_REPLIES_MAP,
 };
+use aks_ebpf_common::policy::{PolicyKey, IPCACHE_MAP, POLICY_CT_MAP, POLICY_MAP};
 use aks_ebpf_common::{
     CtEntry, Endpoint, FlowKey, NatTarget, Route, CONNTRACK_MAP, ENDPOINTS_MAP, NAT_MAP, ROUTES_MAP,
 };
@@ -144,6 +145,15 @@ fn count_keys(name: &str, data: MapData, capacity: u32) -> Result<Option<u32>> {
         ROUTES_MAP => {
             let trie: LpmTrie<MapData, u32, Route> = LpmTrie::try_from(map)?;
             count(trie.keys().take(limit))?
+        }
+        IPCACHE_MAP => {
+            let trie: LpmTrie<MapData, u32, u32> = LpmTrie::try_from(map)?;
+            count(trie.keys().take(limit))?
+        }
+        POLICY_MAP => hash::<PolicyKey, u32>(map, limit)?,
+        POLICY_CT_MAP => {
+            let lru: HashMap<MapData, FlowKey, u32> = HashMap::try_from(map)?;
+            count(lru.keys().take(limit))?
         }
         // Declared by the object every node loads, filled only in the vnet namespace's
         // (`fabric::forwarder`): empty on a node.

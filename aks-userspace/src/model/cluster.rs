@@ -35,6 +35,8 @@ pub struct Cluster {
     /// Egress to the internet (`outboundType`).
     pub outbound: super::outbound::Outbound,
     pub conntrack: super::conntrack::ConntrackSettings,
+    /// Network policy: the engine, pod identities, the policies.
+    pub policy: super::policy::PolicyModel,
 }
 
 impl Cluster {

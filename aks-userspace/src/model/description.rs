@@ -52,6 +52,18 @@ pub struct ClusterDescription {
     /// `managedNATGateway`, `userDefinedRouting` or `none`, as in AKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_type: Option<super::outbound::OutboundType>,
+    /// The network policy engine (`az aks create --network-policy`); default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<super::policy::NetworkPolicyEngine>,
+    /// Namespace and labels of pod slot i on every node (see `model::policy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_templates: Vec<super::policy::PodTemplateDescription>,
+    /// Labels of Kubernetes namespaces, for namespaceSelector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<super::policy::NamespaceDescription>,
+    /// Kubernetes NetworkPolicy objects (networking.k8s.io/v1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_policies: Vec<super::policy::NetworkPolicyDescription>,
     /// The load balancer's outbound rule (`allocatedOutboundPorts`,
     /// `idleTimeoutInMinutes`), as AKS's `networkProfile.loadBalancerProfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

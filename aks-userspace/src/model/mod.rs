@@ -10,6 +10,7 @@ mod error;
 pub mod loadbalancer;
 pub mod nsg;
 pub mod outbound;
+pub mod policy;
 mod validate;
 
 pub use cluster::{Cluster, ExternalHosts, NodePool, Service};

@@ -37,6 +37,10 @@ fn base(plugin: NetworkPlugin, count: u32) -> ClusterDescription {
         nsg: Vec::new(),
         conntrack: None,
         outbound_type: None,
+        network_policy: None,
+        pod_templates: Vec::new(),
+        namespaces: Vec::new(),
+        network_policies: Vec::new(),
         load_balancer_profile: None,
         firewall: None,
     }

@@ -162,6 +162,17 @@ pub fn validate(description: &ClusterDescription) -> Result<Cluster, PlanError> 
             },
         )?,
         conntrack: super::conntrack::resolve(description.conntrack.as_ref(), node_count)?,
+        policy: super::policy::resolve(
+            &super::policy::PolicyDescription {
+                engine: description.network_policy,
+                pod_templates: &description.pod_templates,
+                namespaces: &description.namespaces,
+                policies: &description.network_policies,
+            },
+            plugin,
+            description.datapath,
+            pods_per_node,
+        )?,
     };
     super::outbound::check_nat_rules(&cluster.outbound, |service| {
         cluster.exposures.iter().any(|e| {

@@ -53,6 +53,8 @@ pub struct Plan {
     pub outbound: crate::model::outbound::Outbound,
     /// Conntrack and SNAT settings (eBPF datapath).
     pub conntrack: crate::model::conntrack::ConntrackSettings,
+    /// Network policy: engine, namespaces, policies (pod identities are on each pod).
+    pub policy: crate::model::policy::PolicyModel,
     /// Sizes of the eBPF datapath's maps per node (the compiled ones unless the
     /// description needs more).
     pub maps: MapCapacities,
@@ -105,6 +107,11 @@ pub struct Pod {
     /// Position on its node (0-based).
     pub slot: u32,
     pub ip: Ipv4Addr,
+    /// Kubernetes namespace, from the slot's pod template.
+    pub namespace: String,
+    /// Labels, from the slot's pod template.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: crate::model::policy::Labels,
 }
 
 /// How the VNet knows a route: a user-defined route (kubenet) or the SDN's own knowledge
@@ -202,6 +209,7 @@ pub fn plan(cluster: &Cluster) -> Result<Plan, PlanError> {
         exposures: cluster.exposures.clone(),
         outbound: cluster.outbound.clone(),
         conntrack: cluster.conntrack.clone(),
+        policy: cluster.policy.clone(),
         maps,
         subnet_usage,
         pod_cidr_usage,
@@ -258,11 +266,14 @@ fn place_nodes(cluster: &Cluster) -> Result<Vec<Node>, PlanError> {
             };
             let pods = (0..cluster.pods_per_node)
                 .map(|slot| {
+                    let identity = cluster.policy.pod_identity(slot);
                     Ok(Pod {
                         name: format!("{name}-pod{slot}"),
                         node: name.clone(),
                         slot,
                         ip: pod_ip(slot)?,
+                        namespace: identity.namespace,
+                        labels: identity.labels,
                     })
                 })
                 .collect::<Result<Vec<_>, PlanError>>()?;

@@ -121,6 +121,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> std::fmt::Result {
         hosts.on_prem.cidr.to_string(),
     ]);
     writeln!(out, "{external}")?;
+    write!(out, "{}", crate::policy::render::render(&plan.policy))?;
 
     let mut subnets = Table::new(&[
         "SUBNET",

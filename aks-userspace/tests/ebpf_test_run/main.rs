@@ -15,6 +15,7 @@ mod frames;
 mod harness;
 mod icmp_errors;
 mod nodeport;
+mod policy;
 mod refused;
 mod routing;
 mod services;

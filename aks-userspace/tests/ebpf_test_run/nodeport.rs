@@ -171,3 +171,33 @@ fn a_new_connection_on_a_reused_client_port_gets_its_own_node_port_back() {
     h.run("from_vnet", &syn(NODE_PORT), Reason::NodePortDnat);
     assert_eq!(back_from(&h), (NODE, NODE_PORT));
 }
+
+#[test]
+fn a_local_backend_isolated_by_policy_takes_only_the_clients_its_policy_admits() {
+    use aks_ebpf_common::policy::DIRECTION_INGRESS;
+    // The backend admits the internet (identity 500) on its targetPort, nothing else.
+    let h = crate::policy::policy_harness(&[(500, 8080, 6, DIRECTION_INGRESS)]);
+    let service = web_service(&[LOCAL_POD]);
+    h.datapath
+        .node_port_maps("n")
+        .expect("NODEPORTS")
+        .upsert(
+            &exposure(&service.name, NODE_PORT, ExternalTrafficPolicy::Local),
+            &service,
+        )
+        .expect("programming the node port");
+    let admitted = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (verdict, out) = h.run("from_vnet", &admitted, Reason::NodePortDnat);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        endpoint_of(&out, true),
+        (INTERNET, 40000),
+        "the client kept"
+    );
+    let refused = FrameSpec::tcp(ON_PREM, NODE, NODE_PORT).bytes();
+    let (verdict, _) = h.run("from_vnet", &refused, Reason::DropPolicyIngress);
+    assert_eq!(
+        verdict, TC_ACT_SHOT,
+        "on-prem is not admitted by the policy"
+    );
+}

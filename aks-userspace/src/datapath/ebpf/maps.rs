@@ -4,12 +4,14 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use aks_ebpf_common::policy::{PolicyKey, IPCACHE_MAP, POLICY_MAP};
 use aks_ebpf_common::{addr, Endpoint, NodeConfig, Route, CONFIG_MAP, ENDPOINTS_MAP, ROUTES_MAP};
 use anyhow::{Context, Result};
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 
 use super::NodeDatapath;
+use crate::cidr::Ipv4Cidr;
 
 /// The map another process (`aksnet up`) pinned at `path`, e.g.
 /// `/sys/fs/bpf/aksnet/<cluster>/<node>/STATS`.
@@ -56,6 +58,23 @@ impl NodeDatapath {
         let key = Key::new(u32::from(prefix_len), map_addr(network));
         map.insert(&key, route, 0)
             .with_context(|| format!("writing ROUTES[{network}/{prefix_len}]"))?;
+        Ok(())
+    }
+
+    /// Writes the identities of every prefix (`IPCACHE`) and this node's allowed keys
+    /// (`POLICY`). Keys are added, never removed here: `up` starts from empty maps.
+    pub fn set_policy(&mut self, ipcache: &[(Ipv4Cidr, u32)], keys: &[PolicyKey]) -> Result<()> {
+        let mut map: LpmTrie<_, u32, u32> = LpmTrie::try_from(self.map_mut(IPCACHE_MAP)?)?;
+        for (prefix, identity) in ipcache {
+            let key = Key::new(u32::from(prefix.prefix()), map_addr(prefix.network()));
+            map.insert(&key, identity, 0)
+                .with_context(|| format!("writing IPCACHE[{prefix}]"))?;
+        }
+        let mut map: HashMap<_, PolicyKey, u32> = HashMap::try_from(self.map_mut(POLICY_MAP)?)?;
+        for key in keys {
+            map.insert(key, 1, 0)
+                .with_context(|| format!("writing POLICY[{key:?}]"))?;
+        }
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod logs;
 mod maps;
 mod nodeports;
 mod object;
+pub mod policy;
 mod services;
 mod stats;
 
@@ -45,6 +46,9 @@ pub struct EbpfDatapath {
     logs: Vec<NodeLogStream>,
     pods: usize,
     routes_per_node: usize,
+    /// `POLICY` keys over all nodes, and how many identities `IPCACHE` maps to.
+    policy_keys: usize,
+    identities: usize,
 }
 
 impl EbpfDatapath {
@@ -60,6 +64,10 @@ impl EbpfDatapath {
         };
         let mut pods = 0;
         let mut routes_per_node = 0;
+        // Identities are the same on every node; with no policies only 0.0.0.0/0 and the
+        // pod and node addresses, and no pod is isolated.
+        let identities = policy::identities(plan)?;
+        let mut policy_keys = 0;
         for node in &layout.nodes {
             // A stop signal is honoured between steps (see `stop`): loading and filling
             // the maps of every node takes seconds with thousands of services.
@@ -78,13 +86,21 @@ impl EbpfDatapath {
             for (cidr, route) in routes {
                 datapath.upsert_route(cidr.network(), cidr.prefix(), route)?;
             }
+            let node_policy = policy::node_policy(plan, &identities, &node.name)?;
+            datapath.set_policy(&identities.ipcache, &node_policy.keys)?;
+            policy_keys += node_policy.keys.len();
             for pod in &node.pods {
                 let host_ifindex = netns::interface_index(&node.namespace, &pod.host_interface)?;
+                let flags = node_policy
+                    .endpoint_flags
+                    .iter()
+                    .find(|(ip, _)| *ip == pod.address)
+                    .map_or(0, |(_, flags)| *flags);
                 datapath.upsert_endpoint(
                     pod.address,
                     Endpoint {
                         host_ifindex,
-                        flags: 0,
+                        flags,
                         pod_mac: pod.mac,
                         host_mac: pod.host_mac,
                     },
@@ -141,6 +157,13 @@ impl EbpfDatapath {
             logs,
             pods,
             routes_per_node,
+            policy_keys,
+            identities: identities
+                .ipcache
+                .iter()
+                .map(|(_, id)| *id)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
         })
     }
 }
@@ -165,11 +188,13 @@ impl Datapath for EbpfDatapath {
 
     fn summary(&self) -> String {
         format!(
-            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink (TC attached as {}), {} routes per node",
+            "ebpf: {} nodes, from_pod on {} pod veths, from_vnet on each uplink (TC attached as {}), {} routes per node, network policy: {} POLICY keys over {} identities",
             self.nodes.len(),
             self.pods,
             self.tc_attach_mode(),
-            self.routes_per_node
+            self.routes_per_node,
+            self.policy_keys,
+            self.identities
         )
     }
 

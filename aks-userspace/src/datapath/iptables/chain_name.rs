@@ -66,7 +66,7 @@ pub fn endpoint_chain(service: &ServicePlan, backend: &Backend) -> String {
     )
 }
 
-fn short_hash(input: &str) -> String {
+pub(super) fn short_hash(input: &str) -> String {
     let mut encoded = BASE32_NOPAD.encode(&Sha256::digest(input.as_bytes()));
     encoded.truncate(HASH_CHARS);
     encoded

@@ -6,6 +6,7 @@
 //! - `render_masq`: ip-masq-agent's `IP-MASQ-AGENT` chain.
 //! - `render_services`: kube-proxy's `KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*`.
 //! - `render_nodeports`: `KUBE-NODEPORTS` → `KUBE-EXT-*` → `KUBE-SVC-*` / `KUBE-SVL-*`.
+//! - `render_policy`: network policy (NPM / Calico style), per node, hooked first.
 //! - `chain_name`: chain names derived from the service, as kube-proxy derives them.
 //! - `ruleset`: the tables/chains/rules model, its restore payload and its parser.
 //! - `inspect`: a running node's rules read back (`aksnet inspect rules`).
@@ -16,6 +17,7 @@ mod chain_name;
 mod inspect;
 mod render_masq;
 mod render_nodeports;
+pub mod render_policy;
 mod render_services;
 mod restore;
 pub mod ruleset;
@@ -66,10 +68,13 @@ pub fn render_node(plan: &Plan, options: ProxyOptions) -> Ruleset {
     ruleset
 }
 
-/// As [`render_node`], plus the NodePort chains of node `node` (with
-/// `externalTrafficPolicy: Local` they differ per node: each lists its own backends).
+/// Everything node `node` holds: its network policy rules (hooked before kube-proxy's
+/// forwarding rules, which would accept service traffic first), kube-proxy's service
+/// chains with the NodePort chains of this node (with `externalTrafficPolicy: Local`
+/// they differ per node: each lists its own backends), then ip-masq-agent.
 pub fn render_node_for(plan: &Plan, node: &str, options: ProxyOptions) -> Ruleset {
     let mut ruleset = Ruleset::default();
+    render_policy::add_policies(&mut ruleset, plan, node);
     render_services::add_services(&mut ruleset, &plan.services, options);
     render_nodeports::add_node_ports(
         &mut ruleset,
@@ -80,6 +85,17 @@ pub fn render_node_for(plan: &Plan, node: &str, options: ProxyOptions) -> Rulese
     );
     render_masq::add_masquerade(&mut ruleset, &plan.non_masquerade_cidrs);
     ruleset
+}
+
+/// Same-node pods talk over the bridge; policy sees those frames only through
+/// br_netfilter, so without it policies cannot be enforced and `up` refuses.
+fn require_bridge_netfilter(plan: &Plan, bridge_netfilter: bool, node: &str) -> Result<()> {
+    if !bridge_netfilter && plan.policy.enforced() && !plan.policy.policies.is_empty() {
+        anyhow::bail!(
+            "node {node}: {BRIDGE_NF_CALL_IPTABLES} is missing (br_netfilter is not loaded), so iptables cannot see traffic between pods of one node and network policies would not be enforced there; load br_netfilter (modprobe br_netfilter) or use datapath: ebpf"
+        );
+    }
+    Ok(())
 }
 
 /// Turns bridged traffic through iptables in `namespace` if br_netfilter is there, and
@@ -104,6 +120,7 @@ fn enable_bridge_netfilter(namespace: &str) -> Result<bool> {
 /// changed or removed), as one atomic restore. Returns the number of rules.
 pub fn reprogram_node(plan: &Plan, node: &str, namespace: &str) -> Result<usize> {
     let bridge_netfilter = enable_bridge_netfilter(namespace)?;
+    require_bridge_netfilter(plan, bridge_netfilter, node)?;
     let ruleset = render_node_for(plan, node, proxy_options(plan, !bridge_netfilter));
     restore::replace(namespace, &ruleset.to_restore())?;
     Ok(ruleset.rule_count())
@@ -118,11 +135,12 @@ impl IptablesDatapath {
             let bridge_netfilter = enable_bridge_netfilter(&node.namespace)
                 .with_context(|| format!("checking br_netfilter on node {}", node.name))?;
             masquerade_all |= !bridge_netfilter;
+            require_bridge_netfilter(plan, bridge_netfilter, &node.name)?;
             let ruleset = render_node_for(plan, &node.name, proxy_options(plan, !bridge_netfilter));
             rules_per_node = ruleset.rule_count();
             restore::restore(&node.namespace, &ruleset.to_restore()).with_context(|| {
                 format!(
-                    "programming kube-proxy and ip-masq-agent on node {}",
+                    "programming network policy, kube-proxy and ip-masq-agent on node {}",
                     node.name
                 )
             })?;
