@@ -44,8 +44,9 @@ pub fn forward(ctx: &TcContext, frame: &Frame) -> Decision {
         Ok(_) => {}
         Err(_) => return PASS,
     }
-    // A bad checksum or length: the stack drops it (and counts it in its own MIB).
-    if ip.check(ctx.len(), |_, _, _| false).is_err() {
+    // A bad checksum or length: the stack drops it (and counts it in its own MIB). No
+    // options here (passed above), so the loader of option words is never called.
+    if ip.check(ctx.len(), |_, _| false).is_err() {
         return PASS;
     }
     // TTL about to expire: the stack sends the time-exceeded error.
