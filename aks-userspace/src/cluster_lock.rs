@@ -214,12 +214,12 @@ pub fn agent_pid(cluster: &str) -> Option<u32> {
     lock_holder(&lock_file(cluster, "agent"))
 }
 
-/// Whether a live probe agent holds the agent lock of `cluster`.
+/// Whether a live probe agent holds the agent lock of `cluster`. Read from
+/// `/proc/locks`, never by trying the lock: a process that took it even for a moment
+/// would be listed as its holder, and a concurrent `down` would signal it (two
+/// concurrent `down`s did exactly that to each other).
 pub fn agent_alive(cluster: &str) -> bool {
-    matches!(
-        try_lock(&lock_file(cluster, "agent"), false),
-        Ok(Attempt::Busy)
-    )
+    agent_pid(cluster).is_some()
 }
 
 /// The process whose `aksnet up` owns `cluster` right now, if one does. This is the
@@ -229,13 +229,10 @@ pub fn owner_pid(cluster: &str) -> Option<u32> {
     lock_holder(&lock_file(cluster, "owner"))
 }
 
-/// Whether a live `aksnet up` owns `cluster`.
+/// Whether a live `aksnet up` owns `cluster`; read from `/proc/locks` for the reason
+/// [`agent_alive`] gives.
 pub fn owner_alive(cluster: &str) -> bool {
-    match try_lock(&lock_file(cluster, "owner"), false) {
-        Ok(Attempt::Busy) => true,
-        // Held(_) is dropped (released) right here.
-        _ => false,
-    }
+    owner_pid(cluster).is_some()
 }
 
 fn holder_text(cluster: &str, which: &str) -> String {
