@@ -26,6 +26,8 @@ crate::names::named_enum! {
         FromVnet = 1 => "from_vnet",
         // 2 was `nsg` (XDP on the node uplink), retired with NSG rules moving into the
         // fabric; never reuse it.
+        /// TC ingress on the vnet namespace's end of a node link: the fabric forwarder.
+        Fabric = 3 => "fabric",
     }
 }
 
@@ -89,7 +91,8 @@ mod tests {
         for p in Program::ALL {
             assert_eq!(Program::from_u8(p as u8), Some(p));
         }
-        assert_eq!(Program::from_u8(3), None);
+        assert_eq!(Program::from_u8(2), None, "2 was the retired nsg");
+        assert_eq!(Program::from_u8(4), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod conntrack;
 pub mod endpoint;
 pub mod event;
+pub mod fabric;
 pub mod lb;
 mod names;
 pub mod nodeport;
@@ -25,14 +26,16 @@ pub use config::{NodeConfig, CONFIG_MAP};
 pub use conntrack::{CtEntry, FlowKey, NatTarget, CONNTRACK_MAP, NAT_MAP};
 pub use endpoint::{Endpoint, ENDPOINTS_CAPACITY, ENDPOINTS_MAP};
 pub use event::{DatapathEvent, Program, EVENTS_LOST_MAP, EVENTS_MAP, MONITOR_MAP, MONITOR_TRACE};
+pub use fabric::{FabricHop, FABRIC_ROUTES_CAPACITY, FABRIC_ROUTES_MAP};
 pub use route::{Route, RouteKind, ROUTES_CAPACITY, ROUTES_MAP, ROUTE_MASQUERADE, ROUTE_OVERLAY};
 pub use stats::{Reason, ReasonCounter, STATS_MAP};
 
 /// Every map the kernel object declares, by name (each one's pin file too).
-pub const MAPS: [&str; 20] = [
+pub const MAPS: [&str; 21] = [
     CONFIG_MAP,
     ENDPOINTS_MAP,
     ROUTES_MAP,
+    FABRIC_ROUTES_MAP,
     CONNTRACK_MAP,
     NAT_MAP,
     lb::SERVICES_MAP,

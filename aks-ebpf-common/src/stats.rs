@@ -123,6 +123,15 @@ crate::names::named_enum! {
         /// A new connection the receiving pod's ingress network policy does not allow:
         /// dropped before delivery into the pod.
         DropPolicyIngress = 36 => "drop-policy-ingress",
+        /// The fabric forwarder (vnet namespace) routed a packet from one node link to
+        /// another itself: TTL decremented, MACs rewritten, `bpf_redirect_peer` into the
+        /// destination node.
+        FabricForwarded = 37 => "fabric-forwarded",
+        /// The fabric forwarder handed a packet to the vnet namespace's stack: not to a
+        /// VNet route behind another node link, or a case the stack must handle (TTL
+        /// about to expire, IP options, a fragment, a bad header, a reply from a node
+        /// port the load balancer may have translated).
+        FabricPassed = 38 => "fabric-passed",
     }
 }
 

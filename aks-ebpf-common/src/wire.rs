@@ -35,6 +35,8 @@ pub const IPV4_SRC: usize = 12;
 pub const IPV4_DST: usize = 16;
 /// The fragment offset: the low 13 bits of the flags/offset word.
 pub const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// The more-fragments bit of the IPv4 flags/offset field (host order).
+pub const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 
 /// TCP header (RFC 9293).
 pub const TCP_HLEN: usize = 20;

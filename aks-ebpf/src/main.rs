@@ -6,6 +6,9 @@
 //!   through `bpf_redirect_peer`, everything else leaves through the uplink.
 //! - `from_vnet` (TC ingress, node uplink): frames for local pods go straight into them,
 //!   the rest to the node's stack.
+//! - `fabric` (TC ingress, the vnet namespace's end of each node link): node-to-node
+//!   traffic inside the VNet routed straight into the destination node, the rest to the
+//!   vnet namespace's stack.
 //!
 //! NSG rules are the fabric's (`fabric::nsg` in aks-userspace), enforced statefully
 //! outside the node as Azure does; no program of this crate filters by NSG rule.
@@ -13,6 +16,7 @@
 #![no_main]
 
 mod events;
+mod fabric;
 mod forward;
 mod icmp_error;
 mod lb;
@@ -102,6 +106,11 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn from_vnet(ctx: TcContext) -> i32 {
     classify(&ctx, Program::FromVnet, routing::from_vnet)
+}
+
+#[classifier]
+pub fn fabric(ctx: TcContext) -> i32 {
+    classify(&ctx, Program::Fabric, fabric::forward)
 }
 
 #[cfg(not(test))]

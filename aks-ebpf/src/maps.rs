@@ -11,7 +11,8 @@ use aks_ebpf_common::{
         NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORTS_CAPACITY,
         NODEPORT_FLOWS_CAPACITY,
     },
-    CtEntry, Endpoint, FlowKey, NatTarget, NodeConfig, Route, ENDPOINTS_CAPACITY, ROUTES_CAPACITY,
+    CtEntry, Endpoint, FabricHop, FlowKey, NatTarget, NodeConfig, Route, ENDPOINTS_CAPACITY,
+    FABRIC_ROUTES_CAPACITY, ROUTES_CAPACITY,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -27,6 +28,10 @@ static ENDPOINTS: HashMap<u32, Endpoint, { ENDPOINTS_CAPACITY as usize }> = Hash
 
 #[btf_map]
 static ROUTES: LpmTrie<u32, Route, { ROUTES_CAPACITY as usize }> = LpmTrie::new();
+
+/// The VNet's route table for the fabric forwarder (vnet namespace only).
+#[btf_map]
+static FABRIC_ROUTES: LpmTrie<u32, FabricHop, { FABRIC_ROUTES_CAPACITY as usize }> = LpmTrie::new();
 
 /// This node's configuration, once userspace has written it.
 #[inline(always)]
@@ -45,6 +50,12 @@ pub fn endpoint(addr: u32) -> Option<Endpoint> {
 #[inline(always)]
 pub fn route(addr: u32) -> Option<Route> {
     ROUTES.get(&Key::new(32, addr)).copied()
+}
+
+/// The node link behind which the VNet routes `addr` (map form), if any.
+#[inline(always)]
+pub fn fabric_route(addr: u32) -> Option<FabricHop> {
+    FABRIC_ROUTES.get(&Key::new(32, addr)).copied()
 }
 
 /// Masqueraded flows: state and timestamps (see aks-ebpf-common's `conntrack`). Not

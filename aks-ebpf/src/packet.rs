@@ -13,8 +13,8 @@ use aks_ebpf_common::{
     wire::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ICMP_CHECKSUM, ICMP_ECHO_ID,
         ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HLEN, IPV4_FRAG_OFFSET_MASK, IPV4_HLEN,
-        IPV4_MAX_OPTIONS, L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_CHECKSUM,
-        TCP_FLAGS, TCP_HLEN, UDP_CHECKSUM, UDP_HLEN,
+        IPV4_MAX_OPTIONS, IPV4_MORE_FRAGMENTS, L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP, PROTO_TCP,
+        PROTO_UDP, TCP_CHECKSUM, TCP_FLAGS, TCP_HLEN, UDP_CHECKSUM, UDP_HLEN,
     },
     Reason,
 };
@@ -84,6 +84,21 @@ impl Ipv4Frame {
         // SAFETY: as above.
         let frags = unsafe { (*self.ip).frags };
         u16::from_be_bytes(frags) & IPV4_FRAG_OFFSET_MASK != 0
+    }
+
+    /// Whether this is any fragment, the first included (more-fragments bit or an
+    /// offset): the fabric forwarder leaves fragments to the stack.
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        // SAFETY: as above.
+        let frags = unsafe { (*self.ip).frags };
+        u16::from_be_bytes(frags) & (IPV4_FRAG_OFFSET_MASK | IPV4_MORE_FRAGMENTS) != 0
+    }
+
+    /// Whether the header carries options (longer than 20 bytes).
+    #[inline(always)]
+    pub fn has_options(&self) -> bool {
+        self.ihl != IPV4_HLEN
     }
 
     /// The IPv4 header, to rewrite in place (TTL, destination).

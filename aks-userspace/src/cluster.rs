@@ -218,6 +218,7 @@ pub fn create_described(
             layout.nodes.len(),
             plan.services.len()
         );
+        fabric::forwarder::install(plan, &layout).context("loading the VNet fabric's forwarder")?;
         let datapath = datapath::install(plan, &layout, datapath::OnStop::Stop)?;
         crate::stop::check()?;
         Ok(datapath)
@@ -259,9 +260,9 @@ fn create_checks(plan: &Plan) -> Result<()> {
             strays.join(", ")
         );
     }
-    if plan.datapath == crate::model::Datapath::Ebpf {
-        crate::state::prepare_pin_root(Path::new(crate::state::PIN_ROOT))?;
-    }
+    // Every cluster pins: the fabric's forwarder (`fabric::forwarder`), and the eBPF
+    // datapath's maps and links.
+    crate::state::prepare_pin_root(Path::new(crate::state::PIN_ROOT))?;
     Ok(())
 }
 

@@ -229,6 +229,16 @@ enum Inspect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
     },
+    /// The VNet fabric's BPF forwarder (vnet namespace): its route table
+    /// (`FABRIC_ROUTES`: prefix, node link, MACs) and its counters.
+    Fabric {
+        /// The cluster; may be left out when exactly one exists.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print JSON: `{"routes": [...], "counters": {...}}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Egress SNAT per node: the load balancer's outbound rule (each node's port block,
     /// flows, the most to one destination, new flows dropped once its ports are in use)
     /// or the NAT gateway's shared pool, from the fabric (empty for `none`).
@@ -299,6 +309,7 @@ fn inspect(what: Inspect) -> anyhow::Result<ExitCode> {
         } => cli::inspect::rules(node.as_deref(), cluster.as_deref(), json),
         Inspect::Endpoints { target, ip } => cli::inspect::endpoints(&target.target(), ip),
         Inspect::Routes { target, ip } => cli::inspect::routes(&target.target(), ip),
+        Inspect::Fabric { cluster, json } => cli::inspect::fabric(cluster.as_deref(), json),
         Inspect::Nsg { target } => cli::inspect::nsg(&target.target()),
         Inspect::Probes { target } => cli::inspect::probes(&target.target()),
         Inspect::Egress { target } => cli::inspect::egress(&target.target()),

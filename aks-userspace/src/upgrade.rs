@@ -243,6 +243,9 @@ fn reimage(plan: &Plan, layout: &layout::Layout, index: usize, on_stop: OnStop) 
     for link in &vnet_side.veths {
         wait_until_gone(&layout.vnet, &link.name)?;
     }
+    // The forwarder's routes over the link go before the link does.
+    crate::fabric::forwarder::unroute_node(plan, layout, index)
+        .with_context(|| format!("unrouting node {} in the fabric's forwarder", node.name))?;
     let pins = ClusterState::pin_dir(&plan.name).join(&node.name);
     if pins.exists() {
         std::fs::remove_dir_all(&pins)
@@ -265,6 +268,9 @@ fn reimage(plan: &Plan, layout: &layout::Layout, index: usize, on_stop: OnStop) 
     };
     crate::datapath::install(plan, &one_node, on_stop)
         .with_context(|| format!("loading the datapath of node {}", node.name))?;
+    crate::fabric::forwarder::reattach(&plan.name, &layout.vnet, index)
+        .and_then(|()| crate::fabric::forwarder::sync(plan, layout))
+        .with_context(|| format!("routing node {} in the fabric's forwarder", node.name))?;
     Ok(())
 }
 

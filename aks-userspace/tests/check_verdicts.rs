@@ -134,6 +134,19 @@ fn a_deleted_vnet_route_fails_the_rows_that_need_it() {
         "del",
         "10.244.1.0/24",
     ]);
+    // The VNet's route table lives in two places: the vnet namespace's kernel routes and
+    // the fabric forwarder's copy (`FABRIC_ROUTES`, an LPM key: prefix length, then the
+    // address). A route removed from one only still forwards through the other.
+    let fabric_routes = format!("/sys/fs/bpf/aksnet/{name}/_fabric/FABRIC_ROUTES");
+    let deleted = std::process::Command::new("bpftool")
+        .args(["map", "delete", "pinned", &fabric_routes])
+        .args(["key", "24", "0", "0", "0", "10", "244", "1", "0"])
+        .status()
+        .expect("running bpftool");
+    assert!(
+        deleted.success(),
+        "deleting 10.244.1.0/24 from {fabric_routes}"
+    );
 
     let out = aksnet(&["check", &name]);
     print!("{}", text(&out));

@@ -37,7 +37,10 @@ use workloads::{ConnectTarget, Measured, View};
 /// The VNet fabric the cells run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fabric {
-    /// As `aksnet up` builds it: conntrack only on the internet link.
+    /// As `aksnet up` builds it: the BPF forwarder routes node-to-node VNet traffic,
+    /// the stateless iptables fabric the rest (`fabric::forwarder`).
+    Forwarder,
+    /// The iptables fabric alone, conntrack only on the internet link.
     Stateless,
     /// The old fabric, every forwarded packet tracked: to measure what that cost.
     Stateful,
@@ -46,6 +49,7 @@ pub enum Fabric {
 impl Fabric {
     pub fn name(self) -> &'static str {
         match self {
+            Self::Forwarder => "forwarder",
             Self::Stateless => "stateless",
             Self::Stateful => "stateful",
         }
@@ -102,7 +106,7 @@ impl BenchOptions {
             sweep_services: vec![10, 1_000, 10_000, 100_000],
             sweep_connections: 500,
             policy_rules: vec![10, 1_000, 10_000],
-            fabric: Fabric::Stateless,
+            fabric: Fabric::Forwarder,
             slices: 4,
             cells: CellKind::ALL.to_vec(),
             workloads: Workload::ALL.to_vec(),
@@ -121,7 +125,7 @@ impl BenchOptions {
             sweep_services: vec![10, 1_000],
             sweep_connections: 100,
             policy_rules: vec![10, 1_000],
-            fabric: Fabric::Stateless,
+            fabric: Fabric::Forwarder,
             slices: 2,
             cells: CellKind::ALL.to_vec(),
             workloads: Workload::ALL.to_vec(),
@@ -214,9 +218,13 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         interrupt::check()?;
         progress(&format!("building cell {kind}"));
         let cell = Cell::create(kind, &options.prefix)?;
-        if options.fabric == Fabric::Stateful {
-            if let Some(running) = &cell.running {
-                crate::cluster::make_fabric_stateful(&running.state.vnet)?;
+        if let Some(running) = &cell.running {
+            let state = &running.state;
+            if options.fabric != Fabric::Forwarder {
+                crate::fabric::forwarder::remove(&state.name, &state.vnet, state.nodes.len())?;
+            }
+            if options.fabric == Fabric::Stateful {
+                crate::cluster::make_fabric_stateful(&state.vnet)?;
             }
         }
         cells.push(cell);

@@ -32,9 +32,11 @@ pub struct BenchArgs {
     /// packet and connection rate pod to pod; `--policy-sweep` with no value skips it.
     #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub policy_sweep: Option<Vec<usize>>,
-    /// The VNet fabric of every cell: `stateless` as `aksnet up` builds it, or
-    /// `stateful` (every forwarded packet tracked, as before) to measure what that costs.
-    #[arg(long, value_enum, default_value_t = FabricArg::Stateless)]
+    /// The VNet fabric of every cell: `forwarder` as `aksnet up` builds it (the BPF
+    /// forwarder routes node-to-node traffic, the stateless iptables fabric the rest),
+    /// `stateless` (the iptables fabric alone) or `stateful` (every forwarded packet
+    /// tracked, as before) to measure what each costs. The limit cell has no fabric.
+    #[arg(long, value_enum, default_value_t = FabricArg::Forwarder)]
     pub fabric: FabricArg,
     /// Slices each round of a workload is cut into, every cell measured in turn in
     /// each (default 4, quick 2; stream is not cut).
@@ -109,6 +111,7 @@ fn names<T: std::fmt::Display>(all: impl IntoIterator<Item = T>) -> String {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum FabricArg {
+    Forwarder,
     Stateless,
     Stateful,
 }
@@ -139,6 +142,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         options.duration = Duration::from_secs_f64(seconds);
     }
     options.fabric = match args.fabric {
+        FabricArg::Forwarder => bench::Fabric::Forwarder,
         FabricArg::Stateless => bench::Fabric::Stateless,
         FabricArg::Stateful => bench::Fabric::Stateful,
     };

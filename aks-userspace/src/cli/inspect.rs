@@ -192,6 +192,51 @@ pub fn nsg(target: &Target) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn fabric(cluster: Option<&str>, json: bool) -> Result<ExitCode> {
+    use aks_userspace::fabric::forwarder;
+    super::require_root("aksnet inspect fabric")?;
+    let state = super::resolve_cluster(cluster)?;
+    let routes = forwarder::read(&state)?;
+    let counters = forwarder::counters(&state.name)?;
+    if json {
+        let doc = serde_json::json!({ "routes": routes, "counters": counters });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).context("while encoding the fabric as JSON")?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "cluster {}: the VNet fabric's forwarder in {} ({} routes)",
+        state.name,
+        state.vnet,
+        routes.len()
+    );
+    let mut table = Table::new(&["PREFIX", "LINK", ">IFINDEX", "GATEWAY MAC", "NODE MAC"]);
+    for r in &routes {
+        table.row(vec![
+            r.prefix.to_string(),
+            r.link.clone().unwrap_or_else(|| "?".into()),
+            r.ifindex.to_string(),
+            r.gateway_mac.clone(),
+            r.node_mac.clone(),
+        ]);
+    }
+    if table.is_empty() {
+        println!("(no routes: every packet takes the iptables fabric; NSG rules keep it so)");
+    } else {
+        print!("{table}");
+    }
+    println!(
+        "forwarded {} packets, passed to the stack {} (+{} not IPv4), redirect failures {}",
+        counters.forwarded_packets,
+        counters.passed_packets,
+        counters.passed_non_ipv4_packets,
+        counters.redirect_failed_packets
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn egress(target: &Target) -> Result<ExitCode> {
     let state = target.state("aksnet inspect egress")?;
     let rows = inspect::egress(&state)?;

@@ -4,5 +4,6 @@
 
 pub mod egress;
 pub mod firewall;
+pub mod forwarder;
 pub mod loadbalancer;
 pub mod nsg;

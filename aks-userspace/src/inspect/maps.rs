@@ -155,6 +155,12 @@ fn count_keys(name: &str, data: MapData, capacity: u32) -> Result<Option<u32>> {
             let lru: HashMap<MapData, FlowKey, u32> = HashMap::try_from(map)?;
             count(lru.keys().take(limit))?
         }
+        // Declared by the object every node loads, filled only in the vnet namespace's
+        // (`fabric::forwarder`): empty on a node.
+        aks_ebpf_common::FABRIC_ROUTES_MAP => {
+            let trie: LpmTrie<MapData, u32, aks_ebpf_common::FabricHop> = LpmTrie::try_from(map)?;
+            count(trie.keys().take(limit))?
+        }
         _ => return Ok(None),
     }))
 }

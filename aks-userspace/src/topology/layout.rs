@@ -259,6 +259,11 @@ pub fn layout(plan: &Plan) -> Layout {
     }
 }
 
+/// The name of the vnet namespace's end of node `index`'s link.
+pub fn vnet_node_link(index: usize) -> String {
+    format!("node{index}")
+}
+
 /// The VNet's side of node `index`'s link: the subnet gateway, answering ARP for the
 /// subnet, and the route to the node.
 fn link_vnet_to_node(
@@ -268,7 +273,7 @@ fn link_vnet_to_node(
     node_ip: Ipv4Addr,
     subnet_gateway: Ipv4Addr,
 ) {
-    let vnet_if = format!("node{index}");
+    let vnet_if = vnet_node_link(index);
     let macs = (
         mac(ROLE_VNET_SIDE, index, 0),
         mac(ROLE_NODE_UPLINK, index, 0),
@@ -314,7 +319,7 @@ fn route_pods_to_nodes(vnet: &mut NamespaceSpec, plan: &Plan) {
             destination: entry.destination.network(),
             prefix_len: entry.destination.prefix(),
             gateway: Some(entry.next_hop),
-            device: format!("node{index}"),
+            device: vnet_node_link(index),
         });
     }
 }

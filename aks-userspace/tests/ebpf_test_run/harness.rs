@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use aks_ebpf_common::conntrack::CONNTRACK_DEFAULT_CAPACITY;
 use aks_ebpf_common::{addr, Endpoint, NodeConfig, Reason, Route, RouteKind, ROUTE_MASQUERADE};
-use aks_userspace::datapath::ebpf::NodeDatapath;
+use aks_userspace::datapath::ebpf::{NodeDatapath, ReasonTotals};
 use aya::programs::{TestRun, TestRunOptions};
 
 use crate::common::{require_privileges, VethPair};
@@ -130,18 +130,7 @@ impl Harness {
         let before = self.datapath.stats().expect("STATS");
         let (verdict, out) = self.run_uncounted(program, frame);
         let after = self.datapath.stats().expect("STATS");
-        let counted: Vec<&str> = after
-            .iter()
-            .zip(before.iter())
-            .filter(|((_, a), (_, b))| a.packets != b.packets)
-            .map(|((r, _), _)| r.name())
-            .collect();
-        assert_eq!(
-            counted,
-            [reason.name()],
-            "{program}: counted once, under {}",
-            reason.name()
-        );
+        assert_counted_once(program, &before, &after, reason);
         (verdict, out)
     }
 
@@ -162,4 +151,26 @@ impl Harness {
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
     }
+}
+
+/// Asserts that between `before` and `after` exactly one reason's packet count moved,
+/// `reason`'s: the packet was counted once, under the reason it should have been.
+pub fn assert_counted_once(
+    program: &str,
+    before: &ReasonTotals,
+    after: &ReasonTotals,
+    reason: Reason,
+) {
+    let counted: Vec<&str> = after
+        .iter()
+        .zip(before.iter())
+        .filter(|((_, a), (_, b))| a.packets != b.packets)
+        .map(|((r, _), _)| r.name())
+        .collect();
+    assert_eq!(
+        counted,
+        [reason.name()],
+        "{program}: counted once, under {}",
+        reason.name()
+    );
 }

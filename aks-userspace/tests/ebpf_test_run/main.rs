@@ -10,6 +10,7 @@
 mod common;
 
 mod events;
+mod fabric;
 mod frames;
 mod harness;
 mod icmp_errors;

@@ -16,7 +16,7 @@ pub mod policy;
 mod services;
 mod stats;
 
-pub use attach::TcAttachMode;
+pub use attach::{attach_ingress, TcAttachMode, TcAttachment};
 pub use conntrack::{monotonic_now_ns, read_pinned_flows, GcReport, Timeouts};
 pub use loader::NodeDatapath;
 pub use logs::{NodeLog, NodeLogStream};
