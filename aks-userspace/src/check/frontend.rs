@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::expect::{first_nsg_match, Flow, NetworkModel};
-use super::service::{backend_listeners, probe_service_at};
+use super::service::{backend_listeners, probe_service_giving_up_after, GIVE_UP_AFTER};
 use super::verdict::Verdict;
 use super::{Endpoint, EndpointKind};
 use crate::fabric::loadbalancer::answering_nodes;
@@ -119,12 +119,17 @@ pub fn check_frontends(
         let target = SocketAddr::from((frontend, service.port));
         for client in &clients {
             let expected = expect_frontend(model, state, exposure, service, client);
-            let observed = probe_service_at(
+            // Where only some paths are expected to answer, every attempt is made.
+            let give_up_after = match expected {
+                FrontendExpectation::Partly { .. } => attempts,
+                _ => GIVE_UP_AFTER,
+            };
+            let observed = probe_service_giving_up_after(
                 service,
                 target,
                 &backends,
                 client,
-                attempts,
+                (attempts, give_up_after),
                 FRONTEND_ATTEMPT_TIMEOUT,
             )?;
             let seen_sources: BTreeSet<Ipv4Addr> = observed

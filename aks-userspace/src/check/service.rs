@@ -33,7 +33,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// After this many failures in a row and no answer at all, the service is taken as
 /// unreachable and the remaining attempts are skipped (keeps a broken datapath's check
 /// short instead of waiting out every timeout).
-const GIVE_UP_AFTER: usize = 3;
+pub(super) const GIVE_UP_AFTER: usize = 3;
 
 /// A backend the probe listens as: the pod's name and namespace, its address and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,12 +162,34 @@ pub fn probe_service_at(
     attempts: usize,
     timeout: Duration,
 ) -> Result<ServiceProbeResult> {
+    probe_service_giving_up_after(
+        service,
+        target,
+        backends,
+        client,
+        (attempts, GIVE_UP_AFTER),
+        timeout,
+    )
+}
+
+/// As [`probe_service_at`], giving up only after `attempts.1` failures in a row with no
+/// answer at all. A target expected to answer only some connections (a random share
+/// of paths denied) must not be given up after the first few denials: with two equal
+/// paths, three leading denials happen one time in eight.
+pub fn probe_service_giving_up_after(
+    service: &ServicePlan,
+    target: SocketAddr,
+    backends: &[BackendListener],
+    client: &Endpoint,
+    (attempts, give_up_after): (usize, usize),
+    timeout: Duration,
+) -> Result<ServiceProbeResult> {
     let listeners = backends
         .iter()
         .map(|b| Listener::open(&b.namespace, b.port, service.protocol, &b.pod))
         .collect::<Result<Vec<_>>>()?;
     let outcomes = listener::serve(&listeners, || {
-        connect_repeatedly(service, target, client, attempts, timeout)
+        connect_repeatedly(service, target, client, (attempts, give_up_after), timeout)
     })?;
 
     let mut by_pod: BTreeMap<String, (usize, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
@@ -221,7 +243,7 @@ fn connect_repeatedly(
     service: &ServicePlan,
     target: SocketAddr,
     client: &Endpoint,
-    attempts: usize,
+    (attempts, give_up_after): (usize, usize),
     timeout: Duration,
 ) -> Result<Vec<Answer>> {
     netns::run_in(&client.namespace, || {
@@ -237,7 +259,7 @@ fn connect_repeatedly(
             });
             outcomes.push(outcome);
             let failing = outcomes.iter().rev().take_while(|o| o.is_err()).count();
-            if failing >= GIVE_UP_AFTER && failing == outcomes.len() {
+            if failing >= give_up_after && failing == outcomes.len() {
                 break;
             }
         }
