@@ -254,3 +254,45 @@ fn a_closed_flows_reply_entry_does_not_catch_a_new_connection_by_another_path() 
     h.run("from_vnet", &via_node_port(TCP_SYN), Reason::NodePortDnat);
     translated(&syn_ack, "a new node port flow's SYN-ACK");
 }
+
+#[test]
+fn a_snated_flows_reply_entry_translates_only_its_own_handshake() {
+    use aks_ebpf_common::wire::{TCP_ACK, TCP_SYN};
+    let h = Harness::with_node_port(&[REMOTE_POD], ExternalTrafficPolicy::Cluster, true);
+    let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (_, out) = h.run("from_vnet", &syn, Reason::NodePortDnatSnat);
+    let (_, snat_port) = endpoint_of(&out, true);
+    let from_backend = |flags| {
+        FrameSpec::tcp(REMOTE_POD, NODE, 0)
+            .ports(8080, snat_port)
+            .tcp_flags(flags)
+            .bytes()
+    };
+    let syn_ack = from_backend(TCP_SYN | TCP_ACK);
+    for case in ["our SYN-ACK", "our SYN-ACK, retransmitted"] {
+        let (_, out) = h.run("from_vnet", &syn_ack, Reason::NodePortRevSnat);
+        assert_endpoints(&out, (NODE, NODE_PORT), (INTERNET, 40000), case);
+    }
+    h.run("from_vnet", &from_backend(TCP_ACK), Reason::NodePortRevSnat);
+    // Established: a SYN-ACK on the tuple now answers someone else's connection.
+    let (verdict, out) = h.run("from_vnet", &syn_ack, Reason::PassedToStack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_endpoints(
+        &out,
+        (REMOTE_POD, 8080),
+        (NODE, snat_port),
+        "a stranger's SYN-ACK goes to the node untranslated",
+    );
+    // The client's next SYN through the node port gets a working flow again.
+    let (_, out) = h.run("from_vnet", &syn, Reason::NodePortDnatSnat);
+    let (_, port) = endpoint_of(&out, true);
+    let (_, out) = h.run(
+        "from_vnet",
+        &FrameSpec::tcp(REMOTE_POD, NODE, 0)
+            .ports(8080, port)
+            .tcp_flags(TCP_SYN | TCP_ACK)
+            .bytes(),
+        Reason::NodePortRevSnat,
+    );
+    assert_endpoints(&out, (NODE, NODE_PORT), (INTERNET, 40000), "the new flow");
+}
