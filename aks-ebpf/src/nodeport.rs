@@ -125,9 +125,9 @@ fn forget(config: &NodeConfig, reply_key: &FlowKey, reply: &NodePortReply) {
         reply_key.protocol,
     );
     // SAFETY: a valid pointer into the map, copied at once.
-    let partner = NODEPORT_FLOWS.get_ptr(&client).map(|p| unsafe { *p });
+    let partner = NODEPORT_FLOWS.get_ptr(client).map(|p| unsafe { *p });
     if partner.is_some_and(|chosen| chosen.reply_key(&client) == *reply_key) {
-        let _ = NODEPORT_FLOWS.remove(&client);
+        let _ = NODEPORT_FLOWS.remove(client);
     }
 }
 
