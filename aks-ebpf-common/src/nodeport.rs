@@ -117,9 +117,19 @@ pub struct NodePortReply {
     pub client_addr: u32,
     pub client_port: u16,
     pub node_port: u16,
+    /// [`REPLY_OPENING`] while the flow's TCP handshake through the node port is under
+    /// way.
+    pub flags: u16,
+    pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<NodePortReply>() == 8);
+const _: () = assert!(core::mem::size_of::<NodePortReply>() == 12);
+
+/// `NodePortReply::flags`: a client's SYN went through the node port and the backend
+/// has not yet sent anything past its SYN-ACK. Only then is a SYN-ACK on the reply
+/// tuple this flow's; one without it answers a connection that reached the backend by
+/// another path and reuses the tuple of a closed node port flow.
+pub const REPLY_OPENING: u16 = 1;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -10,7 +10,9 @@
 
 use aks_ebpf_common::{
     conntrack::NAT_PORT_RETRIES,
-    nodeport::{NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORT_LOCAL},
+    nodeport::{
+        NodePortFlow, NodePortKey, NodePortReply, NodePortSlot, NODEPORT_LOCAL, REPLY_OPENING,
+    },
     wire::{PROTO_TCP, TCP_ACK, TCP_SYN},
     FlowKey, NodeConfig, Reason, ROUTE_OVERLAY,
 };
@@ -42,9 +44,10 @@ pub fn to_node_port(
             // A new connection on a tuple used before (the client reuses its port) keeps
             // the backend, but its reply entry is written again: with a local backend
             // the reply tuple is the client's own, which another node port's flow from
-            // the same client port may have taken over since.
+            // the same client port may have taken over since. The SYN opens the
+            // handshake again (see `reply`).
             if is_new_connection(flow, l4) {
-                let answer = reply_for(flow);
+                let answer = reply_for(flow, l4);
                 if NODEPORT_REPLIES
                     .insert(chosen.reply_key(flow), answer, 0)
                     .is_err()
@@ -59,7 +62,7 @@ pub fn to_node_port(
             let master = NODEPORTS
                 .get_ptr(NodePortKey::new(flow.dst_port, flow.protocol, 0))
                 .map(|p| unsafe { *p })?;
-            match new_flow(config, flow, &master) {
+            match new_flow(config, flow, l4, &master) {
                 Ok(chosen) => chosen,
                 Err(reason) => return Some((reason, TC_ACT_SHOT)),
             }
@@ -72,6 +75,15 @@ pub fn to_node_port(
 /// sent out of the uplink: from a local backend (`backend → client`, in `from_pod`:
 /// `NodePortRevDnat`) or from another node's (`backend → nodeIP:snatPort`, in
 /// `from_vnet`: `NodePortRevSnat`), counted under `reason`.
+///
+/// The entries live until the LRU evicts them, so a reply tuple outlives its
+/// connection: a TCP SYN(-ACK) on it is this flow's only while the client's SYN through
+/// the node port opened it ([`REPLY_OPENING`], cleared by the backend's first segment
+/// without SYN: it is then established and sends no more SYN-ACKs). Any other answers
+/// a connection that reached the backend by another path on the same tuple (a peer
+/// node's SNAT keeping the client port, say): the stale entries are forgotten and the
+/// packet goes on untranslated. UDP has no handshake to tell flows apart: its entry
+/// translates every reply until evicted or taken over by a new client flow.
 #[inline(always)]
 pub fn reply(
     ctx: &TcContext,
@@ -81,8 +93,42 @@ pub fn reply(
     l4: &Transport,
     reason: Reason,
 ) -> Option<Decision> {
-    let reply = reply_of(flow)?;
+    let entry = NODEPORT_REPLIES.get_ptr_mut(flow)?;
+    // SAFETY: a valid pointer into the map, copied at once.
+    let reply = unsafe { *entry };
+    if flow.protocol == PROTO_TCP {
+        let opening = reply.flags & REPLY_OPENING != 0;
+        if l4.tcp_flags & TCP_SYN == 0 {
+            if opening {
+                // SAFETY: as above; a plain store into the value.
+                unsafe { (*entry).flags = reply.flags & !REPLY_OPENING };
+            }
+        } else if !opening {
+            forget(config, flow, &reply);
+            return None;
+        }
+    }
     Some(reply_out(ctx, config, ip, flow, l4, &reply, reason))
+}
+
+/// Removes the reply entry `reply_key` → `reply` of a closed flow, and the client
+/// flow's entry when it still leads to this reply tuple (a new SYN then picks a
+/// backend afresh, and a SNAT port is free again).
+#[inline(always)]
+fn forget(config: &NodeConfig, reply_key: &FlowKey, reply: &NodePortReply) {
+    let _ = NODEPORT_REPLIES.remove(reply_key);
+    let client = FlowKey::new(
+        reply.client_addr,
+        config.node_ip,
+        reply.client_port,
+        reply.node_port,
+        reply_key.protocol,
+    );
+    // SAFETY: a valid pointer into the map, copied at once.
+    let partner = NODEPORT_FLOWS.get_ptr(client).map(|p| unsafe { *p });
+    if partner.is_some_and(|chosen| chosen.reply_key(&client) == *reply_key) {
+        let _ = NODEPORT_FLOWS.remove(client);
+    }
 }
 
 /// Whether a node port flow holds `reply` (a tuple SNAT may not hand out again).
@@ -91,13 +137,19 @@ pub fn holds(reply: &FlowKey) -> bool {
     NODEPORT_REPLIES.get_ptr(reply).is_some()
 }
 
-/// Where the replies of the client flow `flow` go back to.
+/// Where the replies of the client flow `flow` go back to; a SYN opens the handshake.
 #[inline(always)]
-fn reply_for(flow: &FlowKey) -> NodePortReply {
+fn reply_for(flow: &FlowKey, l4: &Transport) -> NodePortReply {
     NodePortReply {
         client_addr: flow.src,
         client_port: flow.src_port,
         node_port: flow.dst_port,
+        flags: if is_new_connection(flow, l4) {
+            REPLY_OPENING
+        } else {
+            0
+        },
+        _pad: 0,
     }
 }
 
@@ -107,18 +159,13 @@ fn is_new_connection(flow: &FlowKey, l4: &Transport) -> bool {
     flow.protocol == PROTO_TCP && l4.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-#[inline(always)]
-fn reply_of(flow: &FlowKey) -> Option<NodePortReply> {
-    // SAFETY: a valid pointer into the map, copied at once.
-    NODEPORT_REPLIES.get_ptr(flow).map(|p| unsafe { *p })
-}
-
 /// Picks a backend for a new client flow (random among the master's slots), SNAT port
 /// included for a backend on another node, and records the flow and its reply key.
 #[inline(always)]
 fn new_flow(
     config: &NodeConfig,
     flow: &FlowKey,
+    l4: &Transport,
     master: &NodePortSlot,
 ) -> Result<NodePortFlow, Reason> {
     let local_only = master.flags & NODEPORT_LOCAL != 0;
@@ -142,7 +189,7 @@ fn new_flow(
         backend_port: slot.backend_port,
         snat_port: 0,
     };
-    let answer = reply_for(flow);
+    let answer = reply_for(flow, l4);
     if maps::endpoint(slot.backend_addr).is_some() {
         // A local backend answers the client directly; nothing to claim.
         if NODEPORT_REPLIES

@@ -5,7 +5,7 @@
 
 use aks_ebpf_common::wire::{
     ETH_HLEN, ICMP_ECHO_ID, IPV4_DST, IPV4_SRC, IPV4_TTL, L4_DST_PORT, L4_SRC_PORT, PROTO_ICMP,
-    PROTO_TCP, PROTO_UDP, UDP_CHECKSUM,
+    PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, UDP_CHECKSUM,
 };
 use etherparse::{
     icmpv4::DestUnreachableHeader, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header,
@@ -50,6 +50,8 @@ pub struct FrameSpec {
     pub icmp_type: u8,
     /// Leave the UDP checksum 0 ("none").
     pub no_udp_checksum: bool,
+    /// TCP flags (`wire::TCP_*`); a SYN unless told.
+    pub tcp_flags: u8,
 }
 
 impl FrameSpec {
@@ -66,6 +68,7 @@ impl FrameSpec {
             dst_port: 8080,
             icmp_type: 0,
             no_udp_checksum: false,
+            tcp_flags: TCP_SYN,
         }
     }
 
@@ -95,6 +98,10 @@ impl FrameSpec {
         }
     }
 
+    pub fn tcp_flags(self, tcp_flags: u8) -> Self {
+        Self { tcp_flags, ..self }
+    }
+
     pub fn ip_header(&self, payload_len: usize) -> Ipv4Header {
         let mut ip = Ipv4Header::new(
             payload_len as u16,
@@ -118,7 +125,10 @@ impl FrameSpec {
         match self.protocol {
             PROTO_TCP => {
                 let mut tcp = TcpHeader::new(self.src_port, self.dst_port, 0, 64240);
-                tcp.syn = true;
+                tcp.syn = self.tcp_flags & TCP_SYN != 0;
+                tcp.ack = self.tcp_flags & TCP_ACK != 0;
+                tcp.fin = self.tcp_flags & TCP_FIN != 0;
+                tcp.rst = self.tcp_flags & TCP_RST != 0;
                 tcp.checksum = tcp.calc_checksum_ipv4(ip, &PAYLOAD).expect("TCP checksum");
                 out.extend_from_slice(&tcp.to_bytes());
             }

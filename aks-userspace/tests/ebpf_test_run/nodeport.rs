@@ -201,3 +201,98 @@ fn a_local_backend_isolated_by_policy_takes_only_the_clients_its_policy_admits()
         "on-prem is not admitted by the policy"
     );
 }
+
+#[test]
+fn a_closed_flows_reply_entry_does_not_catch_a_new_connection_by_another_path() {
+    use aks_ebpf_common::wire::{TCP_ACK, TCP_FIN, TCP_SYN};
+    // A peer node that SNATs its clients to its own address, keeping their ports: it
+    // reaches the node port itself first, then the backend directly (routed, as a
+    // `Cluster` node port of its own would), from the same port.
+    const PEER_NODE: [u8; 4] = [10, 224, 0, 5];
+    let h = Harness::with_node_port(&[LOCAL_POD], ExternalTrafficPolicy::Local, false);
+    let from_pod = |flags| {
+        FrameSpec::tcp(LOCAL_POD, PEER_NODE, 0)
+            .ports(8080, 40000)
+            .tcp_flags(flags)
+            .bytes()
+    };
+    let syn_ack = from_pod(TCP_SYN | TCP_ACK);
+    let via_node_port = |flags| {
+        FrameSpec::tcp(PEER_NODE, NODE, NODE_PORT)
+            .tcp_flags(flags)
+            .bytes()
+    };
+    let translated = |frame: &[u8], case: &str| {
+        let (verdict, out) = h.run("from_pod", frame, Reason::NodePortRevDnat);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{case}");
+        assert_endpoints(&out, (NODE, NODE_PORT), (PEER_NODE, 40000), case);
+    };
+
+    // The node port flow: its SYN-ACK (and a retransmit of it) leave from the node port.
+    h.run("from_vnet", &via_node_port(TCP_SYN), Reason::NodePortDnat);
+    translated(&syn_ack, "our SYN-ACK");
+    translated(&syn_ack, "our SYN-ACK, retransmitted");
+    h.run("from_vnet", &via_node_port(TCP_ACK), Reason::NodePortDnat);
+    translated(&from_pod(TCP_ACK), "data of the established flow");
+    translated(&from_pod(TCP_FIN | TCP_ACK), "the backend closing");
+
+    // Closed; a new connection on the same tuple reaches the backend by the plain path.
+    let direct = FrameSpec::tcp(PEER_NODE, LOCAL_POD, 8080).bytes();
+    h.run("from_vnet", &direct, Reason::RedirectedPeer);
+    let (verdict, out) = h.run("from_pod", &syn_ack, Reason::RedirectedUplink);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_endpoints(
+        &out,
+        (LOCAL_POD, 8080),
+        (PEER_NODE, 40000),
+        "the new connection's SYN-ACK leaves untranslated",
+    );
+    // The stale entries are gone: the rest of that connection is not translated either.
+    h.run("from_pod", &from_pod(TCP_ACK), Reason::RedirectedUplink);
+
+    // A new node port flow from that port starts afresh and is translated again.
+    h.run("from_vnet", &via_node_port(TCP_SYN), Reason::NodePortDnat);
+    translated(&syn_ack, "a new node port flow's SYN-ACK");
+}
+
+#[test]
+fn a_snated_flows_reply_entry_translates_only_its_own_handshake() {
+    use aks_ebpf_common::wire::{TCP_ACK, TCP_SYN};
+    let h = Harness::with_node_port(&[REMOTE_POD], ExternalTrafficPolicy::Cluster, true);
+    let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
+    let (_, out) = h.run("from_vnet", &syn, Reason::NodePortDnatSnat);
+    let (_, snat_port) = endpoint_of(&out, true);
+    let from_backend = |flags| {
+        FrameSpec::tcp(REMOTE_POD, NODE, 0)
+            .ports(8080, snat_port)
+            .tcp_flags(flags)
+            .bytes()
+    };
+    let syn_ack = from_backend(TCP_SYN | TCP_ACK);
+    for case in ["our SYN-ACK", "our SYN-ACK, retransmitted"] {
+        let (_, out) = h.run("from_vnet", &syn_ack, Reason::NodePortRevSnat);
+        assert_endpoints(&out, (NODE, NODE_PORT), (INTERNET, 40000), case);
+    }
+    h.run("from_vnet", &from_backend(TCP_ACK), Reason::NodePortRevSnat);
+    // Established: a SYN-ACK on the tuple now answers someone else's connection.
+    let (verdict, out) = h.run("from_vnet", &syn_ack, Reason::PassedToStack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_endpoints(
+        &out,
+        (REMOTE_POD, 8080),
+        (NODE, snat_port),
+        "a stranger's SYN-ACK goes to the node untranslated",
+    );
+    // The client's next SYN through the node port gets a working flow again.
+    let (_, out) = h.run("from_vnet", &syn, Reason::NodePortDnatSnat);
+    let (_, port) = endpoint_of(&out, true);
+    let (_, out) = h.run(
+        "from_vnet",
+        &FrameSpec::tcp(REMOTE_POD, NODE, 0)
+            .ports(8080, port)
+            .tcp_flags(TCP_SYN | TCP_ACK)
+            .bytes(),
+        Reason::NodePortRevSnat,
+    );
+    assert_endpoints(&out, (NODE, NODE_PORT), (INTERNET, 40000), "the new flow");
+}
