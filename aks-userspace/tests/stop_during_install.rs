@@ -41,5 +41,8 @@ fn install_stops_before_its_first_node_once_a_stop_was_requested() {
             !stopped(OnStop::Finish),
             "{datapath}: a rollback is not stopped"
         );
+        // A failed install leaves no pinned BPF objects behind.
+        let pins = std::path::Path::new("/sys/fs/bpf/aksnet/stopinst");
+        assert!(!pins.exists(), "{datapath}: {} left behind", pins.display());
     }
 }

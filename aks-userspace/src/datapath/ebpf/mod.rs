@@ -52,8 +52,38 @@ pub struct EbpfDatapath {
 }
 
 impl EbpfDatapath {
+    /// Loads and fills every node of `layout`. On failure (a stop included) the pin
+    /// directories this call created are removed again, so nothing half-made is left
+    /// under the BPF filesystem; directories of nodes pinned before (a rollback's other
+    /// nodes) are kept.
     pub fn install(plan: &Plan, layout: &Layout, on_stop: super::OnStop) -> Result<Self> {
         let pin_root = ClusterState::pin_dir(&plan.name);
+        let root_existed = pin_root.exists();
+        let created: Vec<_> = layout
+            .nodes
+            .iter()
+            .map(|node| pin_root.join(&node.name))
+            .filter(|dir| !dir.exists())
+            .collect();
+        let installed = Self::install_nodes(plan, layout, on_stop, &pin_root);
+        if installed.is_err() {
+            for dir in &created {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            if !root_existed {
+                // Only if empty: another node's pins are never removed here.
+                let _ = std::fs::remove_dir(&pin_root);
+            }
+        }
+        installed
+    }
+
+    fn install_nodes(
+        plan: &Plan,
+        layout: &Layout,
+        on_stop: super::OnStop,
+        pin_root: &std::path::Path,
+    ) -> Result<Self> {
         let mut nodes = Vec::with_capacity(layout.nodes.len());
         let mut logs = Vec::with_capacity(layout.nodes.len());
         let seconds = |s: u32| u64::from(s) * 1_000_000_000;
