@@ -14,6 +14,7 @@
 //! - `interrupt`: Ctrl-C turns into an error, so the cells' guards clean up.
 
 pub mod cells;
+pub mod compare;
 pub mod cost;
 pub mod frontends;
 pub mod interrupt;

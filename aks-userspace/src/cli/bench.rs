@@ -1,6 +1,6 @@
 //! `aksnet bench`: run the benchmark, print the table, write JSON, CSV and the plot.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -75,6 +75,14 @@ pub struct BenchArgs {
     /// clusters, `--rounds` rounds, default 3).
     #[arg(long)]
     pub snat_exhaustion: bool,
+    /// Measure nothing: compare two `--json` reports, BEFORE and AFTER, ratio by ratio
+    /// (every cell's rate and CPU against kubenet/iptables and the limit), and exit 1
+    /// when any moved by more than --tolerance. Needs no root.
+    #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"])]
+    pub compare: Option<Vec<PathBuf>>,
+    /// With --compare: the change, in percent either way, a ratio may show.
+    #[arg(long, default_value_t = 5.0, requires = "compare")]
+    pub tolerance: f64,
     /// `allocatedOutboundPorts` of the --snat-exhaustion clusters (a multiple of 8, at
     /// most 32,000 for their two nodes; default 1024, AKS's for up to 50 nodes).
     #[arg(long, default_value_t = 1024, requires = "snat_exhaustion")]
@@ -117,6 +125,9 @@ pub enum FabricArg {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if let Some(files) = &args.compare {
+        return compare(&files[0], &files[1], args.tolerance, args.json.as_deref());
+    }
     super::require_root("aksnet bench")?;
     if args.snat_exhaustion {
         return super::bench_snat::run(
@@ -208,8 +219,46 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--compare`: exit 0 when every ratio held within `tolerance` percent, 1 when one did
+/// not, 2 when a file is not a report.
+fn compare(before: &Path, after: &Path, tolerance: f64, json: Option<&Path>) -> Result<ExitCode> {
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        eprintln!("error: --tolerance {tolerance}: give a percentage, e.g. 5");
+        return Ok(ExitCode::from(2));
+    }
+    let read = |path: &Path| -> Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not JSON (an `aksnet bench --json` report)",
+                path.display()
+            )
+        })
+    };
+    let compared = read(before).and_then(|b| bench::compare::compare(&b, &read(after)?));
+    let comparison = match compared {
+        Ok(comparison) => comparison,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    print!("{}", comparison.render(tolerance));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&comparison)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(if comparison.beyond(tolerance).is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// `--frontends`: the LoadBalancer frontend's connection rate, on its own.
-fn frontends(options: &BenchOptions, json: Option<&std::path::Path>) -> Result<ExitCode> {
+fn frontends(options: &BenchOptions, json: Option<&Path>) -> Result<ExitCode> {
     let options = bench::frontends::FrontendBenchOptions {
         prefix: options.prefix.clone(),
         rounds: options.rounds,
