@@ -240,6 +240,56 @@ fn median(s: Option<Summary>) -> String {
     s.map_or_else(|| "-".to_owned(), |s| number(s.median))
 }
 
+/// A CSV field: six decimals, empty where there is no value.
+fn fixed(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.6}"))
+}
+
+fn fixed_median(s: Option<Summary>) -> String {
+    fixed(s.map(|s| s.median))
+}
+
+/// One CSV record; the field names are the header. A kind leaves empty what it has no
+/// value for.
+#[derive(Default, Serialize)]
+struct CsvRecord<'a> {
+    kind: &'a str,
+    workload: &'a str,
+    view: &'a str,
+    cell: &'a str,
+    services: String,
+    rules: String,
+    unit: &'a str,
+    median: String,
+    min: String,
+    max: String,
+    vs_kubenet_iptables: String,
+    vs_kubenet_iptables_min: String,
+    vs_kubenet_iptables_max: String,
+    vs_limit: String,
+    p50_us: String,
+    p99_us: String,
+    cost_unit: &'a str,
+    cost: String,
+    cost_vs_kubenet_iptables: String,
+    bpf_ns_per_run: String,
+    program_one_more_ms: String,
+    samples: String,
+    note: &'a str,
+}
+
+impl CsvRecord<'_> {
+    /// A record whose rate columns (median, min, max) are filled from `rate`.
+    fn with_rate(rate: Option<Summary>) -> Self {
+        Self {
+            median: fixed_median(rate),
+            min: fixed(rate.map(|s| s.min)),
+            max: fixed(rate.map(|s| s.max)),
+            ..Self::default()
+        }
+    }
+}
+
 impl BenchReport {
     /// The human tables: every workload per view and cell, then the sweep.
     pub fn render(&self) -> String {
@@ -345,114 +395,57 @@ impl BenchReport {
     /// `rules`).
     pub fn to_csv(&self) -> Result<Vec<u8>> {
         let mut csv = csv::Writer::from_writer(Vec::new());
-        csv.write_record([
-            "kind",
-            "workload",
-            "view",
-            "cell",
-            "services",
-            "rules",
-            "unit",
-            "median",
-            "min",
-            "max",
-            "vs_kubenet_iptables",
-            "vs_kubenet_iptables_min",
-            "vs_kubenet_iptables_max",
-            "vs_limit",
-            "p50_us",
-            "p99_us",
-            "cost_unit",
-            "cost",
-            "cost_vs_kubenet_iptables",
-            "bpf_ns_per_run",
-            "program_one_more_ms",
-            "samples",
-            "note",
-        ])?;
-        let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
-        let mid = |s: Option<Summary>| opt(s.map(|s| s.median));
         for r in &self.results {
             let samples: Vec<String> = r.rate_samples.iter().map(|s| format!("{s:.6}")).collect();
-            csv.write_record([
-                "cell",
-                r.workload.name(),
-                r.view.name(),
-                &r.cell,
-                "",
-                "",
-                r.unit,
-                &mid(r.rate),
-                &opt(r.rate.map(|s| s.min)),
-                &opt(r.rate.map(|s| s.max)),
-                &mid(r.vs_kubenet_iptables),
-                &opt(r.vs_kubenet_iptables.map(|s| s.min)),
-                &opt(r.vs_kubenet_iptables.map(|s| s.max)),
-                &mid(r.vs_limit),
-                &mid(r.p50_us),
-                &mid(r.p99_us),
-                r.cost_unit,
-                &mid(r.cost),
-                &mid(r.cost_vs_kubenet_iptables),
-                &mid(r.bpf_ns_per_run),
-                "",
-                &samples.join(" "),
-                r.note.as_deref().unwrap_or(""),
-            ])?;
+            csv.serialize(CsvRecord {
+                kind: "cell",
+                workload: r.workload.name(),
+                view: r.view.name(),
+                cell: &r.cell,
+                unit: r.unit,
+                vs_kubenet_iptables: fixed_median(r.vs_kubenet_iptables),
+                vs_kubenet_iptables_min: fixed(r.vs_kubenet_iptables.map(|s| s.min)),
+                vs_kubenet_iptables_max: fixed(r.vs_kubenet_iptables.map(|s| s.max)),
+                vs_limit: fixed_median(r.vs_limit),
+                p50_us: fixed_median(r.p50_us),
+                p99_us: fixed_median(r.p99_us),
+                cost_unit: r.cost_unit,
+                cost: fixed_median(r.cost),
+                cost_vs_kubenet_iptables: fixed_median(r.cost_vs_kubenet_iptables),
+                bpf_ns_per_run: fixed_median(r.bpf_ns_per_run),
+                samples: samples.join(" "),
+                note: r.note.as_deref().unwrap_or(""),
+                ..CsvRecord::with_rate(r.rate)
+            })?;
         }
         for p in &self.sweep {
-            csv.write_record([
-                "sweep",
-                "connect ClusterIP 1-by-1",
-                "pinned",
-                &p.cell,
-                &p.services.to_string(),
-                "",
-                "conn/s",
-                &mid(p.connect_pinned),
-                &opt(p.connect_pinned.map(|s| s.min)),
-                &opt(p.connect_pinned.map(|s| s.max)),
-                "",
-                "",
-                "",
-                "",
-                &opt(p.first_packet_p50_us),
-                &opt(p.first_packet_p99_us),
-                "",
-                "",
-                "",
-                "",
-                &opt(p.program_one_more_ms),
-                "",
-                p.note.as_deref().unwrap_or(""),
-            ])?;
+            csv.serialize(CsvRecord {
+                kind: "sweep",
+                workload: "connect ClusterIP 1-by-1",
+                view: "pinned",
+                cell: &p.cell,
+                services: p.services.to_string(),
+                unit: "conn/s",
+                p50_us: fixed(p.first_packet_p50_us),
+                p99_us: fixed(p.first_packet_p99_us),
+                program_one_more_ms: fixed(p.program_one_more_ms),
+                note: p.note.as_deref().unwrap_or(""),
+                ..CsvRecord::with_rate(p.connect_pinned)
+            })?;
         }
         for p in &self.policy {
-            csv.write_record([
-                "policy",
-                "connect pod to pod 1-by-1",
-                "pinned",
-                &p.cell,
-                "",
-                &p.rules.to_string(),
-                "conn/s",
-                &mid(p.connect_pinned),
-                &opt(p.connect_pinned.map(|s| s.min)),
-                &opt(p.connect_pinned.map(|s| s.max)),
-                "",
-                "",
-                "",
-                "",
-                &opt(p.first_packet_p50_us),
-                &opt(p.first_packet_p99_us),
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                &format!("engine {}", p.engine),
-            ])?;
+            csv.serialize(CsvRecord {
+                kind: "policy",
+                workload: "connect pod to pod 1-by-1",
+                view: "pinned",
+                cell: &p.cell,
+                rules: p.rules.to_string(),
+                unit: "conn/s",
+                p50_us: fixed(p.first_packet_p50_us),
+                p99_us: fixed(p.first_packet_p99_us),
+                note: &format!("engine {}", p.engine),
+                ..CsvRecord::with_rate(p.connect_pinned)
+            })?;
         }
         Ok(csv.into_inner().map_err(|e| e.into_error())?)
     }
@@ -493,6 +486,82 @@ mod tests {
             assert_eq!(Workload::from_key(w.key()), Some(w));
         }
         assert_eq!(Workload::from_key("rr"), None);
+    }
+
+    #[test]
+    fn every_csv_record_has_the_headers_fields_in_its_place() {
+        let summary = Summary::of(&[10.0, 12.0, 11.0]);
+        let report = BenchReport {
+            date: "2026-12-08 00:00 UTC".to_owned(),
+            machine: Machine {
+                cpu_model: "cpu".to_owned(),
+                cores: 2,
+                memory_gib: 24.0,
+                kernel: "6.18".to_owned(),
+                pinned_cpu: 1,
+            },
+            settings: Settings {
+                quick: true,
+                rounds: 3,
+                duration_seconds: 1.0,
+                slices: 1,
+                max_connections_per_round: 10,
+                concurrency: 4,
+                sweep_services: vec![10],
+                sweep_connections_per_round: 10,
+                policy_rules: vec![10],
+                fabric: "forwarder".to_owned(),
+            },
+            cells: vec![],
+            results: vec![],
+            sweep: vec![SweepPoint {
+                cell: "kubenet/ebpf".to_owned(),
+                services: 10,
+                connect_user: summary,
+                connect_pinned: summary,
+                first_packet_p50_us: Some(42.5),
+                first_packet_p99_us: None,
+                program_one_more_ms: Some(0.5),
+                rounds: vec![],
+                note: None,
+            }],
+            policy: vec![PolicyPoint {
+                cell: "azure/ebpf".to_owned(),
+                engine: "cilium".to_owned(),
+                rules: 1000,
+                connect_user: None,
+                connect_pinned: summary,
+                first_packet_p50_us: Some(40.0),
+                first_packet_p99_us: Some(80.0),
+                rounds: vec![],
+            }],
+            elapsed_seconds: 1.0,
+        };
+        let bytes = report.to_csv().expect("csv");
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let headers = reader.headers().expect("a header").clone();
+        assert_eq!(headers.len(), 23);
+        assert_eq!(&headers[0], "kind");
+        let records: Vec<csv::StringRecord> =
+            reader.records().map(|r| r.expect("a record")).collect();
+        let field = |record: &csv::StringRecord, name: &str| {
+            let at = headers.iter().position(|h| h == name).expect(name);
+            record[at].to_owned()
+        };
+        assert_eq!(records.len(), 2);
+        let (sweep, policy) = (&records[0], &records[1]);
+        assert_eq!(field(sweep, "kind"), "sweep");
+        assert_eq!(field(sweep, "services"), "10");
+        assert_eq!(field(sweep, "rules"), "");
+        assert_eq!(field(sweep, "median"), "11.000000");
+        assert_eq!(field(sweep, "min"), "10.000000");
+        assert_eq!(field(sweep, "p99_us"), "");
+        assert_eq!(field(sweep, "program_one_more_ms"), "0.500000");
+        assert_eq!(field(policy, "kind"), "policy");
+        assert_eq!(field(policy, "services"), "");
+        assert_eq!(field(policy, "rules"), "1000");
+        assert_eq!(field(policy, "max"), "12.000000");
+        assert_eq!(field(policy, "note"), "engine cilium");
     }
 
     #[test]
