@@ -10,6 +10,7 @@ pub mod datapath;
 pub mod egress_update;
 pub mod fabric;
 pub mod inspect;
+pub mod live_change;
 pub mod model;
 pub mod monitor;
 pub mod netns;

@@ -102,8 +102,8 @@ enum Command {
         #[arg(long = "outbound-type", conflicts_with = "network_plugin_mode")]
         outbound_type: Option<aks_userspace::model::outbound::OutboundType>,
     },
-    /// Add, change or remove ClusterIP services of a running cluster, on either
-    /// datapath; prints how long programming the datapath took.
+    /// Add, change or remove services (ClusterIP, NodePort, LoadBalancer) of a running
+    /// cluster, on either datapath; prints how long programming the datapath took.
     Services {
         #[command(subcommand)]
         action: cli::services::ServicesAction,

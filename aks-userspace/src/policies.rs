@@ -5,12 +5,13 @@
 //! iptables ruleset is replaced in one restore. Connections already allowed stay allowed
 //! until they end, as with Cilium's and the kernel's conntrack.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use crate::datapath::ebpf::policy::{identities, node_policy, MapChanges, PinnedPolicyMaps};
-use crate::datapath::iptables_rules::reprogram_node;
+use crate::datapath::iptables_rules::reprogram_nodes;
+use crate::live_change::Programmed;
 use crate::model::policy::{NetworkPolicyDescription, DEFAULT_NAMESPACE};
 use crate::model::{self, Datapath};
 use crate::plan::{self, Plan};
@@ -39,11 +40,7 @@ pub struct PolicyUpdate {
     /// `namespace/name` of every policy changed.
     pub policies: Vec<String>,
     pub policies_now: usize,
-    pub nodes: usize,
-    /// Programming time (not planning).
-    pub programming: Duration,
-    /// What programming meant: map entries per node, or the rules restored.
-    pub how: String,
+    pub programmed: Programmed,
 }
 
 fn qualified(policy: &NetworkPolicyDescription) -> (String, String) {
@@ -130,14 +127,16 @@ pub fn apply(state: &ClusterState, change: PolicyChange) -> Result<PolicyUpdate>
     let plan = plan_of(&description)?;
     let started = Instant::now();
     let how = program(state, &old_plan, &plan)?;
-    let programming = started.elapsed();
+    let took = started.elapsed();
     ClusterState::save_description(&state.name, &description)?;
     Ok(PolicyUpdate {
         policies: changed,
         policies_now: plan.policy.policies.len(),
-        nodes: state.nodes.len(),
-        programming,
-        how,
+        programmed: Programmed {
+            nodes: state.nodes.len(),
+            how,
+            took,
+        },
     })
 }
 
@@ -169,13 +168,6 @@ fn program(state: &ClusterState, old: &Plan, new: &Plan) -> Result<String> {
                 total.written, total.deleted
             ))
         }
-        Datapath::Iptables => {
-            let mut rules = 0;
-            for node in &state.nodes {
-                rules = reprogram_node(new, &node.name, &node.namespace)
-                    .with_context(|| format!("reprogramming the rules of node {}", node.name))?;
-            }
-            Ok(format!("iptables-restore of {rules} rules on each node"))
-        }
+        Datapath::Iptables => reprogram_nodes(new, &state.nodes),
     }
 }

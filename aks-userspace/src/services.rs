@@ -7,12 +7,13 @@
 //! health probe admits) is reprogrammed too, as the cloud provider updates Azure's.
 //! Established flows to backends that remain go on.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use crate::datapath::ebpf::{NodePortMaps, ServiceMaps};
-use crate::datapath::iptables_rules::reprogram_node;
+use crate::datapath::iptables_rules::reprogram_nodes;
+use crate::live_change::Programmed;
 use crate::model::loadbalancer::Exposure;
 use crate::model::{self, Datapath, ServiceDescription};
 use crate::plan::{self, Plan, ServicePlan};
@@ -25,15 +26,12 @@ pub enum ServiceChange {
     Remove(String),
 }
 
-/// What was done, and how long programming the datapath took (not counting planning).
+/// What was done.
 #[derive(Debug)]
 pub struct ServiceUpdate {
     pub service: String,
-    pub nodes: usize,
     pub services_now: usize,
-    pub programming: Duration,
-    /// What programming meant: map updates, or the rules restored per node.
-    pub how: String,
+    pub programmed: Programmed,
 }
 
 /// Applies `change` to the running cluster `state`.
@@ -102,17 +100,19 @@ pub fn apply(state: &mut ClusterState, change: ServiceChange) -> Result<ServiceU
         crate::cluster::reprogram_fabric(&plan, &state.vnet)?;
         how.push_str(", the node ports and the fabric's load balancer");
     }
-    let programming = started.elapsed();
+    let took = started.elapsed();
     ClusterState::save_description(&state.name, &description)?;
     state.services = plan.services.clone();
     state.exposures = plan.exposures.clone();
     state.save()?;
     Ok(ServiceUpdate {
         service: name,
-        nodes: state.nodes.len(),
         services_now: plan.services.len(),
-        programming,
-        how,
+        programmed: Programmed {
+            nodes: state.nodes.len(),
+            how,
+            took,
+        },
     })
 }
 
@@ -145,14 +145,7 @@ fn program(
             }
             Ok("BPF map updates on each node".to_owned())
         }
-        Datapath::Iptables => {
-            let mut rules = 0;
-            for node in &state.nodes {
-                rules = reprogram_node(plan, &node.name, &node.namespace)
-                    .with_context(|| format!("reprogramming the rules of node {}", node.name))?;
-            }
-            Ok(format!("iptables-restore of {rules} rules on each node"))
-        }
+        Datapath::Iptables => reprogram_nodes(plan, &state.nodes),
     }
 }
 

@@ -106,6 +106,17 @@ fn report_invalid(source: &str, err: &PlanError) -> ExitCode {
     ExitCode::from(EXIT_INVALID_DESCRIPTION)
 }
 
+/// The flags of a `list`: which cluster, and JSON or a table.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// The cluster; may be left out when exactly one exists.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The cluster a command means: the one named, or the only one there is.
 pub fn resolve_cluster(name: Option<&str>) -> Result<ClusterState> {
     ClusterState::require(&resolve_cluster_name(name)?)

@@ -36,18 +36,13 @@ pub enum PolicyAction {
         cluster: Option<String>,
     },
     /// List the policies with the pods they select and what they allow.
-    List {
-        #[arg(long)]
-        cluster: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    List(super::ListArgs),
 }
 
 pub fn run(action: PolicyAction) -> Result<ExitCode> {
     super::require_root("aksnet policy")?;
     let (cluster, change) = match action {
-        PolicyAction::List { cluster, json } => return list(cluster.as_deref(), json),
+        PolicyAction::List(args) => return list(args.cluster.as_deref(), args.json),
         PolicyAction::Apply { file, cluster } => {
             let text = match super::read_description(&file) {
                 Ok(text) => text,
@@ -86,11 +81,9 @@ pub fn run(action: PolicyAction) -> Result<ExitCode> {
         Err(err) => return Err(err),
     };
     println!(
-        "{} programmed on {} nodes in {:.3} ms ({}); the cluster has {} policies",
+        "{} {}; the cluster has {} policies",
         update.policies.join(", "),
-        update.nodes,
-        update.programming.as_secs_f64() * 1000.0,
-        update.how,
+        update.programmed,
         update.policies_now
     );
     Ok(ExitCode::SUCCESS)

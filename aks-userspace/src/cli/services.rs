@@ -64,12 +64,7 @@ pub enum ServicesAction {
         cluster: Option<String>,
     },
     /// List the services with their backends.
-    List {
-        #[arg(long)]
-        cluster: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    List(super::ListArgs),
 }
 
 /// `value` as one of `choices` (any case), or an error that names `what` it must be
@@ -116,7 +111,7 @@ fn parse_protocol(value: &str) -> Result<Protocol, String> {
 pub fn run(action: ServicesAction) -> Result<ExitCode> {
     super::require_root("aksnet services")?;
     let (cluster, change) = match action {
-        ServicesAction::List { cluster, json } => return list(cluster.as_deref(), json),
+        ServicesAction::List(args) => return list(args.cluster.as_deref(), args.json),
         ServicesAction::Add {
             name,
             cluster_ip,
@@ -168,12 +163,8 @@ pub fn run(action: ServicesAction) -> Result<ExitCode> {
         }
     };
     println!(
-        "service {} programmed on {} nodes in {:.3} ms ({}); the cluster has {} services",
-        update.service,
-        update.nodes,
-        update.programming.as_secs_f64() * 1000.0,
-        update.how,
-        update.services_now
+        "service {} {}; the cluster has {} services",
+        update.service, update.programmed, update.services_now
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -23,7 +23,7 @@ pub use iptables::{render_masquerade, IptablesDatapath};
 
 /// The iptables datapath's renderers and ruleset model, for `inspect rules` and tests.
 pub mod iptables_rules {
-    pub use super::iptables::reprogram_node;
+    pub use super::iptables::reprogram_nodes;
     pub use super::iptables::{
         endpoint_chain, node_rules, proxy_options, render_node, service_chain, ChainCount,
         NodeRules, ProxyOptions, Ruleset, MASQ_CHAIN, MASQ_MARK, SERVICES_CHAIN,

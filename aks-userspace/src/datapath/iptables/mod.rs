@@ -28,7 +28,7 @@ use super::Datapath;
 use crate::model;
 use crate::netns;
 use crate::plan::Plan;
-use crate::topology::layout::Layout;
+use crate::topology::layout::{Layout, NodeLayout};
 
 pub use chain_name::{endpoint_chain, service_chain};
 pub use inspect::{node_rules, NodeRules};
@@ -116,9 +116,20 @@ fn enable_bridge_netfilter(namespace: &str) -> Result<bool> {
     })
 }
 
-/// Replaces a node's whole ruleset with the one `plan` renders (services added,
-/// changed or removed), as one atomic restore. Returns the number of rules.
-pub fn reprogram_node(plan: &Plan, node: &str, namespace: &str) -> Result<usize> {
+/// Replaces every node's whole ruleset with the one `plan` renders (services or
+/// policies added, changed or removed), one atomic restore per node, as kube-proxy
+/// syncs. Says what programming meant.
+pub fn reprogram_nodes(plan: &Plan, nodes: &[NodeLayout]) -> Result<String> {
+    let mut rules = 0;
+    for node in nodes {
+        rules = reprogram_node(plan, &node.name, &node.namespace)
+            .with_context(|| format!("reprogramming the rules of node {}", node.name))?;
+    }
+    Ok(format!("iptables-restore of {rules} rules on each node"))
+}
+
+/// Replaces one node's ruleset as one atomic restore. Returns the number of rules.
+fn reprogram_node(plan: &Plan, node: &str, namespace: &str) -> Result<usize> {
     let bridge_netfilter = enable_bridge_netfilter(namespace)?;
     require_bridge_netfilter(plan, bridge_netfilter, node)?;
     let ruleset = render_node_for(plan, node, proxy_options(plan, !bridge_netfilter));
