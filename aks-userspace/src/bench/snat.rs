@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::sys::socket::{shutdown, Shutdown};
 use serde::Serialize;
 
 use crate::netns;
@@ -163,8 +164,8 @@ fn exhaust(state: &ClusterState, port: u16, budget: usize) -> Result<SnatRound> 
             }
             Ok((open.len(), exhausted, seconds))
         });
-        // SAFETY: shutdown on the listener this scope owns; it wakes the blocked accept.
-        unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        // Wakes the blocked accept.
+        let _ = shutdown(listener.as_raw_fd(), Shutdown::Both);
         let accepted = server
             .join()
             .map_err(|_| anyhow::anyhow!("the server panicked"))?;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use anyhow::{bail, Context, Result};
+use nix::sys::socket::{shutdown, Shutdown};
 
 use crate::model::Protocol;
 use crate::netns;
@@ -93,10 +94,9 @@ pub fn serve<T: Send>(listeners: &[Listener], work: impl FnOnce() -> T + Send) -
         let result = work();
         stop.store(true, Ordering::Release);
         for listener in listeners {
-            // SAFETY: shutdown on a socket this listener owns and keeps open until the
-            // scope ends; it wakes the thread blocked on it (UDP sockets report ENOTCONN
-            // but are woken all the same).
-            unsafe { libc::shutdown(listener.fd(), libc::SHUT_RDWR) };
+            // Wakes the thread blocked on the socket (UDP sockets report ENOTCONN but
+            // are woken all the same, hence the ignored result).
+            let _ = shutdown(listener.fd(), Shutdown::Both);
         }
         result
     })
