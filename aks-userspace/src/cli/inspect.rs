@@ -142,19 +142,20 @@ pub fn probes(target: &Target) -> Result<ExitCode> {
         )
     };
     for r in &rows {
+        let n = &r.node;
         table.row(vec![
             r.service.clone(),
             format!("{}:{}", r.frontend, r.port),
             format!("{:?}", r.policy),
             r.probe.clone(),
-            format!("{} ({})", r.node, r.address),
-            format!("{:?}", r.state).to_lowercase(),
-            r.last_result.clone().unwrap_or_else(|| "-".into()),
-            ago(r.last_probe_unix_ms),
-            ago(r.changed_unix_ms),
-            r.probes.to_string(),
-            r.successes.to_string(),
-            r.failures.to_string(),
+            format!("{} ({})", n.node, n.address),
+            format!("{:?}", n.state).to_lowercase(),
+            n.last_result.clone().unwrap_or_else(|| "-".into()),
+            ago(n.last_probe_unix_ms),
+            ago(n.changed_unix_ms),
+            n.probes.to_string(),
+            n.successes.to_string(),
+            n.failures.to_string(),
         ]);
     }
     target.print(&state, &rows, table)?;

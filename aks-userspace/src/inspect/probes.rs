@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::model::loadbalancer::ExternalTrafficPolicy;
-use crate::probes::{ProbeRecord, ProbeState};
+use crate::probes::{NodeProbe, ProbeRecord};
 use crate::state::ClusterState;
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,18 +19,11 @@ pub struct ProbeRow {
     pub policy: ExternalTrafficPolicy,
     /// `HTTP <port><path>`: what the probe asks each node.
     pub probe: String,
-    pub node: String,
-    pub address: Ipv4Addr,
-    pub state: ProbeState,
-    pub last_result: Option<String>,
-    pub last_probe_unix_ms: Option<u64>,
+    /// The node and its probes' state, as the agent recorded them.
+    #[serde(flatten)]
+    pub node: NodeProbe,
     /// How long ago the last probe was sent, when this row was read.
     pub last_probe_age_ms: Option<u64>,
-    pub changed_unix_ms: Option<u64>,
-    pub probes: u64,
-    pub successes: u64,
-    pub failures: u64,
-    pub consecutive: u32,
 }
 
 /// What the probe record holds, as rows.
@@ -65,17 +58,8 @@ pub fn probes(state: &ClusterState, node: Option<&str>) -> Result<RecordedProbes
                     port: f.port,
                     policy: f.policy,
                     probe: format!("HTTP {}{}", f.probe_port, f.path),
-                    node: n.node.clone(),
-                    address: n.address,
-                    state: n.state,
-                    last_result: n.last_result.clone(),
-                    last_probe_unix_ms: n.last_probe_unix_ms,
+                    node: n.clone(),
                     last_probe_age_ms: n.last_probe_unix_ms.map(|t| now.saturating_sub(t)),
-                    changed_unix_ms: n.changed_unix_ms,
-                    probes: n.probes,
-                    successes: n.successes,
-                    failures: n.failures,
-                    consecutive: n.consecutive,
                 })
         })
         .collect();
