@@ -161,16 +161,8 @@ impl CtEntry {
     }
 }
 
-#[cfg(feature = "user")]
-mod pod {
-    use super::*;
-    // SAFETY: repr(C), explicit padding, sizes asserted; every bit pattern valid.
-    unsafe impl aya::Pod for FlowKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for NatTarget {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for CtEntry {}
-}
+// SAFETY (all): repr(C), explicit padding, sizes asserted; every bit pattern valid.
+crate::names::plain_data!(FlowKey, NatTarget, CtEntry);
 
 #[cfg(test)]
 mod tests {

@@ -158,14 +158,5 @@ pub struct LbReply {
 
 const _: () = assert!(core::mem::size_of::<LbReply>() == 16);
 
-#[cfg(feature = "user")]
-mod pod {
-    use super::*;
-    // SAFETY (all): repr(C), explicit padding, sizes asserted; every bit pattern valid.
-    unsafe impl aya::Pod for ServiceKey {}
-    unsafe impl aya::Pod for ServiceSlot {}
-    unsafe impl aya::Pod for LbBackend {}
-    unsafe impl aya::Pod for RevNat {}
-    unsafe impl aya::Pod for LbFlow {}
-    unsafe impl aya::Pod for LbReply {}
-}
+// SAFETY (all): repr(C), explicit padding, sizes asserted; every bit pattern valid.
+crate::names::plain_data!(ServiceKey, ServiceSlot, LbBackend, RevNat, LbFlow, LbReply);

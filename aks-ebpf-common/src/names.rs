@@ -1,7 +1,8 @@
 //! One table per numbered enum of the map and event ABI (the idea of Cilium's
 //! `drop_reasons.h`): each row gives a variant its number and its stable name, and the
 //! enum, the list of every value, the lookup by number and the name are all generated
-//! from it, so a counter slot, an event and a CLI string can never disagree.
+//! from it, so a counter slot, an event and a CLI string can never disagree. Beside it,
+//! `plain_data!`: the `aya::Pod` marker the map types share.
 
 /// Declares a `#[repr(int)]` enum from a table of `Variant = number => "name"` rows and
 /// derives from it:
@@ -51,6 +52,20 @@ macro_rules! named_enum {
 }
 
 pub(crate) use named_enum;
+
+/// Implements `aya::Pod` (with the `user` feature, where aya is) for map keys and values,
+/// so `aksnet` can read and write them. Each invocation carries its `SAFETY` statement:
+/// the types are `#[repr(C)]`, every padding byte is an explicit field, their sizes are
+/// asserted beside them, and every bit pattern is a valid value.
+macro_rules! plain_data {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            #[cfg(feature = "user")]
+            unsafe impl aya::Pod for $ty {}
+        )+
+    };
+}
+pub(crate) use plain_data;
 
 /// Whether `text` starts with `prefix` (usable in const context).
 pub(crate) const fn has_prefix(text: &str, prefix: &str) -> bool {

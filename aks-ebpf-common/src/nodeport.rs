@@ -131,15 +131,8 @@ const _: () = assert!(core::mem::size_of::<NodePortReply>() == 12);
 /// another path and reuses the tuple of a closed node port flow.
 pub const REPLY_OPENING: u16 = 1;
 
-#[cfg(feature = "user")]
-mod pod {
-    use super::*;
-    // SAFETY (all): repr(C), explicit padding, sizes asserted; every bit pattern valid.
-    unsafe impl aya::Pod for NodePortKey {}
-    unsafe impl aya::Pod for NodePortSlot {}
-    unsafe impl aya::Pod for NodePortFlow {}
-    unsafe impl aya::Pod for NodePortReply {}
-}
+// SAFETY (all): repr(C), explicit padding, sizes asserted; every bit pattern valid.
+crate::names::plain_data!(NodePortKey, NodePortSlot, NodePortFlow, NodePortReply);
 
 #[cfg(test)]
 mod tests {
