@@ -101,25 +101,12 @@ fn cell_passes_its_own_check(file: &str, tag: &str) {
     cluster.down();
 }
 
-#[test]
-fn azure_ebpf_passes_its_own_check() {
-    cell_passes_its_own_check("azure-ebpf.yaml", "cae");
-}
-
-#[test]
-fn azure_iptables_passes_its_own_check() {
-    cell_passes_its_own_check("azure-iptables.yaml", "cai");
-}
-
-#[test]
-fn kubenet_ebpf_passes_its_own_check() {
-    cell_passes_its_own_check("kubenet-ebpf.yaml", "cke");
-}
-
-#[test]
-fn kubenet_iptables_passes_its_own_check() {
-    cell_passes_its_own_check("kubenet-iptables.yaml", "cki");
-}
+cell_tests!(cell_passes_its_own_check:
+    azure_ebpf_passes_its_own_check("azure-ebpf.yaml", "cae"),
+    azure_iptables_passes_its_own_check("azure-iptables.yaml", "cai"),
+    kubenet_ebpf_passes_its_own_check("kubenet-ebpf.yaml", "cke"),
+    kubenet_iptables_passes_its_own_check("kubenet-iptables.yaml", "cki"),
+);
 
 #[test]
 fn a_deleted_vnet_route_fails_the_rows_that_need_it() {

@@ -177,21 +177,14 @@ fn connections_spread_and_a_removed_backend_gets_no_new_flows() {
             .find(|(_, b)| *b != removed)
             .expect("a flow to a remaining backend");
         assert_nat_shows_service_flow(&state, &held, &held_backend);
-        aksnet_ok(&[
-            "services",
-            "add",
-            "web",
-            "--cluster",
+        let vip = VIP.to_string();
+        aksnet_ok(&services_add(
             &name,
-            "--cluster-ip",
-            &VIP.to_string(),
-            "--port",
-            "80",
-            "--target-port",
-            "8080",
-            "--backends",
+            "web",
+            &vip,
             "2",
-        ]);
+            &["--target-port", "8080"],
+        ));
         assert_eq!(
             ask(&held),
             held_backend,
@@ -233,21 +226,8 @@ fn ten_thousand_services_load_and_the_last_one_answers() {
         backend.starts_with("nodepool1-0-pod"),
         "the 10,000th service answers: {backend}"
     );
-    let out = aksnet_ok(&[
-        "services",
-        "add",
-        "extra",
-        "--cluster",
-        &name,
-        "--cluster-ip",
-        "10.0.200.1",
-        "--port",
-        "80",
-        "--target-port",
-        "8080",
-        "--backends",
-        "1",
-    ]);
+    let more = ["--target-port", "8080"];
+    let out = aksnet_ok(&services_add(&name, "extra", "10.0.200.1", "1", &more));
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");
     assert!(text.contains("the cluster has 10001 services"), "{text}");

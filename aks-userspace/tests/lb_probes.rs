@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use aks_userspace::check::{self, Endpoint, EndpointKind, ServiceProbeResult};
 use aks_userspace::state::ClusterState;
 use common::cluster::*;
-use common::require_privileges;
 use serde_json::Value;
 
 /// `web-local` has a backend on each of the two nodes; `web` one, on the first.
@@ -198,25 +197,7 @@ fn answering_nodes(state: &ClusterState, result: &ServiceProbeResult) -> BTreeSe
 }
 
 fn set_local_backends(name: &str, backends: &str) {
-    aksnet_ok(&[
-        "services",
-        "add",
-        "web-local",
-        "--cluster",
-        name,
-        "--cluster-ip",
-        "10.0.0.21",
-        "--port",
-        "80",
-        "--target-port",
-        "17001",
-        "--backends",
-        backends,
-        "--type",
-        "LoadBalancer",
-        "--external-traffic-policy",
-        "Local",
-    ]);
+    add_load_balancer_service(name, "web-local", "10.0.0.21", backends, "Local");
 }
 
 fn alive(pid: u32) -> bool {
@@ -224,9 +205,8 @@ fn alive(pid: u32) -> bool {
 }
 
 fn probes_follow_local_endpoints(datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let file = description_with(&name, "azure", datapath, 2, 1, SERVICES);
     let interval = INTERVAL_MS.to_string();
     let threshold = THRESHOLD.to_string();
@@ -353,23 +333,17 @@ fn probes_follow_local_endpoints(datapath: &str, tag: &str) {
     assert!(!alive(agent), "the probe agent {agent} was stopped by down");
 }
 
-#[test]
-fn probes_follow_local_endpoints_ebpf() {
-    probes_follow_local_endpoints("ebpf", "pe");
-}
-
-#[test]
-fn probes_follow_local_endpoints_iptables() {
-    probes_follow_local_endpoints("iptables", "pi");
-}
+cell_tests!(probes_follow_local_endpoints:
+    probes_follow_local_endpoints_ebpf("ebpf", "pe"),
+    probes_follow_local_endpoints_iptables("iptables", "pi"),
+);
 
 /// A killed agent leaves no namespace, rule or process behind: the cluster is removed
 /// by `down` as usual (its fabric keeps the last rotation meanwhile).
 #[test]
 fn a_killed_agent_leaves_nothing_behind() {
-    require_privileges();
-    let name = cluster_name("pk");
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new("pk");
+    let name = cluster.name.clone();
     let file = description_with(&name, "azure", "iptables", 2, 1, SERVICES);
     aksnet_ok(&[
         "up",
@@ -396,6 +370,5 @@ fn a_killed_agent_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stdout).contains("no probe agent runs"),
         "inspect says so"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }

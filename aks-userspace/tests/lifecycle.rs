@@ -160,15 +160,10 @@ fn stop_during_a_build(tag: &str, stop: Signal, extra: &[&str]) {
     assert_gone(&name);
 }
 
-#[test]
-fn sigterm_during_a_keep_build_stops_it_and_leaves_nothing() {
-    stop_during_a_build("tb", Signal::SIGTERM, &["--keep"]);
-}
-
-#[test]
-fn a_hangup_during_a_build_stops_it_and_leaves_nothing() {
-    stop_during_a_build("hb", Signal::SIGHUP, &[]);
-}
+cell_tests!(stop_during_a_build:
+    sigterm_during_a_keep_build_stops_it_and_leaves_nothing("tb", Signal::SIGTERM, &["--keep"]),
+    a_hangup_during_a_build_stops_it_and_leaves_nothing("hb", Signal::SIGHUP, &[]),
+);
 
 #[test]
 fn two_ups_of_one_name_leave_the_winner_untouched() {

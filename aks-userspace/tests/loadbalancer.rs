@@ -75,12 +75,8 @@ fn seen(result: &ServiceProbeResult) -> BTreeSet<Ipv4Addr> {
         .collect()
 }
 
-fn load_balancer_services_from_outside(plugin: &str, datapath: &str, tag: &str) {
-    load_balancer_services_in(plugin, "", datapath, tag);
-}
-
-/// As above, with `mode` (e.g. `networkPluginMode: overlay`) in the description.
-fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str) {
+/// `mode` (e.g. `networkPluginMode: overlay`) goes into the description as it is.
+fn load_balancer_services_from_outside(plugin: &str, mode: &str, datapath: &str, tag: &str) {
     let cluster = TestCluster::new(tag);
     let name = cluster.name.clone();
     let extra = format!("{mode}{SERVICES}");
@@ -252,23 +248,15 @@ fn load_balancer_services_in(plugin: &str, mode: &str, datapath: &str, tag: &str
 
 // One test per cell, so they run in parallel and a failure names its cell.
 cell_tests!(load_balancer_services_from_outside:
-    azure_cni_iptables("azure", "iptables", "la"),
-    kubenet_iptables("kubenet", "iptables", "lb"),
-    azure_cni_ebpf("azure", "ebpf", "lc"),
-    kubenet_ebpf("kubenet", "ebpf", "ld"),
-);
-
-#[test]
-fn azure_overlay_ebpf() {
+    azure_cni_iptables("azure", "", "iptables", "la"),
+    kubenet_iptables("kubenet", "", "iptables", "lb"),
+    azure_cni_ebpf("azure", "", "ebpf", "lc"),
+    kubenet_ebpf("kubenet", "", "ebpf", "ld"),
     // A backend on another node sits behind the tunnel: the SNATed flow is routed into
     // it by the node's kernel.
-    load_balancer_services_in("azure", "networkPluginMode: overlay\n", "ebpf", "le");
-}
-
-#[test]
-fn azure_overlay_iptables() {
-    load_balancer_services_in("azure", "networkPluginMode: overlay\n", "iptables", "lf");
-}
+    azure_overlay_ebpf("azure", "networkPluginMode: overlay\n", "ebpf", "le"),
+    azure_overlay_iptables("azure", "networkPluginMode: overlay\n", "iptables", "lf"),
+);
 
 /// `aksnet services add|remove` on a running cluster reprograms the fabric's load
 /// balancer (frontend, rule, the nodes its health probe admits) and the nodes' node
@@ -279,27 +267,7 @@ fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
     let base = "services:\n  - { name: base, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1 }\n";
     let file = description_with(&name, "azure", datapath, 2, 1, base);
     up_keep(&file);
-    let add = |policy: &str| {
-        aksnet_ok(&[
-            "services",
-            "add",
-            "web",
-            "--cluster",
-            &name,
-            "--cluster-ip",
-            "10.0.0.30",
-            "--port",
-            "80",
-            "--target-port",
-            "17001",
-            "--backends",
-            "1",
-            "--type",
-            "LoadBalancer",
-            "--external-traffic-policy",
-            policy,
-        ])
-    };
+    let add = |policy: &str| add_load_balancer_service(&name, "web", "10.0.0.30", "1", policy);
     let state_now = || ClusterState::require(&name).expect("cluster state");
     let internet = |state: &ClusterState| {
         host(
@@ -334,23 +302,8 @@ fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
     }
 
     // A change that does not plan is bad input: exit 2, naming the field, nothing changed.
-    let bad = aksnet(&[
-        "services",
-        "add",
-        "bad",
-        "--cluster",
-        &name,
-        "--cluster-ip",
-        "10.0.0.31",
-        "--port",
-        "80",
-        "--backends",
-        "1",
-        "--type",
-        "NodePort",
-        "--node-port",
-        "80",
-    ]);
+    let more = ["--type", "NodePort", "--node-port", "80"];
+    let bad = aksnet(&services_add(&name, "bad", "10.0.0.31", "1", &more));
     let said = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{said}");
     assert!(said.contains("nodePort"), "names the field: {said}");
@@ -411,12 +364,7 @@ fn services_reprogram_the_load_balancer(datapath: &str, tag: &str) {
     cluster.down();
 }
 
-#[test]
-fn services_add_and_remove_reprogram_the_load_balancer_ebpf() {
-    services_reprogram_the_load_balancer("ebpf", "lg");
-}
-
-#[test]
-fn services_add_and_remove_reprogram_the_load_balancer_iptables() {
-    services_reprogram_the_load_balancer("iptables", "lh");
-}
+cell_tests!(services_reprogram_the_load_balancer:
+    services_add_and_remove_reprogram_the_load_balancer_ebpf("ebpf", "lg"),
+    services_add_and_remove_reprogram_the_load_balancer_iptables("iptables", "lh"),
+);

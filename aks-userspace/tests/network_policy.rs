@@ -9,8 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::cluster::{aksnet, aksnet_ok, assert_gone, cluster_name, up_keep, Down};
-use common::require_privileges;
+use common::cluster::{aksnet, aksnet_ok, up_keep, TestCluster};
 use serde_json::Value;
 
 /// The example under a unique name on `datapath` with `engine` (Azure CNI Overlay when
@@ -150,14 +149,9 @@ fn rows(out: &std::process::Output) -> Vec<Value> {
     value.as_array().expect("an array of rows").clone()
 }
 
-fn three_tier_is_enforced(datapath: &str, engine: &str, tag: &str) {
-    three_tier_is_enforced_in(datapath, engine, tag, false);
-}
-
-fn three_tier_is_enforced_in(datapath: &str, engine: &str, tag: &str, overlay: bool) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+fn three_tier_is_enforced(datapath: &str, engine: &str, tag: &str, overlay: bool) {
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     up_keep(&three_tier(&name, datapath, engine, overlay));
 
     // eBPF: every denial also streams to `monitor --type drop`, with its policy named.
@@ -273,39 +267,17 @@ fn three_tier_is_enforced_in(datapath: &str, engine: &str, tag: &str, overlay: b
         "the standard matrix passes:\n{}",
         String::from_utf8_lossy(&matrix.stdout)
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn three_tier_on_iptables_with_azure_npm() {
-    three_tier_is_enforced("iptables", "azure", "npi");
-}
-
-#[test]
-fn three_tier_on_iptables_with_calico() {
-    three_tier_is_enforced("iptables", "calico", "npc");
-}
-
-#[test]
-fn three_tier_on_ebpf_with_cilium() {
-    three_tier_is_enforced("ebpf", "cilium", "npe");
-}
-
-#[test]
-fn three_tier_on_ebpf_with_calico() {
-    three_tier_is_enforced("ebpf", "calico", "npk");
-}
-
-#[test]
-fn three_tier_on_ebpf_overlay_with_cilium() {
-    three_tier_is_enforced_in("ebpf", "cilium", "npo", true);
-}
-
-#[test]
-fn three_tier_on_iptables_overlay_with_calico() {
-    three_tier_is_enforced_in("iptables", "calico", "npq", true);
-}
+cell_tests!(three_tier_is_enforced:
+    three_tier_on_iptables_with_azure_npm("iptables", "azure", "npi", false),
+    three_tier_on_iptables_with_calico("iptables", "calico", "npc", false),
+    three_tier_on_ebpf_with_cilium("ebpf", "cilium", "npe", false),
+    three_tier_on_ebpf_with_calico("ebpf", "calico", "npk", false),
+    three_tier_on_ebpf_overlay_with_cilium("ebpf", "cilium", "npo", true),
+    three_tier_on_iptables_overlay_with_calico("iptables", "calico", "npq", true),
+);
 
 /// `check --expect` with these rows; whether every row passed.
 fn expect_rows(name: &str, tag: &str, rows: &str) -> bool {
@@ -319,9 +291,8 @@ fn expect_rows(name: &str, tag: &str, rows: &str) -> bool {
 /// `policy delete` opens db to everyone, `policy apply` closes it again, on a running
 /// cluster; bad input exits 2 and changes nothing.
 fn live_policy_changes(datapath: &str, engine: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     up_keep(&three_tier(&name, datapath, engine, false));
     // web (slot 0) to db (slot 2) across nodes, api (slot 1) to db.
     let web_to_db = |expect: &str| {
@@ -413,19 +384,13 @@ fn live_policy_changes(datapath: &str, engine: &str, tag: &str) {
         expect_rows(&name, "after-bad", &web_to_db("blocked")),
         "still closed"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn live_policy_changes_on_ebpf() {
-    live_policy_changes("ebpf", "cilium", "npl");
-}
-
-#[test]
-fn live_policy_changes_on_iptables() {
-    live_policy_changes("iptables", "azure", "npj");
-}
+cell_tests!(live_policy_changes:
+    live_policy_changes_on_ebpf("ebpf", "cilium", "npl"),
+    live_policy_changes_on_iptables("iptables", "azure", "npj"),
+);
 
 /// Policy beside the features that came after it: an NSG rule in the fabric (on-prem to port 17001 in the
 /// node subnet, not the NodePorts), a NAT gateway for egress, and
@@ -438,9 +403,8 @@ fn policy_coexists_with_load_balancers_nsg_and_nat_gateway(
     engine: &str,
     tag: &str,
 ) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let yaml = format!(
         "name: {name}\nnetworkPlugin: azure\ndatapath: {datapath}\nnetworkPolicy: {engine}\nvnet:\n  addressSpace: 10.224.0.0/12\n  nodeSubnet: 10.224.0.0/24\nnodePools:\n  - {{ name: nodepool1, count: 2, osType: Linux }}\npodsPerNode: 2\n{COEXISTING}"
     );
@@ -471,11 +435,11 @@ fn policy_coexists_with_load_balancers_nsg_and_nat_gateway(
     assert_eq!(answered(local), attempts(local), "{local}");
     // Cluster: through the backend's own node the policy sees the client (admitted),
     // through the other node that node's address (denied): some answered, not all.
-    let cluster = row("web", "internet");
-    assert_eq!(cluster["expected"]["outcome"], "partly", "{cluster}");
+    let any_node = row("web", "internet");
+    assert_eq!(any_node["expected"]["outcome"], "partly", "{any_node}");
     assert!(
-        answered(cluster) > 0 && answered(cluster) < attempts(cluster),
-        "{cluster}"
+        answered(any_node) > 0 && answered(any_node) < attempts(any_node),
+        "{any_node}"
     );
     // On-prem is not admitted by the policy, whatever the path.
     for service in ["web", "web-local"] {
@@ -488,16 +452,10 @@ fn policy_coexists_with_load_balancers_nsg_and_nat_gateway(
             "{r}"
         );
     }
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_iptables() {
-    policy_coexists_with_load_balancers_nsg_and_nat_gateway("iptables", "azure", "npb");
-}
-
-#[test]
-fn policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_ebpf() {
-    policy_coexists_with_load_balancers_nsg_and_nat_gateway("ebpf", "cilium", "npf");
-}
+cell_tests!(policy_coexists_with_load_balancers_nsg_and_nat_gateway:
+    policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_iptables("iptables", "azure", "npb"),
+    policy_coexists_with_load_balancers_nsg_and_nat_gateway_on_ebpf("ebpf", "cilium", "npf"),
+);

@@ -149,11 +149,10 @@ fn port_of(seen: &str) -> u16 {
 }
 
 fn exhaustion(plugin: &str, datapath: &str, tag: &str) {
-    require_privileges();
     const PORTS: usize = 8;
     const SERVER_PORT: u16 = 18100;
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let profile = format!("loadBalancerProfile: {{ allocatedOutboundPorts: {PORTS} }}\n");
     up_keep(&description_with(&name, plugin, datapath, 2, 1, &profile));
     let state = ClusterState::require(&name).expect("state");
@@ -205,19 +204,13 @@ fn exhaustion(plugin: &str, datapath: &str, tag: &str) {
     assert_eq!(rows[1]["portRange"], "1032-1039", "{egress}");
     assert_eq!(rows[1]["exhaustedDrops"], 0, "{egress}");
     drop(open);
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn exhausted_snat_ports_refuse_new_flows_on_ebpf() {
-    exhaustion("azure", "ebpf", "ox");
-}
-
-#[test]
-fn exhausted_snat_ports_refuse_new_flows_on_iptables() {
-    exhaustion("kubenet", "iptables", "oy");
-}
+cell_tests!(exhaustion:
+    exhausted_snat_ports_refuse_new_flows_on_ebpf("azure", "ebpf", "ox"),
+    exhausted_snat_ports_refuse_new_flows_on_iptables("kubenet", "iptables", "oy"),
+);
 
 #[test]
 fn none_has_no_egress() {
@@ -230,9 +223,8 @@ fn none_has_no_egress() {
 /// userDefinedRouting: egress goes through the firewall, which SNATs to its public
 /// address and logs the flow.
 fn through_the_firewall(plugin: &str, datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let extra = "outboundType: userDefinedRouting\n";
     up_keep(&description_with(&name, plugin, datapath, 2, 1, extra));
     let results = check(&name);
@@ -257,27 +249,20 @@ fn through_the_firewall(plugin: &str, datapath: &str, tag: &str) {
         flows.iter().all(|f| f["original"]["dst"] == "203.0.113.10"),
         "{log}"
     );
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn udr_egress_goes_through_the_firewall_on_ebpf() {
-    through_the_firewall("azure", "ebpf", "ow");
-}
-
-#[test]
-fn udr_egress_goes_through_the_firewall_on_iptables() {
-    through_the_firewall("kubenet", "iptables", "oz");
-}
+cell_tests!(through_the_firewall:
+    udr_egress_goes_through_the_firewall_on_ebpf("azure", "ebpf", "ow"),
+    udr_egress_goes_through_the_firewall_on_iptables("kubenet", "iptables", "oz"),
+);
 
 /// limit-egress-traffic.md: with 0.0.0.0/0 through the firewall, a LoadBalancer frontend
 /// reached from the internet gets no answer (the reply goes to the firewall, which drops
 /// a session it never saw); the firewall's NAT rule to the frontend is the fix.
 fn asymmetric_routing(plugin: &str, datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     let extra = "services:\n  - { name: web, clusterIP: 10.0.0.20, port: 80, targetPort: 17001, backends: 1, type: LoadBalancer }\noutboundType: userDefinedRouting\nfirewall:\n  natRules:\n    - { name: inboundrule, service: web }\n";
     up_keep(&description_with(&name, plugin, datapath, 2, 1, extra));
     // check --frontends expects the internet blocked (asymmetric routing), on-prem served.
@@ -316,27 +301,20 @@ fn asymmetric_routing(plugin: &str, datapath: &str, tag: &str) {
     let log = json(&["inspect", "firewall", "--cluster", &name, "--json"]);
     let nat = firewall_rule(&log, |r| r.starts_with("NAT rule inboundrule to web"));
     assert_eq!(nat, 1, "{log}");
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule_on_iptables() {
-    asymmetric_routing("kubenet", "iptables", "oa2");
-}
-
-#[test]
-fn udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule_on_ebpf() {
-    asymmetric_routing("azure", "ebpf", "ob2");
-}
+cell_tests!(asymmetric_routing:
+    udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule_on_iptables("kubenet", "iptables", "oa2"),
+    udr_breaks_load_balancer_inbound_until_a_firewall_nat_rule_on_ebpf("azure", "ebpf", "ob2"),
+);
 
 /// `update --outbound-type` on a running cluster: each move AKS supports changes what the
 /// internet sees and `check` passes after it; the one it does not support is refused
 /// (exit 2) and changes nothing.
 fn change_in_place(plugin: &str, datapath: &str, tag: &str) {
-    require_privileges();
-    let name = cluster_name(tag);
-    let _down = Down(name.clone());
+    let cluster = TestCluster::new(tag);
+    let name = cluster.name.clone();
     up_keep(&description(&name, plugin, datapath, 2, 1));
     let seen = |what: &str| {
         let results = check(&name);
@@ -388,19 +366,13 @@ fn change_in_place(plugin: &str, datapath: &str, tag: &str) {
     // The same type again is nothing to do.
     let out = aksnet_ok(&["update", &name, "--outbound-type", "managedNATGateway"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
-    aksnet_ok(&["down", &name]);
-    assert_gone(&name);
+    cluster.down();
 }
 
-#[test]
-fn outbound_type_changes_in_place_on_iptables() {
-    change_in_place("kubenet", "iptables", "ou");
-}
-
-#[test]
-fn outbound_type_changes_in_place_on_ebpf() {
-    change_in_place("azure", "ebpf", "ov");
-}
+cell_tests!(change_in_place:
+    outbound_type_changes_in_place_on_iptables("kubenet", "iptables", "ou"),
+    outbound_type_changes_in_place_on_ebpf("azure", "ebpf", "ov"),
+);
 
 /// `bench --snat-exhaustion`: each cell's pod opens exactly its node's ports to one
 /// destination, then is refused; the clusters are gone afterwards.

@@ -215,12 +215,7 @@ fn assert_df_datagrams_fit_the_tunnel(state: &ClusterState, datapath: &str) {
     });
 }
 
-#[test]
-fn overlay_on_ebpf_keeps_pod_routes_out_of_the_vnet() {
-    overlay_cluster("ebpf", "oe");
-}
-
-#[test]
-fn overlay_on_iptables_keeps_pod_routes_out_of_the_vnet() {
-    overlay_cluster("iptables", "oi");
-}
+cell_tests!(overlay_cluster:
+    overlay_on_ebpf_keeps_pod_routes_out_of_the_vnet("ebpf", "oe"),
+    overlay_on_iptables_keeps_pod_routes_out_of_the_vnet("iptables", "oi"),
+);

@@ -225,6 +225,9 @@ mod tests {
     fn three_tier_pairs_and_ports() {
         let (state, model) = three_tier();
         let (endpoints, checks) = policy_matrix(&state, &model);
+        let blocked = |path: &str, destination: &str, port: u16| {
+            row(&endpoints, &checks, path, destination, port).is_blocked()
+        };
         // api (slot 1) -> db (slot 2) on 5432 connects, on one node and across nodes.
         for (path, db) in [
             ("slot 1 -> slot 2, same node", "nodepool1-0-pod2"),
@@ -259,44 +262,16 @@ mod tests {
         assert!(!expected.is_blocked());
         assert_eq!(probe.timeout, REACHABLE_TIMEOUT);
         // Only api reaches the internet.
-        assert!(!row(
-            &endpoints,
-            &checks,
-            "slot 1 -> internet",
-            "internet",
-            CHECK_PORT
-        )
-        .is_blocked());
-        assert!(row(
-            &endpoints,
-            &checks,
-            "slot 0 -> internet",
-            "internet",
-            CHECK_PORT
-        )
-        .is_blocked());
+        assert!(!blocked("slot 1 -> internet", "internet", CHECK_PORT));
+        assert!(blocked("slot 0 -> internet", "internet", CHECK_PORT));
         // db's own node reaches it (kubelet), the other node does not.
-        assert!(!row(
-            &endpoints,
-            &checks,
-            "nodepool1-0 -> slot 2",
-            "nodepool1-0-pod2",
-            5432
-        )
-        .is_blocked());
-        assert!(row(
-            &endpoints,
-            &checks,
-            "nodepool1-1 -> slot 2",
-            "nodepool1-0-pod2",
-            5432
-        )
-        .is_blocked());
+        assert!(!blocked("nodepool1-0 -> slot 2", "nodepool1-0-pod2", 5432));
+        assert!(blocked("nodepool1-1 -> slot 2", "nodepool1-0-pod2", 5432));
         // Both outcomes are represented in numbers, so the view is not one-sided.
-        let blocked = checks.iter().filter(|(_, e)| e.is_blocked()).count();
+        let blocked_rows = checks.iter().filter(|(_, e)| e.is_blocked()).count();
         assert!(
-            blocked > 5 && blocked < checks.len() - 5,
-            "{blocked} of {}",
+            blocked_rows > 5 && blocked_rows < checks.len() - 5,
+            "{blocked_rows} of {}",
             checks.len()
         );
     }
@@ -313,6 +288,9 @@ mod tests {
             );
         let (state, model) = three_tier_from(&yaml);
         let (endpoints, checks) = policy_matrix(&state, &model);
+        let blocked = |path: &str, destination: &str, port: u16| {
+            row(&endpoints, &checks, path, destination, port).is_blocked()
+        };
         let bridge = model.nodes[0]
             .pod_gateway
             .expect("Overlay nodes have a pod bridge");
@@ -332,14 +310,7 @@ mod tests {
             }
             other => panic!("expected reachable from the bridge, got {other}"),
         }
-        assert!(row(
-            &endpoints,
-            &checks,
-            "nodepool1-1 -> slot 2",
-            "nodepool1-0-pod2",
-            5432
-        )
-        .is_blocked());
+        assert!(blocked("nodepool1-1 -> slot 2", "nodepool1-0-pod2", 5432));
     }
 
     #[test]

@@ -310,6 +310,22 @@ pub(crate) mod testing {
     /// examples/three-tier.yaml.
     pub const THREE_TIER: &str = include_str!("../../../examples/three-tier.yaml");
 
+    /// [`THREE_TIER`] with db's port a range (5432–5434, `endPort`) and its peer an
+    /// `ipBlock` of the node subnet with an `except` (10.224.0.36/30).
+    pub fn three_tier_with_except_and_end_port() -> String {
+        THREE_TIER
+            .replacen(
+                "{ protocol: TCP, port: 5432 }",
+                "{ port: 5432, endPort: 5434 }",
+                1,
+            )
+            .replacen(
+                "from: [{ podSelector: { matchLabels: { app: api } } }]",
+                "from: [{ ipBlock: { cidr: 10.224.0.0/24, except: [10.224.0.36/30] } }]",
+                1,
+            )
+    }
+
     /// Every (source, destination, protocol, port) between two distinct `addresses`.
     pub fn flows(
         addresses: &[Ipv4Addr],

@@ -5,7 +5,7 @@ use crate::model::load;
 use crate::model::policy::NetworkPolicyEngine;
 use crate::plan::{plan, Plan};
 
-use crate::policy::testing::THREE_TIER;
+use crate::policy::testing::{three_tier_with_except_and_end_port, THREE_TIER};
 const INTERNET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const ON_PREM: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
 
@@ -182,17 +182,7 @@ fn without_an_engine_everything_is_allowed() {
 
 #[test]
 fn ip_block_except_and_end_port() {
-    let yaml = THREE_TIER
-        .replacen(
-            "{ protocol: TCP, port: 5432 }",
-            "{ port: 5432, endPort: 5434 }",
-            1,
-        )
-        .replacen(
-            "from: [{ podSelector: { matchLabels: { app: api } } }]",
-            "from: [{ ipBlock: { cidr: 10.224.0.0/24, except: [10.224.0.36/30] } }]",
-            1,
-        );
+    let yaml = three_tier_with_except_and_end_port();
     let plan = three_tier(&yaml);
     // Node 0's pods (10.224.0.6-9) are inside the block; node 1's (.36-.39) are excepted.
     for port in [5432, 5434] {

@@ -48,6 +48,52 @@ pub fn aksnet(args: &[&str]) -> Output {
         .expect("running aksnet")
 }
 
+/// The arguments of `aksnet services add NAME --cluster CLUSTER --cluster-ip IP --port 80
+/// --backends N`, then `more` (`--target-port`, `--type`, …).
+pub fn services_add<'a>(
+    cluster: &'a str,
+    name: &'a str,
+    cluster_ip: &'a str,
+    backends: &'a str,
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "services",
+        "add",
+        name,
+        "--cluster",
+        cluster,
+        "--cluster-ip",
+        cluster_ip,
+        "--port",
+        "80",
+        "--backends",
+        backends,
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
+/// `aksnet services add` of a LoadBalancer service on port 80 → 17001 with
+/// `external_traffic_policy` (`Cluster` or `Local`); it must succeed.
+pub fn add_load_balancer_service(
+    cluster: &str,
+    name: &str,
+    cluster_ip: &str,
+    backends: &str,
+    external_traffic_policy: &str,
+) -> Output {
+    let more = [
+        "--target-port",
+        "17001",
+        "--type",
+        "LoadBalancer",
+        "--external-traffic-policy",
+        external_traffic_policy,
+    ];
+    aksnet_ok(&services_add(cluster, name, cluster_ip, backends, &more))
+}
+
 pub fn aksnet_ok(args: &[&str]) -> Output {
     let out = aksnet(args);
     assert!(

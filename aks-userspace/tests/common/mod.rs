@@ -8,15 +8,16 @@
 
 pub mod cluster;
 
-/// One `#[test]` per cell of the matrix, each calling `$check(plugin, datapath, tag)`:
-/// the cells run in parallel, and a failure names its cell.
+/// One `#[test]` per cell (or case), each calling `$check` with that cell's arguments
+/// (usually plugin, datapath and a cluster tag): the cells run in parallel, and a
+/// failure names its cell.
 #[macro_export]
 macro_rules! cell_tests {
-    ($check:ident: $($test:ident($plugin:literal, $datapath:literal, $tag:literal)),+ $(,)?) => {
+    ($check:ident: $($test:ident($($arg:expr),* $(,)?)),+ $(,)?) => {
         $(
             #[test]
             fn $test() {
-                $check($plugin, $datapath, $tag);
+                $check($($arg),*);
             }
         )+
     };

@@ -134,6 +134,14 @@ impl Harness {
         (verdict, out)
     }
 
+    /// Runs `program` on `frame` as [`Harness::run`] does and asserts it was redirected;
+    /// returns the frame as it left.
+    pub fn redirected(&self, program: &str, frame: &[u8], reason: Reason) -> Vec<u8> {
+        let (verdict, out) = self.run(program, frame, reason);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{program}: {reason:?} redirects");
+        out
+    }
+
     /// Runs `program` on `frame`, without looking at the counters.
     pub fn run_uncounted(&self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 64];

@@ -56,8 +56,7 @@ impl Harness {
 fn a_local_backend_gets_the_client_and_its_reply_leaves_from_the_node_port() {
     let h = Harness::with_node_port(&[LOCAL_POD], ExternalTrafficPolicy::Local, false);
     let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
-    let (verdict, out) = h.run("from_vnet", &syn, Reason::NodePortDnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &syn, Reason::NodePortDnat);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "DNAT into the local backend");
     assert_endpoints(
         &out,
@@ -69,8 +68,7 @@ fn a_local_backend_gets_the_client_and_its_reply_leaves_from_the_node_port() {
     let reply = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
         .ports(8080, 40000)
         .bytes();
-    let (verdict, out) = h.run("from_pod", &reply, Reason::NodePortRevDnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &reply, Reason::NodePortRevDnat);
     assert_routed(
         &out,
         GATEWAY_MAC,
@@ -90,8 +88,7 @@ fn a_local_backend_gets_the_client_and_its_reply_leaves_from_the_node_port() {
 fn cluster_snats_towards_another_nodes_backend_and_translates_the_reply_back() {
     let h = Harness::with_node_port(&[REMOTE_POD], ExternalTrafficPolicy::Cluster, true);
     let syn = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
-    let (verdict, out) = h.run("from_vnet", &syn, Reason::NodePortDnatSnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &syn, Reason::NodePortDnatSnat);
     assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, "on to the VNet");
     assert_eq!(endpoint_of(&out, false), (REMOTE_POD, 8080));
     let (source, snat_port) = endpoint_of(&out, true);
@@ -109,8 +106,7 @@ fn cluster_snats_towards_another_nodes_backend_and_translates_the_reply_back() {
     let reply = FrameSpec::tcp(REMOTE_POD, NODE, 0)
         .ports(8080, snat_port)
         .bytes();
-    let (verdict, out) = h.run("from_vnet", &reply, Reason::NodePortRevSnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &reply, Reason::NodePortRevSnat);
     assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, "back out to the client");
     assert_endpoints(
         &out,
@@ -187,8 +183,7 @@ fn a_local_backend_isolated_by_policy_takes_only_the_clients_its_policy_admits()
         )
         .expect("programming the node port");
     let admitted = FrameSpec::tcp(INTERNET, NODE, NODE_PORT).bytes();
-    let (verdict, out) = h.run("from_vnet", &admitted, Reason::NodePortDnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &admitted, Reason::NodePortDnat);
     assert_eq!(
         endpoint_of(&out, true),
         (INTERNET, 40000),
@@ -223,8 +218,7 @@ fn a_closed_flows_reply_entry_does_not_catch_a_new_connection_by_another_path() 
             .bytes()
     };
     let translated = |frame: &[u8], case: &str| {
-        let (verdict, out) = h.run("from_pod", frame, Reason::NodePortRevDnat);
-        assert_eq!(verdict, TC_ACT_REDIRECT, "{case}");
+        let out = h.redirected("from_pod", frame, Reason::NodePortRevDnat);
         assert_endpoints(&out, (NODE, NODE_PORT), (PEER_NODE, 40000), case);
     };
 
@@ -239,8 +233,7 @@ fn a_closed_flows_reply_entry_does_not_catch_a_new_connection_by_another_path() 
     // Closed; a new connection on the same tuple reaches the backend by the plain path.
     let direct = FrameSpec::tcp(PEER_NODE, LOCAL_POD, 8080).bytes();
     h.run("from_vnet", &direct, Reason::RedirectedPeer);
-    let (verdict, out) = h.run("from_pod", &syn_ack, Reason::RedirectedUplink);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &syn_ack, Reason::RedirectedUplink);
     assert_endpoints(
         &out,
         (LOCAL_POD, 8080),

@@ -59,8 +59,7 @@ fn policy_allows_what_a_key_names_and_drops_the_rest_by_direction() {
     ]);
     // Egress to the remote pod on 8080: allowed, sent to the VNet.
     let allowed = FrameSpec::tcp(LOCAL_POD, REMOTE_POD, 8080).bytes();
-    let (verdict, _) = h.run("from_pod", &allowed, Reason::RedirectedUplink);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    h.redirected("from_pod", &allowed, Reason::RedirectedUplink);
     // Another port, another identity: default deny of egress, counted as such.
     for (dst, port) in [(REMOTE_POD, 9090), (INTERNET, 8080), (ON_PREM, 8080)] {
         let denied = FrameSpec::tcp(LOCAL_POD, dst, port).bytes();
@@ -73,8 +72,7 @@ fn policy_allows_what_a_key_names_and_drops_the_rest_by_direction() {
     assert_eq!(verdict, TC_ACT_SHOT);
     // Ingress from the remote pod: 5432 is allowed, 5433 is not.
     let ingress = FrameSpec::tcp(REMOTE_POD, LOCAL_POD, 5432).bytes();
-    let (verdict, out) = h.run("from_vnet", &ingress, Reason::RedirectedPeer);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &ingress, Reason::RedirectedPeer);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "allowed ingress");
     let closed = FrameSpec::tcp(REMOTE_POD, LOCAL_POD, 5433).bytes();
     let (verdict, _) = h.run("from_vnet", &closed, Reason::DropPolicyIngress);
@@ -93,8 +91,7 @@ fn policy_lets_established_flows_and_their_replies_through() {
     let open = FrameSpec::tcp(LOCAL_POD, REMOTE_POD, 8080).bytes();
     h.run("from_pod", &open, Reason::RedirectedUplink);
     // ... and now the reply is part of it: delivered, though no ingress key allows it.
-    let (verdict, _) = h.run("from_vnet", &reply, Reason::RedirectedPeer);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    h.redirected("from_vnet", &reply, Reason::RedirectedPeer);
     // The flow's later packets pass too; a new flow from another port does not.
     h.run("from_pod", &open, Reason::RedirectedUplink);
     let other = FrameSpec::tcp(REMOTE_POD, LOCAL_POD, 40000)

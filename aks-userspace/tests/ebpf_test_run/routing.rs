@@ -10,8 +10,7 @@ use crate::harness::*;
 fn from_pod_delivers_local_pods_to_their_peer_with_the_pod_macs() {
     let h = Harness::new();
     let frame = FrameSpec::udp(LOCAL_POD, PEER_POD).bytes();
-    let (verdict, out) = h.run("from_pod", &frame, Reason::RedirectedPeer);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &frame, Reason::RedirectedPeer);
     assert_routed(&out, PEER_POD_MAC, PEER_HOST_MAC, 63, "local pod");
     assert_eq!(
         &out[14 + 12..14 + 20],
@@ -28,8 +27,7 @@ fn from_pod_sends_the_vnet_and_on_prem_to_the_gateway_untranslated() {
         ("on-prem (non-masquerade)", ON_PREM),
     ] {
         let frame = FrameSpec::tcp(LOCAL_POD, dst, 80).bytes();
-        let (verdict, out) = h.run("from_pod", &frame, Reason::RedirectedUplink);
-        assert_eq!(verdict, TC_ACT_REDIRECT, "{case}");
+        let out = h.redirected("from_pod", &frame, Reason::RedirectedUplink);
         assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, case);
         assert_eq!(&out[26..34], &frame[26..34], "{case}: addresses untouched");
         assert_eq!(&out[34..38], &frame[34..38], "{case}: ports untouched");
@@ -113,12 +111,11 @@ fn without_config_the_datapath_drops_and_counts() {
 #[test]
 fn from_vnet_delivers_local_pods_and_passes_the_rest() {
     let h = Harness::new();
-    let (verdict, out) = h.run(
+    let out = h.redirected(
         "from_vnet",
         &FrameSpec::tcp(ON_PREM, LOCAL_POD, 80).bytes(),
         Reason::RedirectedPeer,
     );
-    assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "from the VNet to a local pod");
     let frame = FrameSpec::tcp(ON_PREM, NODE, 22).bytes();
     let (verdict, out) = h.run("from_vnet", &frame, Reason::PassedToStack);
@@ -155,6 +152,5 @@ fn from_pod_hands_overlay_destinations_to_the_kernel_untouched() {
     );
     // A destination next to the overlay range is still routed by the program itself.
     let frame = FrameSpec::tcp(LOCAL_POD, REMOTE_POD, 80).bytes();
-    let (verdict, _) = h.run("from_pod", &frame, Reason::RedirectedUplink);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    h.redirected("from_pod", &frame, Reason::RedirectedUplink);
 }

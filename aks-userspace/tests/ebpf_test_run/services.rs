@@ -44,8 +44,7 @@ impl Harness {
 fn a_clusterip_is_dnated_on_the_first_packet_and_the_reply_gets_it_back() {
     let h = Harness::with_service(&[REMOTE_POD]);
     let syn = FrameSpec::tcp(LOCAL_POD, VIP, 80).bytes();
-    let (verdict, out) = h.run("from_pod", &syn, Reason::ServiceDnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &syn, Reason::ServiceDnat);
     assert_routed(
         &out,
         GATEWAY_MAC,
@@ -63,8 +62,7 @@ fn a_clusterip_is_dnated_on_the_first_packet_and_the_reply_gets_it_back() {
     let reply = FrameSpec::tcp(REMOTE_POD, LOCAL_POD, 0)
         .ports(8080, 40000)
         .bytes();
-    let (verdict, out) = h.run("from_vnet", &reply, Reason::ServiceRevDnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &reply, Reason::ServiceRevDnat);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "reply into the client");
     assert_endpoints(
         &out,
@@ -107,8 +105,7 @@ fn every_packet_of_a_flow_keeps_its_backend() {
 fn a_pod_reaching_itself_through_its_service_is_hairpinned() {
     let h = Harness::with_service(&[LOCAL_POD]);
     let syn = FrameSpec::tcp(LOCAL_POD, VIP, 80).bytes();
-    let (verdict, out) = h.run("from_pod", &syn, Reason::ServiceDnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &syn, Reason::ServiceDnat);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "hairpin");
     assert_endpoints(
         &out,
@@ -119,8 +116,7 @@ fn a_pod_reaching_itself_through_its_service_is_hairpinned() {
     let reply = FrameSpec::tcp(LOCAL_POD, HAIRPIN_SOURCE, 0)
         .ports(8080, 40000)
         .bytes();
-    let (verdict, out) = h.run("from_pod", &reply, Reason::ServiceRevDnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &reply, Reason::ServiceRevDnat);
     assert_endpoints(
         &out,
         (VIP, 80),
@@ -219,8 +215,7 @@ fn the_gc_expires_idle_service_and_snat_flows_with_their_reply_keys() {
     let reply = FrameSpec::tcp(REMOTE_POD, LOCAL_POD, 0)
         .ports(8080, 40000)
         .bytes();
-    let (verdict, out) = h.run("from_vnet", &reply, Reason::RedirectedPeer);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &reply, Reason::RedirectedPeer);
     assert_eq!(
         endpoint_of(&out, true),
         (REMOTE_POD, 8080),

@@ -9,8 +9,7 @@ use crate::harness::*;
 /// SNATs `frame` (a pod's packet to the internet) and checks the rewrite; returns the
 /// NAT port chosen.
 pub fn assert_snat(h: &Harness, frame: &[u8], case: &str) -> u16 {
-    let (verdict, out) = h.run("from_pod", frame, Reason::RedirectedUplinkSnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT, "{case}");
+    let out = h.redirected("from_pod", frame, Reason::RedirectedUplinkSnat);
     assert_routed(&out, GATEWAY_MAC, UPLINK_MAC, 63, case);
     let (src, port) = endpoint_of(&out, true);
     assert_eq!(src, NODE, "{case}: the source is now the node");
@@ -88,8 +87,7 @@ fn the_same_flow_keeps_its_mapping_and_replies_are_translated_back() {
     assert_eq!((flows[0].1.nat_port, flows[0].1.packets), (port, 2));
 
     let reply = FrameSpec::tcp(INTERNET, NODE, 0).ports(443, port).bytes();
-    let (verdict, out) = h.run("from_vnet", &reply, Reason::RedirectedPeerRevSnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_vnet", &reply, Reason::RedirectedPeerRevSnat);
     assert_routed(&out, POD_MAC, HOST_MAC, 63, "reply");
     assert_endpoints(
         &out,
@@ -134,8 +132,7 @@ fn port_exhaustion_is_counted_not_silent() {
     let first = FrameSpec::tcp(LOCAL_POD, INTERNET, 443)
         .ports(1111, 443)
         .bytes();
-    let (verdict, out) = h.run("from_pod", &first, Reason::RedirectedUplinkSnat);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &first, Reason::RedirectedUplinkSnat);
     assert_eq!(endpoint_of(&out, true), (NODE, 40000));
     let second = FrameSpec::tcp(LOCAL_POD, INTERNET, 443)
         .ports(2222, 443)
@@ -189,13 +186,11 @@ fn replies_to_flows_opened_from_outside_leave_untranslated() {
     let inbound = FrameSpec::tcp(INTERNET, LOCAL_POD, 8080)
         .ports(51000, 8080)
         .bytes();
-    let (verdict, _) = h.run("from_vnet", &inbound, Reason::RedirectedPeer);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    h.redirected("from_vnet", &inbound, Reason::RedirectedPeer);
     let reply = FrameSpec::tcp(LOCAL_POD, INTERNET, 0)
         .ports(8080, 51000)
         .bytes();
-    let (verdict, out) = h.run("from_pod", &reply, Reason::RedirectedUplink);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let out = h.redirected("from_pod", &reply, Reason::RedirectedUplink);
     assert_eq!(
         endpoint_of(&out, true),
         (LOCAL_POD, 8080),

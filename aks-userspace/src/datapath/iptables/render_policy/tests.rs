@@ -8,7 +8,7 @@ use crate::cidr::Ipv4Cidr;
 use crate::datapath::iptables::{proxy_options, render_node_for};
 use crate::model::load;
 use crate::plan::plan;
-use crate::policy::testing::{flows, THREE_TIER};
+use crate::policy::testing::{flows, three_tier_with_except_and_end_port, THREE_TIER};
 use crate::policy::{evaluate, PolicyEndpoint, PolicyFlow};
 
 fn iptables_plan(yaml: &str) -> Plan {
@@ -218,17 +218,7 @@ fn rendered_rules_agree_with_the_evaluator_on_every_pair() {
 
 #[test]
 fn except_and_end_port_render_as_matches() {
-    let yaml = THREE_TIER
-        .replacen(
-            "{ protocol: TCP, port: 5432 }",
-            "{ port: 5432, endPort: 5434 }",
-            1,
-        )
-        .replacen(
-            "from: [{ podSelector: { matchLabels: { app: api } } }]",
-            "from: [{ ipBlock: { cidr: 10.224.0.0/24, except: [10.224.0.36/30] } }]",
-            1,
-        );
+    let yaml = three_tier_with_except_and_end_port();
     let plan = iptables_plan(&yaml);
     let ruleset = render_node_for(&plan, "nodepool1-0", proxy_options(&plan, false));
     let payload = ruleset.to_restore();
