@@ -197,6 +197,28 @@ fn quick_bench_measures_every_cell_and_leaves_nothing_behind() {
     let svg_text = std::fs::read_to_string(&svg).expect("the plot was written");
     assert!(svg_text.contains("<svg"), "an SVG");
 
+    // `--compare` of the report with itself: every ratio paired, none moved, exit 0; the
+    // CSV in its place is not a report, exit 2.
+    let compare = |after: &Path| {
+        Command::new(AKSNET)
+            .args(["bench", "--compare"])
+            .arg(&json)
+            .arg(after)
+            .output()
+            .expect("running aksnet bench --compare")
+    };
+    let same = compare(&json);
+    let said = String::from_utf8_lossy(&same.stdout);
+    assert_eq!(same.status.code(), Some(0), "{said}");
+    assert!(said.contains(" 0 beyond; largest change +0.0 %"), "{said}");
+    let not_a_report = compare(&csv);
+    assert_eq!(
+        not_a_report.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&not_a_report.stderr)
+    );
+
     let left = aks_userspace::netns::list_with_prefix(&format!("aks-{prefix}"))
         .expect("listing namespaces");
     assert!(left.is_empty(), "bench namespaces left behind: {left:?}");
